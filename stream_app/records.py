@@ -1,0 +1,101 @@
+"""Record schemas of the serving topics (the field semantics behind ``kafka/topics.yaml``).
+
+The Faust records document and type the values; the hot path builds the same JSON objects
+with the plain ``*_payload`` functions below (one ``json.dumps`` per record, no Record
+instance per event), and a unit test keeps both in step.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+
+import faust
+
+
+class ClickEvent(faust.Record, serializer="json"):
+    """``clicks``: a user viewed an item (key: user_id)."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    ts: float
+
+
+class PurchaseEvent(ClickEvent, serializer="json"):
+    """``purchases``: a user bought (MovieLens: rated >= 4) an item (key: user_id)."""
+
+    price: float | None = None
+    quantity: int | None = None
+
+
+class ScoredItem(faust.Record, serializer="json"):
+    item_id: str
+    score: float
+
+
+class Recommendation(faust.Record, serializer="json"):
+    """``recommendations``: top-K items for a user, one per triggering input event."""
+
+    event_id: str
+    """The triggering input event."""
+    user_id: str
+    items: list[ScoredItem]
+    model_version: str
+    cold_start: bool
+    """The user had at most ``cold_start_events`` events (this one included)."""
+    produced_at: float
+    """Seconds since the epoch when the worker published the record."""
+    latency_ms: float
+    """Milliseconds from the input record's timestamp (producer create time) to publishing."""
+    fallback: str | None = None
+    """``"popular"`` when no event of the user is known to the model (popularity fallback)."""
+
+
+class DlqRecord(faust.Record, serializer="json"):
+    """``events-dlq``: an input record that was refused, with the reason and the raw payload."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    error: str
+    """The reason code (``stream_app.validation.REASONS``)."""
+    detail: str
+    payload: str
+    """The raw payload: UTF-8 text, or base64 when ``payload_encoding`` says so."""
+    payload_encoding: str = "utf-8"
+    payload_truncated: bool = False
+    key: str | None = None
+    event_id: str | None = None
+    """The event id when it could be read from the payload."""
+
+
+def recommendation_payload(*, event_id: str, user_id: str, items: Sequence[tuple[str, float]],
+                           model_version: str, cold_start: bool, produced_at: float,
+                           latency_ms: float, fallback: str | None) -> bytes:
+    return json.dumps({
+        "event_id": event_id, "user_id": user_id,
+        "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
+        "model_version": model_version, "cold_start": cold_start,
+        "produced_at": produced_at, "latency_ms": round(latency_ms, 3), "fallback": fallback,
+    }, separators=(",", ":")).encode()
+
+
+def dlq_payload(*, source_topic: str, partition: int, offset: int, error: str, detail: str,
+                payload: bytes | None, key: bytes | None, event_id: str | None,
+                max_payload_bytes: int = 65_536) -> bytes:
+    raw = payload or b""
+    truncated = len(raw) > max_payload_bytes
+    raw = raw[:max_payload_bytes]
+    try:
+        text, encoding = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return json.dumps({
+        "source_topic": source_topic, "partition": partition, "offset": offset,
+        "error": error, "detail": detail, "payload": text, "payload_encoding": encoding,
+        "payload_truncated": truncated,
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "event_id": event_id,
+    }, separators=(",", ":")).encode()
