@@ -46,3 +46,117 @@ def event_bytes(user_id: str, item_id: str, *, event_id: str | None = None, ts: 
     body = {"event_id": eid, "user_id": user_id, "item_id": item_id,
             "ts": time.time() if ts is None else ts, **extra}
     return eid, json.dumps(body).encode()
+
+
+# ------------------------------------------------------------------------------- live helpers
+
+async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
+    """Send ``(topic, key, value)`` records in order; returns their ``RecordMetadata``."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
+        return [await f for f in futures]
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topics: list[str], *, until: int, timeout_s: float = 60.0,
+                  idle_s: float = 0.0) -> list:
+    """Read ``topics`` from the beginning until ``until`` records arrived (then wait
+    ``idle_s`` more for unexpected extras) or ``timeout_s`` passed; returns ConsumerRecords."""
+    import asyncio
+    import time as _time
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+    await consumer.start()
+    out: list = []
+    try:
+        deadline = _time.monotonic() + timeout_s
+        extra_deadline = None
+        while _time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(records)
+            if len(out) >= until:
+                if extra_deadline is None:
+                    extra_deadline = _time.monotonic() + idle_s
+                if _time.monotonic() >= extra_deadline:
+                    break
+            await asyncio.sleep(0)
+        return out
+    finally:
+        await consumer.stop()
+
+
+class WorkerProcess:
+    """A serving worker subprocess (own process group) for tests and benchmarks.
+
+    ``with WorkerProcess(bootstrap=..., topic_prefix=..., model_store=...) as w: w.url(...)``;
+    always stopped with a deadline (SIGTERM, wait, SIGKILL)."""
+
+    def __init__(self, *, log_path: Path | str, ready_timeout_s: float = 90.0, **options: object) -> None:
+        from stream_app.brokers import free_port
+
+        self.options = dict(options)
+        self.options.setdefault("web_port", free_port())
+        self.options.setdefault("web_bind", "127.0.0.1")
+        self.log_path = Path(log_path)
+        self.ready_timeout_s = ready_timeout_s
+        self.proc = None
+        self.ready_s: float | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.options["web_port"])  # type: ignore[arg-type]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> WorkerProcess:
+        from stream_app.procs import start_process, wait_ready, worker_argv
+
+        self.proc = start_process(worker_argv(**self.options), log_path=self.log_path)
+        try:
+            self.ready_s = wait_ready(self.url("/ready"), proc=self.proc, timeout_s=self.ready_timeout_s,
+                                      log_path=self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, deadline_s: float = 15.0) -> int | None:
+        from stream_app.procs import stop_process
+
+        if self.proc is None:
+            return None
+        rc = stop_process(self.proc, deadline_s=deadline_s)
+        self.proc = None
+        return rc
+
+    def get_json(self, path: str) -> tuple[int, object]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def get_text(self, path: str) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url(path), timeout=10) as r:
+            return r.read().decode()
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

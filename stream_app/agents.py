@@ -1,0 +1,136 @@
+"""Agents and timers of the serving worker (thin: the work is in ``pipeline.py``).
+
+:func:`wire` registers, on an app from :func:`stream_app.app.create_app`:
+
+* the ``sessions`` table (user -> last ``max_history`` events, changelog-backed);
+* one agent over ``clicks`` + ``purchases``: ``take_events`` micro-batches ->
+  :class:`~stream_app.pipeline.BatchProcessor` -> table writes (one per user per batch),
+  ``recommendations`` and ``events-dlq`` sends (awaited once per batch);
+* a timer that exports consumer lag and session counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from stream_app.metrics import Metrics, observe_many
+from stream_app.pipeline import BatchProcessor, DlqBreaker, Incoming
+from stream_app.recommender import Recommender
+from stream_app.settings import Settings
+from stream_app.topics import load_topics, topic_names
+
+log = logging.getLogger(__name__)
+INPUT_TOPICS = ("clicks", "purchases")
+
+
+@dataclass
+class Wiring:
+    """What :func:`wire` created (the web views and tests use it)."""
+
+    app: Any
+    settings: Settings
+    recommender: Recommender
+    metrics: Metrics
+    sessions: Any
+    processor: BatchProcessor
+    names: dict[str, str]
+    logical: dict[str, str]
+    breaker: DlqBreaker
+    batches: int = 0
+    last_batch_at: float = 0.0
+
+
+def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metrics) -> Wiring:
+    specs = load_topics()
+    names = topic_names(settings.topic_prefix, specs)
+    logical = {v: k for k, v in names.items()}
+    partitions = specs["clicks"].partitions
+    if specs["purchases"].partitions != partitions:
+        raise RuntimeError("clicks and purchases must have the same partition count (co-partitioned)")
+
+    import faust
+
+    sessions = app.Table("sessions", default=None, partitions=partitions,
+                         schema=faust.Schema(key_serializer="json", value_serializer="json"),
+                         help="user_id -> last events [item_id, event_type, ts]")
+    source = app.topic(names["clicks"], names["purchases"], key_serializer="raw",
+                       value_serializer="raw")
+    processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
+    breaker = DlqBreaker(window=settings.dlq_window, max_ratio=settings.dlq_max_ratio,
+                         min_events=settings.dlq_min_events)
+    w = Wiring(app, settings, recommender, metrics, sessions, processor, names, logical, breaker)
+    device = str(recommender.model.device.type)
+    rec_topic, dlq_topic = names["recommendations"], names["events-dlq"]
+    metrics.set_model(recommender.model.version, recommender.model.n_items)
+
+    @app.agent(source, name="serve")
+    async def serve(stream: Any) -> None:
+        within = settings.batch_window_ms / 1000.0
+        async for events in stream.take_events(settings.batch_size, within=within):
+            batch = [Incoming(logical.get(e.message.topic, e.message.topic), e.message.partition,
+                              e.message.offset, e.message.key, e.message.value, e.message.timestamp)
+                     for e in events]
+            await handle_batch(w, batch, rec_topic, dlq_topic, device)
+
+    @app.timer(interval=5.0, name="export-gauges")
+    async def export_gauges() -> None:
+        metrics.active_sessions.set(len(sessions.data))
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic not in logical or logical[tp.topic] not in INPUT_TOPICS:
+                continue
+            try:
+                position = await consumer.position(tp)
+                high = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - best effort during rebalances
+                continue
+            if position is not None and high is not None:
+                metrics.consumer_lag.labels(logical[tp.topic], str(tp.partition)).set(max(0, high - position))
+
+    return w
+
+
+async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str,
+                       device: str) -> None:
+    """Process one micro-batch and write its outputs; returns after the broker acked them."""
+    out = w.processor.process(batch)
+    producer = w.app.producer
+    data = w.sessions.data
+    for user, (partition, hist) in out.sessions.items():
+        data[user] = hist
+        w.sessions.send_changelog(partition, user, hist)
+    futures = []
+    for key, value in out.recommendations:
+        futures.append(await producer.send(rec_topic, key, value, None, None, None))
+    for value in out.dlq:
+        futures.append(await producer.send(dlq_topic, None, value, None, None, None))
+    if futures:
+        await asyncio.gather(*futures)
+    m = w.metrics
+    m.batch_size.observe(len(batch))
+    for (topic, outcome), n in out.outcomes.items():
+        m.events.labels(topic, outcome).inc(n)
+    for reason, n in out.dlq_reasons.items():
+        m.dlq.labels(reason).inc(n)
+    if out.latencies_s:
+        observe_many(m.event_latency, out.latencies_s)
+    if out.ranked is not None and out.ranked.n_known_users:
+        m.inference.labels(device).observe(out.ranked.inference_s)
+        m.search.observe(out.ranked.search_s)
+    if out.n_fallback:
+        m.fallback.labels("popular").inc(out.n_fallback)
+    w.batches += 1
+    w.last_batch_at = time.time()
+    n_dlq = len(out.dlq)
+    if w.breaker.record(len(batch), n_dlq):
+        s = w.settings
+        log.error("DLQ circuit breaker open: over %.0f%% of the last %d events were refused; "
+                  "pausing consumption for %.1f s", s.dlq_max_ratio * 100, s.dlq_window, s.dlq_cooldown_s)
+        m.dlq_breaker_open.set(1)
+        await asyncio.sleep(s.dlq_cooldown_s)
+        w.breaker.reset()
+        m.dlq_breaker_open.set(0)
