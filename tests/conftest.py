@@ -1,0 +1,180 @@
+"""Shared fixtures: real brokers (never skipped), unique topic names, GPU gating.
+
+* ``kafka_bootstrap`` (session): ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else one Apache Kafka
+  (KRaft) started for the whole session in a fresh temp dir. If it cannot start, every
+  test using it errors with the reason (missing jars, Java, the broker's log tail).
+* ``tansu_bootstrap`` (session): one embedded Tansu broker.
+* ``kafka_broker_factory`` (function): start private ``KafkaBroker``s (persistent dirs,
+  kill/restart for fault tests); all are stopped at the end of the test.
+* ``topic_prefix`` (function): a unique, readable prefix such as ``test-round-trip-1a2b3c4d-``.
+* ``make_topics`` (function): ``make_topics(bootstrap, prefix) -> {"clicks": "<prefix>clicks",
+  ...}`` creates the prefixed topics of ``kafka/topics.yaml`` (replication factor 1) and
+  deletes them after the test. A plain function: usable from sync and async tests.
+* ``delete_topics_after`` (function): ``delete_topics_after(bootstrap, names)`` for topics a
+  test creates itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from stream_app.brokers import KafkaBroker, TansuBroker
+from stream_app.topics import create_topics, load_topics, prefixed
+
+T = TypeVar("T")
+
+
+def run_coro(coro: Coroutine[Any, Any, T], timeout_s: float = 120.0) -> T:
+    """Run a coroutine to completion on a private loop in a helper thread, so that sync
+    helpers also work inside async tests (whose loop is already running)."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="conftest-run-coro", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"coroutine did not finish within {timeout_s} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+# --------------------------------------------------------------------------- GPU gating
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    try:
+        import torch
+
+        available = bool(torch.cuda.is_available())
+        reason = "needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
+    except Exception as e:  # torch missing or broken: say so rather than erroring
+        available = False
+        reason = f"needs a CUDA GPU: torch could not be imported ({e!r})"
+    if not available:
+        skip = pytest.mark.skip(reason=reason)
+        for item in gpu_items:
+            item.add_marker(skip)
+
+
+# --------------------------------------------------------------------------- brokers
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real Apache Kafka (or the cluster named by the env var)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-session"))
+    try:
+        broker.start()  # raises BrokerError with the reason: the test errors, never skips
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def tansu_bootstrap() -> Iterator[str]:
+    """Bootstrap servers of an embedded Tansu broker (memory storage)."""
+    broker = TansuBroker()
+    try:
+        broker.start()
+        yield broker.bootstrap
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+def kafka_broker_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., KafkaBroker]]:
+    """``kafka_broker_factory(log_dir=None, **kwargs)`` -> a started private KafkaBroker."""
+    brokers: list[KafkaBroker] = []
+
+    def factory(log_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> KafkaBroker:
+        if log_dir is None:
+            log_dir = tmp_path_factory.mktemp("kafka-private")
+        broker = KafkaBroker(log_dir, **kwargs)
+        brokers.append(broker)
+        return broker.start()
+
+    yield factory
+    for broker in brokers:
+        broker.stop()
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@pytest.fixture
+def topic_prefix(request: pytest.FixtureRequest) -> str:
+    """Unique per test: ``<test name, sanitised>-<8 hex>-`` (only [a-z0-9-]: Kafka treats
+    '.' and '_' as colliding in metric names)."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+    return f"{name}-{uuid.uuid4().hex[:8]}-"
+
+
+@pytest.fixture
+def delete_topics_after() -> Iterator[Callable[[str, Iterable[str]], None]]:
+    """``delete_topics_after(bootstrap, names)``: delete those topics when the test ends
+    (best effort; keeps the session broker small)."""
+    made: list[tuple[str, list[str]]] = []
+    yield lambda bootstrap, names: made.append((bootstrap, list(names)))
+    for bootstrap, names in made:
+        with contextlib.suppress(Exception):
+            run_coro(_delete_topics(bootstrap, names), timeout_s=30.0)
+
+
+@pytest.fixture
+def make_topics(
+    delete_topics_after: Callable[[str, Iterable[str]], None],
+) -> Callable[..., dict[str, str]]:
+    def factory(
+        bootstrap: str,
+        prefix: str,
+        *,
+        names: Iterable[str] | None = None,
+        replication_factor: int = 1,
+    ) -> dict[str, str]:
+        specs = load_topics()
+        if names is not None:
+            specs = {n: specs[n] for n in names}
+        physical = {logical: s.name for logical, s in prefixed(specs, prefix).items()}
+        delete_topics_after(bootstrap, physical.values())
+        run_coro(
+            create_topics(bootstrap, specs, replication_factor=replication_factor, prefix=prefix)
+        )
+        return physical
+
+    return factory
+
+
+async def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
