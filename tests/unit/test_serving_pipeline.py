@@ -1,0 +1,82 @@
+"""The micro-batch processor without a broker: one output per input, sessions, dedupe, breaker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream_app.pipeline import BatchProcessor, Deduper, DlqBreaker, Incoming
+from stream_app.recommender import Recommender
+from stream_app.settings import Settings
+from stream_app.testing import event_bytes, make_checkpoint
+
+pytestmark = pytest.mark.unit
+NOW = 1_700_000_000.0
+
+
+@pytest.fixture(scope="module")
+def recommender(tmp_path_factory):
+    return Recommender.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("s"), n_items=60),
+                                       prefer_gpu_index=False)
+
+
+def rec(topic, user, item, offset, eid=None, partition=0):
+    eid, value = event_bytes(user, item, event_id=eid, ts=NOW - 1)
+    return Incoming(topic, partition, offset, user.encode(), value, NOW - 0.5)
+
+
+def test_batch_outputs_sessions_and_dedupe(recommender):
+    store: dict = {"u1": [["1", 0, 1.0], ["2", 1, 2.0]]}
+    p = BatchProcessor(recommender, Settings(k=5, max_history=3), get_session=store.get, clock=lambda: NOW)
+    batch = [rec("clicks", "u1", "3", 0, "e1"), rec("purchases", "u2", "4", 1, "e2", partition=2),
+             rec("clicks", "u1", "ghost", 2, "e3"), rec("clicks", "u1", "5", 3, "e1"),  # dup of e1
+             Incoming("clicks", 0, 4, b"u9", b"{oops", NOW)]
+    out = p.process(batch)
+    assert len(out.recommendations) == 3 and len(out.dlq) == 1
+    assert out.outcomes[("clicks", "duplicate")] == 1 and out.dlq_reasons == {"invalid_json": 1}
+    vals = [json.loads(v) for _, v in out.recommendations]
+    assert [v["event_id"] for v in vals] == ["e1", "e2", "e3"]
+    assert [k for k, _ in out.recommendations] == [b"u1", b"u2", b"u1"]
+    # history capped at max_history=3, unknown item kept; one table write per user
+    assert out.sessions["u1"] == (0, [["2", 1, 2.0], ["3", 0, NOW - 1], ["ghost", 0, NOW - 1]])
+    assert out.sessions["u2"][0] == 2
+    assert not {"2", "3"} & {i["item_id"] for i in vals[0]["items"]}
+    assert vals[0]["cold_start"] is True and vals[1]["cold_start"] is True
+    assert vals[0]["latency_ms"] == pytest.approx(500.0)
+    assert store["u1"] == [["1", 0, 1.0], ["2", 1, 2.0]]  # the processor never writes the store
+    dlq = json.loads(out.dlq[0])
+    assert (dlq["source_topic"], dlq["offset"], dlq["error"], dlq["payload"]) == ("clicks", 4, "invalid_json", "{oops")
+    # next batch: e2 is a duplicate now
+    assert p.process([rec("purchases", "u2", "9", 5, "e2")]).outcomes[("purchases", "duplicate")] == 1
+
+
+def test_ranking_failure_goes_to_dlq(recommender):
+    class Broken:
+        model = recommender.model
+
+        def rank_batch(self, *a, **k):
+            raise RuntimeError("boom")
+
+    p = BatchProcessor(Broken(), Settings(), get_session=lambda u: None, clock=lambda: NOW)
+    out = p.process([rec("clicks", "u1", "1", 0), rec("clicks", "u2", "2", 1)])
+    assert not out.recommendations and len(out.dlq) == 2 and not out.sessions
+    assert out.dlq_reasons == {"processing_error": 2}
+
+
+def test_deduper_is_bounded():
+    d = Deduper(3)
+    for i in range(5):
+        d.add(str(i))
+    assert len(d) == 3 and "0" not in d and "4" in d
+
+
+def test_breaker_trips_on_ratio_and_respects_window():
+    b = DlqBreaker(window=100, max_ratio=0.5, min_events=50)
+    assert not b.record(40, 40)  # below min_events
+    assert b.record(20, 20)  # 60 events, all bad
+    b.reset()
+    for _ in range(10):
+        assert not b.record(10, 1)
+    assert not b.record(10, 6)
+    assert b.record(100, 60)  # window slides: only the newest ~100 events count
