@@ -40,3 +40,16 @@ def test_tansu_events_in_recommendations_out(tansu_bootstrap, topic_prefix, make
     assert all(len(r["items"]) == 10 for r in recs)
     p50 = statistics.median(r["latency_ms"] for r in recs)
     assert p50 < 400, f"median event-to-publish latency {p50:.0f} ms: fetch wait not applied?"
+
+
+def test_demo_command_finishes_by_itself(tmp_path):
+    """``coldstream demo`` end to end (random model: training is the trainer's to test)."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "stream_app.cli", "demo", "--random-model", "--events", "150",
+                          "--rate", "300", "--no-live", "--model-store", str(tmp_path / "store")],
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "events sent 150, recommendations 150, DLQ 0" in " ".join(res.stdout.split())
+    assert "/metrics" in res.stdout
