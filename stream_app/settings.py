@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     """Torch device: ``auto`` (cuda when visible, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
     threads: int = Field(0, ge=0)
     """Torch and FAISS CPU threads; 0 keeps the libraries' defaults."""
+    model_hmac_key: SecretStr | None = None
+    """Shared secret (HMAC-SHA256) that signs ``model-updates`` records; the trainer reads the
+    same env var ``COLDSTREAM_MODEL_HMAC_KEY``. Unset: every update is refused (``unsigned``)."""
+    hot_swap: bool = True
+    """Follow ``model-updates`` and ``item-vectors`` (broadcast topics, read without a group) and
+    hot-swap verified checkpoints (``stream_app.control``)."""
+    popular_window_s: float = Field(3600.0, gt=0)
+    """Popularity fallback counts only events of this recent window (seconds)."""
+    online_window_s: float = Field(1800.0, gt=0)
+    """Online quality: a later event of a user is joined to that user's recommendation made
+    at most this long before it (``coldstream_online_hits_total``)."""
 
     # -- serving --------------------------------------------------------------------------
     batch_size: int = Field(512, ge=1, le=100_000)

@@ -44,6 +44,10 @@ def build(settings: Settings, *, registry: Any = None) -> Any:
                 recommender.model.n_items, device, path)
     app = create_app(settings)
     w = wire(app, settings, recommender, Metrics(registry))
+    if settings.hot_swap:  # model-updates + item-vectors followers (issue 4)
+        from stream_app.control import attach
+
+        attach(w)
     register_views(w)
     return w
 
