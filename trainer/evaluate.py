@@ -36,14 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.fit import (
-    TrainConfig,
-    build_examples,
-    prefix_positions,
-    set_threads,
-    student_scores,
-    train_student,
-)
 from trainer.metrics import paired_bootstrap, summarize
 from trainer.pipeline import (
     HISTORY_ITEMS,
@@ -57,6 +49,14 @@ from trainer.pipeline import (
     warm_sets,
 )
 from trainer.student import StudentConfig
+from trainer.training import (
+    TrainConfig,
+    build_examples,
+    prefix_positions,
+    set_threads,
+    student_scores,
+    train_student,
+)
 
 MODELS = ("popularity", "itemknn", "teacher_zero_shot", "teacher_adapted", "student_ce",
           "student_uniform", "student_kd")

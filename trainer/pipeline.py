@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.fit import (
+from trainer.metrics import rank_metrics
+from trainer.student import StudentConfig
+from trainer.training import (
     Examples,
     FitConfig,
     Seq,
@@ -25,8 +27,6 @@ from trainer.fit import (
     student_scores,
     train_student,
 )
-from trainer.metrics import rank_metrics
-from trainer.student import StudentConfig
 
 HISTORY_ITEMS = 5
 """Most recent items in the teacher's history text (keeps encoder cost bounded)."""
@@ -138,7 +138,7 @@ def attach_kd_rows(ex: Examples, positions: Sequence[tuple[int, int]],
 
 
 def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bool = True) -> Path:
-    """Body of :func:`trainer.fit.fit`."""
+    """Body of :func:`trainer.training.fit`."""
     from trainer.adapt import HeadConfig, calibrate_temperature, fit_head
     from trainer.device import resolve_device
     from trainer.store import save_checkpoint
