@@ -88,6 +88,7 @@ def promql_metric_names(expr: str) -> set[str]:
     (:class:`PromQLSyntaxError`), since they cannot be checked against a list.
     """
     toks = _tokens(expr)
+    _check_balanced(toks)
     names: set[str] = set()
     i = 0
     while i < len(toks):
@@ -117,6 +118,20 @@ def promql_metric_names(expr: str) -> set[str]:
             names.add(text)
         i += 1
     return names
+
+
+def _check_balanced(tokens: list[tuple[str, str]]) -> None:
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    for kind, text in tokens:
+        if kind != "op":
+            continue
+        if text in "([{":
+            stack.append(text)
+        elif text in pairs and (not stack or stack.pop() != pairs[text]):
+            raise PromQLSyntaxError(f"unbalanced {text!r}")
+    if stack:
+        raise PromQLSyntaxError(f"unclosed {stack[-1]!r}")
 
 
 def _name_matchers(matchers: list[tuple[str, str]]) -> set[str]:
