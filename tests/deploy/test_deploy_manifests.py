@@ -272,7 +272,8 @@ def test_trainer_is_a_single_writer(rendered: dict[str, list[dict[str, Any]]], o
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
     c = _container(dep, "trainer")
-    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["ports"] == [{"name": "metrics", "containerPort": 6067, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
 
 
 def test_disruption_budget_and_model_store(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -355,6 +356,20 @@ def test_worker_settings_exist_in_stream_app_settings(
     worker_keys = {k for k in cm["data"] if not k.startswith("COLDSTREAM_TRAINER_")}
     assert worker_keys - known == set()
     assert cm["data"]["COLDSTREAM_WEB_PORT"] == "6066"
+
+
+def test_trainer_settings_exist_in_trainer_settings(
+    rendered: dict[str, list[dict[str, Any]]]
+) -> None:
+    from trainer.settings import TrainerSettings
+
+    prefix = TrainerSettings.model_config["env_prefix"]
+    known = {prefix + name.upper() for name in TrainerSettings.model_fields}
+    cm = next(d for d in rendered["gpu"] if d["kind"] == "ConfigMap")
+    trainer_keys = {k for k in cm["data"] if k.startswith(prefix)}
+    assert trainer_keys and trainer_keys - known == set()
+    assert cm["data"][prefix + "METRICS_PORT"] == "6067"
+    assert cm["data"][prefix + "STORE_ROOT"] == "/models"
 
 
 # --------------------------------------------------------------------------- monitoring
