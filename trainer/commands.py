@@ -48,6 +48,39 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "its numbers mean nothing")
     e.set_defaults(func=cmd_evaluate)
 
+    t = sub.add_parser(
+        "trainer", help="run the trainer service: new-item vectors, re-distillation, gate, publish",
+        description="Consume clicks/purchases/items in the trainer's own group; embed new items "
+                    "(item-vectors); re-distil, gate and announce signed model-updates "
+                    "(trainer/service.py). Settings: COLDSTREAM_TRAINER_*, COLDSTREAM_MODEL_HMAC_KEY.")
+    t.add_argument("--bootstrap", default=None, help="env COLDSTREAM_TRAINER_BOOTSTRAP")
+    t.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TRAINER_TOPIC_PREFIX")
+    t.add_argument("--group-id", default=None, help="env COLDSTREAM_TRAINER_GROUP_ID")
+    t.add_argument("--store-root", type=Path, default=None, help="env COLDSTREAM_TRAINER_STORE_ROOT")
+    t.add_argument("--cycle-events", type=int, default=None, help="env COLDSTREAM_TRAINER_CYCLE_EVENTS")
+    t.add_argument("--cycle-seconds", type=float, default=None, help="env COLDSTREAM_TRAINER_CYCLE_SECONDS")
+    t.add_argument("--min-buffer-events", type=int, default=None,
+                   help="env COLDSTREAM_TRAINER_MIN_BUFFER_EVENTS")
+    t.add_argument("--teacher-prefixes", type=int, default=None,
+                   help="env COLDSTREAM_TRAINER_TEACHER_PREFIXES")
+    t.add_argument("--metrics-port", type=int, default=None, help="env COLDSTREAM_TRAINER_METRICS_PORT")
+    t.add_argument("--threads", type=int, default=None, help="env COLDSTREAM_TRAINER_THREADS")
+    t.set_defaults(func=cmd_trainer)
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from trainer.service import run
+    from trainer.settings import TrainerSettings
+
+    over = {k: getattr(args, k) for k in ("bootstrap", "topic_prefix", "group_id", "store_root",
+                                          "cycle_events", "cycle_seconds", "min_buffer_events",
+                                          "teacher_prefixes", "metrics_port", "threads")
+            if getattr(args, k) is not None}
+    base = TrainerSettings()
+    return run(base.model_validate({**base.model_dump(), **over,
+                                    "model_hmac_key": base.model_hmac_key}) if over else base)
+
 
 def _check_dir(path: Path | None, what: str, needs: tuple[str, ...] = ()) -> None:
     from stream_app.cli import UsageError

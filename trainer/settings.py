@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,36 @@ class TrainerSettings(BaseSettings):
     report: Path = Field(Path("reports/coldstart-ml100k.json"), description="Where ``coldstream evaluate`` "
                          "writes its report (.json; .md and .png beside it). Env: COLDSTREAM_TRAINER_REPORT.")
     progress: bool = Field(True, description="tqdm progress bars. Env: COLDSTREAM_TRAINER_PROGRESS.")
+
+    # -- trainer service (``coldstream trainer``, trainer/service.py) ------------------------
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers of the trainer "
+                           "service. Env: COLDSTREAM_TRAINER_BOOTSTRAP.")
+    topic_prefix: str = Field("", description="Prefix of every topic name. Env: COLDSTREAM_TRAINER_TOPIC_PREFIX.")
+    group_id: str = Field("coldstream-trainer", description="The trainer's own consumer group (clicks, "
+                          "purchases, items). Env: COLDSTREAM_TRAINER_GROUP_ID.")
+    model_hmac_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("COLDSTREAM_MODEL_HMAC_KEY", "model_hmac_key"),
+        description="Shared secret signing model-updates (same env var as the workers). "
+                    "Env: COLDSTREAM_MODEL_HMAC_KEY.")
+    buffer_events: int = Field(100_000, ge=100, description="Recent events kept in the replay buffer. "
+                               "Env: COLDSTREAM_TRAINER_BUFFER_EVENTS.")
+    cycle_events: int = Field(20_000, ge=0, description="Re-distil after this many new events (0: never "
+                              "by count). Env: COLDSTREAM_TRAINER_CYCLE_EVENTS.")
+    cycle_seconds: float = Field(900.0, ge=0, description="Re-distil at least this often when new events "
+                                 "arrived (0: never by time). Env: COLDSTREAM_TRAINER_CYCLE_SECONDS.")
+    min_buffer_events: int = Field(500, ge=10, description="No cycle with fewer buffered events. "
+                                   "Env: COLDSTREAM_TRAINER_MIN_BUFFER_EVENTS.")
+    holdout_share: float = Field(0.2, gt=0, lt=1, description="Latest share of the buffer held out for "
+                                 "the gate (never trained on). Env: COLDSTREAM_TRAINER_HOLDOUT_SHARE.")
+    gate_margin: float = Field(0.01, ge=0, description="Promote a candidate unless its holdout NDCG@10 "
+                               "is worse than the current model's by more than this. "
+                               "Env: COLDSTREAM_TRAINER_GATE_MARGIN.")
+    cycle_epochs: int = Field(4, ge=1, description="Most epochs of one re-distillation. "
+                              "Env: COLDSTREAM_TRAINER_CYCLE_EPOCHS.")
+    teacher_prefixes: int = Field(1024, ge=0, description="Buffer prefixes scored by the teacher per "
+                                  "cycle (KD targets; encoder cost). Env: COLDSTREAM_TRAINER_TEACHER_PREFIXES.")
+    metrics_port: int = Field(6067, ge=0, le=65535, description="Port of the trainer's Prometheus "
+                              "/metrics (0: off). Env: COLDSTREAM_TRAINER_METRICS_PORT.")
 
 
 @lru_cache(maxsize=1)

@@ -209,9 +209,11 @@ def _check_safetensors_header(path: Path, name: str) -> dict[str, Any]:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError("truncated", "file shorter than a safetensors header", name)
-        if head[:1] == b"\x80" or head[:2] in (b"PK",):
-            raise CheckpointError("not_safetensors", "pickle/zip data, not safetensors (refused)", name)
         (hlen,) = struct.unpack("<Q", head)
+        # a pickle (0x80 proto) or zip ("PK") start is only one if it is not a header length
+        # that fits: a real header of e.g. 0x0380 bytes also starts with 0x80
+        if (head[:1] == b"\x80" or head[:2] == b"PK") and hlen > min(size - 8, 100 * 1024**2):
+            raise CheckpointError("not_safetensors", "pickle/zip data, not safetensors (refused)", name)
         if hlen > min(size - 8, 100 * 1024**2):
             raise CheckpointError("not_safetensors", f"header length {hlen} does not fit the file", name)
         raw = f.read(hlen)

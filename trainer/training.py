@@ -128,6 +128,7 @@ def train_student(
     validate: Callable[[Student], float] | None = None,
     progress: bool = True,
     desc: str = "student",
+    init: Student | None = None,
 ) -> tuple[Student, list[dict[str, Any]]]:
     """Train a student; returns the best model (by ``validate``) and a per-epoch curve.
 
@@ -137,7 +138,8 @@ def train_student(
     cfg = config
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = Student(student_config)
+    # ``init``: warm start (a copy of that student; the trainer service re-distils from it)
+    model = copy.deepcopy(init).cpu() if init is not None else Student(student_config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     text = torch.as_tensor(text_vecs, dtype=torch.float32)
     ids = torch.as_tensor(id_index, dtype=torch.long)
