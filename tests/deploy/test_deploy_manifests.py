@@ -335,8 +335,8 @@ def test_secrets_and_settings_are_wired(
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         pod = _pod(dep)
         for c in pod["containers"]:
-            assert {"COLDSTREAM_MODEL_HMAC_KEY", "COLDSTREAM_KAFKA_SASL_USERNAME",
-                    "COLDSTREAM_KAFKA_SASL_PASSWORD"} <= _env_names(c)
+            assert {"COLDSTREAM_MODEL_HMAC_KEY", "COLDSTREAM_SASL_USERNAME",
+                    "COLDSTREAM_SASL_PASSWORD"} <= _env_names(c)
             for e in c["env"]:
                 ref = e["valueFrom"]["secretKeyRef"]  # no secret value inline
                 assert ref["key"] in secrets[ref["name"]]["stringData"]
