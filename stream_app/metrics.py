@@ -8,6 +8,7 @@ values to a histogram with one numpy pass instead of one Python ``observe`` per 
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -66,6 +67,50 @@ class Metrics:
         with contextlib.suppress(ValueError):
             self.model_version.set(float(version))
         self.index_items.set(n_items)
+        self.prime(model_version=version)
+
+    def prime(self, *, devices: Sequence[str] | None = None, model_version: str | None = None) -> None:
+        """Create the known label values at 0, so that labelled series exist before the first
+        event (an idle worker still exports ``coldstream_events_total`` etc.; otherwise
+        ``absent_over_time`` alerts fire and ``rate()`` has nothing to work on). Idempotent;
+        :meth:`set_model` calls it (worker start-up and every swap).
+
+        ``devices``: values of ``coldstream_inference_seconds{device}``; default ``cpu``, plus
+        ``cuda`` when torch is already imported and sees a GPU. Lag partitions come from
+        ``kafka/topics.yaml`` (a worker reports 0 for partitions it does not own; the rules
+        take ``max`` across replicas)."""
+        from stream_app.validation import REASONS
+
+        topics = ("clicks", "purchases")
+        for topic in topics:
+            for outcome in ("recommended", "dlq", "duplicate"):
+                self.events.labels(topic, outcome)
+        for reason in REASONS:
+            self.dlq.labels(reason)
+        for outcome in ("ok", "refused"):
+            self.model_swaps.labels(outcome)
+        self.fallback.labels("popular")
+        if devices is None:
+            devices = ["cpu"]
+            torch = sys.modules.get("torch")
+            with contextlib.suppress(Exception):
+                if torch is not None and torch.cuda.is_available():
+                    devices.append("cuda")
+        for device in devices:
+            self.inference.labels(device)
+        if model_version is not None:
+            self.online_hits.labels(model_version)
+            self.online_requests.labels(model_version)
+        try:
+            from stream_app.topics import load_topics
+
+            specs = load_topics()
+            partitions = {t: specs[t].partitions for t in topics}
+        except Exception:  # noqa: BLE001 - no topics file: lag series appear on assignment
+            partitions = {}
+        for topic, n in partitions.items():
+            for p in range(n):
+                self.consumer_lag.labels(topic, str(p))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
