@@ -1,0 +1,141 @@
+"""Item cold start end to end: ``items`` -> trainer (teacher) -> ``item-vectors`` -> worker index.
+
+Apache Kafka, a trainer subprocess (``coldstream trainer``, cycles off) and a worker
+subprocess share a model store. The served student is a *text-similarity* student (item
+vector = teacher text vector, user = mean of their items: weights set by hand) so that
+"similar in text" has an exact meaning. A brand-new item "Star Wars: Episode I" is
+published on ``items``; users then click the three original Star Wars films. Bound: the
+new item is in such a user's top-10 within ``BOUND_S`` seconds of its catalog record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stream_app.brokers import free_port
+from stream_app.procs import start_process, stop_process
+from stream_app.testing import WorkerProcess, consume, event_bytes, produce
+
+pytestmark = [pytest.mark.integration]
+BOUND_S = 15.0
+N_ITEMS = 300
+NEW_ID = "new-episode-1"
+NEW_RECORD = {"item_id": NEW_ID, "title": "Star Wars: Episode I - The Phantom Menace (1999)",
+              "category": ["Action", "Adventure", "Sci-Fi"], "ts": 0}
+CLICKS = ("50", "172", "181")  # Star Wars (1977), Empire Strikes Back, Return of the Jedi
+
+
+def text_student_checkpoint(root: Path) -> Path:
+    from trainer.data import load_movielens
+    from trainer.store import save_checkpoint
+    from trainer.student import Student, StudentConfig
+    from trainer.teacher import Teacher
+
+    _, items = load_movielens()
+    teacher = Teacher(device="cpu")
+    vecs = teacher.encode(items.texts[:N_ITEMS])
+    d = teacher.dim
+    model = Student(StudentConfig(n_items=N_ITEMS, text_dim=d, dim=d, encoder="mean", id_embeddings=False,
+                                  dropout=0.0, max_len=20))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.text_proj.weight.copy_(torch.eye(d))
+        model.out.weight.copy_(torch.eye(d))
+    return save_checkpoint(root, model=model, item_ids=items.ids[:N_ITEMS], item_text_vecs=vecs,
+                           item_titles=items.titles[:N_ITEMS], metrics={}, teacher=teacher.describe())
+
+
+def wait_for_log(path: Path, pattern: str, proc, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if re.search(pattern, text):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"trainer exited with {proc.returncode}\n{text[-3000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{pattern!r} not in {path} after {timeout_s} s\n{path.read_text()[-3000:]}")
+
+
+def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch):
+    import sys
+
+    topics = make_topics(kafka_bootstrap, topic_prefix)
+    store = tmp_path / "store"
+    text_student_checkpoint(store)
+    monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", "k")
+    trainer_log = tmp_path / "trainer.log"
+    trainer = start_process(
+        [sys.executable, "-m", "stream_app.cli", "trainer", "--bootstrap", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--store-root", str(store),
+         "--cycle-events", "0", "--cycle-seconds", "0", "--metrics-port", str(free_port()),
+         "--threads", "1"], log_path=trainer_log)
+    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
+                           topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store,
+                           threads=1)
+    try:
+        with worker:
+            wait_for_log(trainer_log, r"trainer: consuming", trainer, 60)
+            # a user clicking the Star Wars films before the new item exists: it is not there
+            eids = []
+            recs = []
+            for item in CLICKS:
+                eid, v = event_bytes("early", item)
+                recs.append((topics["clicks"], b"early", v))
+                eids.append(eid)
+            asyncio.run(produce(kafka_bootstrap, recs))
+            t0 = time.time()
+            asyncio.run(produce(kafka_bootstrap, [(topics["items"], NEW_ID.encode(),
+                                                   json.dumps({**NEW_RECORD, "ts": t0}).encode())]))
+            found_at = None
+            n = 0
+            while time.time() - t0 < BOUND_S + 10 and found_at is None:
+                n += 1
+                user = f"fan-{n}"
+                batch = [(topics["clicks"], user.encode(), event_bytes(user, item)[1]) for item in CLICKS]
+                asyncio.run(produce(kafka_bootstrap, batch))
+                deadline = time.time() + 5
+                while time.time() < deadline:
+                    status, body = worker.get_json(f"/recommend/{user}?k=10")
+                    if status == 200 and body["history_length"] == 3:
+                        if NEW_ID in [i["item_id"] for i in body["items"]]:
+                            found_at = time.time()  # upper bound: seen by a query
+                        break
+                    time.sleep(0.1)
+                if found_at is None:
+                    time.sleep(0.5)
+            # one more fan: the recommendation *record* of their third click carries the item
+            final_ids = [event_bytes("final-fan", item) for item in CLICKS]
+            final = [(topics["clicks"], b"final-fan", v) for _, v in final_ids]
+            asyncio.run(produce(kafka_bootstrap, final))
+            out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"], topics["item-vectors"]],
+                                      until=3 * (n + 2) + 1, timeout_s=20, idle_s=1.0))
+            metrics = worker.get_text("/metrics")
+    finally:
+        stop_process(trainer, deadline_s=10)
+    tail = trainer_log.read_text(errors="replace")[-2000:]
+    assert found_at is not None, f"new item never recommended\n{tail}"
+    latency = found_at - t0
+    assert latency < BOUND_S, latency
+    print(f"new item recommended {latency:.2f} s after its catalog record")
+    vectors = [json.loads(r.value) for r in out if r.topic == topics["item-vectors"]]
+    assert [v["item_id"] for v in vectors] == [NEW_ID] and vectors[0]["model_version"] == "1"
+    assert len(vectors[0]["vector"]) == 384 and np.isfinite(vectors[0]["vector"]).all()
+    by_event = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in out
+                if r.topic == topics["recommendations"]}
+    early = by_event[eids[-1]]  # produced before the item existed
+    assert NEW_ID not in [i["item_id"] for i in early["items"]]
+    last = [v for v in by_event.values() if v["user_id"] == "final-fan"]
+    assert len(last) == 3 and all(v["model_version"] == "1" for v in last)
+    third = by_event[final_ids[-1][0]]
+    assert third["items"][0]["item_id"] == NEW_ID, third  # the most similar item in text
+    assert f"coldstream_index_items {N_ITEMS + 1}.0" in metrics
