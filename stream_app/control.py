@@ -284,6 +284,11 @@ def attach(w: Any) -> Control:
                            device=str(w.recommender.model.device), on_swap=sink.on_swap)
     control = Control(swapper, sink)
     w.control = control
+    from stream_app.online import OnlineQuality, WindowedCounter
+
+    w.processor.online = OnlineQuality(window_s=s.online_window_s, metrics=w.metrics)
+    if not isinstance(w.recommender._popularity, WindowedCounter):  # popularity of the current window
+        w.recommender._popularity = WindowedCounter(s.popular_window_s)
     app = w.app
     updates_topic, vectors_topic = w.names["model-updates"], w.names["item-vectors"]
 

@@ -111,6 +111,8 @@ class BatchProcessor:
         self.get_session = get_session
         self.clock = clock
         self.deduper = Deduper(settings.dedupe_capacity)
+        self.online: Any = None
+        """``stream_app.online.OnlineQuality`` (attached by ``stream_app.control``) or None."""
 
     def _dlq(self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None) -> None:
         out.dlq.append(dlq_payload(source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
@@ -175,6 +177,10 @@ class BatchProcessor:
             if fb is not None:
                 out.n_fallback += 1
             self.deduper.add(ev.event_id)
+            if self.online is not None:  # join this event to the user's previous top-K
+                self.online.step(ev.user_id, ev.item_id, items, version, produced_at)
+        if self.online is not None:
+            self.online.flush()
         out.sessions = {u: (parts[u], h) for u, h in work.items()}
         return out
 
