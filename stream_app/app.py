@@ -18,8 +18,8 @@ class ColdstreamApp(faust.App):
 
 
 def create_app(settings: Settings) -> ColdstreamApp:
-    if settings.security_protocol != "PLAINTEXT":
-        raise NotImplementedError("only PLAINTEXT brokers are wired today (TLS/SASL: later issue)")
+    if settings.security_protocol not in ("PLAINTEXT", "SSL"):
+        raise NotImplementedError("only PLAINTEXT and SSL brokers are wired today (SASL: later issue)")
     if settings.processing_guarantee == "exactly_once":
         raise NotImplementedError("exactly_once is not wired into the batched send path yet; "
                                   "use at_least_once (outputs are deduplicated by event_id)")
@@ -28,6 +28,9 @@ def create_app(settings: Settings) -> ColdstreamApp:
     app = ColdstreamApp(
         settings.app_id,
         broker=brokers,
+        # SSL: Faust hands the context to its consumer, producer and admin client
+        broker_credentials=(faust.SSLCredentials(settings.ssl_context())
+                            if settings.security_protocol == "SSL" else None),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",

@@ -10,6 +10,7 @@ environment by passing keyword arguments: ``Settings(bootstrap="127.0.0.1:9092")
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -46,15 +47,15 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; ``exactly_once`` needs broker transactions (not Tansu)."""
 
-    # -- security (wired in a later issue; PLAINTEXT only today) ------------------------
+    # -- security (PLAINTEXT and SSL wired; SASL reserved) -----------------------------
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    """Broker security protocol. Only PLAINTEXT is wired today; others are refused at start."""
+    """Broker security protocol. PLAINTEXT and SSL are wired; SASL_* are refused at start."""
     ssl_cafile: Path | None = None
-    """CA bundle for SSL / SASL_SSL (reserved)."""
+    """CA bundle (PEM) that verifies the brokers for SSL; unset: the system CAs."""
     ssl_certfile: Path | None = None
-    """Client certificate for mutual TLS (reserved)."""
+    """Client certificate (PEM) for mutual TLS."""
     ssl_keyfile: Path | None = None
-    """Client key for mutual TLS (reserved)."""
+    """Client key (PEM) for mutual TLS (unset: the key is in ``ssl_certfile``)."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     """SASL mechanism (reserved)."""
     sasl_username: str | None = None
@@ -127,6 +128,27 @@ class Settings(BaseSettings):
         if self.session_timeout_s is not None:
             return self.session_timeout_s
         return 6.0 if self.profile == "dev" else 45.0
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the brokers (``None`` unless the protocol is SSL or SASL_SSL):
+        verifies the broker against ``ssl_cafile`` (hostname included), presents
+        ``ssl_certfile``/``ssl_keyfile`` when set."""
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
+        if self.ssl_certfile is not None:
+            ctx.load_cert_chain(str(self.ssl_certfile),
+                                str(self.ssl_keyfile) if self.ssl_keyfile is not None else None)
+        return ctx
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security arguments for any aiokafka client of this process (producer, consumer,
+        admin): ``AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.kafka_client_kwargs())``."""
+        ctx = self.ssl_context()
+        if ctx is None:
+            return {"security_protocol": self.security_protocol}
+        return {"security_protocol": self.security_protocol, "ssl_context": ctx}
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (``None`` values are ignored), validated again."""

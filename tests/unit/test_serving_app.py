@@ -49,8 +49,8 @@ def test_every_setting_documented():
 
 
 def test_unwired_options_refused():
-    with pytest.raises(NotImplementedError):
-        create_app(Settings(security_protocol="SSL"))
+    with pytest.raises(NotImplementedError):  # SSL is wired (tests/integration/test_tls.py)
+        create_app(Settings(security_protocol="SASL_SSL"))
     with pytest.raises(NotImplementedError):
         create_app(Settings(processing_guarantee="exactly_once"))
 
