@@ -150,7 +150,7 @@ async def _bootstrap_fails(bootstrap: str, kwargs: dict) -> str:
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, **kwargs)
     try:
         await asyncio.wait_for(p.start(), 20)
-    except (KafkaError, OSError, asyncio.TimeoutError) as e:
+    except (TimeoutError, KafkaError, OSError) as e:
         return repr(e)
     finally:
         await p.stop()
