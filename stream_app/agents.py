@@ -12,9 +12,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from stream_app.metrics import Metrics, observe_many
@@ -25,6 +27,7 @@ from stream_app.topics import load_topics, topic_names
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = ("clicks", "purchases")
+MAX_INFLIGHT = 20_000
 
 
 @dataclass
@@ -40,6 +43,9 @@ class Wiring:
     names: dict[str, str]
     logical: dict[str, str]
     breaker: DlqBreaker
+    changelog_topic: str = ""
+    inflight: deque = field(default_factory=deque)
+    send_failures: int = 0
     batches: int = 0
     last_batch_at: float = 0.0
 
@@ -62,7 +68,8 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
     breaker = DlqBreaker(window=settings.dlq_window, max_ratio=settings.dlq_max_ratio,
                          min_events=settings.dlq_min_events)
-    w = Wiring(app, settings, recommender, metrics, sessions, processor, names, logical, breaker)
+    w = Wiring(app, settings, recommender, metrics, sessions, processor, names, logical, breaker,
+               changelog_topic=sessions.changelog_topic.get_topic_name())
     device = str(recommender.model.device.type)
     rec_topic, dlq_topic = names["recommendations"], names["events-dlq"]
     metrics.set_model(recommender.model.version, recommender.model.n_items)
@@ -94,22 +101,42 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     return w
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
 async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str,
                        device: str) -> None:
-    """Process one micro-batch and write its outputs; returns after the broker acked them."""
+    """Process one micro-batch and hand its outputs to the producer."""
     out = w.processor.process(batch)
     producer = w.app.producer
     data = w.sessions.data
+    changelog = w.changelog_topic
+    futures = []
     for user, (partition, hist) in out.sessions.items():
         data[user] = hist
-        w.sessions.send_changelog(partition, user, hist)
-    futures = []
+        # the table's changelog record, written on the fast path with an explicit partition
+        # (the event's input partition: co-partitioned with clicks/purchases); same JSON
+        # codec as the table, so Faust's recovery reads it back
+        futures.append(await producer.send(changelog, _json_bytes(user), _json_bytes(hist), partition,
+                                           None, None))
     for key, value in out.recommendations:
         futures.append(await producer.send(rec_topic, key, value, None, None, None))
     for value in out.dlq:
         futures.append(await producer.send(dlq_topic, None, value, None, None, None))
-    if futures:
-        await asyncio.gather(*futures)
+    # Delivery is not awaited per batch (that would stall the stream for a broker round
+    # trip per batch); Faust flushes the producer before it commits offsets, so an offset
+    # is committed only after the outputs of its event were delivered (at-least-once).
+    # Backpressure: at most MAX_INFLIGHT undelivered records.
+    inflight = w.inflight
+    inflight.extend(futures)
+    while inflight and (inflight[0].done() or len(inflight) > MAX_INFLIGHT):
+        fut = inflight.popleft()
+        try:
+            await fut
+        except Exception as e:  # noqa: BLE001 - a lost output must be loud
+            w.send_failures += 1
+            log.error("delivery of an output record failed: %r", e)
     m = w.metrics
     m.batch_size.observe(len(batch))
     for (topic, outcome), n in out.outcomes.items():

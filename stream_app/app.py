@@ -47,6 +47,8 @@ def create_app(settings: Settings) -> ColdstreamApp:
         web_host="127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else settings.web_bind,
         web_enabled=True,
         stream_recovery_delay=0.0,
+        producer_linger=settings.producer_linger_ms / 1000.0,
+        producer_max_batch_size=256 * 1024,
         table_standby_replicas=0,
         autodiscover=False,
     )

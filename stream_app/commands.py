@@ -48,9 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", help="log level (env COLDSTREAM_LOG_LEVEL)")
     p.set_defaults(func=cmd_worker)
 
-    from stream_app import demo
+    from stream_app import bench, demo
 
     demo.register(sub)
+    bench.register(sub)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Sequence
 
 import faust
@@ -71,15 +72,34 @@ class DlqRecord(faust.Record, serializer="json"):
     """The event id when it could be read from the payload."""
 
 
+_ITEM_PREFIX: dict[str, str] = {}
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _item_prefix(item_id: str) -> str:
+    """``{"item_id":<id>,"score":`` cached per item (most of a recommendation's JSON)."""
+    p = _ITEM_PREFIX.get(item_id)
+    if p is None:
+        if len(_ITEM_PREFIX) > 2_000_000:
+            _ITEM_PREFIX.clear()
+        p = _ITEM_PREFIX[item_id] = '{"item_id":' + _dumps(item_id) + ',"score":'
+    return p
+
+
+def _num(x: float) -> str:
+    return repr(round(x, 6)) if math.isfinite(x) else "null"
+
+
 def recommendation_payload(*, event_id: str, user_id: str, items: Sequence[tuple[str, float]],
                            model_version: str, cold_start: bool, produced_at: float,
                            latency_ms: float, fallback: str | None) -> bytes:
-    return json.dumps({
-        "event_id": event_id, "user_id": user_id,
-        "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
-        "model_version": model_version, "cold_start": cold_start,
-        "produced_at": produced_at, "latency_ms": round(latency_ms, 3), "fallback": fallback,
-    }, separators=(",", ":")).encode()
+    """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON
+    (built from cached fragments: this runs once per event)."""
+    items_json = ",".join([_item_prefix(i) + _num(float(s)) + "}" for i, s in items])
+    return (f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
+            f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
+            f'"produced_at":{produced_at!r},"latency_ms":{_num(latency_ms)},'
+            f'"fallback":{_dumps(fallback)}}}').encode()
 
 
 def dlq_payload(*, source_topic: str, partition: int, offset: int, error: str, detail: str,

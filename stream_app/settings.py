@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     """Consumer group session timeout; unset: 6 s in the ``dev`` profile, 45 s in ``prod``."""
     fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
     """Consumer ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms; Tansu answers a fetch only near it)."""
+    producer_linger_ms: float = Field(5.0, ge=0, le=1000)
+    """Producer linger: how long the worker's producer waits to fill a request (fewer, larger
+    requests; adds at most this to latency)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; ``exactly_once`` needs broker transactions (not Tansu)."""
 

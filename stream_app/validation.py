@@ -107,6 +107,38 @@ _DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no
                             parse_float=_finite_float)
 
 
+_KEY = re.compile(r'"\s*:')
+
+
+def _decode(text: str) -> Any:
+    """Parse JSON refusing duplicate keys and non-finite numbers.
+
+    Fast path: the C parser, accepted only for a flat object whose key count equals the
+    number of ``":`` in the text (a duplicate key, a nested object or a string holding
+    ``":`` makes them differ) and whose numbers are finite. Anything else is parsed again
+    by the strict (slower) decoder, which names the exact problem."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None  # the strict decoder below reports it
+    except RecursionError:
+        raise _Reject("invalid_json", "nested too deeply") from None
+    if isinstance(obj, dict) and len(_KEY.findall(text)) == len(obj):
+        for v in obj.values():
+            if type(v) is float and not math.isfinite(v):
+                break
+            if isinstance(v, dict | list):
+                break
+        else:
+            return obj
+    try:
+        return _DECODER.decode(text)
+    except ValueError as e:
+        raise _Reject("invalid_json", str(e)[:200]) from None
+    except RecursionError:
+        raise _Reject("invalid_json", "nested too deeply") from None
+
+
 def _id(obj: dict[str, Any], name: str) -> str:
     v = obj.get(name)
     if v is None:
@@ -159,12 +191,7 @@ def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _Reject("invalid_utf8", str(e)) from None
-        try:
-            obj = _DECODER.decode(text)
-        except ValueError as e:
-            raise _Reject("invalid_json", str(e)[:200]) from None
-        except RecursionError:
-            raise _Reject("invalid_json", "nested too deeply") from None
+        obj = _decode(text)
         if not isinstance(obj, dict):
             raise _Reject("not_object", f"top-level JSON {type(obj).__name__}, expected an object")
         eid = obj.get("event_id")

@@ -80,3 +80,20 @@ def test_breaker_trips_on_ratio_and_respects_window():
         assert not b.record(10, 1)
     assert not b.record(10, 6)
     assert b.record(100, 60)  # window slides: only the newest ~100 events count
+
+
+def test_recommendation_payload_is_the_record_schema():
+    from stream_app.records import Recommendation, recommendation_payload
+
+    raw = recommendation_payload(event_id='e"1', user_id="ü", items=[("a\\b", 0.1234567), ("7", -2.0)],
+                                 model_version="3", cold_start=True, produced_at=1.5, latency_ms=2.25,
+                                 fallback=None)
+    v = json.loads(raw)
+    assert v == {"event_id": 'e"1', "user_id": "ü", "items": [{"item_id": "a\\b", "score": 0.123457},
+                                                              {"item_id": "7", "score": -2.0}],
+                 "model_version": "3", "cold_start": True, "produced_at": 1.5, "latency_ms": 2.25,
+                 "fallback": None}
+    assert set(v) == set(Recommendation._options.fields)
+    assert json.loads(recommendation_payload(event_id="e", user_id="u", items=[], model_version="1",
+                                             cold_start=False, produced_at=2.0, latency_ms=1.0,
+                                             fallback="popular"))["fallback"] == "popular"

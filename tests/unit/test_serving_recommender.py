@@ -101,3 +101,17 @@ def test_swap_is_one_reference(rec, ckpt_path, tmp_path):
     assert rec.swap(other) is before
     assert rec.model is other
     assert all(int(i) <= 30 for i, _ in rec.recommend_batch([["1"]], k=10)[0])
+
+
+def test_pack_rows_equals_pack_histories():
+    import torch
+
+    from stream_app.recommender import pack_rows
+    from trainer.student import pack_histories
+
+    rng = np.random.default_rng(1)
+    for max_len in (1, 5, 50):
+        rows = [list(rng.integers(0, 100, rng.integers(1, 70))) for _ in range(9)]
+        types = [list(rng.integers(0, 2, len(r))) for r in rows]
+        for a, b in zip(pack_rows(rows, types, max_len), pack_histories(rows, types, max_len), strict=True):
+            assert torch.equal(a, b)
