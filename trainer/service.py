@@ -159,6 +159,8 @@ class CycleConfig:
     temperature: float = 2.0
     seed: int = 0
     max_seconds: float = 600.0
+    device: str = "auto"
+    """Where the candidate trains (:func:`trainer.training.train_student`; ``auto``: cuda if visible)."""
 
 
 @dataclass
@@ -223,7 +225,7 @@ def redistill(ck: Checkpoint, buffer: EventBuffer, *, new_items: dict[str, tuple
     ex = build_examples(seqs, positions, ck.config.max_len)
     tc = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, patience=2, seed=cfg.seed,
                      max_prefix=cfg.max_prefix, extra_per_user=cfg.extra_per_user, id_dropout=0.25,
-                     max_seconds=cfg.max_seconds)
+                     max_seconds=cfg.max_seconds, device=cfg.device)
     teacher_logits = None
     info: dict[str, Any] = {}
     if scorer is not None and cfg.teacher_prefixes > 0 and cfg.alpha > 0:
@@ -378,16 +380,20 @@ class TrainerService:
         return out
 
     # -- one cycle (blocking, in a thread) -----------------------------------------------------
-    def cycle(self, buffer: EventBuffer, new_items: dict[str, tuple[np.ndarray, str]]
-              ) -> tuple[CycleResult, Path | None]:
+    def cycle(self, buffer: EventBuffer, new_items: dict[str, tuple[np.ndarray, str]],
+              snapshot_at: float | None = None) -> tuple[CycleResult, Path | None]:
+        """``snapshot_at``: wall time (epoch s) the buffer was copied; recorded in the
+        checkpoint's metrics so evaluations can prove no later event was trained on."""
         ck = self.ck
         table = item_table(ck, new_items)
         texts = [self.texts.get(i, t) for i, t in zip(table.ids, table.titles, strict=True)]
         scorer = TeacherScorer(self.teacher, texts, table.text_vecs, self.head, self.tau)
         cfg = CycleConfig(holdout_share=self.s.holdout_share, margin=self.s.gate_margin,
                           epochs=self.s.cycle_epochs, teacher_prefixes=self.s.teacher_prefixes,
-                          seed=self.s.seed + self.cycles)
+                          seed=self.s.seed + self.cycles, device=self.s.device)
         res = redistill(ck, buffer, new_items=new_items, scorer=scorer, config=cfg)
+        if snapshot_at is not None:
+            res.metrics["snapshot_at"] = round(snapshot_at, 3)
         if scorer.fitted:
             self.head, self.tau = scorer.head, scorer.tau
         path = None
@@ -454,7 +460,8 @@ class TrainerService:
                     snap = EventBuffer(self.buffer.capacity)
                     for e in self.buffer.events():
                         snap.add(e.user, e.item, e.etype, e.ts)
-                    cycle_fut = loop.run_in_executor(None, self.cycle, snap, dict(self.new_items))
+                    cycle_fut = loop.run_in_executor(None, self.cycle, snap, dict(self.new_items),
+                                                     time.time())
                     log.warning("trainer: cycle %d started on %d events", self.cycles + 1, len(snap))
                 if cycle_fut is not None and cycle_fut.done():
                     fut, cycle_fut = cycle_fut, None

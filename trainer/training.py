@@ -59,6 +59,9 @@ class TrainConfig:
     rank_k: int = 20
     max_seconds: float = 600.0
     """Hard wall-time budget for one training run."""
+    device: str = "auto"
+    """Where the student trains: ``auto`` (cuda when visible, else cpu), ``cpu``, ``cuda[:N]``
+    (:func:`trainer.device.resolve_device`). The returned model is always on the CPU."""
 
 
 @dataclass
@@ -108,12 +111,13 @@ def student_scores(model: Student, text_vecs: torch.Tensor, id_index: torch.Tens
     """Scores ``[B, N]`` of users (``(rows, types)`` histories) against all items."""
     was = model.training
     model.eval()
-    table = model.item_vectors(text_vecs, id_index)
+    dev = next(model.parameters()).device  # the model's device (cpu: every .to() is a no-op)
+    table = model.item_vectors(text_vecs.to(dev), id_index.to(dev))
     idx, typ, mask = pack_histories([h[0] for h in histories], [h[1] for h in histories],
                                     model.config.max_len)
-    u = model.encode_indexed(table, idx, typ, mask)
+    u = model.encode_indexed(table, idx.to(dev), typ.to(dev), mask.to(dev))
     model.train(was)
-    return (u @ table.T).numpy()
+    return (u @ table.T).cpu().numpy()
 
 
 def train_student(
@@ -129,21 +133,33 @@ def train_student(
     progress: bool = True,
     desc: str = "student",
     init: Student | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[Student, list[dict[str, Any]]]:
     """Train a student; returns the best model (by ``validate``) and a per-epoch curve.
 
     ``id_index[i]`` is item ``i``'s id-embedding row or -1; ``catalogue`` (bool ``[N]``)
     marks the items known at training time (CE targets and negatives). KD spans every
-    item whose text is known (the teacher reads text, so it can score new items)."""
+    item whose text is known (the teacher reads text, so it can score new items).
+
+    Runs on ``device`` (default: ``config.device``, ``auto`` = cuda when visible, else cpu):
+    the model, item tables, examples and teacher logits move there once; batches are cut
+    there. ``validate`` gets the model on that device. The returned model is on the CPU."""
+    from trainer.device import resolve_device
+
     cfg = config
+    dev = resolve_device(str(device if device is not None else cfg.device))
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     # ``init``: warm start (a copy of that student; the trainer service re-distils from it)
-    model = copy.deepcopy(init).cpu() if init is not None else Student(student_config)
+    model = (copy.deepcopy(init).cpu() if init is not None else Student(student_config)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    text = torch.as_tensor(text_vecs, dtype=torch.float32)
-    ids = torch.as_tensor(id_index, dtype=torch.long)
-    cat = torch.as_tensor(catalogue, dtype=torch.bool)
+    text = torch.as_tensor(text_vecs, dtype=torch.float32).to(dev)
+    ids = torch.as_tensor(id_index, dtype=torch.long).to(dev)
+    cat = torch.as_tensor(catalogue, dtype=torch.bool).to(dev)
+    ex_idx, ex_types, ex_mask = ex.idx.to(dev), ex.types.to(dev), ex.mask.to(dev)
+    ex_target, ex_kd_row = ex.target.to(dev), ex.kd_row.to(dev)
+    if teacher_logits is not None:
+        teacher_logits = teacher_logits.to(dev)
     use_kd = cfg.teacher in ("model", "uniform") and (cfg.alpha > 0 or cfg.rank_weight > 0)
     if cfg.teacher == "model" and use_kd and teacher_logits is None:
         raise ValueError("teacher='model' needs teacher_logits")
@@ -155,25 +171,25 @@ def train_student(
     epochs = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False, disable=not progress)
     for epoch in epochs:
         model.train()
-        perm = torch.as_tensor(rng.permutation(n))
+        perm = torch.as_tensor(rng.permutation(n)).to(dev)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
         for s in range(0, n, cfg.batch_size):
             b = perm[s:s + cfg.batch_size]
-            drop = has_id & (torch.rand(ids.shape) < cfg.id_dropout)
+            drop = has_id & (torch.rand(ids.shape, device=dev) < cfg.id_dropout)
             table = model.item_vectors(text, torch.where(drop, torch.full_like(ids, -1), ids))
-            u = model.encode_indexed(table, ex.idx[b], ex.types[b], ex.mask[b])
+            u = model.encode_indexed(table, ex_idx[b], ex_types[b], ex_mask[b])
             logits = u @ table.T
-            ce = next_item_ce(logits, ex.target[b], cat)
+            ce = next_item_ce(logits, ex_target[b], cat)
             loss = ce
             kd_val = 0.0
             if use_kd:
-                rows = ex.kd_row[b]
+                rows = ex_kd_row[b]
                 sel = rows >= 0
                 if bool(sel.any()):
                     if cfg.teacher == "model":
                         tl = teacher_logits[rows[sel]]
                     else:
-                        tl = torch.zeros((int(sel.sum()), logits.shape[1]))
+                        tl = torch.zeros((int(sel.sum()), logits.shape[1]), device=dev)
                     kd = kd_kl(logits[sel], tl, cfg.temperature)
                     loss = loss + cfg.alpha * kd
                     kd_val = kd.item()
@@ -201,7 +217,7 @@ def train_student(
         if time.perf_counter() - t0 > cfg.max_seconds:
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()
     return model, curve
 
 
