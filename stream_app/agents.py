@@ -48,6 +48,10 @@ class Wiring:
     send_failures: int = 0
     batches: int = 0
     last_batch_at: float = 0.0
+    stop_reason: str | None = None
+    """Why the worker asked itself to stop (the DLQ breaker); ``None`` while it runs."""
+    exit_code: int = 0
+    """The process exit code that goes with ``stop_reason`` (``worker.run`` returns it)."""
 
 
 def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metrics) -> Wiring:
@@ -114,6 +118,11 @@ async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_top
     changelog = w.changelog_topic
     futures = []
     for user, (partition, hist) in out.sessions.items():
+        if hist is None:  # forget request: drop the state, tombstone the changelog key
+            data.pop(user, None)
+            futures.append(await producer.send(changelog, _json_bytes(user), None, partition,
+                                               None, None))
+            continue
         data[user] = hist
         # the table's changelog record, written on the fast path with an explicit partition
         # (the event's input partition: co-partitioned with clicks/purchases); same JSON
@@ -155,9 +164,41 @@ async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_top
     n_dlq = len(out.dlq)
     if w.breaker.record(len(batch), n_dlq):
         s = w.settings
+        if s.dlq_breaker_action == "stop":
+            await _stop_for_bad_input(w)
+            return
         log.error("DLQ circuit breaker open: over %.0f%% of the last %d events were refused; "
                   "pausing consumption for %.1f s", s.dlq_max_ratio * 100, s.dlq_window, s.dlq_cooldown_s)
         m.dlq_breaker_open.set(1)
         await asyncio.sleep(s.dlq_cooldown_s)
         w.breaker.reset()
         m.dlq_breaker_open.set(0)
+
+
+EXIT_DLQ_BREAKER = 3
+"""Exit code of a worker stopped by the DLQ circuit breaker."""
+
+
+async def _stop_for_bad_input(w: Wiring) -> None:
+    """Breaker tripped with ``dlq_breaker_action=stop``: say why, pause fetching, and stop the
+    worker through the graceful path (SIGTERM to itself: outputs flushed, answered offsets
+    committed, group left); ``worker.run`` then exits with :data:`EXIT_DLQ_BREAKER`."""
+    import os
+    import signal
+
+    s = w.settings
+    w.metrics.dlq_breaker_open.set(1)
+    if w.stop_reason is None:
+        w.stop_reason = (
+            f"DLQ circuit breaker tripped: more than {s.dlq_max_ratio:.0%} of the last "
+            f"{s.dlq_window} input events were refused (see events-dlq and "
+            f"coldstream_dlq_total{{reason}}). Stopping the worker instead of dead-lettering the "
+            f"whole topic; the unread events stay in the topic. Fix the producer (or raise "
+            f"COLDSTREAM_DLQ_MAX_RATIO), then restart.")
+        w.exit_code = EXIT_DLQ_BREAKER
+        log.critical(w.stop_reason)
+        consumer = w.app.consumer
+        consumer.pause_partitions(consumer.assignment())  # fetch nothing more
+        os.kill(os.getpid(), signal.SIGTERM)
+    # Events already fetched are still answered (DLQ or recommendation) before the drain
+    # commits them: nothing consumed is left without an output.

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     demo.register(sub)
     bench.register(sub)
+    from stream_app import faults
+
+    faults.register(sub.choices["bench"])  # coldstream bench faults
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -10,6 +10,14 @@ with the records of ``stream.take_events(...)`` and writes out what it returns. 
 
 Every input record yields exactly one recommendation or one DLQ record, unless it
 repeats an ``event_id`` already answered (counted as ``duplicate``).
+
+Session entries are ``[item_id, event_type, ts, event_id]``. An event whose id is already
+in the user's (recovered) session was processed before a crash or a rebalance: it is
+answered again from the session as it was then, and not appended twice.
+
+A forget request (``validation.Forget``) empties the user's session (the table gets a
+tombstone) and is acknowledged by one ``recommendations`` record with no items and
+``fallback: "forgotten"`` (``docs/privacy.md``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ from typing import Any
 from stream_app.recommender import Ranked, Recommender
 from stream_app.records import dlq_payload, recommendation_payload
 from stream_app.settings import Settings
-from stream_app.validation import Event, Rejection, validate_event
+from stream_app.validation import Event, Forget, Rejection, validate_event
+
+FORGOTTEN = "forgotten"
+"""``fallback`` of the acknowledgement of a forget request."""
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +57,18 @@ class BatchResult:
     recommendations: list[tuple[bytes, bytes]] = field(default_factory=list)
     """``(key=user_id, value)`` in input order."""
     dlq: list[bytes] = field(default_factory=list)
-    sessions: dict[str, tuple[int, list[list[Any]]]] = field(default_factory=dict)
-    """User -> (input partition, new history) to write to the session table."""
+    sessions: dict[str, tuple[int, list[list[Any]] | None]] = field(default_factory=dict)
+    """User -> (input partition, new history) to write to the session table; ``None``:
+    delete the user's session (forget request: a changelog tombstone)."""
     outcomes: Counter = field(default_factory=Counter)
     """``(topic, outcome)`` -> count; outcome in recommended, dlq, duplicate."""
     dlq_reasons: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     ranked: Ranked | None = None
     n_fallback: int = 0
+    n_redelivered: int = 0
+    """Events answered again because their id was already in the recovered session."""
+    forgotten: list[str] = field(default_factory=list)
 
 
 class Deduper:
@@ -125,11 +140,13 @@ class BatchProcessor:
         s = self.settings
         out = BatchResult()
         now = self.clock()
-        accepted: list[tuple[Incoming, Event]] = []
+        accepted: list[tuple[Incoming, Event | Forget]] = []
         snapshots: list[list[list[Any]]] = []
         work: dict[str, list[list[Any]]] = {}
+        known: dict[str, dict[str, int]] = {}  # user -> event ids in the session -> position
         parts: dict[str, int] = {}
         batch_ids: set[str] = set()
+        forgotten: set[str] = set()
         for rec in batch:
             ev = validate_event(rec.value, rec.topic, key=rec.key, max_bytes=s.max_event_bytes,
                                 max_future_skew_s=s.max_future_skew_s, now=now)
@@ -145,16 +162,32 @@ class BatchProcessor:
                 stored = self.get_session(ev.user_id)
                 hist = list(stored) if stored else []
                 work[ev.user_id] = hist
-            hist.append([ev.item_id, ev.type_code, ev.ts])
-            if len(hist) > s.max_history:
-                del hist[: len(hist) - s.max_history]
+                known[ev.user_id] = {e[3]: i for i, e in enumerate(hist)
+                                     if isinstance(e, list) and len(e) > 3}
             parts[ev.user_id] = rec.partition
             accepted.append((rec, ev))
+            if isinstance(ev, Forget):
+                hist.clear()
+                known[ev.user_id] = {}
+                forgotten.add(ev.user_id)
+                continue
+            pos = known[ev.user_id].get(ev.event_id)
+            if pos is not None and pos < len(hist) and hist[pos][3] == ev.event_id:
+                snapshots.append(list(hist[: pos + 1]))  # redelivered: answer as before
+                out.n_redelivered += 1
+                continue
+            hist.append([ev.item_id, ev.type_code, ev.ts, ev.event_id])
+            if len(hist) > s.max_history:
+                del hist[: len(hist) - s.max_history]
+                known[ev.user_id] = {e[3]: i for i, e in enumerate(hist)
+                                     if isinstance(e, list) and len(e) > 3}
+            else:
+                known[ev.user_id][ev.event_id] = len(hist) - 1
             snapshots.append(list(hist))
         if not accepted:
             return out
         try:
-            ranked = self.recommender.rank_batch(snapshots, s.k)
+            ranked = self.recommender.rank_batch(snapshots, s.k) if snapshots else None
             version = self.recommender.model.version
         except Exception as e:  # a model failure must not stop the worker: answer via the DLQ
             log.exception("ranking a batch of %d events failed", len(accepted))
@@ -162,10 +195,23 @@ class BatchProcessor:
                 self._dlq(out, rec, "processing_error", f"{type(e).__name__}: {e}"[:500], ev.event_id)
             return out
         out.ranked = ranked
-        self.recommender.observe(ev.item_id for _, ev in accepted)
+        self.recommender.observe(ev.item_id for _, ev in accepted if isinstance(ev, Event))
         produced_at = self.clock()
-        for (rec, ev), snap, items, fb in zip(accepted, snapshots, ranked.items, ranked.fallback,
-                                              strict=True):
+        ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True)
+                           if ranked is not None else ())
+        for rec, ev in accepted:
+            if isinstance(ev, Forget):  # acknowledged in stream order, nothing recommended
+                out.recommendations.append((ev.user_id.encode(), recommendation_payload(
+                    event_id=ev.event_id, user_id=ev.user_id, items=[], model_version=version,
+                    cold_start=True, produced_at=produced_at, latency_ms=0.0, fallback=FORGOTTEN)))
+                out.outcomes[(rec.topic, "recommended")] += 1
+                out.forgotten.append(ev.user_id)
+                self.deduper.add(ev.event_id)
+                last = getattr(self.online, "_last", None)
+                if last is not None:
+                    last.pop(ev.user_id, None)
+                continue
+            snap, items, fb = next(ranked_rows)
             received = rec.timestamp if rec.timestamp else now
             latency_s = max(0.0, produced_at - received)
             out.latencies_s.append(latency_s)
@@ -181,7 +227,7 @@ class BatchProcessor:
                 self.online.step(ev.user_id, ev.item_id, items, version, produced_at)
         if self.online is not None:
             self.online.flush()
-        out.sessions = {u: (parts[u], h) for u, h in work.items()}
+        out.sessions = {u: (parts[u], h if h or u not in forgotten else None) for u, h in work.items()}
         return out
 
 

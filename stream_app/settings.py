@@ -103,13 +103,24 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(3600.0, ge=0)
     """Event timestamps further than this in the future go to the DLQ as ``ts_future``."""
     dlq_max_ratio: float = Field(0.5, gt=0, le=1)
-    """DLQ circuit breaker: over this share of DLQ'd events in the window, consumption pauses."""
+    """DLQ circuit breaker: over this share of DLQ'd events in the window, the breaker trips
+    (see ``dlq_breaker_action``)."""
+    dlq_breaker_action: Literal["stop", "pause"] = "stop"
+    """What a tripped DLQ breaker does. ``stop`` (the production choice): log a clear message,
+    commit what was answered and exit non-zero (exit code 3), so that a bad producer pages
+    someone instead of dead-lettering a whole topic; the unread events stay in the topic.
+    ``pause``: stop consuming for ``dlq_cooldown_s``, then go on."""
     dlq_window: int = Field(1000, ge=10)
     """Events in the circuit breaker's sliding window."""
     dlq_min_events: int = Field(200, ge=1)
     """The breaker never trips before this many events are in its window."""
     dlq_cooldown_s: float = Field(10.0, ge=0)
-    """How long consumption pauses when the breaker trips."""
+    """How long consumption pauses when the breaker trips (``dlq_breaker_action=pause``)."""
+    drain_timeout_s: float = Field(30.0, gt=0, le=600)
+    """Graceful stop (SIGTERM/SIGINT): the budget for finishing the in-flight micro-batch,
+    flushing the producer, committing offsets and leaving the group; past it the worker
+    exits anyway (uncommitted events are answered again by the next owner). Keep it below
+    the deployment's terminationGracePeriodSeconds minus the preStop sleep."""
 
     # -- web ------------------------------------------------------------------------------
     web_port: int = Field(6066, ge=0, le=65535)

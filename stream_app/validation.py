@@ -1,4 +1,9 @@
-"""Validation of raw input events (``clicks``, ``purchases``): bytes in, ``Event`` or ``Rejection`` out.
+"""Validation of raw input events (``clicks``, ``purchases``): bytes in, ``Event``, ``Forget``
+or ``Rejection`` out.
+
+A forget request (privacy, ``docs/privacy.md``) is an ordinary record on ``clicks`` or
+``purchases`` (key: user_id) with ``"event_type": "forget"``: ``event_id``, ``user_id`` and
+``ts`` are required, ``item_id`` is not. It keeps its place in the user's ordered stream.
 
 A pure function, no broker: every reason below is a stable, metric-friendly code
 (``coldstream_dlq_total{reason=...}``, ``events-dlq.error``).
@@ -31,12 +36,15 @@ REASONS: dict[str, str] = {
     "ts_negative": "timestamp before the epoch",
     "ts_future": "timestamp too far in the future",
     "out_of_range": "a number outside its allowed range (price, quantity)",
-    "unknown_event_type": "event_type is not one of " + ", ".join(EVENT_TYPES),
+    "unknown_event_type": "event_type is not one of " + ", ".join([*EVENT_TYPES, "forget"]),
     "event_type_mismatch": "event_type disagrees with the topic",
     "key_mismatch": "the record key is not the event's user_id",
     "unknown_field": "a field that no event schema declares",
     "processing_error": "the worker failed to process a valid event (bug or model failure)",
 }
+
+FORGET = "forget"
+"""``event_type`` of a deletion request: the worker drops the user's session state."""
 
 TOPIC_EVENT_TYPE = {"clicks": "click", "purchases": "purchase"}
 REQUIRED = ("event_id", "user_id", "item_id", "ts")
@@ -62,6 +70,16 @@ class Event:
     @property
     def type_code(self) -> int:
         return EVENT_TYPES[self.event_type]
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """A valid request to forget ``user_id`` (``"event_type": "forget"``): not an :class:`Event`,
+    so nothing that learns from events (session, trainer buffer) takes it for one."""
+
+    event_id: str
+    user_id: str
+    ts: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +189,7 @@ def _number(obj: dict[str, Any], name: str, *, required: bool) -> float | None:
 
 def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
                    max_bytes: int = 16_384, max_future_skew_s: float = 3600.0,
-                   now: float | None = None) -> Event | Rejection:
+                   now: float | None = None) -> Event | Forget | Rejection:
     """Check one raw input record.
 
     :param raw: the record value as received.
@@ -203,7 +221,8 @@ def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
         ev_id = _id(obj, "event_id")
         event_id = ev_id
         user_id = _id(obj, "user_id")
-        item_id = _id(obj, "item_id")
+        forget = obj.get("event_type") == FORGET
+        item_id = "" if forget and obj.get("item_id") is None else _id(obj, "item_id")
         ts = _number(obj, "ts", required=True)
         assert ts is not None
         if ts < 0:
@@ -215,6 +234,10 @@ def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
             et = obj["event_type"]
             if not isinstance(et, str):
                 raise _Reject("wrong_type", "event_type must be a string")
+            if et == FORGET:
+                if key is not None and key != user_id.encode("utf-8"):
+                    raise _Reject("key_mismatch", f"key {key[:40]!r} != user_id {user_id!r}")
+                return Forget(ev_id, user_id, ts)
             if et not in EVENT_TYPES:
                 raise _Reject("unknown_event_type", f"event_type {et[:40]!r}")
             if et != event_type:

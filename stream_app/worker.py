@@ -63,7 +63,9 @@ def run(settings: Settings) -> int:
         print(f"coldstream worker: {e}", file=sys.stderr)
         return 2
     level = settings.log_level.upper()
-    worker = faust.Worker(w.app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker = _draining_worker_class(faust.Worker)(w.app, loglevel=level, quiet=True,
+                                                  redirect_stdouts=False)
+    worker.drain_timeout_s = settings.drain_timeout_s
 
     @w.app.task
     async def _tune_process() -> None:
@@ -75,8 +77,60 @@ def run(settings: Settings) -> int:
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
 
-    worker.execute_from_commandline()  # exits the process through sys.exit
-    return 0
+    try:
+        worker.execute_from_commandline()  # ends with SystemExit
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    else:  # pragma: no cover - execute_from_commandline never returns
+        code = 0
+    if w.stop_reason:
+        print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
+        return w.exit_code or 1
+    return code
+
+
+EXIT_DRAIN_TIMEOUT = 4
+"""Exit code when a graceful stop overran ``drain_timeout_s`` (the process is ended anyway)."""
+
+
+def _draining_worker_class(base: type) -> type:
+    """A Faust worker whose SIGTERM/SIGINT stop is bounded by ``drain_timeout_s``.
+
+    Faust's own stop path drains: agents finish the micro-batch in hand, the consumer
+    commits the offsets of answered events (after the producer flushed their outputs), the
+    producer is flushed and stopped, the consumer leaves the group. A stop that hangs (a
+    broker that went away, a stuck agent) would otherwise hold the pod until the kubelet's
+    SIGKILL; a watchdog thread ends the process at the budget instead."""
+    import os
+    import threading
+
+    class DrainingWorker(base):  # type: ignore[misc, valid-type]
+        drain_timeout_s: float = 30.0
+        _watchdog: threading.Timer | None = None
+
+        def _arm_drain_deadline(self) -> None:
+            if self._watchdog is None:
+                log.warning("stopping: draining (budget %.0f s)", self.drain_timeout_s)
+
+                def overrun() -> None:
+                    sys.stderr.write(f"coldstream worker: drain exceeded {self.drain_timeout_s:.0f} s; "
+                                     f"exiting (uncommitted events will be answered again)\n")
+                    sys.stderr.flush()
+                    os._exit(EXIT_DRAIN_TIMEOUT)
+
+                self._watchdog = threading.Timer(self.drain_timeout_s, overrun)
+                self._watchdog.daemon = True
+                self._watchdog.start()
+
+        def _on_sigterm(self) -> None:
+            self._arm_drain_deadline()
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            self._arm_drain_deadline()
+            super()._on_sigint()
+
+    return DrainingWorker
 
 
 if __name__ == "__main__":

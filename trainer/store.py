@@ -387,8 +387,19 @@ def load_checkpoint(path: Path | str, *, device: str | torch.device = "cpu",
     metrics = _read_json(path / "metrics.json", "metrics.json", MAX_JSON_BYTES)
 
     dev = torch.device(device)
+    # The config's shapes on the meta device (nothing allocated) must match the weights
+    # file's header before the model is built: a config asking for billions of parameters
+    # beside a small file is refused here, not after allocating them.
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in Student(config).state_dict().items()}
+    header = _check_safetensors_header(path / "weights.safetensors", "weights.safetensors")
+    declared = {k: tuple(v.get("shape") or ()) for k, v in header.items()
+                if k != "__metadata__" and isinstance(v, dict)}
+    if declared != expected:
+        raise CheckpointError("shape_mismatch", "weights header disagrees with the config's model: "
+                              f"{sorted(set(declared) ^ set(expected))[:5] or 'shapes differ'}",
+                              "weights.safetensors")
     model = Student(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(path / "weights.safetensors"), framework="pt") as f:
         keys = set(f.keys())

@@ -39,7 +39,7 @@ def test_batch_outputs_sessions_and_dedupe(recommender):
     assert [v["event_id"] for v in vals] == ["e1", "e2", "e3"]
     assert [k for k, _ in out.recommendations] == [b"u1", b"u2", b"u1"]
     # history capped at max_history=3, unknown item kept; one table write per user
-    assert out.sessions["u1"] == (0, [["2", 1, 2.0], ["3", 0, NOW - 1], ["ghost", 0, NOW - 1]])
+    assert out.sessions["u1"] == (0, [["2", 1, 2.0], ["3", 0, NOW - 1, "e1"], ["ghost", 0, NOW - 1, "e3"]])
     assert out.sessions["u2"][0] == 2
     assert not {"2", "3"} & {i["item_id"] for i in vals[0]["items"]}
     assert vals[0]["cold_start"] is True and vals[1]["cold_start"] is True
