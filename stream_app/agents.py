@@ -24,6 +24,7 @@ from stream_app.pipeline import BatchProcessor, DlqBreaker, Incoming
 from stream_app.recommender import Recommender
 from stream_app.settings import Settings
 from stream_app.topics import load_topics, topic_names
+from stream_app.transport import FastPath
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = ("clicks", "purchases")
@@ -78,14 +79,35 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     rec_topic, dlq_topic = names["recommendations"], names["events-dlq"]
     metrics.set_model(recommender.model.version, recommender.model.n_items)
 
-    @app.agent(source, name="serve")
-    async def serve(stream: Any) -> None:
-        within = settings.batch_window_ms / 1000.0
-        async for events in stream.take_events(settings.batch_size, within=within):
-            batch = [Incoming(logical.get(e.message.topic, e.message.topic), e.message.partition,
-                              e.message.offset, e.message.key, e.message.value, e.message.timestamp)
-                     for e in events]
-            await handle_batch(w, batch, rec_topic, dlq_topic, device)
+    within = settings.batch_window_ms / 1000.0
+    if settings.fast_path:
+        fast = FastPath([names["clicks"], names["purchases"]], max_buffered=max(4 * settings.batch_size, 10_000))
+        app.fast_path = fast  # read by stream_app.transport.Consumer._drain_messages
+        app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
+
+        @app.task
+        async def serve_fast() -> None:
+            consumer = app.consumer
+            while not app.should_stop:
+                messages = await fast.take(settings.batch_size, within)
+                batch = [Incoming(logical.get(m.topic, m.topic), m.partition, m.offset, m.key, m.value,
+                                  m.timestamp) for m in messages]
+                try:
+                    await handle_batch(w, batch, rec_topic, dlq_topic, device)
+                except Exception as exc:  # not an event's fault (those go to the DLQ): stop loudly
+                    log.exception("serving batch failed; stopping the worker")
+                    await app.crash(exc)
+                    raise
+                for m in messages:
+                    consumer.ack(m)
+    else:
+        @app.agent(source, name="serve")
+        async def serve(stream: Any) -> None:
+            async for events in stream.take_events(settings.batch_size, within=within):
+                batch = [Incoming(logical.get(e.message.topic, e.message.topic), e.message.partition,
+                                  e.message.offset, e.message.key, e.message.value, e.message.timestamp)
+                         for e in events]
+                await handle_batch(w, batch, rec_topic, dlq_topic, device)
 
     @app.timer(interval=5.0, name="export-gauges")
     async def export_gauges() -> None:

@@ -15,7 +15,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - lazy import
     overrides = {name: getattr(args, name, None) for name in
                  ("bootstrap", "topic_prefix", "app_id", "model_store", "device", "web_port",
                   "batch_size", "batch_window_ms", "k", "log_level", "threads", "profile",
-                  "fetch_max_wait_ms", "session_timeout_s", "web_bind")}
+                  "fetch_max_wait_ms", "session_timeout_s", "web_bind", "fast_path")}
     return Settings().with_overrides(**overrides)
 
 
@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fetch-max-wait-ms", type=int, help="consumer fetch wait (env COLDSTREAM_FETCH_MAX_WAIT_MS)")
     p.add_argument("--session-timeout-s", type=float, help="group session timeout (env COLDSTREAM_SESSION_TIMEOUT_S)")
     p.add_argument("--log-level", help="log level (env COLDSTREAM_LOG_LEVEL)")
+    p.add_argument("--fast-path", dest="fast_path", action="store_true", default=None,
+                   help="consume in micro-batches straight from the fetch loop (default; env COLDSTREAM_FAST_PATH)")
+    p.add_argument("--no-fast-path", dest="fast_path", action="store_false", default=None,
+                   help="consume through a stock Faust agent (env COLDSTREAM_FAST_PATH=false)")
     p.set_defaults(func=cmd_worker)
 
     from stream_app import bench, demo

@@ -52,9 +52,12 @@ def worker_argv(**options: object) -> list[str]:
     """``python -m stream_app.cli worker --opt value ...`` for the current interpreter."""
     argv = [sys.executable, "-m", "stream_app.cli", "worker"]
     for name, value in options.items():
-        if value is None or value is False:
+        if value is None:
             continue
         flag = "--" + name.replace("_", "-")
+        if value is False:
+            argv.append("--no-" + name.replace("_", "-"))
+            continue
         argv += [flag] if value is True else [flag, str(value)]
     return argv
 

@@ -196,12 +196,23 @@ class Recommender:
             kk = min(ntotal, k + max_seen + len(m.dead))
             scores, found = m.index.search(users, kk)
             limit = len(m.item_ids)
+            # drop seen, dead and foreign rows for the whole batch at once, keep the first k
+            seen = np.full((len(known), max(1, max(len(r) for r in rows_l))), -2, dtype=np.int64)
+            for j, r in enumerate(rows_l):
+                seen[j, :len(r)] = r
+            bad = (found[:, :, None] == seen[:, None, :]).any(axis=2) | (found < 0) | (found >= limit)
+            if m.dead:
+                bad |= np.isin(found, np.fromiter(m.dead, dtype=np.int64))
+            good = ~bad
+            keep = good & (np.cumsum(good, axis=1) <= k)
+            ids = m.item_ids
             for j, i in enumerate(known):
-                excl = set(rows_l[j]) | m.dead
-                items[i] = self._take(scores[j], found[j], excl, limit, k, m)
+                sel = keep[j]
+                items[i] = [(ids[r], s) for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(),
+                                                         strict=True)]
                 if len(items[i]) < k and kk < ntotal:  # rare: too many excluded, search wider
                     s2, f2 = m.index.search(users[j:j + 1], ntotal)
-                    items[i] = self._take(s2[0], f2[0], excl, limit, k, m)
+                    items[i] = self._take(s2[0], f2[0], set(rows_l[j]) | m.dead, limit, k, m)
             search_s = time.perf_counter() - t1
         known_set = set(known)
         for i in range(n):

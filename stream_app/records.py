@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from collections.abc import Sequence
 
 import faust
@@ -87,7 +86,7 @@ def _item_prefix(item_id: str) -> str:
 
 
 def _num(x: float) -> str:
-    return repr(round(x, 6)) if math.isfinite(x) else "null"
+    return f"{x:.6g}" if -1e300 < x < 1e300 else "null"  # NaN/inf are not JSON
 
 
 def recommendation_payload(*, event_id: str, user_id: str, items: Sequence[tuple[str, float]],
@@ -95,10 +94,11 @@ def recommendation_payload(*, event_id: str, user_id: str, items: Sequence[tuple
                            latency_ms: float, fallback: str | None) -> bytes:
     """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON
     (built from cached fragments: this runs once per event)."""
-    items_json = ",".join([_item_prefix(i) + _num(float(s)) + "}" for i, s in items])
+    items_json = ",".join([_item_prefix(i) + (f"{s:.6g}" if -1e300 < s < 1e300 else "null") + "}"
+                           for i, s in items])
     return (f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
             f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
-            f'"produced_at":{produced_at!r},"latency_ms":{_num(latency_ms)},'
+            f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
             f'"fallback":{_dumps(fallback)}}}').encode()
 
 

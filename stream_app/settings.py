@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     """Largest micro-batch (events) handed to the recommender at once."""
     batch_window_ms: float = Field(10.0, gt=0)
     """Longest wait for a micro-batch to fill (added latency at low rates)."""
+    fast_path: bool = True
+    """Take input records straight from the consumer's fetch loop in micro-batches
+    (``stream_app.transport``); ``false``: a stock Faust agent with ``take_events``."""
     k: int = Field(10, ge=1, le=1000)
     """Items per recommendation."""
     max_history: int = Field(50, ge=1, le=1000)
@@ -123,7 +126,7 @@ class Settings(BaseSettings):
     the deployment's terminationGracePeriodSeconds minus the preStop sleep."""
 
     # -- web ------------------------------------------------------------------------------
-    web_port: int = Field(6066, ge=0, le=65535)
+    web_port: int = Field(6066, ge=1, le=65535)
     """Port of the worker's web server (``/metrics``, ``/healthz``, ``/ready``, ``/recommend``)."""
     web_bind: str = "0.0.0.0"
     """Address the web server binds."""

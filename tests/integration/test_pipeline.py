@@ -56,14 +56,15 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_path):
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "faust-agent"])
+def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_path, fast_path):
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
     ck_path = make_checkpoint(store, n_items=N_ITEMS)
     app_id = topic_prefix + "app"
     worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
                            topic_prefix=topic_prefix, app_id=app_id, model_store=store,
-                           log_level="warning", threads=1)
+                           log_level="warning", threads=1, fast_path=fast_path)
     now = time.time()
     # -- good events: 30 users x 4 events, mixed topics, some unknown items ----------------
     good: list[tuple[str, bytes, bytes]] = []

@@ -97,3 +97,33 @@ def test_recommendation_payload_is_the_record_schema():
     assert json.loads(recommendation_payload(event_id="e", user_id="u", items=[], model_version="1",
                                              cold_start=False, produced_at=2.0, latency_ms=1.0,
                                              fallback="popular"))["fallback"] == "popular"
+
+
+async def test_fast_path_take_batches_and_backpressure():
+    import asyncio
+    import time
+
+    from stream_app.transport import FastPath
+
+    fp = FastPath(["t"], max_buffered=5)
+    t0 = time.monotonic()
+    assert not fp.full()
+    for i in range(3):
+        fp.put(i)
+    assert await fp.take(10, 0.05) == [0, 1, 2]  # returns within the window, not waiting for 10
+    assert 0.03 < time.monotonic() - t0 < 1.0
+    for i in range(5):
+        fp.put(i)
+    assert fp.full()
+    t0 = time.monotonic()
+    assert await fp.take(2, 10.0) == [0, 1]  # max reached: no waiting
+    assert time.monotonic() - t0 < 0.5
+    waiter = asyncio.create_task(fp.take(1, 0.01))
+    assert await waiter == [2]
+    await asyncio.wait_for(fp.wait_space(), 1.0)  # not full any more
+    assert await fp.take(5, 0.01) == [3, 4]
+    empty = asyncio.create_task(fp.take(1, 0.01))
+    await asyncio.sleep(0.05)
+    assert not empty.done()  # an empty buffer waits for the first message, however long
+    fp.put(9)
+    assert await asyncio.wait_for(empty, 1.0) == [9]
