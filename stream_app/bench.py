@@ -49,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--batch-window-ms", type=float, default=10.0)
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
+    s.add_argument("--no-stock", action="store_true", help="skip the stock Faust agent comparison")
     s.add_argument("--out", default="reports/bench-serve.json")
     s.set_defaults(func=cmd_bench_serve)
     r = bsub.add_parser("recommend", help="users/s of batched recommend on a large random index")
@@ -261,10 +262,28 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
               f"p95 {pct.get(95, float('nan')):.1f} ms, p99 {pct.get(99, float('nan')):.1f} ms "
               f"({len(lat)}/{n_fixed} answered)", flush=True)
         metrics_text = worker.get_text("/metrics")
+        worker.stop(deadline_s=10)
+        worker = None
+        stock = None
+        if not args.no_stock:  # the same backlog through a stock Faust take_events agent
+            sp = prefix + "stock-"
+            stock_names = topic_names(sp)
+            asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=sp))
+            asyncio.run(_produce(bootstrap, stock_names, backlog))
+            worker = WorkerProcess(log_path=work / "worker-stock.log", bootstrap=bootstrap, topic_prefix=sp,
+                                   app_id=sp + "app", model_store=store, threads=args.threads,
+                                   batch_size=args.batch_size, batch_window_ms=args.batch_window_ms,
+                                   log_level="warning", ready_timeout_s=120, fast_path=False)
+            worker.start()
+            _wait_processed(worker, len(backlog), timeout_s=900)
+            stock = _rate_from_timestamps(asyncio.run(_collect(
+                bootstrap, [stock_names["recommendations"]], len(backlog), timeout_s=120)))
+            print(f"same pipeline through a stock Faust take_events agent: {stock:,.0f} events/s", flush=True)
         results = {
             "events_per_s": round(ours, 1),
             "passthrough_events_per_s": round(pt_rate, 1),
             "fraction_of_passthrough": round(ours / pt_rate, 3) if pt_rate else None,
+            "stock_faust_agent_events_per_s": round(stock, 1) if stock else None,
             "flat_out_events": len(backlog), "flat_out_outputs": len(out),
             "fixed_rate_target_events_per_s": args.rate, "fixed_rate_achieved_events_per_s": round(achieved, 1),
             "fixed_rate_events": n_fixed, "fixed_rate_answered": int(len(lat)),
