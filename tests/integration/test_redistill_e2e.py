@@ -1,0 +1,150 @@
+"""Re-distillation end to end: stream -> trainer cycle -> gate -> signed update -> worker hot swap.
+
+Apache Kafka, a trainer subprocess (``coldstream trainer``, the real MiniLM teacher on CPU)
+and a worker subprocess share a model store holding v1: a *random* student over the first
+300 MovieLens items (teacher text vectors). A small stream (MovieLens interactions on those
+items, in time order) reaches the trainer's buffer; one cycle distils a candidate on its
+older part, the gate compares it with v1 on the latest slice (never trained on) and promotes
+it; the trainer writes v2 and publishes a signed ``model-updates`` record; the worker verifies
+it and swaps: its later outputs carry version 2 and /metrics counts the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stream_app.brokers import free_port
+from stream_app.model_updates import UpdateRefused, verify_update
+from stream_app.procs import start_process, stop_process
+from stream_app.testing import WorkerProcess, consume, event_bytes, produce
+
+pytestmark = [pytest.mark.integration]
+KEY = "redistill-e2e-key"
+N_ITEMS = 300
+N_EVENTS = 3000
+
+
+def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """v1: a random student over the first ``N_ITEMS`` MovieLens items; and the stream."""
+    from trainer.data import load_movielens
+    from trainer.store import save_checkpoint
+    from trainer.student import Student, StudentConfig
+    from trainer.teacher import Teacher
+
+    inter, items = load_movielens()
+    vecs = Teacher(device="cpu").encode(items.texts[:N_ITEMS])
+    torch.manual_seed(0)
+    model = Student(StudentConfig(n_items=N_ITEMS, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0))
+    path = save_checkpoint(root, model=model, item_ids=items.ids[:N_ITEMS], item_text_vecs=vecs,
+                           item_titles=items.titles[:N_ITEMS], metrics={"note": "random v1"},
+                           teacher={"name": "all-MiniLM-L6-v2"})
+    stream = [(inter.user_ids[int(u)], items.ids[int(i)]) for u, i in zip(inter.user, inter.item, strict=True)
+              if int(i) < N_ITEMS][:N_EVENTS]
+    return path, stream
+
+
+def wait_for_log(path: Path, pattern: str, proc, timeout_s: float) -> re.Match:
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        m = re.search(pattern, text)
+        if m:
+            return m
+        if proc.poll() is not None:
+            raise RuntimeError(f"trainer exited with {proc.returncode}\n{text[-3000:]}")
+        time.sleep(0.3)
+    raise TimeoutError(f"{pattern!r} not in {path} after {timeout_s} s\n{text[-3000:]}")
+
+
+def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, make_topics, tmp_path,
+                                                 monkeypatch):
+    t_start = time.monotonic()
+    topics = make_topics(kafka_bootstrap, topic_prefix)
+    store = tmp_path / "store"
+    _, stream = random_student_checkpoint(store)
+    monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", KEY)  # inherited by both subprocesses
+    monkeypatch.setenv("COLDSTREAM_TRAINER_CYCLE_EPOCHS", "4")
+    monkeypatch.setenv("COLDSTREAM_TRAINER_DEVICE", "cpu")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    trainer_log, trainer_port = tmp_path / "trainer.log", free_port()
+    trainer = start_process(
+        [sys.executable, "-m", "stream_app.cli", "trainer", "--bootstrap", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--store-root", str(store),
+         "--cycle-events", str(N_EVENTS - 200), "--cycle-seconds", "0", "--min-buffer-events", "500",
+         "--teacher-prefixes", "64", "--metrics-port", str(trainer_port), "--threads", "1"],
+        log_path=trainer_log)
+    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap, topic_prefix=topic_prefix,
+                           app_id=topic_prefix + "app", model_store=store, threads=1)
+    try:
+        with worker:
+            wait_for_log(trainer_log, r"trainer: consuming", trainer, 60)
+            records, first_ids = [], []
+            for n, (user, item) in enumerate(stream):
+                eid, value = event_bytes(user, item, event_id=f"s-{n}", ts=880_000_000.0 + n)
+                records.append((topics["clicks"], user.encode(), value))
+                first_ids.append(eid)
+            asyncio.run(produce(kafka_bootstrap, records))
+            m = wait_for_log(trainer_log, r"promoted and announced v(\d+)", trainer, 90)
+            assert m.group(1) == "2"
+            # new users after the announcement: their outputs must come from v2 (swap is < 1 s)
+            after_ids: list[str] = []
+            deadline = time.monotonic() + 30
+            seen_v2 = False
+            n = 0
+            while not seen_v2 and time.monotonic() < deadline:
+                n += 1
+                eid, value = event_bytes(f"late-{n}", "50")
+                asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], f"late-{n}".encode(), value)]))
+                after_ids.append(eid)
+                time.sleep(0.5)
+                status, body = worker.get_json("/ready")
+                seen_v2 = status == 200 and body.get("model_version") == "2"
+            eid, value = event_bytes("final", "50")
+            asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], b"final", value)]))
+            out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"], topics["model-updates"]],
+                                      until=len(first_ids) + len(after_ids) + 2, timeout_s=40, idle_s=0.5))
+            metrics = worker.get_text("/metrics")
+            with urllib.request.urlopen(f"http://127.0.0.1:{trainer_port}/metrics", timeout=10) as r:
+                trainer_metrics = r.read().decode()
+    finally:
+        rc = stop_process(trainer, deadline_s=10)
+    tail = trainer_log.read_text(errors="replace")[-2500:]
+    assert trainer.poll() is not None and rc is not None  # stopped by PID, within the deadline
+
+    updates = [r.value for r in out if r.topic == topics["model-updates"]]
+    assert len(updates) == 1, tail
+    rec, path = verify_update(updates[0], key=KEY, store_root=store)  # signed with the shared key
+    assert rec.version == 2 and path == (store / "v000002").resolve()
+    assert rec.metrics["promote"] is True and rec.metrics["parent_version"] == 1
+    assert rec.metrics["holdout_users"] > 0 and "snapshot_at" in rec.metrics
+    assert rec.metrics["candidate_ndcg@10"] >= rec.metrics["current_ndcg@10"] - rec.metrics["margin"]
+    with pytest.raises(UpdateRefused):
+        verify_update(updates[0], key="another-key", store_root=store)
+
+    recs = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in out
+            if r.topic == topics["recommendations"]}
+    assert recs[first_ids[0]]["model_version"] == "1"  # served by v1 before the cycle
+    final = next(v for v in recs.values() if v["user_id"] == "final")
+    assert final["model_version"] == "2", tail  # outputs now carry the new version
+    versions = [recs[e]["model_version"] for e in after_ids if e in recs]
+    assert versions and versions[-1] == "2"
+
+    swaps_ok = re.search(r'coldstream_model_swaps_total\{outcome="ok"\} (\d+\.\d+)', metrics)
+    assert swaps_ok and float(swaps_ok.group(1)) >= 1.0, metrics[-2000:]
+    assert "coldstream_model_version 2.0" in metrics
+    assert 'coldstream_trainer_cycles_total{outcome="promoted"} 1.0' in trainer_metrics
+    cand = re.search(r'coldstream_trainer_gate_ndcg\{model="candidate"\} (\S+)', trainer_metrics)
+    assert cand and np.isclose(float(cand.group(1)), rec.metrics["candidate_ndcg@10"], atol=1e-4)
+    print(f"redistill e2e: gate {rec.metrics['candidate_ndcg@10']} vs {rec.metrics['current_ndcg@10']}, "
+          f"{time.monotonic() - t_start:.0f} s")
