@@ -232,12 +232,28 @@ class Harness:
         self.logical = {v: k for k, v in topics.items()}
 
     def start_worker(self, name: str, **options: Any) -> WorkerProcess:
+        """Start a worker and wait until it is ready (one retry when its random web port was
+        taken in between)."""
         opts = {**self.worker_options, **options}
-        w = WorkerProcess(log_path=self.workdir / f"worker-{name}.log", bootstrap=self.bootstrap,
-                          topic_prefix=self.prefix, app_id=self.app_id, model_store=self.model_store,
-                          ready_timeout_s=120.0, **opts)
-        self.workers.append(w)
-        return w.start()
+        log_path = self.workdir / f"worker-{name}.log"
+        for attempt in range(2):
+            w = WorkerProcess(log_path=log_path, bootstrap=self.bootstrap, topic_prefix=self.prefix,
+                              app_id=self.app_id, model_store=self.model_store, ready_timeout_s=120.0,
+                              **opts)
+            self.workers.append(w)
+            try:
+                return w.start()
+            except RuntimeError as e:
+                if attempt or "address already in use" not in str(e):
+                    raise
+        raise AssertionError("unreachable")
+
+    def start_workers(self, *names: str, **options: Any) -> list[WorkerProcess]:
+        """Start several workers at once (they join the group together)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(names)) as pool:
+            return list(pool.map(lambda n: self.start_worker(n, **options), names))
 
     def spawn_worker(self, name: str, *, env: dict[str, str] | None = None, **options: Any) -> subprocess.Popen:
         """A worker started without waiting for ``/ready`` (breaker scenario)."""
@@ -309,6 +325,8 @@ class Feeder(threading.Thread):
         super().__init__(daemon=True, name="fault-feeder")
         self.bootstrap, self.topics, self.inputs, self.rate = bootstrap, topics, inputs, rate
         self.sent = 0
+        self.limit = len(inputs)
+        """Lower it while running to end the stream early (the rest is never sent)."""
         self.error: BaseException | None = None
         self.finished_at: float | None = None
 
@@ -337,6 +355,8 @@ class Feeder(threading.Thread):
             t0 = time.monotonic()
             due = 0.0
             for i, inp in enumerate(self.inputs):
+                if i >= self.limit:
+                    break
                 rate = self.rate(i) if callable(self.rate) else self.rate
                 if rate > 0:
                     due += 1.0 / rate
@@ -556,28 +576,33 @@ def sigterm(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float 
                    order_violations=order_violations(inputs, out), log_tail=log_tail if rc != 0 else "")
 
 
-def rebalance(h: Harness, *, n_events: int = 3000, n_users: int = 60, rate: float = 200.0) -> FaultResult:
-    """A second and a third worker join, then the first leaves (SIGTERM), while events flow.
+def rebalance(h: Harness, *, n_events: int = 3000, n_users: int = 60, rate: float = 200.0,
+              tail_events: int = 300) -> FaultResult:
+    """A second and a third worker join, then the first leaves (SIGTERM), while events flow
+    (the stream goes on until ``tail_events`` after the leave; ``n_events`` caps it).
     Recovery: the longest pause between consecutive outputs during the changes."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "rb")
-    h.start_worker("a")
+    a = h.start_worker("a")
     feeder = h.feeder(inputs, rate)
     feeder.start()
     t0 = time.time()
-    _wait(lambda: feeder.sent >= 0.15 * n_events, 120, "the stream to be under way")
-    h.start_worker("b")
-    h.start_worker("c")
-    _wait(lambda: feeder.sent >= 0.6 * n_events or not feeder.is_alive(), 300, "more events")
-    a = h.workers[0]
+    _wait(lambda: feeder.sent >= 3 * rate, 120, "the stream to be under way")
+    h.start_workers("b", "c")
+    joined_at = feeder.sent
+    _wait(lambda: feeder.sent >= joined_at + 3 * rate or not feeder.is_alive(), 300, "more events")
+    left_at = feeder.sent
     rc_a = a.stop(deadline_s=30)
+    feeder.limit = min(feeder.limit, feeder.sent + tail_events)
     feeder.join_checked(300)
+    inputs = inputs[:feeder.sent]
     t1 = time.time()
     out = h.collect(inputs, timeout_s=180)
-    alive = [w.proc is not None and w.proc.poll() is None for w in h.workers[1:]]
+    alive = [w.proc is not None and w.proc.poll() is None for w in h.workers if w is not a and w.ready_s]
     times = [p for p in out.produced_at if t0 <= p <= max(t1, max(out.produced_at, default=t1))]
     gap = max((b - a_ for a_, b in zip(times, times[1:], strict=False)), default=None)
     return account("rebalance: +2 workers, -1 worker under load", inputs, out, gap,
                    order_violations=order_violations(inputs, out), leaver_exit_code=rc_a,
+                   sent_when_joined=joined_at, sent_when_left=left_at,
                    others_alive=all(alive))
 
 
