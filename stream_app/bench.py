@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
     s.add_argument("--users", type=int, default=20_000, help="distinct users in the generated events")
     s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--batch-window-ms", type=float, default=10.0)
+    s.add_argument("--batch-window-ms", type=float, default=5.0)
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
     s.add_argument("--no-stock", action="store_true", help="skip the stock Faust agent comparison")
     s.add_argument("--out", default="reports/bench-serve.json")
@@ -84,7 +84,8 @@ def make_events(n: int, *, n_users: int, item_ids: list[str], seed: int, run: st
 
 
 async def _produce(bootstrap: str, names: dict[str, str], events, *, rate: float = 0.0,
-                   sent_at: dict[str, float] | None = None) -> float:
+                   sent_at: dict[str, float] | None = None, run_of_fixed: str = "") -> float:
+    """Send ``events``; with ``sent_at``, event ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2 if rate else 10, acks=1,
@@ -100,7 +101,7 @@ async def _produce(bootstrap: str, names: dict[str, str], events, *, rate: float
                     await asyncio.sleep(delay)
             pending.append(await producer.send(names[topic], value=value, key=key))
             if sent_at is not None:
-                sent_at[json.loads(value)["event_id"]] = time.time()
+                sent_at[f"{run_of_fixed}-{i}"] = time.time()
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -112,13 +113,25 @@ async def _produce(bootstrap: str, names: dict[str, str], events, *, rate: float
 
 
 async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
-                   received: dict[str, float] | None = None) -> list:
-    """Read ``topics`` from the start until ``n`` records; ``received[event_id] = arrival time``."""
-    from aiokafka import AIOKafkaConsumer
+                   received: dict[str, float] | None = None, started: asyncio.Event | None = None) -> list:
+    """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
 
-    c = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+    From the start, or, with ``started``, from the current end (set once positioned)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream_app.topics import load_topics
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
                          enable_auto_commit=False, fetch_max_wait_ms=5, max_poll_records=5000)
     await c.start()
+    parts = load_topics()["recommendations"].partitions
+    tps = [TopicPartition(t, p) for t in topics for p in range(parts)]
+    c.assign(tps)
+    if started is not None:
+        await c.seek_to_end(*tps)
+        for tp in tps:
+            await c.position(tp)
+        started.set()
     out = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -126,10 +139,11 @@ async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
             batch = await c.getmany(timeout_ms=100, max_records=5000)
             now = time.time()
             for records in batch.values():
-                for r in records:
-                    out.append(r)
-                    if received is not None:
-                        received[json.loads(r.value)["event_id"]] = now
+                out.extend(records)
+                if received is not None:
+                    for r in records:  # the event id is the first field the worker writes
+                        v = r.value
+                        received[v[13:v.index(b'"', 13)].decode()] = now
     finally:
         await c.stop()
     return out
@@ -247,9 +261,12 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         received: dict[str, float] = {}
 
         async def fixed_phase() -> tuple[float, list]:
-            collector = asyncio.create_task(_collect(bootstrap, [names["recommendations"]],
-                                                     len(backlog) + n_fixed, args.seconds + 60, received))
-            took = await _produce(bootstrap, names, fixed, rate=args.rate, sent_at=sent_at)
+            ready = asyncio.Event()
+            collector = asyncio.create_task(_collect(bootstrap, [names["recommendations"]], n_fixed,
+                                                     args.seconds + 60, received, started=ready))
+            await asyncio.wait_for(ready.wait(), 60)
+            took = await _produce(bootstrap, names, fixed, rate=args.rate, sent_at=sent_at,
+                                  run_of_fixed=run + "r")
             return took, await collector
 
         took, fixed_out = asyncio.run(fixed_phase())

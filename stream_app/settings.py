@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # -- serving --------------------------------------------------------------------------
     batch_size: int = Field(512, ge=1, le=100_000)
     """Largest micro-batch (events) handed to the recommender at once."""
-    batch_window_ms: float = Field(10.0, gt=0)
+    batch_window_ms: float = Field(5.0, gt=0)
     """Longest wait for a micro-batch to fill (added latency at low rates)."""
     fast_path: bool = True
     """Take input records straight from the consumer's fetch loop in micro-batches
