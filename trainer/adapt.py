@@ -120,7 +120,7 @@ def fit_head(feats: np.ndarray, targets: list[np.ndarray], item_vecs: np.ndarray
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot += float(loss) * len(b)
+            tot += loss.item() * len(b)
         val = validate(head) if validate is not None else -float(tot)
         curve.append({"epoch": epoch, "loss": tot / max(len(perm), 1), "val": val})
         if val > best:

@@ -70,16 +70,19 @@ class EvalConfig:
     teacher_path: str | None = None
     device: str = "cpu"
     threads: int = 2
-    student: dict[str, Any] = field(default_factory=lambda: {"dim": 64, "max_len": 30, "dropout": 0.2})
-    train: dict[str, Any] = field(default_factory=dict)
+    student: dict[str, Any] = field(default_factory=lambda: {"dim": 64, "max_len": 20, "dropout": 0.2})
+    train: dict[str, Any] = field(default_factory=lambda: {"max_prefix": 20, "extra_per_user": 3})
+    """Overrides of :class:`TrainConfig` (shorter prefixes than ``fit``'s: the 30-minute budget)."""
     teacher_first: int = 5
     """Teacher logits for every training prefix of length 1..teacher_first ..."""
     teacher_random_more: int = 3
     """... plus this many random longer prefixes per training user (the budget)."""
-    kd_grid: list[tuple[float, float]] = field(default_factory=lambda: [(0.5, 1.0), (1.0, 2.0), (2.0, 2.0)])
+    kd_grid: list[tuple[float, float]] = field(default_factory=lambda: [(1.0, 1.0), (2.0, 2.0)])
     """(alpha, T) pairs tried for the KD student and for the uniform control."""
     n_boot: int = 2000
     progress: bool = True
+    cache_dir: str | None = None
+    """Cache teacher encoder outputs here (npz, keyed by seed and budget) between runs."""
 
 
 def _val_score(cells: dict[str, dict[str, np.ndarray]]) -> float:
@@ -135,10 +138,20 @@ def run(cfg: EvalConfig, out: Path | str) -> dict[str, Any]:
     # -- teacher: zero-shot ----------------------------------------------------------------
     t = time.perf_counter()
     teacher = Teacher(cfg.teacher_path, device=cfg.device)
-    item_vecs = teacher.encode_items(items.texts, progress=cfg.progress)
+    tc = TrainConfig(**{"seed": cfg.seed, **cfg.train})
+    tpos = teacher_positions(train_seqs, first=cfg.teacher_first, random_more=cfg.teacher_random_more,
+                             max_prefix=tc.max_prefix, seed=cfg.seed)
+    cache = None
+    if cfg.cache_dir:
+        key = f"seed{cfg.seed}-cold{cfg.cold_share}-f{cfg.teacher_first}-r{cfg.teacher_random_more}-" \
+              f"p{tc.max_prefix}-{teacher.path.name}"
+        cache = Path(cfg.cache_dir) / f"teacher-{key}.npz"
+    cached = dict(np.load(cache)) if cache is not None and cache.is_file() else {}
+    item_vecs = cached["items"] if "items" in cached else teacher.encode_items(items.texts, progress=cfg.progress)
     stamp("teacher item vectors", t)
     t = time.perf_counter()
-    feats = {p: {c: teacher_features(teacher, item_vecs, items.texts, [h[0] for h in es.histories])
+    feats = {p: {c: cached[f"{p}/{c}"] if f"{p}/{c}" in cached else
+                 teacher_features(teacher, item_vecs, items.texts, [h[0] for h in es.histories])
                  for c, es in cells.items() if c != "cold_items_mixed"} for p, cells in sets.items()}
     for p in feats:
         feats[p]["cold_items_mixed"] = feats[p]["cold_items"]
@@ -153,13 +166,14 @@ def run(cfg: EvalConfig, out: Path | str) -> dict[str, Any]:
 
     # -- teacher adaptation ----------------------------------------------------------------
     t = time.perf_counter()
-    tc = TrainConfig(**{"seed": cfg.seed, **cfg.train})
-    tpos = teacher_positions(train_seqs, first=cfg.teacher_first, random_more=cfg.teacher_random_more,
-                             max_prefix=tc.max_prefix, seed=cfg.seed)
     te0 = teacher.seconds
-    tfeats = teacher_features(teacher, item_vecs, items.texts, [train_seqs[u][0][:t_] for u, t_ in tpos],
-                              progress=cfg.progress)
+    tfeats = cached["prefixes"] if "prefixes" in cached else teacher_features(
+        teacher, item_vecs, items.texts, [train_seqs[u][0][:t_] for u, t_ in tpos], progress=cfg.progress)
     teacher_prefix_seconds = teacher.seconds - te0
+    if cache is not None and not cached:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, items=item_vecs, prefixes=tfeats,
+                 **{f"{p}/{c}": v for p, d in feats.items() for c, v in d.items() if c != "cold_items_mixed"})
     stamp(f"teacher on {len(tpos)} training prefixes", t)
     t = time.perf_counter()
     targets = [train_seqs[u][0][t_:t_ + 10] for u, t_ in tpos]
