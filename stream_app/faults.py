@@ -229,6 +229,7 @@ class Harness:
         self.app_id = prefix + "app"
         self.worker_options = {"threads": 1, "log_level": "warning", **(worker_options or {})}
         self.workers: list[WorkerProcess] = []
+        self.mismatch_examples: list[dict[str, Any]] = []
         self.logical = {v: k for k, v in topics.items()}
 
     def start_worker(self, name: str, **options: Any) -> WorkerProcess:
@@ -507,6 +508,10 @@ def session_mismatches(h: Harness, inputs: list[Input], users: set[str], max_his
         exp = [inp.event_id for inp in want[user]][-max_history:]
         if len(ids) != len(set(ids)) or sorted(ids) != sorted(exp):
             bad += 1
+            h.mismatch_examples.append({"user": user, "want": len(exp), "got": len(ids),
+                                        "repeated": len(ids) - len(set(ids)),
+                                        "missing": sorted(set(exp) - set(ids))[:5],
+                                        "extra": sorted(set(ids) - set(exp))[:5]})
     return bad
 
 
@@ -523,7 +528,9 @@ def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
 def kill9(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float = 300.0,
           kill_at: float = 0.4) -> FaultResult:
     """SIGKILL the only worker mid-stream, start a new one. Recovery: kill -> first output
-    of the new worker. Duplicates are bounded by the uncommitted window."""
+    of the new worker. Duplicates are bounded by the uncommitted window. Users get fewer
+    events than ``max_history`` (more users if needed), so their sessions compare exactly."""
+    n_users = max(n_users, n_events // 25 + 1)
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "k9")
     h.start_worker("a")
     w = h.workers[-1]
@@ -544,6 +551,7 @@ def kill9(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float = 
     return account("worker kill -9 + restart", inputs, out, first_output_after(out, t_kill),
                    duplicate_bound=bound, affected_users=len(users),
                    session_mismatches=session_mismatches(h, inputs, users),
+                   mismatch_examples=h.mismatch_examples[:3],
                    order_violations=order_violations(inputs, out))
 
 
@@ -920,7 +928,7 @@ def run_scenario(name: str, *, scale: float, workdir: Path, shared: dict[str, An
         if name == "dlq_breaker":
             return dlq_breaker(h, n_events=n(1000))
         if name == "burst":
-            return burst(h, burst_s=2.0 * min(scale, 5))
+            return burst(h, steady_rate=50.0, burst_s=2.0 * min(scale, 5))
         if name == "forget":
             return forget(h, n_users=n(5) // 10 or 5)
         raise ValueError(f"unknown scenario {name!r}")
