@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--events", type=int, default=60_000, help="backlog size for the flat-out phases")
     s.add_argument("--rate", type=float, default=1000.0, help="fixed rate of the latency phase (ev/s)")
     s.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
+    s.add_argument("--warmup-seconds", type=float, default=10.0, help="unmeasured run at the fixed rate first")
     s.add_argument("--users", type=int, default=20_000, help="distinct users in the generated events")
     s.add_argument("--batch-size", type=int, default=512)
     s.add_argument("--batch-window-ms", type=float, default=5.0)
@@ -113,7 +114,8 @@ async def _produce(bootstrap: str, names: dict[str, str], events, *, rate: float
 
 
 async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
-                   received: dict[str, float] | None = None, started: asyncio.Event | None = None) -> list:
+                   received: dict[str, float] | None = None, started: asyncio.Event | None = None,
+                   stop=None) -> list:  # noqa: ANN001
     """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
 
     From the start, or, with ``started``, from the current end (set once positioned)."""
@@ -135,7 +137,7 @@ async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
     out = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(out) < n and time.monotonic() < deadline:
+        while len(out) < n and time.monotonic() < deadline and not (stop is not None and stop()):
             batch = await c.getmany(timeout_ms=100, max_records=5000)
             now = time.time()
             for records in batch.values():
@@ -260,10 +262,21 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         sent_at: dict[str, float] = {}
         received: dict[str, float] = {}
 
+        warm = make_events(int(args.rate * args.warmup_seconds), n_users=args.users, item_ids=item_ids,
+                           seed=3, run=run + "w")
+
         async def fixed_phase() -> tuple[float, list]:
+            # warm-up at the same rate (a fresh broker JVM is still compiling), not measured
+            await _produce(bootstrap, names, warm, rate=args.rate)
             ready = asyncio.Event()
-            collector = asyncio.create_task(_collect(bootstrap, [names["recommendations"]], n_fixed,
-                                                     args.seconds + 60, received, started=ready))
+
+            def all_answered() -> bool:
+                return (len(sent_at) == n_fixed and len(received) >= n_fixed
+                        and all(e in received for e in sent_at))
+
+            collector = asyncio.create_task(_collect(bootstrap, [names["recommendations"]], 10 * n_fixed,
+                                                     args.seconds + 60, received, started=ready,
+                                                     stop=all_answered))
             await asyncio.wait_for(ready.wait(), 60)
             took = await _produce(bootstrap, names, fixed, rate=args.rate, sent_at=sent_at,
                                   run_of_fixed=run + "r")
@@ -304,6 +317,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
             "flat_out_events": len(backlog), "flat_out_outputs": len(out),
             "fixed_rate_target_events_per_s": args.rate, "fixed_rate_achieved_events_per_s": round(achieved, 1),
             "fixed_rate_events": n_fixed, "fixed_rate_answered": int(len(lat)),
+            "fixed_rate_warmup_s": args.warmup_seconds,
             "p50_ms": round(pct.get(50, float("nan")), 2), "p95_ms": round(pct.get(95, float("nan")), 2),
             "p99_ms": round(pct.get(99, float("nan")), 2),
             "latency_definition": "benchmark consumer receipt of the recommendation - producer send time",
