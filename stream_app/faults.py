@@ -957,7 +957,11 @@ def tansu_restart(h: Harness, broker: Any, *, n_events: int = 400, down_s: float
     broker.port = port
     broker.start()
     t_up = time.time()
+    # what an operator does after a Tansu restart: create the topics again, the worker's
+    # table changelog included (Faust created it at start-up; Tansu forgot it)
     _run(create_topics(h.bootstrap, load_topics(), replication_factor=1, prefix=h.prefix), 120)
+    _run(_create_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog",
+                           load_topics()["clicks"].partitions), 60)
     h.produce(after)
     out = h.collect(after, timeout_s=120)
     assert w.proc is not None
@@ -965,6 +969,19 @@ def tansu_restart(h: Harness, broker: Any, *, n_events: int = 400, down_s: float
     starts = (h.workdir / "worker-a.log").read_text(errors="replace").count("serving model")
     return account("Tansu broker restart (memory storage)", after, out, first_output_after(out, t_up),
                    worker_alive=alive, worker_starts=starts, lost_with_broker=len(before))
+
+
+async def _create_changelog(bootstrap: str, name: str, partitions: int) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+    except Exception:  # noqa: BLE001 - it may exist already
+        pass
+    finally:
+        await admin.close()
 
 
 def cmd_bench_faults(args: argparse.Namespace) -> int:
