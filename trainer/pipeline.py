@@ -163,7 +163,9 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
     teacher = Teacher(cfg.teacher_path, device=resolve_device(cfg.device))
     item_vecs = teacher.encode_items(items.texts, progress=progress)
     val_sets = warm_sets(seqs, val_u, none)
-    tc = TrainConfig(**{"seed": cfg.seed, **cfg.train})
+    # quick (bootstrap) mode: shorter prefixes and fewer epochs keep it within ~3 min on 2 CPUs
+    quick = {"max_prefix": 20, "extra_per_user": 3, "epochs": 12} if cfg.quick else {}
+    tc = TrainConfig(**{"seed": cfg.seed, **quick, **cfg.train})
     scfg = StudentConfig(n_items=int(seen.sum()), text_dim=teacher.dim, **cfg.student)
 
     def validate(model) -> float:
