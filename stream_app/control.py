@@ -240,13 +240,15 @@ class Control:
 
 
 async def _broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | None,
-                              fetch_max_wait_ms: int):
+                              fetch_max_wait_ms: int, client_kwargs: dict[str, Any] | None = None):
     """A group-less consumer assigned every partition of ``topic``. ``from_end=None``:
-    from the beginning; ``from_end=n``: the last ``n`` records of each partition."""
+    from the beginning; ``from_end=n``: the last ``n`` records of each partition.
+    ``client_kwargs``: security arguments (:meth:`Settings.kafka_client_kwargs`)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms)
+                                auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
+                                **(client_kwargs or {}))
     await consumer.start()
     try:
         parts = None
@@ -295,7 +297,8 @@ def attach(w: Any) -> Control:
     @app.task
     async def follow_model_updates() -> None:
         consumer = await _broadcast_consumer(s.bootstrap, updates_topic, from_end=1,
-                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50))
+                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
+                                             client_kwargs=s.kafka_client_kwargs())
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
@@ -309,7 +312,8 @@ def attach(w: Any) -> Control:
     @app.task
     async def follow_item_vectors() -> None:
         consumer = await _broadcast_consumer(s.bootstrap, vectors_topic, from_end=None,
-                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50))
+                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
+                                             client_kwargs=s.kafka_client_kwargs())
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)

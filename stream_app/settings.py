@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from stream_app.security import check_sasl, kafka_security_kwargs, make_ssl_context
+
 ENV_PREFIX = "COLDSTREAM_"
 
 
@@ -50,9 +52,10 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; ``exactly_once`` needs broker transactions (not Tansu)."""
 
-    # -- security (PLAINTEXT and SSL wired; SASL reserved) -----------------------------
+    # -- security (every aiokafka client of the worker; the trainer reads the same vars) ----
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    """Broker security protocol. PLAINTEXT and SSL are wired; SASL_* are refused at start."""
+    """Broker security protocol. SASL_* need ``sasl_mechanism``, ``sasl_username`` and
+    ``sasl_password``; SSL and SASL_SSL verify the broker with ``ssl_cafile``."""
     ssl_cafile: Path | None = None
     """CA bundle (PEM) that verifies the brokers for SSL; unset: the system CAs."""
     ssl_certfile: Path | None = None
@@ -60,11 +63,11 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
     """Client key (PEM) for mutual TLS (unset: the key is in ``ssl_certfile``)."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    """SASL mechanism (reserved)."""
+    """SASL mechanism for SASL_PLAINTEXT/SASL_SSL."""
     sasl_username: str | None = None
-    """SASL user name (reserved)."""
+    """SASL user name (SASL_* only)."""
     sasl_password: SecretStr | None = None
-    """SASL password (reserved; never logged)."""
+    """SASL password (SASL_* only; never logged)."""
 
     # -- model ----------------------------------------------------------------------------
     model_store: Path = Path("model-store")
@@ -137,6 +140,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if not self.bootstrap.strip():
             raise ValueError("bootstrap must name at least one broker")
+        check_sasl(self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password,
+                   env_prefix=ENV_PREFIX)
         return self
 
     @property
@@ -150,22 +155,16 @@ class Settings(BaseSettings):
         """The TLS context for the brokers (``None`` unless the protocol is SSL or SASL_SSL):
         verifies the broker against ``ssl_cafile`` (hostname included), presents
         ``ssl_certfile``/``ssl_keyfile`` when set."""
-        if self.security_protocol not in ("SSL", "SASL_SSL"):
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                         cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
-        if self.ssl_certfile is not None:
-            ctx.load_cert_chain(str(self.ssl_certfile),
-                                str(self.ssl_keyfile) if self.ssl_keyfile is not None else None)
-        return ctx
+        return make_ssl_context(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
+                                self.ssl_keyfile)
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Security arguments for any aiokafka client of this process (producer, consumer,
-        admin): ``AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.kafka_client_kwargs())``."""
-        ctx = self.ssl_context()
-        if ctx is None:
-            return {"security_protocol": self.security_protocol}
-        return {"security_protocol": self.security_protocol, "ssl_context": ctx}
+        admin): ``AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.kafka_client_kwargs())``.
+        SASL_* add ``sasl_mechanism``, ``sasl_plain_username`` and ``sasl_plain_password``."""
+        return kafka_security_kwargs(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
+                                     self.ssl_keyfile, self.sasl_mechanism, self.sasl_username,
+                                     self.sasl_password)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced (``None`` values are ignored), validated again."""

@@ -422,11 +422,12 @@ class TrainerService:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.load)
         logical = {self.names[n]: n for n in ("clicks", "purchases", "items")}
+        security = s.kafka_client_kwargs()
         consumer = AIOKafkaConsumer(*logical, bootstrap_servers=s.bootstrap, group_id=s.group_id,
                                     auto_offset_reset="earliest", enable_auto_commit=True,
                                     fetch_max_wait_ms=100, session_timeout_ms=10_000,
-                                    heartbeat_interval_ms=2_000)
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=5)
+                                    heartbeat_interval_ms=2_000, **security)
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=5, **security)
         await consumer.start()
         await producer.start()
         stop = stop or asyncio.Event()

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream_app.security import check_sasl, kafka_security_kwargs
+
+
+def _shared(name: str) -> AliasChoices:
+    """Read ``COLDSTREAM_<NAME>`` (the worker's env var: one Secret/ConfigMap serves both)."""
+    return AliasChoices("COLDSTREAM_" + name.upper(), name)
 
 
 class TrainerSettings(BaseSettings):
@@ -43,6 +51,23 @@ class TrainerSettings(BaseSettings):
         None, validation_alias=AliasChoices("COLDSTREAM_MODEL_HMAC_KEY", "model_hmac_key"),
         description="Shared secret signing model-updates (same env var as the workers). "
                     "Env: COLDSTREAM_MODEL_HMAC_KEY.")
+    # broker security: the SAME env vars as the worker (stream_app.settings.Settings)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_shared("security_protocol"),
+        description="Broker security protocol. Env: COLDSTREAM_SECURITY_PROTOCOL.")
+    ssl_cafile: Path | None = Field(None, validation_alias=_shared("ssl_cafile"),
+                                    description="CA bundle (PEM) verifying the brokers. Env: COLDSTREAM_SSL_CAFILE.")
+    ssl_certfile: Path | None = Field(None, validation_alias=_shared("ssl_certfile"),
+                                      description="Client certificate (PEM). Env: COLDSTREAM_SSL_CERTFILE.")
+    ssl_keyfile: Path | None = Field(None, validation_alias=_shared("ssl_keyfile"),
+                                     description="Client key (PEM). Env: COLDSTREAM_SSL_KEYFILE.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, validation_alias=_shared("sasl_mechanism"),
+        description="SASL mechanism. Env: COLDSTREAM_SASL_MECHANISM.")
+    sasl_username: str | None = Field(None, validation_alias=_shared("sasl_username"),
+                                      description="SASL user name. Env: COLDSTREAM_SASL_USERNAME.")
+    sasl_password: SecretStr | None = Field(None, validation_alias=_shared("sasl_password"),
+                                            description="SASL password. Env: COLDSTREAM_SASL_PASSWORD.")
     buffer_events: int = Field(100_000, ge=100, description="Recent events kept in the replay buffer. "
                                "Env: COLDSTREAM_TRAINER_BUFFER_EVENTS.")
     cycle_events: int = Field(20_000, ge=0, description="Re-distil after this many new events (0: never "
@@ -62,6 +87,17 @@ class TrainerSettings(BaseSettings):
                                   "cycle (KD targets; encoder cost). Env: COLDSTREAM_TRAINER_TEACHER_PREFIXES.")
     metrics_port: int = Field(6067, ge=0, le=65535, description="Port of the trainer's Prometheus "
                               "/metrics (0: off). Env: COLDSTREAM_TRAINER_METRICS_PORT.")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> TrainerSettings:
+        check_sasl(self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password)
+        return self
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Security arguments for the trainer's aiokafka clients (same as the worker's)."""
+        return kafka_security_kwargs(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
+                                     self.ssl_keyfile, self.sasl_mechanism, self.sasl_username,
+                                     self.sasl_password)
 
 
 @lru_cache(maxsize=1)

