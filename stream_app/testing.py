@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,11 +51,14 @@ def event_bytes(user_id: str, item_id: str, *, event_id: str | None = None, ts: 
 
 # ------------------------------------------------------------------------------- live helpers
 
-async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
-    """Send ``(topic, key, value)`` records in order; returns their ``RecordMetadata``."""
+async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
+                  **client_kwargs: Any) -> list:
+    """Send ``(topic, key, value)`` records in order; returns their ``RecordMetadata``.
+    ``client_kwargs``: security arguments (``Settings.kafka_client_kwargs()``)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2, acks="all",
+                                request_timeout_ms=10_000, **client_kwargs)
     await producer.start()
     try:
         futures = [await producer.send(t, value=v, key=k) for t, k, v in records]
@@ -64,7 +68,7 @@ async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes |
 
 
 async def consume(bootstrap: str, topics: list[str], *, until: int, timeout_s: float = 60.0,
-                  idle_s: float = 0.0) -> list:
+                  idle_s: float = 0.0, **client_kwargs: Any) -> list:
     """Read ``topics`` from the beginning until ``until`` records arrived (then wait
     ``idle_s`` more for unexpected extras) or ``timeout_s`` passed; returns ConsumerRecords."""
     import asyncio
@@ -73,7 +77,8 @@ async def consume(bootstrap: str, topics: list[str], *, until: int, timeout_s: f
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+                                enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50,
+                                **client_kwargs)
     await consumer.start()
     out: list = []
     try:
@@ -93,6 +98,36 @@ async def consume(bootstrap: str, topics: list[str], *, until: int, timeout_s: f
     finally:
         await consumer.stop()
 
+
+
+async def bootstrap_fails(bootstrap: str, **client_kwargs: Any) -> str:
+    """Start a producer that must fail to bootstrap (wrong credentials, wrong CA, plaintext
+    against TLS); returns the error text, raises ``AssertionError`` if it connects."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, **client_kwargs)
+    try:
+        await asyncio.wait_for(p.start(), 20)
+    except (TimeoutError, KafkaError, OSError) as e:
+        return repr(e)
+    finally:
+        await p.stop()
+    raise AssertionError(f"a client with {client_kwargs.get('security_protocol')} bootstrapped "
+                         f"from {bootstrap}")
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    finally:
+        await admin.close()
 
 class WorkerProcess:
     """A serving worker subprocess (own process group) for tests and benchmarks.

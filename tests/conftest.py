@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 from stream_app.brokers import KafkaBroker, TansuBroker
+from stream_app.testing import delete_topics
 from stream_app.topics import create_topics, load_topics, prefixed
 
 T = TypeVar("T")
@@ -142,7 +143,7 @@ def delete_topics_after() -> Iterator[Callable[[str, Iterable[str]], None]]:
     yield lambda bootstrap, names: made.append((bootstrap, list(names)))
     for bootstrap, names in made:
         with contextlib.suppress(Exception):
-            run_coro(_delete_topics(bootstrap, names), timeout_s=30.0)
+            run_coro(delete_topics(bootstrap, names), timeout_s=30.0)
 
 
 @pytest.fixture
@@ -167,14 +168,3 @@ def make_topics(
         return physical
 
     return factory
-
-
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()

@@ -42,7 +42,14 @@ from _deploy_helpers import find_tool
 from deploy.promql import RULES_FILE, deploy_metric_names, scrape_series_names, unknown_metric_names
 from stream_app.brokers import free_port
 from stream_app.procs import start_process, stop_process
-from stream_app.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
+from stream_app.testing import (
+    WorkerProcess,
+    consume,
+    delete_topics,
+    event_bytes,
+    make_checkpoint,
+    produce,
+)
 from stream_app.topics import create_topics, load_topics, prefixed
 
 pytestmark = [pytest.mark.integration]
@@ -76,17 +83,6 @@ def _good_events(topics: dict[str, str], n_users: int, per_user: int, tag: str) 
             _, value = event_bytes(user, str(1 + (u * 7 + j * 3) % N_ITEMS))
             out.append((topics[topic], user.encode(), value))
     return out
-
-
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=20000)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
 
 
 def _wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.25):
@@ -133,7 +129,7 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     finally:
         worker.stop()
         with contextlib.suppress(Exception):  # best effort: the session broker is temporary
-            asyncio.run(_delete_topics(kafka_bootstrap, list(topics.values())))
+            asyncio.run(delete_topics(kafka_bootstrap, list(topics.values())))
 
 
 def _sample(text: str, series: str) -> float | None:

@@ -26,7 +26,14 @@ import pytest
 
 from stream_app.brokers import free_port
 from stream_app.settings import Settings
-from stream_app.testing import WorkerProcess, event_bytes, make_checkpoint
+from stream_app.testing import (
+    WorkerProcess,
+    bootstrap_fails,
+    consume,
+    event_bytes,
+    make_checkpoint,
+    produce,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -60,48 +67,7 @@ def _sasl_kwargs(username: str, password: str) -> dict:
                     sasl_password=password).kafka_client_kwargs()
 
 
-async def _produce(bootstrap: str, kwargs: dict, records: list[tuple[str, bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
 
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000, **kwargs)
-    await p.start()
-    try:
-        for t, k, v in records:
-            await p.send_and_wait(t, value=v, key=k)
-    finally:
-        await p.stop()
-
-
-async def _consume(bootstrap: str, kwargs: dict, topic: str, until: int, timeout_s: float) -> list:
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False, fetch_max_wait_ms=50, **kwargs)
-    await c.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < until and time.monotonic() < deadline:
-            for recs in (await c.getmany(timeout_ms=200)).values():
-                out.extend(recs)
-        return out
-    finally:
-        await c.stop()
-
-
-async def _bootstrap_fails(bootstrap: str, kwargs: dict) -> str:
-    """Start an aiokafka producer that must fail to bootstrap; returns the error text."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, **kwargs)
-    try:
-        await asyncio.wait_for(p.start(), 20)
-    except (TimeoutError, KafkaError, OSError) as e:
-        return repr(e)
-    finally:
-        await p.stop()
-    raise AssertionError(f"a client with {kwargs} bootstrapped from {bootstrap}")
 
 
 def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monkeypatch, caplog):
@@ -130,8 +96,8 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
     with worker:
         ready_s = worker.ready_s
         eid, value = event_bytes("sasl-user", "7")
-        asyncio.run(_produce(sasl_bootstrap, alice, [(topics["clicks"], b"sasl-user", value)]))
-        out = asyncio.run(_consume(sasl_bootstrap, alice, topics["recommendations"], 1, 30))
+        asyncio.run(produce(sasl_bootstrap, [(topics["clicks"], b"sasl-user", value)], **alice))
+        out = asyncio.run(consume(sasl_bootstrap, [topics["recommendations"]], until=1, timeout_s=30, **alice))
         log_text = worker.log_path.read_text()
         assert len(out) == 1, f"no recommendation over SASL; worker log:\n{log_text[-3000:]}"
         rec = json.loads(out[0].value)
@@ -146,12 +112,12 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
 
     # a wrong password is refused by the broker; a client that skips SASL cannot bootstrap
     with caplog.at_level(logging.ERROR, logger="aiokafka"):
-        err = asyncio.run(_bootstrap_fails(sasl_bootstrap, _sasl_kwargs("alice", "wrong-password")))
+        err = asyncio.run(bootstrap_fails(sasl_bootstrap, **_sasl_kwargs("alice", "wrong-password")))
     assert "bootstrap" in err.lower(), err
     assert "SaslAuthenticationFailed" in caplog.text and "Invalid username or password" in caplog.text, \
         (err, caplog.text)
-    err = asyncio.run(_bootstrap_fails(sasl_bootstrap, {"security_protocol": "PLAINTEXT"}))
+    err = asyncio.run(bootstrap_fails(sasl_bootstrap, security_protocol="PLAINTEXT"))
     assert "bootstrap" in err.lower() or "timeout" in err.lower(), err
     # ... while alice still gets in (the refusals were about credentials, not the broker)
-    asyncio.run(_produce(sasl_bootstrap, alice, [(topics["clicks"], b"sasl-user", value)]))
+    asyncio.run(produce(sasl_bootstrap, [(topics["clicks"], b"sasl-user", value)], **alice))
     print(f"SASL worker ready in {ready_s:.1f} s; test body {time.monotonic() - t0:.1f} s")

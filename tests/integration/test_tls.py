@@ -39,7 +39,14 @@ import pytest
 
 from stream_app.brokers import free_port
 from stream_app.settings import Settings
-from stream_app.testing import WorkerProcess, event_bytes, make_checkpoint
+from stream_app.testing import (
+    WorkerProcess,
+    bootstrap_fails,
+    consume,
+    event_bytes,
+    make_checkpoint,
+    produce,
+)
 
 pytestmark = [pytest.mark.integration]
 
@@ -112,48 +119,7 @@ def _ssl_kwargs(cafile: Path) -> dict:
     return Settings(security_protocol="SSL", ssl_cafile=cafile).kafka_client_kwargs()
 
 
-async def _produce(bootstrap: str, kwargs: dict, records: list[tuple[str, bytes, bytes]]) -> None:
-    from aiokafka import AIOKafkaProducer
 
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000, **kwargs)
-    await p.start()
-    try:
-        for t, k, v in records:
-            await p.send_and_wait(t, value=v, key=k)
-    finally:
-        await p.stop()
-
-
-async def _consume(bootstrap: str, kwargs: dict, topic: str, until: int, timeout_s: float) -> list:
-    from aiokafka import AIOKafkaConsumer
-
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False, fetch_max_wait_ms=50, **kwargs)
-    await c.start()
-    out: list = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(out) < until and time.monotonic() < deadline:
-            for recs in (await c.getmany(timeout_ms=200)).values():
-                out.extend(recs)
-        return out
-    finally:
-        await c.stop()
-
-
-async def _bootstrap_fails(bootstrap: str, kwargs: dict) -> str:
-    """Start an aiokafka producer that must fail to bootstrap; returns the error text."""
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaError
-
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=3000, **kwargs)
-    try:
-        await asyncio.wait_for(p.start(), 20)
-    except (TimeoutError, KafkaError, OSError) as e:
-        return repr(e)
-    finally:
-        await p.stop()
-    raise AssertionError(f"a client with {kwargs.get('security_protocol')} bootstrapped from {bootstrap}")
 
 
 def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, monkeypatch):
@@ -188,8 +154,8 @@ def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, mo
     with worker:
         ready_s = worker.ready_s
         eid, value = event_bytes("tls-user", "7")
-        asyncio.run(_produce(ssl_bootstrap, tls_kwargs, [(topics["clicks"], b"tls-user", value)]))
-        out = asyncio.run(_consume(ssl_bootstrap, tls_kwargs, topics["recommendations"], 1, 30))
+        asyncio.run(produce(ssl_bootstrap, [(topics["clicks"], b"tls-user", value)], **tls_kwargs))
+        out = asyncio.run(consume(ssl_bootstrap, [topics["recommendations"]], until=1, timeout_s=30, **tls_kwargs))
         assert len(out) == 1, f"no recommendation over TLS; worker log:\n{worker.log_path.read_text()[-3000:]}"
         rec = json.loads(out[0].value)
         assert rec["event_id"] == eid and rec["user_id"] == "tls-user" and out[0].key == b"tls-user"
@@ -198,10 +164,10 @@ def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, mo
         assert 'coldstream_events_total{outcome="recommended",topic="clicks"} 1.0' in metrics
 
     # a plaintext client cannot use the SSL port; a client trusting another CA is refused
-    err = asyncio.run(_bootstrap_fails(ssl_bootstrap, {"security_protocol": "PLAINTEXT"}))
+    err = asyncio.run(bootstrap_fails(ssl_bootstrap, security_protocol="PLAINTEXT"))
     assert "bootstrap" in err.lower() or "timeout" in err.lower(), err
-    err = asyncio.run(_bootstrap_fails(ssl_bootstrap, _ssl_kwargs(pki["wrong_ca"])))
+    err = asyncio.run(bootstrap_fails(ssl_bootstrap, **_ssl_kwargs(pki["wrong_ca"])))
     assert "bootstrap" in err.lower(), err
     # ... while the right CA still works (the refusals above were about trust, not the broker)
-    asyncio.run(_produce(ssl_bootstrap, tls_kwargs, [(topics["clicks"], b"tls-user", value)]))
+    asyncio.run(produce(ssl_bootstrap, [(topics["clicks"], b"tls-user", value)], **tls_kwargs))
     print(f"TLS worker ready in {ready_s:.1f} s; test body {time.monotonic() - t0:.1f} s")
