@@ -318,6 +318,9 @@ class TrainerMetrics:
                                  registry=r)
         self.gate_ndcg = Gauge("coldstream_trainer_gate_ndcg", "Holdout NDCG@10 at the last gate",
                                ["model"], registry=r)
+        # labelled series exist at 0 before the first cycle (alerts and dashboards see them)
+        for outcome in ("promoted", "rejected", "failed"):
+            self.cycles.labels(outcome)
 
 
 # -------------------------------------------------------------------------------------

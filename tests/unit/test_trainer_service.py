@@ -169,6 +169,8 @@ def test_catalog_text_and_metrics_names():
     assert catalog_text({"item_id": "9", "title": "Alien (1979)", "category": ["Horror", "Sci-Fi"],
                          "description": "In space."}) == "Alien (1979) - Horror, Sci-Fi. In space."
     m = TrainerMetrics()
+    for outcome in ("promoted", "rejected", "failed"):  # primed at 0 before any cycle
+        assert m.registry.get_sample_value("coldstream_trainer_cycles_total", {"outcome": outcome}) == 0.0
     m.cycles.labels("promoted").inc()
     m.new_items.inc(2)
     from prometheus_client import generate_latest
