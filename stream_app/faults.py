@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream_app.testing import WorkerProcess, make_checkpoint
+from stream_app.testing import WorkerProcess, make_checkpoint, run_coro
 
 N_ITEMS = 200
 COMMIT_INTERVAL_S = 2.8
@@ -288,33 +288,14 @@ class Harness:
 
     # -- reading back -----------------------------------------------------------------------
     def collect(self, inputs: list[Input], *, timeout_s: float, idle_s: float = 1.0) -> Outputs:
-        return _run(_collect(self.bootstrap, self.topics, inputs, timeout_s=timeout_s, idle_s=idle_s),
+        return run_coro(_collect(self.bootstrap, self.topics, inputs, timeout_s=timeout_s, idle_s=idle_s),
                     timeout_s + 60)
 
     def sessions(self, timeout_s: float = 20.0) -> dict[str, Any]:
         """Last changelog value per user of the ``sessions`` table (``None``: tombstone)."""
-        return _run(_read_changelog(self.bootstrap, f"{self.app_id}-sessions-changelog", timeout_s),
+        return run_coro(_read_changelog(self.bootstrap, f"{self.app_id}-sessions-changelog", timeout_s),
                     timeout_s + 60)
 
-
-def _run(coro: Any, timeout_s: float) -> Any:
-    """``asyncio.run`` on a helper thread (works inside a running loop too)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["v"] = asyncio.run(coro)
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            box["e"] = e
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        raise TimeoutError(f"did not finish in {timeout_s} s")
-    if "e" in box:
-        raise box["e"]
-    return box["v"]
 
 
 class Feeder(threading.Thread):
@@ -683,7 +664,7 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
     exit_s = time.time() - t0
     log_text = (h.workdir / "worker-a.log").read_text(errors="replace")
     out = h.collect(inputs, timeout_s=5, idle_s=0.5)
-    committed = _run(_committed(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60)
+    committed = run_coro(_committed(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60)
     consumed = [i for i, inp in enumerate(inputs)
                 if inp.pos and committed.get((h.topics[inp.pos[0]], inp.pos[1]), 0) > inp.pos[2]]
     lost = sum(1 for i in consumed if out.counts.get(i, 0) == 0)
@@ -910,7 +891,7 @@ def run_scenario(name: str, *, scale: float, workdir: Path, shared: dict[str, An
         bootstrap = shared["kafka"].bootstrap
     specs = load_topics()
     topics = {k: s.name for k, s in prefixed(specs, prefix).items()}
-    _run(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
+    run_coro(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
     h = Harness(bootstrap=bootstrap, prefix=prefix, topics=topics, workdir=workdir / name)
     try:
         if name == "kill9":
@@ -959,8 +940,8 @@ def tansu_restart(h: Harness, broker: Any, *, n_events: int = 400, down_s: float
     t_up = time.time()
     # what an operator does after a Tansu restart: create the topics again, the worker's
     # table changelog included (Faust created it at start-up; Tansu forgot it)
-    _run(create_topics(h.bootstrap, load_topics(), replication_factor=1, prefix=h.prefix), 120)
-    _run(_create_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog",
+    run_coro(create_topics(h.bootstrap, load_topics(), replication_factor=1, prefix=h.prefix), 120)
+    run_coro(_create_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog",
                            load_topics()["clicks"].partitions), 60)
     h.produce(after)
     out = h.collect(after, timeout_s=120)

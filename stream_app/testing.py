@@ -51,6 +51,31 @@ def event_bytes(user_id: str, item_id: str, *, event_id: str | None = None, ts: 
 
 # ------------------------------------------------------------------------------- live helpers
 
+def run_coro(coro: Any, timeout_s: float = 120.0) -> Any:
+    """Run a coroutine to completion on a private loop in a helper thread, so that sync
+    helpers also work inside async code whose loop is already running."""
+    import asyncio
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="run-coro", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise TimeoutError(f"coroutine did not finish within {timeout_s} s")
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+
 async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
                   **client_kwargs: Any) -> list:
     """Send ``(topic, key, value)`` records in order; returns their ``RecordMetadata``.

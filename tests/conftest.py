@@ -16,44 +16,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import re
-import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 
 from stream_app.brokers import KafkaBroker, TansuBroker
-from stream_app.testing import delete_topics
+from stream_app.testing import delete_topics, run_coro
 from stream_app.topics import create_topics, load_topics, prefixed
-
-T = TypeVar("T")
-
-
-def run_coro(coro: Coroutine[Any, Any, T], timeout_s: float = 120.0) -> T:
-    """Run a coroutine to completion on a private loop in a helper thread, so that sync
-    helpers also work inside async tests (whose loop is already running)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coro)
-        except BaseException as e:  # re-raised in the caller's thread
-            result["error"] = e
-
-    thread = threading.Thread(target=target, name="conftest-run-coro", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise TimeoutError(f"coroutine did not finish within {timeout_s} s")
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
 
 # --------------------------------------------------------------------------- GPU gating
 
