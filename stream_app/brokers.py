@@ -444,7 +444,13 @@ def find_kafka_jars(jars: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id (22 url-safe base64 characters of a UUID) that never starts with
+    ``-``: about one id in 64 would, and ``kafka-storage format -t -xyz`` then fails with
+    "argument --cluster-id/-t: expected one argument"."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 _FALLBACK_LOG4J = """\
@@ -623,7 +629,7 @@ class KafkaBroker(_BrokerProcess):
         t0 = time.monotonic()
         argv = self._java(
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
-            "-t", _cluster_id(), "-c", str(self.properties_path),
+            f"--cluster-id={_cluster_id()}", "-c", str(self.properties_path),
         )  # fmt: skip
         res = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         if res.returncode != 0:
