@@ -3,7 +3,7 @@
 #   1. the Kafka jars (kafka/pom.xml, from Maven Central) into kafka/jars/
 #   2. kcat (Debian package), used by tests and for poking at topics by hand
 # Needs: Java 17 + Maven on PATH. Env: COLDSTREAM_KAFKA_JARS overrides the jar directory
-# (the same variable stream_app/brokers.py reads).
+# (the same variable devtools/brokers.py reads).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

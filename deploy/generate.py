@@ -6,7 +6,7 @@
 | derived file | from |
 |---|---|
 | ``kafka/strimzi/kafka.yaml`` (Kafka, KafkaNodePool, KafkaUser; KRaft) | ``kafka/pom.xml`` (Kafka version) |
-| ``kafka/strimzi/topics.yaml`` (KafkaTopic per topic) | ``kafka/topics.yaml`` via ``stream_app.topics`` |
+| ``kafka/strimzi/topics.yaml`` (KafkaTopic per topic) | ``kafka/topics.yaml`` via ``coldstream.core.topics`` |
 | ``kafka/strimzi/kustomization.yaml`` | the two files above |
 | ``kafka/docker-compose.yml`` (apache/kafka, KRaft, topic creation) | ``kafka/pom.xml``, ``kafka/topics.yaml`` |
 | ``deploy/k8s/base/prometheusrule.yaml`` | ``deploy/prometheus/rules.yaml`` |
@@ -64,7 +64,7 @@ def kafka_version(pom: Path = REPO / "kafka" / "pom.xml") -> str:
 
 
 def _topics() -> Mapping[str, Any]:
-    from stream_app.topics import load_topics
+    from coldstream.core.topics import load_topics
 
     return load_topics(REPO / "kafka" / "topics.yaml")
 
@@ -236,7 +236,7 @@ def render_all() -> dict[Path, str]:
     """``{path: content}`` of every derived file."""
     version = kafka_version()
     topics = _topics()
-    src_pom, src_topics = "kafka/pom.xml", "kafka/topics.yaml (stream_app.topics)"
+    src_pom, src_topics = "kafka/pom.xml", "kafka/topics.yaml (coldstream.core.topics)"
     return {
         REPO / "kafka/strimzi/kafka.yaml":
             HEADER.format(sources=src_pom) + _dump(strimzi_kafka(version)),

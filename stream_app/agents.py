@@ -4,7 +4,7 @@
 
 * the ``sessions`` table (user -> last ``max_history`` events, changelog-backed);
 * one agent over ``clicks`` + ``purchases``: ``take_events`` micro-batches ->
-  :class:`~stream_app.pipeline.BatchProcessor` -> table writes (one per user per batch),
+  :class:`~stream_app.batch.BatchProcessor` -> table writes (one per user per batch),
   ``recommendations`` and ``events-dlq`` sends (awaited once per batch);
 * a timer that exports consumer lag and session counts.
 """
@@ -19,12 +19,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from coldstream.core.topics import load_topics, topic_names
+from stream_app.batch import BatchProcessor, DlqBreaker, Incoming
+from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
-from stream_app.pipeline import BatchProcessor, DlqBreaker, Incoming
 from stream_app.recommender import Recommender
+from stream_app.sessions import STORE_URL as SESSION_STORE
+from stream_app.sessions import write_sessions
 from stream_app.settings import Settings
-from stream_app.topics import load_topics, topic_names
-from stream_app.transport import FastPath
 
 log = logging.getLogger(__name__)
 INPUT_TOPICS = ("clicks", "purchases")
@@ -65,9 +67,9 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
 
     import faust
 
-    sessions = app.Table("sessions", default=None, partitions=partitions,
+    sessions = app.Table("sessions", default=None, partitions=partitions, store=SESSION_STORE,
                          schema=faust.Schema(key_serializer="json", value_serializer="json"),
-                         help="user_id -> last events [item_id, event_type, ts]")
+                         help="user_id -> last events [item_id, event_type, ts, event_id]")
     source = app.topic(names["clicks"], names["purchases"], key_serializer="raw",
                        value_serializer="raw")
     processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
@@ -82,7 +84,7 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     within = settings.batch_window_ms / 1000.0
     if settings.fast_path:
         fast = FastPath([names["clicks"], names["purchases"]], max_buffered=max(4 * settings.batch_size, 10_000))
-        app.fast_path = fast  # read by stream_app.transport.Consumer._drain_messages
+        app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
         app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
 
         @app.task
@@ -136,21 +138,10 @@ async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_top
     """Process one micro-batch and hand its outputs to the producer."""
     out = w.processor.process(batch)
     producer = w.app.producer
-    data = w.sessions.data
-    changelog = w.changelog_topic
+    # sessions: the table's store and its own changelog API, with the event's input
+    # partition (the changelog is co-partitioned with clicks/purchases)
+    write_sessions(w.sessions, out.sessions)
     futures = []
-    for user, (partition, hist) in out.sessions.items():
-        if hist is None:  # forget request: drop the state, tombstone the changelog key
-            data.pop(user, None)
-            futures.append(await producer.send(changelog, _json_bytes(user), None, partition,
-                                               None, None))
-            continue
-        data[user] = hist
-        # the table's changelog record, written on the fast path with an explicit partition
-        # (the event's input partition: co-partitioned with clicks/purchases); same JSON
-        # codec as the table, so Faust's recovery reads it back
-        futures.append(await producer.send(changelog, _json_bytes(user), _json_bytes(hist), partition,
-                                           None, None))
     for key, value in out.recommendations:
         futures.append(await producer.send(rec_topic, key, value, None, None, None))
     for value in out.dlq:

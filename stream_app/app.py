@@ -5,14 +5,19 @@ from __future__ import annotations
 import faust
 from faust.types.auth import CredentialsT
 
+from stream_app.fastpath import FastPath
 from stream_app.settings import Settings
 from stream_app.transport import Transport
 
 
 class ColdstreamApp(faust.App):
-    """A ``faust.App`` whose worker consumer uses ``fetch_max_wait_ms`` from the settings."""
+    """A ``faust.App`` with the two attributes :mod:`stream_app.transport` reads: the worker
+    consumer's ``fetch_max_wait_ms`` (from the settings) and the ``fast_path`` buffer whose
+    topics bypass Faust's per-message stream machinery (set by :func:`stream_app.agents.wire`
+    when ``Settings.fast_path`` is on)."""
 
     fetch_max_wait_ms: int = 10
+    fast_path: FastPath | None = None
 
     def _new_transport(self):  # type: ignore[no-untyped-def]
         return Transport(self.conf.broker_consumer, self)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.checkpoint import CheckpointError, load_checkpoint
+from coldstream.core.model_updates import UpdateRefused, verify_update
 from stream_app.metrics import Metrics
-from stream_app.model_updates import UpdateRefused, verify_update
 from stream_app.recommender import Recommender, ServingModel
-from trainer.store import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class ModelSwapper:
     def prepare(self, raw: bytes | str | dict[str, Any]) -> ServingModel | None:
         """Verify and build the new bundle (blocking; run it in a thread). Returns ``None``
         for a version not newer than the served one; raises :class:`UpdateRefused` or
-        :class:`~trainer.store.CheckpointError` on refusal."""
+        :class:`~coldstream.core.checkpoint.CheckpointError` on refusal."""
         update, path = verify_update(raw, key=self.key, store_root=self.store_root)
         if update.version <= self.served_version:
             return None
@@ -280,7 +280,7 @@ async def _broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | Non
 def attach(w: Any) -> Control:
     """Register the control tasks on a wired worker (:class:`stream_app.agents.Wiring`)."""
     s = w.settings
-    key = s.model_hmac_key.get_secret_value() if s.model_hmac_key is not None else None
+    key = s.hmac_key()
     sink = ItemVectorSink(w.recommender, w.metrics)
     swapper = ModelSwapper(w.recommender, store_root=s.model_store, key=key, metrics=w.metrics,
                            device=str(w.recommender.model.device), on_swap=sink.on_swap)

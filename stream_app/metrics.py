@@ -1,19 +1,23 @@
 """Prometheus metrics of the serving worker, in one object built against a registry.
 
 Names follow ``docs/architecture.md`` (binding). No label carries a user or item id.
-Histograms are fed once per micro-batch: :func:`observe_many` adds a whole batch of
-values to a histogram with one numpy pass instead of one Python ``observe`` per event.
+Histograms are fed once per micro-batch: :class:`BatchHistogram` adds a whole batch of
+values with one numpy pass instead of one Python ``observe`` per event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 """Event-to-publish latency buckets, seconds: 1 ms to 10 s."""
@@ -34,9 +38,9 @@ class Metrics:
         self.dlq = Counter("coldstream_dlq", "Events sent to the DLQ, by reason", ["reason"], registry=r)
         self.batch_size = Histogram("coldstream_batch_size", "Events per micro-batch",
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.event_latency = Histogram("coldstream_event_latency_seconds",
-                                       "Input record timestamp to recommendation publish",
-                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.event_latency = BatchHistogram("coldstream_event_latency_seconds",
+                                            "Input record timestamp to recommendation publish",
+                                            buckets=LATENCY_BUCKETS, registry=r)
         self.inference = Histogram("coldstream_inference_seconds", "Student encode time per batch",
                                    ["device"], buckets=COMPUTE_BUCKETS, registry=r)
         self.search = Histogram("coldstream_search_seconds", "Index search time per batch",
@@ -79,7 +83,7 @@ class Metrics:
         ``cuda`` when torch is already imported and sees a GPU. Lag partitions come from
         ``kafka/topics.yaml`` (a worker reports 0 for partitions it does not own; the rules
         take ``max`` across replicas)."""
-        from stream_app.validation import REASONS
+        from coldstream.core.events import REASONS
 
         topics = ("clicks", "purchases")
         for topic in topics:
@@ -102,7 +106,7 @@ class Metrics:
             self.online_hits.labels(model_version)
             self.online_requests.labels(model_version)
         try:
-            from stream_app.topics import load_topics
+            from coldstream.core.topics import load_topics
 
             specs = load_topics()
             partitions = {t: specs[t].partitions for t in topics}
@@ -116,20 +120,54 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def observe_many(histogram: Histogram, values: Sequence[float] | np.ndarray) -> None:
-    """Add many observations to an (unlabelled or child) histogram in one pass.
+class BatchHistogram(Collector):
+    """A Prometheus histogram fed a whole micro-batch of values at once (numpy), through the
+    client's public collector API: it keeps its own bucket counts and exposes them as a
+    ``HistogramMetricFamily``. Same exposition as ``Histogram`` with ``observe`` per value
+    (a unit test compares them), without touching the client's private bucket counters."""
 
-    Equivalent to ``for v in values: histogram.observe(v)``, at numpy speed. Touches the
-    histogram's bucket counters directly (prometheus-client >= 0.20 layout; a unit test
-    checks the exposition against ``observe``)."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.size == 0:
-        return
-    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
-    # bucket i holds values <= bounds[i] and > bounds[i-1] (non-cumulative storage)
-    idx = np.searchsorted(bounds, v, side="left")
-    counts = np.bincount(idx, minlength=len(bounds))
-    for i, c in enumerate(counts.tolist()):
-        if c:
-            histogram._buckets[i].inc(c)
-    histogram._sum.inc(float(v.sum()))
+    def __init__(self, name: str, documentation: str, *, buckets: Sequence[float],
+                 registry: CollectorRegistry | None = None) -> None:
+        self.name, self.documentation = name, documentation
+        bounds = [float(b) for b in buckets]
+        if bounds != sorted(bounds) or not bounds:
+            raise ValueError("buckets must be sorted and non-empty")
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self._bounds = np.asarray(bounds, dtype=np.float64)
+        self._counts = np.zeros(len(bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe_many(self, values: Sequence[float] | np.ndarray) -> None:
+        """Add many observations in one numpy pass (bucket ``i`` counts ``v <= bounds[i]``)."""
+        v = np.asarray(values, dtype=np.float64)
+        if v.size == 0:
+            return
+        counts = np.bincount(np.searchsorted(self._bounds, v, side="left"), minlength=len(self._bounds))
+        with self._lock:
+            self._counts += counts[: len(self._bounds)]
+            self._sum += float(v.sum())
+
+    def observe(self, value: float) -> None:
+        self.observe_many([value])
+
+    def describe(self) -> list[HistogramMetricFamily]:
+        return [HistogramMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        family = HistogramMetricFamily(self.name, self.documentation)
+        family.add_metric([], buckets=[(floatToGoString(b), c) for b, c in zip(self._bounds.tolist(), cumulative,
+                                                                             strict=True)],
+                          sum_value=total)
+        return [family]
+
+
+def observe_many(histogram: BatchHistogram, values: Sequence[float] | np.ndarray) -> None:
+    """``histogram.observe_many(values)`` (kept as a function for call sites that read well)."""
+    histogram.observe_many(values)

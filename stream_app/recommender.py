@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from coldstream.core.checkpoint import Checkpoint, load_checkpoint
+from coldstream.core.events import EVENT_TYPES
+from coldstream.core.student import pack_histories
 from stream_app.index import ItemIndex, make_index
-from trainer.store import Checkpoint, load_checkpoint
-from trainer.student import EVENT_TYPES
 
 History = Sequence[Any]
 """A user's events, oldest first: ``item_id`` or ``(item_id, event_type[, ts...])`` entries."""
@@ -74,26 +74,6 @@ class Ranked:
     inference_s: float = 0.0
     search_s: float = 0.0
     n_known_users: int = 0
-
-
-def pack_rows(rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]], max_len: int,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Same result as :func:`trainer.student.pack_histories`, vectorised with numpy
-    (it runs once per micro-batch on the serving path)."""
-    b = len(rows)
-    lens = np.fromiter((min(len(r), max_len) for r in rows), dtype=np.int64, count=b)
-    length = max(1, int(lens.max(initial=0)))
-    lens = np.minimum(lens, length)
-    mask = np.arange(length)[None, :] < lens[:, None]
-    idx = np.zeros((b, length), dtype=np.int64)
-    typ = np.zeros((b, length), dtype=np.int64)
-    if b:
-        idx[mask] = np.fromiter(chain.from_iterable(r[len(r) - n:] for r, n in zip(rows, lens.tolist(), strict=True)),
-                                dtype=np.int64)
-        typ[mask] = np.fromiter(chain.from_iterable(t[len(t) - n:] for t, n in zip(types, lens.tolist(), strict=True)),
-                                dtype=np.int64)
-    return (torch.from_numpy(idx).to(device), torch.from_numpy(typ).to(device),
-            torch.from_numpy(mask).to(device))
 
 
 def _entry(ev: Any) -> tuple[str, int]:
@@ -187,7 +167,7 @@ class Recommender:
         inference_s = search_s = 0.0
         if known:
             t0 = time.perf_counter()
-            idx, typ, mask = pack_rows(rows_l, types_l, m.checkpoint.config.max_len, m.device)
+            idx, typ, mask = pack_histories(rows_l, types_l, m.checkpoint.config.max_len, m.device)
             users = m.checkpoint.model.encode_indexed(m.table, idx, typ, mask).float().cpu().numpy()
             t1 = time.perf_counter()
             inference_s = t1 - t0

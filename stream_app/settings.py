@@ -1,41 +1,31 @@
 """Serving settings: read once per process, frozen, every field documented with its env var.
 
 The only place in ``stream_app`` that reads the environment. Every field is read from
-``COLDSTREAM_<FIELD NAME IN UPPER CASE>`` (e.g. ``COLDSTREAM_BOOTSTRAP``), and every field
-has a default, so ``Settings()`` works on a fresh machine. Command-line flags override the
-environment by passing keyword arguments: ``Settings(bootstrap="127.0.0.1:9092")``.
+``COLDSTREAM_<FIELD NAME IN UPPER CASE>`` (e.g. ``COLDSTREAM_BATCH_SIZE``); the broker,
+topic, model-store and security fields are the block shared with the trainer
+(:class:`coldstream.core.settings.SharedSettings`). Every field has a default, so
+``Settings()`` works on a fresh machine. Command-line flags override the environment:
+``Settings().with_overrides(k=20)``.
 
-``python -m stream_app.settings`` prints the table of settings (name, env var, default).
+``python -m stream_app.settings`` prints the table of settings (env var, default, meaning).
 """
 
 from __future__ import annotations
 
-import ssl
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field
 
-from stream_app.security import check_sasl, kafka_security_kwargs, make_ssl_context
+from coldstream.core.settings import ENV_PREFIX, SharedSettings, print_table, settings_table
 
-ENV_PREFIX = "COLDSTREAM_"
+__all__ = ["ENV_PREFIX", "Settings", "get_settings", "settings_table"]
 
 
-class Settings(BaseSettings):
+class Settings(SharedSettings):
     """Settings of one serving worker (and of the serving commands)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="ignore", use_attribute_docstrings=True,
-        protected_namespaces=(),
-    )
-
-    # -- broker & topics ------------------------------------------------------------------
-    bootstrap: str = "127.0.0.1:9092"
-    """Kafka bootstrap servers, ``host:port[,host:port]`` (any Kafka-protocol broker)."""
-    topic_prefix: str = ""
-    """Prefix prepended verbatim to every topic name of ``kafka/topics.yaml`` (tests use a unique one)."""
+    # -- broker ----------------------------------------------------------------------------
     app_id: str = "coldstream"
     """Faust app id: the consumer group id and the prefix of the table changelog topics."""
     topic_replication_factor: int = Field(1, ge=1)
@@ -52,33 +42,11 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """Faust processing guarantee; ``exactly_once`` needs broker transactions (not Tansu)."""
 
-    # -- security (every aiokafka client of the worker; the trainer reads the same vars) ----
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    """Broker security protocol. SASL_* need ``sasl_mechanism``, ``sasl_username`` and
-    ``sasl_password``; SSL and SASL_SSL verify the broker with ``ssl_cafile``."""
-    ssl_cafile: Path | None = None
-    """CA bundle (PEM) that verifies the brokers for SSL; unset: the system CAs."""
-    ssl_certfile: Path | None = None
-    """Client certificate (PEM) for mutual TLS."""
-    ssl_keyfile: Path | None = None
-    """Client key (PEM) for mutual TLS (unset: the key is in ``ssl_certfile``)."""
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    """SASL mechanism for SASL_PLAINTEXT/SASL_SSL."""
-    sasl_username: str | None = None
-    """SASL user name (SASL_* only)."""
-    sasl_password: SecretStr | None = None
-    """SASL password (SASL_* only; never logged)."""
-
     # -- model ----------------------------------------------------------------------------
-    model_store: Path = Path("model-store")
-    """Model store root; the worker serves its newest checkpoint (``trainer.store``)."""
     device: str = "auto"
     """Torch device: ``auto`` (cuda when visible, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
     threads: int = Field(0, ge=0)
     """Torch and FAISS CPU threads; 0 keeps the libraries' defaults."""
-    model_hmac_key: SecretStr | None = None
-    """Shared secret (HMAC-SHA256) that signs ``model-updates`` records; the trainer reads the
-    same env var ``COLDSTREAM_MODEL_HMAC_KEY``. Unset: every update is refused (``unsigned``)."""
     hot_swap: bool = True
     """Follow ``model-updates`` and ``item-vectors`` (broadcast topics, read without a group) and
     hot-swap verified checkpoints (``stream_app.control``)."""
@@ -136,41 +104,12 @@ class Settings(BaseSettings):
     log_level: str = "warning"
     """Worker log level."""
 
-    @model_validator(mode="after")
-    def _check(self) -> Settings:
-        if not self.bootstrap.strip():
-            raise ValueError("bootstrap must name at least one broker")
-        check_sasl(self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password,
-                   env_prefix=ENV_PREFIX)
-        return self
-
     @property
     def effective_session_timeout_s(self) -> float:
         """The session timeout in force (the profile's when unset)."""
         if self.session_timeout_s is not None:
             return self.session_timeout_s
         return 6.0 if self.profile == "dev" else 45.0
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for the brokers (``None`` unless the protocol is SSL or SASL_SSL):
-        verifies the broker against ``ssl_cafile`` (hostname included), presents
-        ``ssl_certfile``/``ssl_keyfile`` when set."""
-        return make_ssl_context(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
-                                self.ssl_keyfile)
-
-    def kafka_client_kwargs(self) -> dict[str, Any]:
-        """Security arguments for any aiokafka client of this process (producer, consumer,
-        admin): ``AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.kafka_client_kwargs())``.
-        SASL_* add ``sasl_mechanism``, ``sasl_plain_username`` and ``sasl_plain_password``."""
-        return kafka_security_kwargs(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
-                                     self.ssl_keyfile, self.sasl_mechanism, self.sasl_username,
-                                     self.sasl_password)
-
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields replaced (``None`` values are ignored), validated again."""
-        data = self.model_dump()
-        data.update({k: v for k, v in changes.items() if v is not None})
-        return type(self).model_validate(data)
 
 
 @lru_cache(maxsize=1)
@@ -179,16 +118,5 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def settings_table() -> list[tuple[str, str, str, str]]:
-    """``(field, env var, default, description)`` for every setting (docs and ``--help``)."""
-    rows = []
-    for name, f in Settings.model_fields.items():
-        default = f.default
-        rows.append((name, ENV_PREFIX + name.upper(), "" if default is None else str(default),
-                     " ".join((f.description or "").split())))
-    return rows
-
-
 if __name__ == "__main__":  # pragma: no cover
-    for _name, env, default, doc in settings_table():
-        print(f"| `{env}` | `{default}` | {doc} |")
+    print_table(Settings)

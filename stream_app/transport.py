@@ -1,105 +1,62 @@
 """The one place where the serving worker's Kafka consumer is tuned beyond Faust's settings.
 
-Two changes, both measured:
+Two changes, both measured (``coldstream bench serve``), both fenced by tests that fail
+when the installed Faust or aiokafka changes under them
+(``tests/unit/serving/test_transport.py``):
 
-Faust 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. Tansu answers a
-fetch only near that wait, and Kafka holds a fetch until data or the wait, so low-rate
-latency would be 0.5-1.5 s. :class:`Transport` (used by :class:`~stream_app.app.ColdstreamApp`)
-creates the consumer exactly as Faust does, then replaces the fetch wait before the consumer
-starts (aiokafka builds its fetcher from ``_fetch_max_wait_ms`` in ``start()``).
+1. **Fetch wait.** Faust 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer.
+   Tansu answers a fetch only near that wait, and Kafka holds a fetch until data or the
+   wait, so low-rate latency would be 0.5-1.5 s. :class:`ConsumerThread` creates the
+   consumer exactly as Faust does, then sets the fetch wait from the app's declared
+   ``fetch_max_wait_ms`` before the consumer starts (aiokafka builds its fetcher from it in
+   ``start()``).
 
 2. **Fast path.** Faust hands every message through ``wait_first`` (two tasks per message),
-the conductor, a channel queue and a stream before ``take_events`` batches it again: about
-70 us per message before any work is done (14k events/s on this project's 2-core machine).
-For the topics named in :class:`FastPath`, :meth:`Consumer._drain_messages` (Faust's loop,
-copied with one change) appends the raw message to a buffer that the serving task takes in
-micro-batches and acks after processing. Everything else is Faust's: fetching, flow control
-(a suspended flow drops the message exactly like Faust's own loop), read offsets, gaps,
-unacked-message tracking (``stream_wait_empty`` on rebalance waits for our acks), commits.
+   the conductor, a channel queue and a stream before ``take_events`` batches it again:
+   about 70 us per message before any work is done (14k events/s on this project's 2-core
+   machine). For the topics of the app's declared ``fast_path`` buffer
+   (:class:`~stream_app.fastpath.FastPath`), :meth:`Consumer._drain_messages` -- Faust
+   0.15.3's loop, copied with one change, marked below -- tracks the message
+   (``track_message``: pending-ack bookkeeping and the sensors' ``on_message_in``) and
+   appends it to the buffer that the serving task takes in micro-batches and acks after
+   processing. Everything else is Faust's: fetching, flow control (a suspended flow drops
+   the message exactly like Faust's own loop), read offsets, gaps, unacked-message tracking
+   (``stream_wait_empty`` on rebalance waits for our acks), commits.
+
+The copy is checked against the installed Faust twice: the sha256 of the upstream source
+(:data:`UPSTREAM_DRAIN_SHA256`) and the AST of our copy with the marked change taken out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
+from stream_app.fastpath import FastPath
+
 DEFAULT_FETCH_MAX_WAIT_MS = 10
+
+UPSTREAM_DRAIN_SHA256 = "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a549400fc68"
+"""sha256 of ``inspect.getsource(faust.transport.consumer.Consumer._drain_messages)``
+(dedented) in faust-streaming 0.15.3, the source :meth:`Consumer._drain_messages` copies."""
+
+FAST_PATH_NAMES = frozenset({"fast", "fast_topics", "track"})
+"""Local names that only the fast-path change introduces (the drift test strips them)."""
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         wait = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
-        if not hasattr(consumer, "_fetch_max_wait_ms"):  # pragma: no cover - aiokafka changed
-            raise RuntimeError("aiokafka consumer has no _fetch_max_wait_ms: update stream_app.transport")
-        consumer._fetch_max_wait_ms = int(wait)
+        # aiokafka keeps the constructor argument here and builds its Fetcher from it in
+        # start(); the test suite checks both ends against the installed aiokafka.
+        consumer._fetch_max_wait_ms = int(wait)  # noqa: SLF001
         return consumer
-
-
-class FastPath:
-    """Raw messages of ``topics``, buffered for a batch task (bounded: backpressure)."""
-
-    def __init__(self, topics: Iterable[str], *, max_buffered: int = 20_000) -> None:
-        self.topics = frozenset(topics)
-        self.max_buffered = max_buffered
-        self.messages: deque = deque()
-        self._first_at = 0.0
-        self._arrived: asyncio.Event | None = None
-        self._space: asyncio.Event | None = None
-
-    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
-        if self._arrived is None or self._space is None:
-            self._arrived, self._space = asyncio.Event(), asyncio.Event()
-        return self._arrived, self._space
-
-    def full(self) -> bool:
-        return len(self.messages) >= self.max_buffered
-
-    async def wait_space(self) -> None:
-        _, space = self._events()
-        space.clear()
-        while self.full():
-            await space.wait()
-            space.clear()
-
-    def put(self, message: Any) -> None:
-        if not self.messages:
-            self._first_at = time.monotonic()
-        self.messages.append(message)
-        arrived, _ = self._events()
-        arrived.set()
-
-    async def take(self, max_n: int, within_s: float) -> list:
-        """Up to ``max_n`` messages: returns as soon as ``max_n`` are buffered, or ``within_s``
-        after the oldest buffered one arrived (adaptive: under load a batch is whatever
-        arrived while the previous one was processed, without waiting)."""
-        arrived, space = self._events()
-        while True:
-            n = len(self.messages)
-            if n >= max_n:
-                break
-            if n:
-                left = self._first_at + within_s - time.monotonic()
-                if left <= 0:
-                    break
-            else:
-                left = None
-            arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), left)
-        out = [self.messages.popleft() for _ in range(min(max_n, len(self.messages)))]
-        if self.messages:
-            self._first_at = time.monotonic()
-        space.set()
-        return out
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -108,15 +65,13 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         """Faust 0.15.3's ``Consumer._drain_messages`` with the fast path (marked below)."""
-        fast: FastPath | None = getattr(self.app, "fast_path", None)
+        fast: FastPath | None = getattr(self.app, "fast_path", None)  # ColdstreamApp declares it
         fast_topics = fast.topics if fast is not None else frozenset()
-        unacked_add = self._unacked_messages.add
-        suspended = self.suspend_flow.is_set
-
+        track = self.track_message
         callback = self.callback
         getmany = self.getmany
-        consumer_should_stop = cast(Service, self)._stopped.is_set
-        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        consumer_should_stop = cast(Service, self)._stopped.is_set  # noqa: SLF001
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set  # noqa: SLF001
 
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
@@ -134,6 +89,9 @@ class Consumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
                 ait = cast(AsyncIterator, getmany(timeout=1.0))
+
+                # Sleeping because sometimes getmany is called in a loop
+                # never releasing to the event loop
                 await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
@@ -141,39 +99,51 @@ class Consumer(faust_aiokafka.Consumer):
                         if num_since_yield > yield_every:
                             await sleep(0)
                             num_since_yield = 0
+
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
                             gap = offset - (r_offset or 0)
+                            # We have a gap in income messages
                             if gap > 1 and r_offset:
                                 acks_enabled = acks_enabled_for(message.topic)
                                 if acks_enabled:
                                     await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            # ---- coldstream fast path ------------------------------------
+                            if commit_every is not None:  # noqa: SIM102 - Faust's code, as copied
+                                if self._n_acked >= commit_every:
+                                    self._n_acked = 0
+                                    await self.commit()
+                            # ---- coldstream fast path (the only change) ---------------
                             if fast is not None and message.topic in fast_topics:
-                                if fast.full() and not suspended():
+                                if fast.full() and not self.suspend_flow.is_set():
                                     await self.wait_first(fast.wait_space(), self.suspend_flow.wait())
-                                if not suspended():  # a suspended flow drops it, as Faust does
-                                    unacked_add(message)
+                                if not self.suspend_flow.is_set():  # suspended: dropped, as Faust does
+                                    track(message)
                                     fast.put(message)
-                            # ---- end of fast path ----------------------------------------
+                            # ---- end of the fast path --------------------------------
                             else:
-                                await self.wait_first(callback(message), self.suspend_flow.wait())
+                                await self.wait_first(
+                                    callback(message), self.suspend_flow.wait()
+                                )
                             set_read_offset(tp, offset)
                         else:
-                            self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key,
-                                         message.value)
+                            self.log.dev(
+                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                offset,
+                                message.key,
+                                message.value,
+                            )
                     unset_flag(flag_consumer_fetching)
+
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
+                # we're already stopping so ignore
                 self.log.info("Broker stopped consumer, shutting down...")
                 return
             raise
         except asyncio.CancelledError:
             if self.transport.app.should_stop:
+                # we're already stopping so ignore
                 self.log.info("Consumer shutting down for user cancel.")
                 return
             raise

@@ -24,13 +24,13 @@ def build(settings: Settings, *, registry: Any = None) -> Any:
     import faiss
     import torch
 
+    from coldstream.core.checkpoint import latest_checkpoint
+    from coldstream.core.device import resolve_device
     from stream_app.agents import wire
     from stream_app.app import create_app
     from stream_app.metrics import Metrics
     from stream_app.recommender import Recommender
     from stream_app.web import register_views
-    from trainer.device import resolve_device
-    from trainer.store import latest_checkpoint
 
     if settings.threads:
         torch.set_num_threads(settings.threads)

@@ -21,18 +21,35 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream_app.brokers import KafkaBroker, TansuBroker
-from stream_app.testing import delete_topics, run_coro
-from stream_app.topics import create_topics, load_topics, prefixed
+from coldstream.core.topics import create_topics, load_topics, prefixed
+from devtools.brokers import KafkaBroker, TansuBroker
+from devtools.testing import delete_topics, run_coro
 
-# --------------------------------------------------------------------------- GPU gating
+# --------------------------------------------------------------------------- markers
+
+#: The marker of every test under each top folder of ``tests/`` (``--strict-markers``
+#: declares them in pyproject.toml). Orthogonal markers (``tansu``, ``gpu``, ``slow``) are
+#: set on the tests themselves.
+FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "fault": "fault", "deploy": "deploy"}
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def folder_marker(path: Path) -> str:
+    """The marker of a test file: its top folder under ``tests/`` (``unit``, ...)."""
+    rel = Path(path).resolve().relative_to(TESTS_DIR)
+    if len(rel.parts) < 2 or rel.parts[0] not in FOLDER_MARKERS:
+        raise pytest.UsageError(f"{path}: tests live in tests/{{{','.join(FOLDER_MARKERS)}}}/")
+    return FOLDER_MARKERS[rel.parts[0]]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, folder_marker(item.path)))
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return

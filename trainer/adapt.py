@@ -14,7 +14,7 @@ It is trained contrastively - history text against the text of the next items - 
 the *whole training catalogue* as negatives (a superset of in-batch negatives, affordable
 because the encoder outputs are cached), AdamW, dropout, and early stopping on the
 validation users' NDCG@10. Encoder forward passes dominate the cost on CPU, so the
-training prefixes are subsampled (see :func:`trainer.pipeline.teacher_positions`).
+training prefixes are subsampled (see :func:`trainer.features.teacher_positions`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training-side subcommands of ``coldstream`` (registered by :mod:`stream_app.cli`).
+"""Training-side subcommands of ``coldstream`` (registered by :mod:`coldstream.cli`).
 
 ``train`` and ``evaluate`` live here; heavy imports (torch, transformers) happen inside
 each subcommand so ``coldstream --help`` stays instant. Defaults come from
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", help="train a student on MovieLens-100K and write a checkpoint to the model store",
         description="Train the student (teacher adaptation + distillation unless --quick) on "
                     "MovieLens-100K and write a versioned, checksummed checkpoint.")
-    p.add_argument("--out", type=Path, default=None,
-                   help="model store root (default: $COLDSTREAM_TRAINER_STORE_ROOT or models/)")
+    p.add_argument("--model-store", "--out", dest="model_store", type=Path, default=None,
+                   help="model store root (env COLDSTREAM_MODEL_STORE, default model-store/: the "
+                        "store the worker serves)")
     p.add_argument("--quick", action="store_true",
                    help="bootstrap mode: CE student only, no teacher adaptation (about 2 min on 2 CPUs)")
     p.add_argument("--data", type=Path, default=None,
@@ -46,34 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--smoke", action="store_true",
                    help="tiny configuration (one epoch, one KD setting): checks the pipeline in ~1 min; "
                         "its numbers mean nothing")
-    g = e.add_argument_group(
-        "--stream: prequential evaluation through the running system (trainer/prequential.py)",
-        "Trains a bootstrap student on the first --cut-share of the timeline, starts a broker, a worker "
-        "and the trainer service, replays the rest of MovieLens-100K in time order and scores the "
-        "worker's recommendations for new users after their 1st, 2nd, 3rd and 5th event (truth: their "
-        "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.")
-    g.add_argument("--stream", action="store_true", help="run the prequential stream evaluation")
-    g.add_argument("--bootstrap", default=None, help="use this broker (default: start Apache Kafka "
-                   "from kafka/jars, else Tansu)")
-    g.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
-    g.add_argument("--cut-share", type=float, default=None, help="past share of the timeline (default 0.6)")
-    g.add_argument("--max-events", type=int, default=None,
-                   help="stream events replayed after the cut (default 15000; 0: all)")
-    g.add_argument("--rate", type=float, default=None, help="replay events/s (default 100)")
-    g.add_argument("--cycle-events", type=int, default=None, help="trainer cycle every N events (default 3000)")
-    g.add_argument("--work-dir", type=Path, default=None,
-                   help="bootstrap cache and run folders (default .cache/prequential)")
     e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser(
         "trainer", help="run the trainer service: new-item vectors, re-distillation, gate, publish",
         description="Consume clicks/purchases/items in the trainer's own group; embed new items "
                     "(item-vectors); re-distil, gate and announce signed model-updates "
-                    "(trainer/service.py). Settings: COLDSTREAM_TRAINER_*, COLDSTREAM_MODEL_HMAC_KEY.")
-    t.add_argument("--bootstrap", default=None, help="env COLDSTREAM_TRAINER_BOOTSTRAP")
-    t.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TRAINER_TOPIC_PREFIX")
+                    "(trainer/service.py). Settings: python -m trainer.settings (the broker, topic, "
+                    "store and key variables are the worker's; COLDSTREAM_TRAINER_* the trainer's own).")
+    t.add_argument("--bootstrap", default=None, help="env COLDSTREAM_BOOTSTRAP")
+    t.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TOPIC_PREFIX")
     t.add_argument("--group-id", default=None, help="env COLDSTREAM_TRAINER_GROUP_ID")
-    t.add_argument("--store-root", type=Path, default=None, help="env COLDSTREAM_TRAINER_STORE_ROOT")
+    t.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
     t.add_argument("--cycle-events", type=int, default=None, help="env COLDSTREAM_TRAINER_CYCLE_EVENTS")
     t.add_argument("--cycle-seconds", type=float, default=None, help="env COLDSTREAM_TRAINER_CYCLE_SECONDS")
     t.add_argument("--min-buffer-events", type=int, default=None,
@@ -88,19 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_trainer(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from trainer.service import run
-    from trainer.settings import TrainerSettings
+    from trainer.settings import get_settings
 
-    over = {k: getattr(args, k) for k in ("bootstrap", "topic_prefix", "group_id", "store_root",
+    over = {k: getattr(args, k) for k in ("bootstrap", "topic_prefix", "group_id", "model_store",
                                           "cycle_events", "cycle_seconds", "min_buffer_events",
-                                          "teacher_prefixes", "metrics_port", "threads")
-            if getattr(args, k) is not None}
-    base = TrainerSettings()
-    return run(base.model_validate({**base.model_dump(), **over,
-                                    "model_hmac_key": base.model_hmac_key}) if over else base)
+                                          "teacher_prefixes", "metrics_port", "threads")}
+    return run(get_settings().with_overrides(**over))
 
 
 def _check_dir(path: Path | None, what: str, needs: tuple[str, ...] = ()) -> None:
-    from stream_app.cli import UsageError
+    from coldstream.core.errors import UsageError
     if path is None:
         return
     if not path.is_dir():
@@ -112,17 +94,17 @@ def _check_dir(path: Path | None, what: str, needs: tuple[str, ...] = ()) -> Non
 
 def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stream_app.cli import UsageError
+    from coldstream.core.errors import UsageError
     from trainer.settings import get_settings
 
     s = get_settings()
     _check_dir(args.data, "data folder", ("ml-100k.inter", "ml-100k.item"))
     _check_dir(args.teacher or s.teacher_path, "teacher folder", ("config.json",))
-    out = args.out or s.store_root
+    out = args.model_store or s.model_store
     if out.exists() and not out.is_dir():
         raise UsageError(f"model store root {out} exists and is not a directory")
     from trainer.data import load_movielens
-    from trainer.training import FitConfig, fit
+    from trainer.fitting import FitConfig, fit
 
     t0 = time.perf_counter()
     inter, items = load_movielens(args.data)
@@ -137,13 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stream_app.cli import UsageError
+    from coldstream.core.errors import UsageError
     from trainer.settings import get_settings
 
     s = get_settings()
     _check_dir(args.teacher or s.teacher_path, "teacher folder", ("config.json",))
-    if getattr(args, "stream", False):
-        return _cmd_evaluate_stream(args, s)
     out = args.out or s.report
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"report folder {out.parent} is not a directory")
@@ -159,32 +139,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     report = run(cfg, out)
     print(markdown_table(report))
-    stem = out.with_suffix("")
-    print(f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    return 0
-
-
-def _cmd_evaluate_stream(args: argparse.Namespace, s) -> int:  # noqa: ANN001 - TrainerSettings
-    """``coldstream evaluate --stream`` (:mod:`trainer.prequential`)."""
-    from stream_app.cli import UsageError
-    from trainer.prequential import StreamEvalConfig, markdown, run
-
-    cfg = StreamEvalConfig(seed=s.seed if args.seed is None else args.seed, bootstrap=args.bootstrap,
-                           broker=args.broker, threads=args.threads or s.threads, progress=s.progress,
-                           teacher_path=str(args.teacher or s.teacher_path or "") or None)
-    for name in ("cut_share", "max_events", "rate", "cycle_events"):
-        if getattr(args, name) is not None:
-            setattr(cfg, name, getattr(args, name))
-    if args.work_dir is not None:
-        cfg.work_dir = str(args.work_dir)
-    if not 0.05 <= cfg.cut_share <= 0.95:
-        raise UsageError("--cut-share must be between 0.05 and 0.95")
-    if cfg.rate <= 0 or cfg.max_events < 0:
-        raise UsageError("--rate must be > 0 and --max-events >= 0")
-    out = args.out or Path("reports/prequential-ml100k.json")
-    t0 = time.perf_counter()
-    report = run(cfg, out)
-    print(markdown(report))
     stem = out.with_suffix("")
     print(f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0

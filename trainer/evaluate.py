@@ -12,7 +12,7 @@ One run, one split, every model:
 * **Cold items** (``cold_items``): reveal each test user's first 5 events; ground truth
   = the cold items they interacted with later; rank the cold items (``cold_items_mixed``:
   rank all items).
-* Metrics: NDCG, Recall, HR at 10 and 20 (:mod:`trainer.metrics`).
+* Metrics: NDCG, Recall, HR at 10 and 20 (:mod:`trainer.ranking`).
 * Models: popularity, ItemKNN, the zero-shot teacher, the adapted teacher, the student
   with CE only, with KD from a uniform teacher (label smoothing: the control) and with
   KD from the adapted teacher. KD's alpha and T are chosen on the *validation* users
@@ -26,7 +26,6 @@ Writes ``<out>.json``, ``<out>.md`` and ``<out>.png`` (metric against k; trainin
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,8 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.metrics import paired_bootstrap, summarize
-from trainer.pipeline import (
+from coldstream.core.student import StudentConfig
+from trainer.features import (
     HISTORY_ITEMS,
     attach_kd_rows,
     cold_sets,
@@ -48,7 +47,8 @@ from trainer.pipeline import (
     teacher_positions,
     warm_sets,
 )
-from trainer.student import StudentConfig
+from trainer.ranking import paired_bootstrap, summarize
+from trainer.reports import write_coldstart_report
 from trainer.training import (
     TrainConfig,
     build_examples,
@@ -296,95 +296,5 @@ def run(cfg: EvalConfig, out: Path | str) -> dict[str, Any]:
                    "stages_seconds": log, "total_seconds": round(time.perf_counter() - t_start, 1)},
         "curves": curves,
     }
-    write_report(report, Path(out))
+    write_coldstart_report(report, Path(out))
     return report
-
-
-# -------------------------------------------------------------------------------------
-# report writers
-# -------------------------------------------------------------------------------------
-
-def markdown_table(report: dict[str, Any]) -> str:
-    res = report["results"]
-    lines = ["| model | NDCG@10 k=1 | k=3 | k=5 | cold items | cold (mixed) | Recall@20 k=1 | HR@10 k=1 |",
-             "|---|---|---|---|---|---|---|---|"]
-    for m in MODELS:
-        r = res[m]
-        lines.append(f"| {m} | {r['k=1']['ndcg@10']:.3f} | {r['k=3']['ndcg@10']:.3f} | {r['k=5']['ndcg@10']:.3f} "
-                     f"| {r['cold_items']['ndcg@10']:.3f} | {r['cold_items_mixed']['ndcg@10']:.3f} "
-                     f"| {r['k=1']['recall@20']:.3f} | {r['k=1']['hr@10']:.3f} |")
-    lines += ["", "Paired bootstrap (test users resampled, 95%) of NDCG@10 differences:", "",
-              "| cell | KD - CE | 95% CI | KD - uniform | 95% CI |", "|---|---|---|---|---|"]
-    for c in CELLS:
-        a, b = report["kd_minus_ce"][c], report["kd_minus_uniform"][c]
-        lines.append(f"| {c} | {a['mean']:+.4f} | [{a['ci95'][0]:+.4f}, {a['ci95'][1]:+.4f}] "
-                     f"| {b['mean']:+.4f} | [{b['ci95'][0]:+.4f}, {b['ci95'][1]:+.4f}] |")
-    return "\n".join(lines)
-
-
-def verdict(report: dict[str, Any]) -> list[str]:
-    """Plain statements of which floors hold (never softened)."""
-    r = report["results"]
-    out = []
-    kd, ce, un = r["student_kd"], r["student_ce"], r["student_uniform"]
-    for c in ("k=1", "k=3", "k=5", "cold_items"):
-        beats = kd[c]["ndcg@10"] > max(r["popularity"][c]["ndcg@10"], r["itemknn"][c]["ndcg@10"])
-        out.append(f"- KD student {'beats' if beats else 'does NOT beat'} popularity and ItemKNN at {c}.")
-    z, a = r["teacher_zero_shot"]["k=1"]["ndcg@10"], r["teacher_adapted"]["k=1"]["ndcg@10"]
-    out.append(f"- Adapted teacher / zero-shot teacher at k=1: {a / max(z, 1e-9):.1f}x.")
-    for c in ("k=1", "cold_items"):
-        d1, d2 = report["kd_minus_ce"][c], report["kd_minus_uniform"][c]
-        out.append(f"- {c}: KD - CE = {d1['mean']:+.4f} (CI {d1['ci95']}), KD - uniform control = "
-                   f"{d2['mean']:+.4f} (CI {d2['ci95']}); "
-                   + ("the teacher's knowledge helps here (interval above zero against the control)."
-                      if d2["ci95"][0] > 0 else "no gain attributable to the teacher's knowledge "
-                      "(the interval against the uniform control includes or is below zero)."))
-    better = all(kd[c]["ndcg@10"] > max(ce[c]["ndcg@10"], un[c]["ndcg@10"]) for c in ("k=1", "cold_items"))
-    out.append(f"- KD {'improves' if better else 'does NOT improve'} on both CE-only and the uniform control "
-               "at k=1 and on cold items (point estimates).")
-    return out
-
-
-def write_report(report: dict[str, Any], out: Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.with_suffix("") if out.suffix in (".json", ".md", ".png") else out
-    with open(stem.with_suffix(".json"), "w") as f:
-        json.dump(report, f, indent=1, default=float)
-    p = report["protocol"]
-    md = [f"# Cold-start evaluation: {p['dataset']}", "",
-          f"Split seed {p['split']['seed']}: {p['split']['train_users']}/{p['split']['val_users']}/"
-          f"{p['split']['test_users']} users (train/val/test), {p['cold_items']['n']} cold items. "
-          f"Test users per cell: {p['test_users_per_cell']}.", "",
-          f"Order: {p['order']}.", "", markdown_table(report), "", "## Verdict", "", *verdict(report), "",
-          f"Timing: teacher {report['timing']['teacher_ms_per_user']} ms/user, student "
-          f"{report['timing']['student_ms_per_user']} ms/user (batch of test users, CPU); "
-          f"whole run {report['timing']['total_seconds']} s.", "",
-          f"KD selection on validation users: `{json.dumps(p['kd_selection'])}`.", ""]
-    stem.with_suffix(".md").write_text("\n".join(md))
-    plot(report, stem.with_suffix(".png"))
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    ks = [1, 3, 5]
-    for m in MODELS:
-        axes[0].plot(ks, [report["results"][m][f"k={k}"]["ndcg@10"] for k in ks], marker="o", label=m)
-    axes[0].set(xlabel="revealed events k", ylabel="NDCG@10 (test users)", title="warm items", xticks=ks)
-    axes[0].legend(fontsize=8)
-    names = list(MODELS)
-    axes[1].bar(range(len(names)), [report["results"][m]["cold_items"]["ndcg@10"] for m in names])
-    axes[1].set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    axes[1].set(ylabel="NDCG@10", title="cold items (ranked among cold items)")
-    for name, curve in report["curves"].items():
-        xs = [r["epoch"] for r in curve]
-        axes[2].plot(xs, [r["val"] for r in curve], marker=".", label=name)
-    axes[2].set(xlabel="epoch", ylabel="validation criterion", title="training curves (validation users)")
-    axes[2].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.metrics import rank_metrics
-from trainer.student import Student
+from coldstream.core.student import Student
+from trainer.ranking import rank_metrics
 from trainer.training import student_scores
 
 

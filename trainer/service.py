@@ -5,7 +5,7 @@ teacher lives here only.
 
 * **New items** -- an ``items`` record for an item the current student does not know is
   embedded from its text by the teacher, placed in the student's item space by the text
-  projection alone (:meth:`trainer.store.Checkpoint.item_vector_for_text`) and published
+  projection alone (:meth:`coldstream.core.checkpoint.Checkpoint.item_vector_for_text`) and published
   to ``item-vectors`` (``item_id, model_version, vector``); serving upserts it.
 * **Re-distillation** -- every ``cycle_events`` events or ``cycle_seconds`` seconds, in a
   worker thread: warm-start from the current student and train on the buffer's older
@@ -13,7 +13,7 @@ teacher lives here only.
   buffer prefixes, :mod:`trainer.distill`); new items are in the item table (text only).
 * **Gate** -- :mod:`trainer.gate` on the buffer's latest slice (never trained on).
 * **Publish** -- the checkpoint is written atomically to the model store, then a signed
-  ``model-updates`` record is sent (:func:`stream_app.model_updates.make_update`).
+  ``model-updates`` record is sent (:func:`coldstream.core.model_updates.make_update`).
 
 The adapted teacher's head (:class:`trainer.adapt.TeacherHead`) is not part of a student
 checkpoint; it is kept beside the checkpoints as ``<store>/teacher-heads/v000007.safetensors``
@@ -38,9 +38,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from coldstream.core.checkpoint import (
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trainer.buffer import EventBuffer
 from trainer.gate import GateResult, gate
-from trainer.store import Checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.training import (
     TrainConfig,
     build_examples,
@@ -124,7 +129,7 @@ class TeacherScorer:
         self.fitted = False
 
     def features(self, histories: list[np.ndarray]) -> np.ndarray:
-        from trainer.pipeline import teacher_features
+        from trainer.features import teacher_features
         return teacher_features(self.teacher, self.item_vecs, self.texts, histories)
 
     def fit_head(self, histories: list[np.ndarray], targets: list[np.ndarray], feats: np.ndarray) -> None:
@@ -331,7 +336,7 @@ class TrainerService:
     """Consumes the stream, embeds new items, runs cycles, publishes (see module doc)."""
 
     def __init__(self, settings: Any, *, teacher: Any = None, metrics: TrainerMetrics | None = None) -> None:
-        from stream_app.topics import load_topics, topic_names
+        from coldstream.core.topics import load_topics, topic_names
 
         self.s = settings
         self.names = topic_names(settings.topic_prefix, load_topics())
@@ -346,22 +351,21 @@ class TrainerService:
         self.cycles = 0
         self.last_cycle = time.monotonic()
         self.events_at_cycle = 0
-        key = settings.model_hmac_key
-        self.key = key.get_secret_value() if key is not None else None
+        self.key = settings.hmac_key()
 
     # -- start-up --------------------------------------------------------------------------
     def load(self) -> None:
-        path = latest_checkpoint(self.s.store_root)
+        path = latest_checkpoint(self.s.model_store)
         if path is None:
-            raise FileNotFoundError(f"no checkpoint in {self.s.store_root}: run coldstream train first")
+            raise FileNotFoundError(f"no checkpoint in {self.s.model_store}: run coldstream train first")
         self.ck = load_checkpoint(path, device="cpu")
         for iid, title in zip(self.ck.item_ids, self.ck.item_titles, strict=True):
             self.texts.setdefault(iid, title)
         if self.teacher is None:
-            from trainer.device import resolve_device
+            from coldstream.core.device import resolve_device
             from trainer.teacher import Teacher
             self.teacher = Teacher(self.s.teacher_path, device=resolve_device(self.s.device))
-        found = load_teacher_head(self.s.store_root, None)
+        found = load_teacher_head(self.s.model_store, None)
         if found is not None:
             self.head, self.tau = found
         log.warning("trainer: current model v%d (%d items), teacher %s, head %s", self.ck.version,
@@ -401,7 +405,7 @@ class TrainerService:
             self.head, self.tau = scorer.head, scorer.tau
         path = None
         if res.gate.promote:
-            path = publish_checkpoint(self.s.store_root, res, teacher={**ck.teacher, **self.teacher.describe(),
+            path = publish_checkpoint(self.s.model_store, res, teacher={**ck.teacher, **self.teacher.describe(),
                                                                        "head": "teacher-heads/"})
         return res, path
 
@@ -417,9 +421,9 @@ class TrainerService:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-        from stream_app.model_updates import make_update
-        from stream_app.validation import Event, validate_event
-        from trainer.store import manifest_sha256
+        from coldstream.core.checkpoint import manifest_sha256
+        from coldstream.core.events import Event, validate_event
+        from coldstream.core.model_updates import make_update
 
         s = self.s
         loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""The student's training loop (CE + optional KD) and the ``fit()`` / ``train_bootstrap()`` API.
+"""The student's training loop (CE + optional KD). The public ``fit()`` API is :mod:`trainer.fitting`.
 
 Training examples are ``(prefix, next item)`` pairs of the training users: every prefix
 of length ``1..max_prefix`` (cold-start users are what we serve) plus
@@ -23,15 +23,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from coldstream.core.student import Student, StudentConfig, pack_histories
 from trainer.distill import kd_kl, next_item_ce, topk_rank_loss
-from trainer.student import Student, StudentConfig, pack_histories
 
 Seq = tuple[np.ndarray, np.ndarray]  # (item rows, event types), oldest first
 
@@ -61,7 +60,7 @@ class TrainConfig:
     """Hard wall-time budget for one training run."""
     device: str = "auto"
     """Where the student trains: ``auto`` (cuda when visible, else cpu), ``cpu``, ``cuda[:N]``
-    (:func:`trainer.device.resolve_device`). The returned model is always on the CPU."""
+    (:func:`coldstream.core.device.resolve_device`). The returned model is always on the CPU."""
 
 
 @dataclass
@@ -144,7 +143,7 @@ def train_student(
     Runs on ``device`` (default: ``config.device``, ``auto`` = cuda when visible, else cpu):
     the model, item tables, examples and teacher logits move there once; batches are cut
     there. ``validate`` gets the model on that device. The returned model is on the CPU."""
-    from trainer.device import resolve_device
+    from coldstream.core.device import resolve_device
 
     cfg = config
     dev = resolve_device(str(device if device is not None else cfg.device))
@@ -219,48 +218,3 @@ def train_student(
     model.load_state_dict(best_state)
     model.cpu().eval()
     return model, curve
-
-
-# -------------------------------------------------------------------------------------
-# public API
-# -------------------------------------------------------------------------------------
-
-@dataclass
-class FitConfig:
-    """What :func:`fit` does. ``quick`` skips teacher adaptation and KD (CE student on
-    the teacher's item text vectors): a usable checkpoint in about a minute or two."""
-
-    quick: bool = False
-    student: dict[str, Any] = field(default_factory=lambda: {"dim": 64, "max_len": 30, "dropout": 0.2})
-    train: dict[str, Any] = field(default_factory=dict)
-    teacher_path: str | None = None
-    device: str = "auto"
-    threads: int = 2
-    val_share: float = 0.1
-    seed: int = 0
-    alpha: float = 1.0
-    temperature: float = 2.0
-    teacher_prefixes_per_user: int = 7
-    version: int | None = None
-
-
-def fit(interactions, items, config: FitConfig | dict | None = None, *,
-        store_root: Path | str = "models", progress: bool = True) -> Path:
-    """Train a student on ``interactions`` (:class:`trainer.data.Interactions`) and
-    ``items`` (:class:`trainer.data.Items`), write a checkpoint into ``store_root`` and
-    return its path. 10% of users (by seed) are held out for early stopping."""
-    from trainer import pipeline
-    cfg = config if isinstance(config, FitConfig) else FitConfig(**(config or {}))
-    return pipeline.fit_and_save(interactions, items, cfg, Path(store_root), progress=progress)
-
-
-def train_bootstrap(store_root: Path | str, *, quick: bool = True, progress: bool = False) -> Path:
-    """Train on MovieLens-100K and write a checkpoint into ``store_root`` (used by the
-    demo). ``quick=True``: CE student, no teacher adaptation (about 1-2 min on 2 CPUs)."""
-    from trainer.data import load_movielens
-    inter, items = load_movielens()
-    return fit(inter, items, FitConfig(quick=quick), store_root=store_root, progress=progress)
-
-
-def config_dict(obj) -> dict:
-    return asdict(obj)

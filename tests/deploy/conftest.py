@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from _deploy_helpers import OVERLAYS, build, find_tool
+
+from tests.deploy._deploy_helpers import OVERLAYS, build, find_tool
 
 
 @pytest.fixture(scope="session")

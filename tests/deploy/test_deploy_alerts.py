@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import yaml
-from _deploy_helpers import REPO, run_tool
 
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import REPO, run_tool
 
 RULES = REPO / "deploy" / "prometheus" / "rules.yaml"
 RULE_TESTS = REPO / "deploy" / "prometheus" / "rules.test.yaml"

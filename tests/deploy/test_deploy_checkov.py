@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _deploy_helpers import REPO, build, run_tool
 
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import REPO, build, run_tool
 
 DOCKERFILES = (REPO / "deploy/docker/Dockerfile", REPO / "deploy/docker/Dockerfile.gpu")
 

@@ -1,5 +1,5 @@
 """Derived files stay in sync with their sources: Strimzi resources and the compose file
-from kafka/topics.yaml (through stream_app.topics) and kafka/pom.xml, the PrometheusRule
+from kafka/topics.yaml (through coldstream.core.topics) and kafka/pom.xml, the PrometheusRule
 from the rules file, the dashboard from deploy/dashboard.py."""
 
 from __future__ import annotations
@@ -7,13 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 import yaml
-from _deploy_helpers import REPO
 
 from deploy import generate
-
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import REPO
 
 
 def test_committed_files_match_the_generator() -> None:
@@ -35,7 +32,7 @@ def test_generate_check_cli_reports_stale_files(tmp_path, monkeypatch) -> None:
 
 
 def _topics():
-    from stream_app.topics import load_topics
+    from coldstream.core.topics import load_topics
 
     return load_topics(REPO / "kafka" / "topics.yaml")
 

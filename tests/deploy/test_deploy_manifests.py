@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from _deploy_helpers import OVERLAYS, REPO, build, find, run_tool
 
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import OVERLAYS, REPO, build, find, run_tool
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")  # oldest supported, newest schema kubernetes-validate has
 # Custom resources: kubernetes-validate has no schema for them (it warns and passes), so
@@ -292,7 +291,7 @@ def test_disruption_budget_and_model_store(rendered: dict[str, list[dict[str, An
 def test_keda_scales_on_lag_up_to_the_partition_count(
     rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
-    from stream_app.topics import load_topics
+    from coldstream.core.topics import load_topics
 
     topics = load_topics(REPO / "kafka" / "topics.yaml")
     docs = rendered["cpu"]
@@ -349,10 +348,10 @@ def test_secrets_and_settings_are_wired(
 def test_worker_settings_exist_in_stream_app_settings(
     rendered: dict[str, list[dict[str, Any]]]
 ) -> None:
-    from stream_app.settings import ENV_PREFIX, Settings
+    from stream_app.settings import Settings
 
     cm = next(d for d in rendered["cpu"] if d["kind"] == "ConfigMap")
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    known = {Settings.env_var(name) for name in Settings.model_fields}
     worker_keys = {k for k in cm["data"] if not k.startswith("COLDSTREAM_TRAINER_")}
     assert worker_keys - known == set()
     assert cm["data"]["COLDSTREAM_WEB_PORT"] == "6066"
@@ -363,13 +362,15 @@ def test_trainer_settings_exist_in_trainer_settings(
 ) -> None:
     from trainer.settings import TrainerSettings
 
-    prefix = TrainerSettings.model_config["env_prefix"]
-    known = {prefix + name.upper() for name in TrainerSettings.model_fields}
+    prefix = TrainerSettings.ENV_PREFIX
+    known = {TrainerSettings.env_var(name) for name in TrainerSettings.model_fields}
     cm = next(d for d in rendered["gpu"] if d["kind"] == "ConfigMap")
     trainer_keys = {k for k in cm["data"] if k.startswith(prefix)}
     assert trainer_keys and trainer_keys - known == set()
     assert cm["data"][prefix + "METRICS_PORT"] == "6067"
-    assert cm["data"][prefix + "STORE_ROOT"] == "/models"
+    # the trainer reads the worker's store, broker and topic variables (one ConfigMap)
+    assert TrainerSettings.env_var("model_store") == "COLDSTREAM_MODEL_STORE"
+    assert cm["data"]["COLDSTREAM_MODEL_STORE"] == "/models"
 
 
 # --------------------------------------------------------------------------- monitoring

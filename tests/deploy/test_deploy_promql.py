@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-from _deploy_helpers import REPO
 
 from deploy import dashboard
 from deploy.promql import (
@@ -22,8 +21,7 @@ from deploy.promql import (
     scrape_series_names,
     unknown_metric_names,
 )
-
-pytestmark = pytest.mark.unit
+from tests.deploy._deploy_helpers import REPO
 
 
 @pytest.mark.parametrize(("expr", "names"), [

@@ -1,4 +1,4 @@
-"""Fault-suite fixtures: a :class:`stream_app.faults.Harness` per test (fresh prefixed topics,
+"""Fault-suite fixtures: a :class:`devtools.faults.Harness` per test (fresh prefixed topics,
 own consumer group, tmp model store); every worker it started is stopped at teardown."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.faults import Harness
+from devtools.faults import Harness
 
 
 @pytest.fixture(scope="session")
 def fault_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from stream_app.faults import N_ITEMS
-    from stream_app.testing import make_checkpoint
+    from devtools.faults import N_ITEMS
+    from devtools.testing import make_checkpoint
 
     root = tmp_path_factory.mktemp("fault-store")
     make_checkpoint(root, n_items=N_ITEMS)
@@ -41,9 +41,3 @@ def harness_factory(make_topics, topic_prefix: str, tmp_path: Path,
 @pytest.fixture
 def harness(kafka_bootstrap: str, harness_factory: Callable[..., Harness]) -> Harness:
     return harness_factory(kafka_bootstrap)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/fault" in str(item.fspath):
-            item.add_marker(pytest.mark.fault)

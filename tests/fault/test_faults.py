@@ -1,6 +1,6 @@
 """Fault scenarios against real brokers: nothing lost, duplicates bounded, clear failures.
 
-The scenarios live in ``stream_app.faults`` (``coldstream bench faults`` runs the same code
+The scenarios live in ``devtools.faults`` (``coldstream bench faults`` runs the same code
 on larger streams); here they run on small streams and every figure is asserted.
 """
 
@@ -9,11 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
-from stream_app import faults
-
-pytestmark = [pytest.mark.fault]
+from devtools import faults
 
 
 def _show(r: faults.FaultResult) -> str:
@@ -61,7 +57,7 @@ def test_kafka_broker_restart_is_survived(kafka_broker_factory, harness_factory)
 
 
 def test_tansu_restart_is_survived_without_crash_loop(harness_factory):
-    from stream_app.brokers import TansuBroker
+    from devtools.brokers import TansuBroker
 
     broker = TansuBroker().start()
     try:

@@ -1,4 +1,4 @@
-"""The local brokers (stream_app/brokers.py) and topic creation against them."""
+"""The local brokers (devtools/brokers.py) and topic creation against them."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from stream_app.brokers import BrokerError, KafkaBroker, TansuBroker, free_port
-from stream_app.topics import TopicsError, create_topics, load_topics
+from coldstream.core.topics import TopicsError, create_topics, load_topics
+from devtools.brokers import BrokerError, KafkaBroker, TansuBroker, free_port
 
 EVENTS = [
     (f"u{i % 5}", {"event_id": f"e{i}", "user_id": f"u{i % 5}", "item_id": str(i), "ts": 1.0 + i})
@@ -90,7 +90,6 @@ async def describe(bootstrap: str, names: list[str]) -> dict[str, int]:
 # --------------------------------------------------------------------------- Apache Kafka
 
 
-@pytest.mark.integration
 async def test_kafka_round_trip_with_keys(
     kafka_bootstrap: str, topic_prefix: str, make_topics: Callable[..., dict[str, str]]
 ) -> None:
@@ -103,7 +102,6 @@ async def test_kafka_round_trip_with_keys(
     assert len({p for _, _, p in received}) > 1  # five keys spread over six partitions
 
 
-@pytest.mark.integration
 async def test_create_topics_is_idempotent_and_matches_yaml(
     kafka_bootstrap: str, topic_prefix: str, delete_topics_after: Callable[..., None]
 ) -> None:
@@ -136,7 +134,6 @@ async def test_create_topics_is_idempotent_and_matches_yaml(
     assert configs[topic_prefix + "clicks"]["min.insync.replicas"] == "1"  # capped to rf 1
 
 
-@pytest.mark.integration
 async def test_create_topics_refuses_a_partition_mismatch(
     kafka_bootstrap: str, topic_prefix: str, delete_topics_after: Callable[..., None]
 ) -> None:
@@ -150,7 +147,6 @@ async def test_create_topics_refuses_a_partition_mismatch(
         await create_topics(kafka_bootstrap, [clicks], replication_factor=1, prefix=topic_prefix)
 
 
-@pytest.mark.integration
 def test_kcat_lists_the_topics(
     kafka_bootstrap: str, topic_prefix: str, make_topics: Callable[..., dict[str, str]]
 ) -> None:
@@ -167,7 +163,6 @@ def test_kcat_lists_the_topics(
         assert listed.get(physical) == specs[logical].partitions, physical
 
 
-@pytest.mark.integration
 async def test_persistent_log_dir_survives_stop_and_kill(
     tmp_path: Path, kafka_broker_factory: Callable[..., KafkaBroker]
 ) -> None:
@@ -193,7 +188,6 @@ async def test_persistent_log_dir_survives_stop_and_kill(
     assert sorted(v["event_id"] for _, v, _ in received) == ["e0", "e1"]
 
 
-@pytest.mark.integration
 def test_missing_jars_error_says_how_to_fetch(tmp_path: Path) -> None:
     broker = KafkaBroker(tmp_path / "log", jars=tmp_path / "no-jars")
     with pytest.raises(BrokerError, match=r"no-jars.*install-kafka\.sh"):

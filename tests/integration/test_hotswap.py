@@ -13,13 +13,9 @@ import json
 import time
 from collections import defaultdict
 
-import pytest
-
-from stream_app.model_updates import make_update
-from stream_app.testing import WorkerProcess, consume, event_bytes, make_checkpoint
-from trainer.store import manifest_sha256
-
-pytestmark = [pytest.mark.integration]
+from coldstream.core.checkpoint import manifest_sha256
+from coldstream.core.model_updates import make_update
+from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint
 
 KEY = "integration-hmac-key"
 N_ITEMS = 200

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from stream_app.brokers import free_port
-from stream_app.procs import start_process, stop_process
-from stream_app.testing import WorkerProcess, consume, event_bytes, produce
+from devtools.brokers import free_port
+from devtools.processes import start_process, stop_process
+from devtools.testing import WorkerProcess, consume, event_bytes, produce
 
-pytestmark = [pytest.mark.integration]
 BOUND_S = 15.0
 N_ITEMS = 300
 NEW_ID = "new-episode-1"
@@ -34,9 +32,9 @@ CLICKS = ("50", "172", "181")  # Star Wars (1977), Empire Strikes Back, Return o
 
 
 def text_student_checkpoint(root: Path) -> Path:
+    from coldstream.core.checkpoint import save_checkpoint
+    from coldstream.core.student import Student, StudentConfig
     from trainer.data import load_movielens
-    from trainer.store import save_checkpoint
-    from trainer.student import Student, StudentConfig
     from trainer.teacher import Teacher
 
     _, items = load_movielens()
@@ -75,8 +73,8 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
     monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", "k")
     trainer_log = tmp_path / "trainer.log"
     trainer = start_process(
-        [sys.executable, "-m", "stream_app.cli", "trainer", "--bootstrap", kafka_bootstrap,
-         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--store-root", str(store),
+        [sys.executable, "-m", "coldstream", "trainer", "--bootstrap", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--model-store", str(store),
          "--cycle-events", "0", "--cycle-seconds", "0", "--metrics-port", str(free_port()),
          "--threads", "1"], log_path=trainer_log)
     worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,

@@ -16,10 +16,8 @@ from collections import defaultdict
 
 import pytest
 
+from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
 from stream_app.recommender import Recommender
-from stream_app.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
-
-pytestmark = [pytest.mark.integration]
 
 N_ITEMS = 200
 

@@ -23,12 +23,11 @@ import numpy as np
 import pytest
 import torch
 
-from stream_app.brokers import free_port
-from stream_app.model_updates import UpdateRefused, verify_update
-from stream_app.procs import start_process, stop_process
-from stream_app.testing import WorkerProcess, consume, event_bytes, produce
+from coldstream.core.model_updates import UpdateRefused, verify_update
+from devtools.brokers import free_port
+from devtools.processes import start_process, stop_process
+from devtools.testing import WorkerProcess, consume, event_bytes, produce
 
-pytestmark = [pytest.mark.integration]
 KEY = "redistill-e2e-key"
 N_ITEMS = 300
 N_EVENTS = 3000
@@ -36,9 +35,9 @@ N_EVENTS = 3000
 
 def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     """v1: a random student over the first ``N_ITEMS`` MovieLens items; and the stream."""
+    from coldstream.core.checkpoint import save_checkpoint
+    from coldstream.core.student import Student, StudentConfig
     from trainer.data import load_movielens
-    from trainer.store import save_checkpoint
-    from trainer.student import Student, StudentConfig
     from trainer.teacher import Teacher
 
     inter, items = load_movielens()
@@ -79,8 +78,8 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     trainer_log, trainer_port = tmp_path / "trainer.log", free_port()
     trainer = start_process(
-        [sys.executable, "-m", "stream_app.cli", "trainer", "--bootstrap", kafka_bootstrap,
-         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--store-root", str(store),
+        [sys.executable, "-m", "coldstream", "trainer", "--bootstrap", kafka_bootstrap,
+         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--model-store", str(store),
          "--cycle-events", str(N_EVENTS - 200), "--cycle-seconds", "0", "--min-buffer-events", "500",
          "--teacher-prefixes", "64", "--metrics-port", str(trainer_port), "--threads", "1"],
         log_path=trainer_log)

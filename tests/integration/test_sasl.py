@@ -24,9 +24,8 @@ import time
 
 import pytest
 
-from stream_app.brokers import free_port
-from stream_app.settings import Settings
-from stream_app.testing import (
+from devtools.brokers import free_port
+from devtools.testing import (
     WorkerProcess,
     bootstrap_fails,
     consume,
@@ -34,8 +33,7 @@ from stream_app.testing import (
     make_checkpoint,
     produce,
 )
-
-pytestmark = [pytest.mark.integration]
+from stream_app.settings import Settings
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret"}
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream_app.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
+from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
 
 pytestmark = [pytest.mark.tansu]
 
@@ -47,7 +47,7 @@ def test_demo_command_finishes_by_itself(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "stream_app.cli", "demo", "--random-model", "--events", "150",
+    res = subprocess.run([sys.executable, "-m", "coldstream", "demo", "--random-model", "--events", "150",
                           "--rate", "300", "--no-live", "--model-store", str(tmp_path / "store")],
                          capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

@@ -37,9 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_app.brokers import free_port
-from stream_app.settings import Settings
-from stream_app.testing import (
+from devtools.brokers import free_port
+from devtools.testing import (
     WorkerProcess,
     bootstrap_fails,
     consume,
@@ -47,8 +46,7 @@ from stream_app.testing import (
     make_checkpoint,
     produce,
 )
-
-pytestmark = [pytest.mark.integration]
+from stream_app.settings import Settings
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -1,0 +1,7 @@
+"""``python -m coldstream`` is the ``coldstream`` console script."""
+
+import sys
+
+from coldstream.cli import main
+
+sys.exit(main())

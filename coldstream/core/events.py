@@ -1,0 +1,274 @@
+"""Validation of raw input events (``clicks``, ``purchases``): bytes in, ``Event``, ``Forget``
+or ``Rejection`` out.
+
+A forget request (privacy, ``docs/privacy.md``) is an ordinary record on ``clicks`` or
+``purchases`` (key: user_id) with ``"event_type": "forget"``: ``event_id``, ``user_id`` and
+``ts`` are required, ``item_id`` is not. It keeps its place in the user's ordered stream.
+
+A pure function, no broker: every reason below is a stable, metric-friendly code
+(``coldstream_dlq_total{reason=...}``, ``events-dlq.error``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from coldstream.core.topics import load_topics
+
+EVENT_TYPES: dict[str, int] = {"click": 0, "purchase": 1}
+"""Event types and their codes (the student's event-type embedding rows)."""
+
+#: Every rejection reason, with what it means.
+REASONS: dict[str, str] = {
+    "empty": "zero-length payload",
+    "oversize": "payload larger than max_event_bytes",
+    "invalid_utf8": "payload is not valid UTF-8",
+    "invalid_json": "payload is not JSON",
+    "duplicate_field": "a JSON object repeats a key",
+    "not_object": "payload is JSON but not an object",
+    "non_finite": "NaN or Infinity in a number",
+    "unknown_topic": "event read from a topic that carries no user events",
+    "missing_field": "a required field is absent or null",
+    "wrong_type": "a field has the wrong JSON type",
+    "bad_id": "an id is empty, too long, negative or has whitespace/control characters",
+    "ts_negative": "timestamp before the epoch",
+    "ts_future": "timestamp too far in the future",
+    "out_of_range": "a number outside its allowed range (price, quantity)",
+    "unknown_event_type": "event_type is not one of " + ", ".join([*EVENT_TYPES, "forget"]),
+    "event_type_mismatch": "event_type disagrees with the topic",
+    "key_mismatch": "the record key is not the event's user_id",
+    "unknown_field": "a field that no event schema declares",
+    "processing_error": "the worker failed to process a valid event (bug or model failure)",
+}
+
+FORGET = "forget"
+"""``event_type`` of a deletion request: the worker drops the user's session state."""
+
+TOPIC_EVENT_TYPE = {"clicks": "click", "purchases": "purchase"}
+REQUIRED = ("event_id", "user_id", "item_id", "ts")
+"""The fields every event must carry (``kafka/topics.yaml`` declares the same: a unit test)."""
+
+
+@cache
+def allowed_fields(topic: str) -> frozenset[str]:
+    """The value fields an event on ``topic`` may carry: its ``kafka/topics.yaml`` schema, the
+    one place the event schema is written."""
+    return frozenset(load_topics()[topic].value.field_names())
+MAX_ID_LEN = 128
+MAX_PRICE = 1e9
+MAX_QUANTITY = 1_000_000
+_BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid user event; ids normalised to strings, ``ts`` in seconds since the epoch."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    ts: float
+    event_type: str
+    price: float | None = None
+    quantity: int | None = None
+
+    @property
+    def type_code(self) -> int:
+        return EVENT_TYPES[self.event_type]
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """A valid request to forget ``user_id`` (``"event_type": "forget"``): not an :class:`Event`,
+    so nothing that learns from events (session, trainer buffer) takes it for one."""
+
+    event_id: str
+    user_id: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why an event was refused: ``reason`` (one of :data:`REASONS`) and a human ``detail``."""
+
+    reason: str
+    detail: str
+    event_id: str | None = None
+    """The event id when one could be read (lets producers match DLQ records to events)."""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise ValueError(f"unknown rejection reason {self.reason!r}")
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _Reject("duplicate_field", f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def _no_constants(name: str) -> Any:
+    raise _Reject("non_finite", f"{name} is not a finite number")
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):  # 1e999 parses as inf
+        raise _Reject("non_finite", f"{s[:40]} overflows to infinity")
+    return v
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                            parse_float=_finite_float)
+
+
+_KEY = re.compile(r'"\s*:')
+
+
+def _decode(text: str) -> Any:
+    """Parse JSON refusing duplicate keys and non-finite numbers.
+
+    Fast path: the C parser, accepted only for a flat object whose key count equals the
+    number of ``":`` in the text (a duplicate key, a nested object or a string holding
+    ``":`` makes them differ) and whose numbers are finite. Anything else is parsed again
+    by the strict (slower) decoder, which names the exact problem."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None  # the strict decoder below reports it
+    except RecursionError:
+        raise _Reject("invalid_json", "nested too deeply") from None
+    if isinstance(obj, dict) and len(_KEY.findall(text)) == len(obj):
+        for v in obj.values():
+            if type(v) is float and not math.isfinite(v):
+                break
+            if isinstance(v, dict | list):
+                break
+        else:
+            return obj
+    try:
+        return _DECODER.decode(text)
+    except ValueError as e:
+        raise _Reject("invalid_json", str(e)[:200]) from None
+    except RecursionError:
+        raise _Reject("invalid_json", "nested too deeply") from None
+
+
+def _id(obj: dict[str, Any], name: str) -> str:
+    v = obj.get(name)
+    if v is None:
+        raise _Reject("missing_field", f"{name} is required")
+    if isinstance(v, bool) or not isinstance(v, str | int):
+        raise _Reject("wrong_type", f"{name} must be a string or an integer, got {type(v).__name__}")
+    if isinstance(v, int):
+        if v < 0:
+            raise _Reject("bad_id", f"{name} is negative")
+        v = str(v)
+    if not v or len(v) > MAX_ID_LEN or _BAD_ID_CHARS.search(v):
+        raise _Reject("bad_id", f"{name} must be 1..{MAX_ID_LEN} characters without whitespace "
+                                f"or control characters")
+    return v
+
+
+def _number(obj: dict[str, Any], name: str, *, required: bool) -> float | None:
+    v = obj.get(name)
+    if v is None:
+        if required:
+            raise _Reject("missing_field", f"{name} is required")
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _Reject("wrong_type", f"{name} must be a number, got {type(v).__name__}")
+    try:
+        return float(v)
+    except OverflowError:
+        raise _Reject("non_finite", f"{name} overflows a float") from None
+
+
+def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
+                   max_bytes: int = 16_384, max_future_skew_s: float = 3600.0,
+                   now: float | None = None) -> Event | Forget | Rejection:
+    """Check one raw input record.
+
+    :param raw: the record value as received.
+    :param topic: logical topic name (``clicks`` or ``purchases``, without prefix).
+    :param key: the record key; when given it must equal the event's ``user_id``
+        (partitioning, ordering and the session table rely on it).
+    """
+    event_id: str | None = None
+    try:
+        if topic not in TOPIC_EVENT_TYPE:
+            raise _Reject("unknown_topic", f"{topic!r} carries no user events")
+        if not raw:
+            raise _Reject("empty", "empty payload")
+        if len(raw) > max_bytes:
+            raise _Reject("oversize", f"{len(raw)} bytes > {max_bytes}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _Reject("invalid_utf8", str(e)) from None
+        obj = _decode(text)
+        if not isinstance(obj, dict):
+            raise _Reject("not_object", f"top-level JSON {type(obj).__name__}, expected an object")
+        eid = obj.get("event_id")
+        if isinstance(eid, str) and 0 < len(eid) <= MAX_ID_LEN:
+            event_id = eid
+        unknown = set(obj) - allowed_fields(topic)
+        if unknown:
+            raise _Reject("unknown_field", f"unknown fields {sorted(unknown)[:5]}")
+        ev_id = _id(obj, "event_id")
+        event_id = ev_id
+        user_id = _id(obj, "user_id")
+        forget = obj.get("event_type") == FORGET
+        item_id = "" if forget and obj.get("item_id") is None else _id(obj, "item_id")
+        ts = _number(obj, "ts", required=True)
+        assert ts is not None
+        if ts < 0:
+            raise _Reject("ts_negative", f"ts={ts}")
+        if ts > (time.time() if now is None else now) + max_future_skew_s:
+            raise _Reject("ts_future", f"ts={ts} is more than {max_future_skew_s:.0f} s ahead")
+        event_type = TOPIC_EVENT_TYPE[topic]
+        if "event_type" in obj:
+            et = obj["event_type"]
+            if not isinstance(et, str):
+                raise _Reject("wrong_type", "event_type must be a string")
+            if et == FORGET:
+                if key is not None and key != user_id.encode("utf-8"):
+                    raise _Reject("key_mismatch", f"key {key[:40]!r} != user_id {user_id!r}")
+                return Forget(ev_id, user_id, ts)
+            if et not in EVENT_TYPES:
+                raise _Reject("unknown_event_type", f"event_type {et[:40]!r}")
+            if et != event_type:
+                raise _Reject("event_type_mismatch", f"{et!r} on topic {topic}")
+        if "context" in obj and obj["context"] is not None and not isinstance(obj["context"], dict):
+            raise _Reject("wrong_type", "context must be an object")
+        price = quantity = None
+        if topic == "purchases":
+            price = _number(obj, "price", required=False)
+            if price is not None and not 0 <= price <= MAX_PRICE:
+                raise _Reject("out_of_range", f"price={price}")
+            q = obj.get("quantity")
+            if q is not None:
+                if isinstance(q, bool) or not isinstance(q, int):
+                    raise _Reject("wrong_type", "quantity must be an integer")
+                if not 1 <= q <= MAX_QUANTITY:
+                    raise _Reject("out_of_range", f"quantity={q}")
+                quantity = q
+        if key is not None and key != user_id.encode("utf-8"):
+            raise _Reject("key_mismatch", f"key {key[:40]!r} != user_id {user_id!r}")
+        return Event(ev_id, user_id, item_id, ts, event_type, price, quantity)
+    except _Reject as r:
+        return Rejection(r.reason, r.detail, event_id)

@@ -1,0 +1,125 @@
+"""Benchmark (not a test): per-user inference cost of the student vs the teacher on CPU.
+
+Both score a batch of users (MovieLens-100K histories of ``--history`` items) against
+the whole catalogue (1682 items):
+
+* teacher: tokenise + encode each user's history text with MiniLM (mean pooling), then
+  inner products with the cached item vectors;
+* student: GRU over the history's item vectors, then inner products with the item table.
+
+    coldstream bench inference [--batch 256] [--checkpoint models/v000001]
+
+Prints a table and writes ``reports/bench-inference.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+
+def _time(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--history", type=int, default=5, help="events per user history")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="student checkpoint (default: a MovieLens-sized student with random weights; "
+                         "speed does not depend on the weights)")
+    ap.add_argument("--out", type=Path, default=Path("reports/bench-inference.json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+
+    from coldstream.core.student import Student, StudentConfig, pack_histories
+    from trainer.data import load_movielens
+    from trainer.teacher import Teacher, history_text
+
+    inter, items = load_movielens()
+    seqs = inter.sequences()
+    users = list(seqs)[: args.batch]
+    while len(users) < args.batch:
+        users += users[: args.batch - len(users)]
+    hists = [seqs[u][0][: args.history] for u in users]
+    types = [seqs[u][1][: args.history] for u in users]
+
+    teacher = Teacher(batch_size=args.batch)
+    item_vecs = teacher.encode_items(items.texts)
+    texts = [history_text([items.texts[i] for i in h], max_items=args.history) for h in hists]
+
+    def run_teacher():
+        u = teacher.encode(texts)
+        return u @ item_vecs.T
+
+    if args.checkpoint is not None:
+        from coldstream.core.checkpoint import load_checkpoint
+        ck = load_checkpoint(args.checkpoint)
+        model, table = ck.model, torch.from_numpy(ck.item_vectors)
+        rows = [ck.rows_of([items.ids[i] for i in h])[0] for h in hists]
+    else:
+        torch.manual_seed(0)
+        model = Student(StudentConfig(n_items=len(items), text_dim=teacher.dim, dim=64, max_len=30)).eval()
+        with torch.no_grad():
+            table = model.item_vectors(torch.from_numpy(item_vecs), torch.arange(len(items)))
+        rows = [list(h) for h in hists]
+
+    @torch.no_grad()
+    def run_student():
+        idx, typ, mask = pack_histories(rows, types, model.config.max_len)
+        u = model.encode_indexed(table, idx, typ, mask)
+        return (u @ table.T).numpy()
+
+    t_times = _time(run_teacher, args.repeats)
+    s_times = _time(run_student, args.repeats * 20)
+    t_ms = 1000 * statistics.median(t_times) / args.batch
+    s_ms = 1000 * statistics.median(s_times) / args.batch
+    result = {
+        "batch": args.batch, "history_items": args.history, "catalogue": len(items),
+        "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "device": "cpu", "torch": torch.__version__,
+        "teacher": {"model": teacher.describe()["name"], "ms_per_user": round(t_ms, 4),
+                    "batch_ms_median": round(1000 * statistics.median(t_times), 2)},
+        "student": {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
+                    "ms_per_user": round(s_ms, 5), "batch_ms_median": round(1000 * statistics.median(s_times), 3)},
+        "speedup": round(t_ms / s_ms, 1),
+    }
+    print(f"{'model':10s} {'batch ms (median)':>18s} {'ms / user':>10s}")
+    print(f"{'teacher':10s} {result['teacher']['batch_ms_median']:18.2f} {t_ms:10.4f}")
+    print(f"{'student':10s} {result['student']['batch_ms_median']:18.3f} {s_ms:10.5f}")
+    print(f"speedup: student is {result['speedup']}x faster per user (batch {args.batch}, CPU, "
+          f"{args.threads} threads)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

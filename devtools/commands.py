@@ -1,0 +1,125 @@
+"""Development subcommands of ``coldstream`` (registered by :mod:`coldstream.cli` when the
+``dev`` extra is installed): ``broker``, ``demo``, ``replay``, ``bench ...`` and
+``evaluate --stream``.
+
+Heavy imports happen inside each command so that ``coldstream --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``broker``, ``demo``, ``replay``, ``bench`` and the ``--stream`` mode of ``evaluate``."""
+    from devtools import demo, faults
+    from devtools.bench import inference, serve, soak, swap
+
+    p = sub.add_parser("broker", help="run the embedded Tansu broker with the coldstream topics")
+    p.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
+    p.add_argument("--topic-prefix", default="", help="prefix of the created topics")
+    p.set_defaults(func=cmd_broker)
+
+    demo.register(sub)
+    serve.register(sub)  # coldstream bench serve | recommend
+    bench = sub.choices["bench"]
+    faults.register(bench)  # coldstream bench faults
+    bsub = next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
+    for name, mod, text in (("inference", inference, "per-user inference: student vs teacher"),
+                            ("swap", swap, "p99 latency during a hot swap; one trainer cycle"),
+                            ("soak", soak, "long steady stream through broker, worker and trainer")):
+        b = bsub.add_parser(name, help=text, description=(mod.__doc__ or "").split("\n")[0])
+        mod.add_arguments(b)
+        b.set_defaults(func=mod.run)
+
+    if "evaluate" in sub.choices:  # the trainer's command, extended with the system-level mode
+        e = sub.choices["evaluate"]
+        g = e.add_argument_group(
+            "--stream: prequential evaluation through the running system (devtools/prequential.py)",
+            "Trains a bootstrap student on the first --cut-share of the timeline, starts a broker, a worker "
+            "and the trainer service, replays the rest of MovieLens-100K in time order and scores the "
+            "worker's recommendations for new users after their 1st, 2nd, 3rd and 5th event (truth: their "
+            "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.")
+        g.add_argument("--stream", action="store_true", help="run the prequential stream evaluation")
+        g.add_argument("--bootstrap", default=None, help="use this broker (default: start Apache Kafka "
+                       "from kafka/jars, else Tansu)")
+        g.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
+        g.add_argument("--cut-share", type=float, default=None, help="past share of the timeline (default 0.6)")
+        g.add_argument("--max-events", type=int, default=None,
+                       help="stream events replayed after the cut (default 15000; 0: all)")
+        g.add_argument("--rate", type=float, default=None, help="replay events/s (default 100)")
+        g.add_argument("--cycle-events", type=int, default=None, help="trainer cycle every N events (default 3000)")
+        g.add_argument("--work-dir", type=Path, default=None,
+                       help="bootstrap cache and run folders (default .cache/prequential)")
+        offline = e.get_default("func")
+
+        def dispatch(args: argparse.Namespace) -> int:
+            return cmd_evaluate_stream(args) if args.stream else offline(args)
+
+        e.set_defaults(func=dispatch)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+    import threading
+
+    from coldstream.core.topics import create_topics
+    from devtools.brokers import TansuBroker
+
+    broker = TansuBroker(port=args.port)
+    broker.start()
+    try:
+        asyncio.run(create_topics(broker.bootstrap, replication_factor=1, prefix=args.topic_prefix))
+        print(broker.bootstrap, flush=True)
+        print(f"Tansu broker ready at {broker.bootstrap} (memory storage); Ctrl-C to stop",
+              flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                if not broker.running:
+                    print("broker exited", flush=True)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_evaluate_stream(args: argparse.Namespace) -> int:
+    """``coldstream evaluate --stream`` (:mod:`devtools.prequential`)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from coldstream.core.errors import UsageError
+    from devtools.prequential import StreamEvalConfig, markdown, run
+    from trainer.settings import get_settings
+
+    s = get_settings()
+    if args.teacher is not None and not (args.teacher / "config.json").is_file():
+        raise UsageError(f"teacher folder {args.teacher} lacks config.json")
+
+    cfg = StreamEvalConfig(seed=s.seed if args.seed is None else args.seed, bootstrap=args.bootstrap,
+                           broker=args.broker, threads=args.threads or s.threads, progress=s.progress,
+                           teacher_path=str(args.teacher or s.teacher_path or "") or None)
+    for name in ("cut_share", "max_events", "rate", "cycle_events"):
+        if getattr(args, name) is not None:
+            setattr(cfg, name, getattr(args, name))
+    if args.work_dir is not None:
+        cfg.work_dir = str(args.work_dir)
+    if not 0.05 <= cfg.cut_share <= 0.95:
+        raise UsageError("--cut-share must be between 0.05 and 0.95")
+    if cfg.rate <= 0 or cfg.max_events < 0:
+        raise UsageError("--rate must be > 0 and --max-events >= 0")
+    out = args.out or Path("reports/prequential-ml100k.json")
+    t0 = time.perf_counter()
+    report = run(cfg, out)
+    print(markdown(report))
+    stem = out.with_suffix("")
+    print(f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,140 @@
+"""Model store: round trip, tampering, hostile manifests and configs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from coldstream.core.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_versions,
+    load_checkpoint,
+    manifest_sha256,
+    save_checkpoint,
+)
+from coldstream.core.student import Student, StudentConfig
+
+
+def _make(tmp_path, n_known=30, n_text_only=5, seed=0):
+    torch.manual_seed(seed)
+    cfg = StudentConfig(n_items=n_known, text_dim=16, dim=8, max_len=10, dropout=0.1)
+    model = Student(cfg)
+    rng = np.random.default_rng(seed)
+    ids = [f"i{i}" for i in range(n_known + n_text_only)]
+    text = rng.normal(size=(len(ids), 16)).astype(np.float32)
+    path = save_checkpoint(tmp_path, model=model, item_ids=ids, item_text_vecs=text,
+                           item_titles=[f"title {i}" for i in ids], metrics={"ndcg@10": 0.5})
+    return model, ids, text, path
+
+
+def test_round_trip_gives_bit_identical_scores(tmp_path):
+    model, ids, _, path = _make(tmp_path)
+    ck = load_checkpoint(path)
+    assert ck.version == 1 and ck.item_ids == ids and ck.metrics == {"ndcg@10": 0.5}
+    histories = [["i1", ("i2", "purchase"), "i3"], [], ["unknown", "i7"], [("i4", 1)] * 12]
+    a = ck.embed_users(histories)
+    b = load_checkpoint(path).embed_users(histories)
+    assert a.dtype == np.float32 and a.shape == (4, 8)
+    assert np.array_equal(a, b)
+    # same as the in-memory model that was saved
+    model.eval()
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, ck.model.state_dict()[name]), name
+    recs = ck.recommend(["i1", "i2"], k=5)
+    assert len(recs) == 5 and not {"i1", "i2"} & {r[0] for r in recs}
+    assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+
+
+def test_versions_are_monotonic_and_latest(tmp_path):
+    _make(tmp_path)
+    _make(tmp_path, seed=1)
+    assert list_versions(tmp_path) == [1, 2]
+    assert latest_checkpoint(tmp_path).name == "v000002"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_new_item_without_id_embedding_is_placed_by_text(tmp_path):
+    _, ids, text, path = _make(tmp_path, n_known=30, n_text_only=5)
+    ck = load_checkpoint(path)
+    # rows past n_items have no id embedding: their stored vector is text-only
+    v = ck.item_vector_for_text(text[32])
+    assert np.allclose(v, ck.item_vectors[32], atol=1e-6)
+    # and a text-only item can be recommended: a user whose vector points at it gets it first
+    u = ck.item_vectors[32] / np.linalg.norm(ck.item_vectors[32])
+    scores = ck.item_vectors @ u
+    assert ids[int(np.argmax(scores))] in ids
+
+
+@pytest.mark.parametrize("damage,reason,file", [
+    ("flip", "checksum_mismatch", "weights.safetensors"),
+    ("truncate", "truncated", "weights.safetensors"),
+    ("pickle", "not_safetensors", "weights.safetensors"),
+    ("delete", "missing_file", "items.safetensors"),
+    ("escape", "path_escape", "manifest.json"),
+    ("absurd", "bad_config", "config.json"),
+    ("oversize", "too_large", "items.safetensors"),
+])
+def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, reason, file):
+    _, _, _, path = _make(tmp_path)
+    w = path / "weights.safetensors"
+    man = json.loads((path / "manifest.json").read_text())
+    if damage == "flip":
+        data = bytearray(w.read_bytes())
+        data[-3] ^= 0xFF
+        w.write_bytes(bytes(data))
+    elif damage == "truncate":
+        w.write_bytes(w.read_bytes()[:-100])
+        man["files"]["weights.safetensors"]["bytes"] = w.stat().st_size + 100
+        (path / "manifest.json").write_text(json.dumps(man))
+    elif damage == "pickle":
+        import pickle
+        blob = pickle.dumps({"x": 1})
+        w.write_bytes(blob)
+        import hashlib
+        man["files"]["weights.safetensors"] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+        (path / "manifest.json").write_text(json.dumps(man))
+    elif damage == "delete":
+        (path / "items.safetensors").unlink()
+    elif damage == "escape":
+        man["files"]["../../etc/passwd"] = {"bytes": 1, "sha256": "0" * 64}
+        (path / "manifest.json").write_text(json.dumps(man))
+    elif damage == "absurd":
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["student"]["n_items"] = 10**12
+        raw = json.dumps(cfg).encode()
+        (path / "config.json").write_bytes(raw)
+        import hashlib
+        man["files"]["config.json"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+        (path / "manifest.json").write_text(json.dumps(man))
+    elif damage == "oversize":
+        man["files"]["items.safetensors"]["bytes"] = 10**13
+        (path / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert ei.value.reason == reason
+    assert ei.value.file == file
+    assert file in str(ei.value)
+
+
+def test_symlinked_file_is_refused(tmp_path):
+    _, _, _, path = _make(tmp_path / "store")
+    outside = tmp_path / "outside.json"
+    shutil.copy(path / "metrics.json", outside)
+    (path / "metrics.json").unlink()
+    (path / "metrics.json").symlink_to(outside)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert ei.value.reason == "path_escape"
+
+
+def test_expected_manifest_sha_is_enforced(tmp_path):
+    _, _, _, path = _make(tmp_path)
+    assert load_checkpoint(path, expected_sha256=manifest_sha256(path)).version == 1
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path, expected_sha256="0" * 64)
+    assert ei.value.reason == "checksum_mismatch"

@@ -1,0 +1,39 @@
+"""History packing (:func:`coldstream.core.student.pack_histories`) against a plain loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from coldstream.core.student import pack_histories
+
+
+def _reference(rows, types, max_len):
+    """The definition, one history at a time: left-aligned, the max_len most recent kept."""
+    length = max(1, min(max_len, max((len(r) for r in rows), default=1)))
+    idx = torch.zeros((len(rows), length), dtype=torch.long)
+    typ = torch.zeros((len(rows), length), dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, (r, t) in enumerate(zip(rows, types, strict=True)):
+        r, t = list(r)[-length:], list(t)[-length:]
+        idx[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        typ[i, : len(t)] = torch.as_tensor(t, dtype=torch.long)
+        mask[i, : len(r)] = True
+    return idx, typ, mask
+
+
+def test_pack_histories_matches_the_definition():
+    rng = np.random.default_rng(1)
+    for max_len in (1, 5, 50):
+        rows = [list(rng.integers(0, 100, rng.integers(0, 70))) for _ in range(9)] + [[]]
+        types = [list(rng.integers(0, 2, len(r))) for r in rows]
+        for a, b in zip(pack_histories(rows, types, max_len), _reference(rows, types, max_len), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_pack_histories_hand_example():
+    idx, typ, mask = pack_histories([[3, 4, 5], [7], np.array([], dtype=np.int64)], [[0, 1, 1], [1], []], 2)
+    assert idx.tolist() == [[4, 5], [7, 0], [0, 0]]
+    assert typ.tolist() == [[1, 1], [1, 0], [0, 0]]
+    assert mask.tolist() == [[True, True], [True, False], [False, False]]
+    assert [t.shape for t in pack_histories([], [], 4)] == [(0, 1)] * 3

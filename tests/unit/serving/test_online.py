@@ -1,0 +1,64 @@
+"""Online quality joins and the current-window popularity used by the fallback."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry
+
+from devtools.testing import event_bytes, make_checkpoint
+from stream_app.batch import BatchProcessor, Incoming
+from stream_app.metrics import Metrics
+from stream_app.online import OnlineQuality, WindowedCounter
+from stream_app.recommender import Recommender
+from stream_app.settings import Settings
+
+
+def test_next_event_joined_to_previous_recommendation_per_version():
+    m = Metrics(CollectorRegistry())
+    q = OnlineQuality(window_s=10.0, metrics=m)
+    q.step("u", "1", [("2", 1.0), ("3", 0.5)], "1", now=0.0)   # first event: nothing to join
+    q.step("u", "3", [("4", 1.0)], "1", now=1.0)               # hit for v1
+    q.step("u", "9", [("5", 1.0)], "2", now=2.0)               # miss for v1
+    q.step("u", "5", [], "2", now=30.0)                        # outside the window: not counted
+    q.step("w", "5", [], "2", now=30.0)
+    q.flush()
+    reg = m.registry
+    assert reg.get_sample_value("coldstream_online_requests_total", {"model_version": "1"}) == 2.0
+    assert reg.get_sample_value("coldstream_online_hits_total", {"model_version": "1"}) == 1.0
+    assert reg.get_sample_value("coldstream_online_requests_total", {"model_version": "2"}) is None
+    assert q.hit_rate("1") == 0.5
+    small = OnlineQuality(window_s=10.0, max_users=2)
+    for u in "abc":
+        small.step(u, "1", [("1", 1.0)], "1", now=0.0)
+    small.step("a", "1", [], "1", now=1.0)  # "a" was forgotten (bounded memory)
+    small.flush()
+    assert small.requests["1"] == 0
+
+
+def test_windowed_popularity_forgets_old_events():
+    t = [0.0]
+    c = WindowedCounter(60.0, buckets=6, clock=lambda: t[0])
+    c.update(["old"] * 50)
+    t[0] = 30.0
+    c.update(["new"] * 5)
+    assert c.most_common(1)[0][0] == "old"
+    t[0] = 65.0
+    c.update(["new"])
+    assert "old" not in c and c["new"] == 6 and c.most_common(1)[0] == ("new", 6)
+
+
+def test_pipeline_feeds_online_quality(tmp_path):
+    rec = Recommender.from_checkpoint(make_checkpoint(tmp_path / "s", n_items=50), prefer_gpu_index=False)
+    rec._popularity = WindowedCounter(3600.0)
+    settings = Settings()
+    sessions: dict = {}
+    p = BatchProcessor(rec, settings, get_session=sessions.get, clock=lambda: 1000.0)
+    p.online = OnlineQuality(window_s=60.0)
+    first = p.process([Incoming("clicks", 0, 0, b"u", event_bytes("u", "1", ts=999.0)[1], None)])
+    top = [i for i, _ in rec.recommend_batch([["1"]], 10)[0]]
+    sessions.update({u: h for u, (_, h) in first.sessions.items()})
+    p.process([Incoming("clicks", 0, 1, b"u", event_bytes("u", top[0], ts=999.5)[1], None)])
+    assert p.online.requests["1"] == 1 and p.online.hits["1"] == 1
+    ghost = p.process([Incoming("clicks", 0, 2, b"g", event_bytes("g", "nope", ts=999.0)[1], None)])
+    import json
+    body = json.loads(ghost.recommendations[0][1])
+    assert body["fallback"] == "popular" and body["items"][0]["item_id"] in ("1", top[0])

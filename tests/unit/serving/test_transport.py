@@ -1,0 +1,99 @@
+"""Fences around the two places where the worker extends Faust beyond its settings
+(:mod:`stream_app.transport`): they fail when the installed Faust or aiokafka changes
+under the copied code, instead of letting the worker misbehave at run time."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import textwrap
+from importlib.metadata import version
+
+import aiokafka
+import faust.transport.consumer as faust_consumer
+import faust.transport.drivers.aiokafka as faust_aiokafka
+
+from stream_app import transport
+
+
+def _function(src: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    node = ast.parse(textwrap.dedent(src)).body[0]
+    assert isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    return node
+
+
+def _without_fast_path(fn: ast.AsyncFunctionDef) -> ast.AsyncFunctionDef:
+    """Our copy with the marked change taken out: the docstring, the statements binding the
+    fast path's own names, and ``if <fast topic>: ... else: <Faust's line>`` -> Faust's line."""
+
+    class Strip(ast.NodeTransformer):
+        def visit_If(self, node: ast.If) -> object:
+            self.generic_visit(node)
+            names = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+            if names & transport.FAST_PATH_NAMES:
+                return node.orelse
+            return node
+
+    body = list(fn.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # docstring
+
+    def binds_fast_name(stmt: ast.stmt) -> bool:
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        return any(isinstance(t, ast.Name) and t.id in transport.FAST_PATH_NAMES for t in targets)
+
+    fn.body = [s for s in body if not binds_fast_name(s)]
+    return Strip().visit(fn)
+
+
+def test_pinned_versions_are_installed() -> None:
+    # pyproject pins exactly these: the copied loop and the attribute below are checked
+    # against them, and a newer release needs a new look at stream_app/transport.py
+    assert version("faust-streaming") == "0.15.3"
+    assert version("aiokafka") == "0.14.0"
+
+
+def test_faust_drain_loop_is_the_one_we_copied() -> None:
+    upstream = textwrap.dedent(inspect.getsource(faust_consumer.Consumer._drain_messages))
+    assert hashlib.sha256(upstream.encode()).hexdigest() == transport.UPSTREAM_DRAIN_SHA256, (
+        "Faust's Consumer._drain_messages changed: copy it again into stream_app/transport.py "
+        "(keep the marked fast-path change) and update UPSTREAM_DRAIN_SHA256")
+
+
+def test_our_loop_is_faust_plus_the_marked_change_only() -> None:
+    ours = _without_fast_path(_function(inspect.getsource(transport.Consumer._drain_messages)))
+    upstream = _function(inspect.getsource(faust_consumer.Consumer._drain_messages))
+    ours.returns = upstream.returns = None
+    ours.decorator_list = upstream.decorator_list = []
+    assert [a.arg for a in ours.args.args] == [a.arg for a in upstream.args.args]  # annotations aside
+    assert [ast.dump(s) for s in ours.body] == [ast.dump(s) for s in upstream.body]
+
+
+def test_strip_notices_any_other_change() -> None:
+    # the comparison above is not vacuous: one changed line in our copy makes it differ
+    src = inspect.getsource(transport.Consumer._drain_messages).replace("yield_every = 100", "yield_every = 99")
+    ours = _without_fast_path(_function(src))
+    upstream = _function(inspect.getsource(faust_consumer.Consumer._drain_messages))
+    assert [ast.dump(s) for s in ours.body] != [ast.dump(s) for s in upstream.body]
+
+
+def test_fetch_wait_is_still_hard_coded_by_faust_and_read_by_aiokafka() -> None:
+    # Faust: the worker consumer is built with a literal 1500 ms (else use its setting)
+    faust_src = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
+    assert "fetch_max_wait_ms=1500" in faust_src
+    # aiokafka: the constructor keeps the argument in the attribute we set, and start()
+    # builds the fetcher from that attribute
+    init_src = inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+    start_src = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in init_src
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start_src
+
+
+def test_track_message_is_faust_pending_ack_plus_sensors() -> None:
+    # the fast path calls Consumer.track_message for every record it buffers: it must keep
+    # adding the message to the unacked set (graceful stop and rebalances wait for our acks)
+    # and feed the sensors (input counts)
+    src = inspect.getsource(faust_consumer.Consumer.track_message)
+    assert "self._unacked_messages.add(message)" in src
+    assert "self._on_message_in(" in src
