@@ -1,6 +1,6 @@
 # One command each on a fresh machine: `make demo` (events in, recommendations out on
 # the embedded broker) and `make test` (the whole suite, brokers started by fixtures).
-.PHONY: setup demo test test-unit lint bench evaluate
+.PHONY: setup demo test test-unit lint format bench evaluate
 
 setup:
 	bash scripts/setup.sh
@@ -14,8 +14,16 @@ test: setup
 test-unit: setup
 	.venv/bin/python -m pytest -m unit
 
+# the checks .ci/run enforces before the tests
 lint:
-	.venv/bin/ruff check stream_app trainer tests bench
+	.venv/bin/ruff check coldstream stream_app trainer devtools tests deploy
+	.venv/bin/ruff format --check coldstream stream_app trainer devtools tests deploy
+	.venv/bin/lint-imports --no-cache
+	.venv/bin/mypy coldstream/core stream_app
+
+format:
+	.venv/bin/ruff format coldstream stream_app trainer devtools tests deploy
+	.venv/bin/ruff check --fix coldstream stream_app trainer devtools tests deploy
 
 evaluate: setup
 	.venv/bin/coldstream evaluate

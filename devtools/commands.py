@@ -1,65 +1,114 @@
 """Development subcommands of ``coldstream`` (registered by :mod:`coldstream.cli` when the
-``dev`` extra is installed): ``broker``, ``demo``, ``replay``, ``bench ...`` and
-``evaluate --stream``.
+``dev`` extra is installed): ``broker``, ``demo``, ``replay``, ``bench serve|recommend|
+faults|inference|swap|soak`` and ``evaluate --stream``.
 
-Heavy imports happen inside each command so that ``coldstream --help`` stays instant.
+Every parser is built here, in one place; each command module exposes
+``add_arguments(parser)`` and ``run(args)``. The command modules import nothing heavy at
+module level (torch, faust, transformers are imported inside ``run``), so that building
+the parsers keeps ``coldstream --help`` quick. Every option's help shows its default (an option
+whose default is ``None`` says in its help what happens then).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["HelpFormatter", "register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``broker``, ``demo``, ``replay``, ``bench`` and the ``--stream`` mode of ``evaluate``."""
-    from devtools import demo, faults
-    from devtools.bench import inference, serve, soak, swap
+class SubParsers(Protocol):
+    """What ``parser.add_subparsers()`` returns (the parts of it used here)."""
 
-    p = sub.add_parser("broker", help="run the embedded Tansu broker with the coldstream topics")
+    choices: dict[str, argparse.ArgumentParser]
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` after every option's help, except where the default is ``None``:
+    there the help text itself says what happens."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+# (name, module, help) of the commands under ``coldstream`` and ``coldstream bench``
+COMMANDS = (
+    ("demo", "devtools.demo", "embedded broker + model + worker + replay, with a live table"),
+    ("replay", "devtools.replay", "replay MovieLens-100K or synthetic events into the topics"),
+)
+BENCHMARKS = (
+    ("serve", "devtools.bench.serve", "throughput and latency of the running pipeline vs a pass-through"),
+    ("recommend", "devtools.bench.recommend", "users/s of batched recommend on a large random index"),
+    ("faults", "devtools.faults.command", "fault scenarios: kill -9, SIGTERM, rebalance, broker restart, "
+                                          "bad input, breaker, burst, forget, hostile checkpoints"),
+    ("inference", "devtools.bench.inference", "per-user inference: student vs teacher"),
+    ("swap", "devtools.bench.swap", "p99 latency during a hot swap; one trainer cycle"),
+    ("soak", "devtools.bench.soak", "long steady stream through broker, worker and trainer"),
+)
+def _add(sub: SubParsers, name: str, module: str, text: str) -> argparse.ArgumentParser:
+    mod = importlib.import_module(module)
+    p = sub.add_parser(name, help=text, description=(mod.__doc__ or text).strip().split("\n\n")[0],
+                       formatter_class=HelpFormatter)
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.run)
+    return p
+
+
+def register(sub: SubParsers) -> None:
+    """Add ``broker``, ``demo``, ``replay``, ``bench ...`` and the ``--stream`` mode of ``evaluate``."""
+    p = sub.add_parser("broker", help="run the embedded Tansu broker with the coldstream topics",
+                       formatter_class=HelpFormatter)
     p.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
     p.add_argument("--topic-prefix", default="", help="prefix of the created topics")
     p.set_defaults(func=cmd_broker)
 
-    demo.register(sub)
-    serve.register(sub)  # coldstream bench serve | recommend
-    bench = sub.choices["bench"]
-    faults.register(bench)  # coldstream bench faults
-    bsub = next(a for a in bench._actions if isinstance(a, argparse._SubParsersAction))
-    for name, mod, text in (("inference", inference, "per-user inference: student vs teacher"),
-                            ("swap", swap, "p99 latency during a hot swap; one trainer cycle"),
-                            ("soak", soak, "long steady stream through broker, worker and trainer")):
-        b = bsub.add_parser(name, help=text, description=(mod.__doc__ or "").split("\n")[0])
-        mod.add_arguments(b)
-        b.set_defaults(func=mod.run)
+    for name, module, text in COMMANDS:
+        _add(sub, name, module, text)
+
+    bench = sub.add_parser("bench", help="benchmarks: serve, recommend, faults, inference, swap, soak",
+                           formatter_class=HelpFormatter)
+    bsub: SubParsers = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    for name, module, text in BENCHMARKS:
+        _add(bsub, name, module, text)
 
     if "evaluate" in sub.choices:  # the trainer's command, extended with the system-level mode
-        e = sub.choices["evaluate"]
-        g = e.add_argument_group(
-            "--stream: prequential evaluation through the running system (devtools/prequential.py)",
-            "Trains a bootstrap student on the first --cut-share of the timeline, starts a broker, a worker "
-            "and the trainer service, replays the rest of MovieLens-100K in time order and scores the "
-            "worker's recommendations for new users after their 1st, 2nd, 3rd and 5th event (truth: their "
-            "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.")
-        g.add_argument("--stream", action="store_true", help="run the prequential stream evaluation")
-        g.add_argument("--bootstrap", default=None, help="use this broker (default: start Apache Kafka "
-                       "from kafka/jars, else Tansu)")
-        g.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto")
-        g.add_argument("--cut-share", type=float, default=None, help="past share of the timeline (default 0.6)")
-        g.add_argument("--max-events", type=int, default=None,
-                       help="stream events replayed after the cut (default 15000; 0: all)")
-        g.add_argument("--rate", type=float, default=None, help="replay events/s (default 100)")
-        g.add_argument("--cycle-events", type=int, default=None, help="trainer cycle every N events (default 3000)")
-        g.add_argument("--work-dir", type=Path, default=None,
-                       help="bootstrap cache and run folders (default .cache/prequential)")
-        offline = e.get_default("func")
+        _extend_evaluate(sub.choices["evaluate"])
 
-        def dispatch(args: argparse.Namespace) -> int:
-            return cmd_evaluate_stream(args) if args.stream else offline(args)
 
-        e.set_defaults(func=dispatch)
+def _extend_evaluate(e: argparse.ArgumentParser) -> None:
+    g = e.add_argument_group(
+        "--stream: prequential evaluation through the running system (devtools/prequential.py)",
+        "Trains a bootstrap student on the first --cut-share of the timeline, starts a broker, a worker "
+        "and the trainer service, replays the rest of MovieLens-100K in time order and scores the "
+        "worker's recommendations for new users after their 1st, 2nd, 3rd and 5th event (truth: their "
+        "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.")
+    g.add_argument("--stream", action="store_true",
+                   help="run the prequential stream evaluation (default: False, the offline protocol)")
+    g.add_argument("--bootstrap", default=None, help="use this broker (default: start Apache Kafka "
+                   "from kafka/jars, else Tansu)")
+    g.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto",
+                   help="broker to start without --bootstrap (default: auto = kafka when its jars are there)")
+    g.add_argument("--cut-share", type=float, default=None, help="past share of the timeline (default: 0.6)")
+    g.add_argument("--max-events", type=int, default=None,
+                   help="stream events replayed after the cut (default: 15000; 0: all)")
+    g.add_argument("--rate", type=float, default=None, help="replay events/s (default: 100)")
+    g.add_argument("--cycle-events", type=int, default=None, help="trainer cycle every N events (default: 3000)")
+    g.add_argument("--work-dir", type=Path, default=None,
+                   help="bootstrap cache and run folders (default: .cache/prequential)")
+    offline = e.get_default("func")
+
+    def dispatch(args: argparse.Namespace) -> int:
+        return cmd_evaluate_stream(args) if args.stream else offline(args)
+
+    e.set_defaults(func=dispatch)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:

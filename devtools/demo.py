@@ -1,10 +1,9 @@
-"""``coldstream demo`` and ``coldstream replay``.
-
-``demo`` is one command on a fresh machine: embedded Tansu broker -> topics -> a quick
+"""``coldstream demo``: one command on a fresh machine: embedded Tansu broker -> topics -> a quick
 bootstrap model if the store has none (``trainer.train_bootstrap``) -> a worker subprocess
 (own process group) -> MovieLens replay -> a live table of recommendations for new users
 with item titles. ``--events N`` / ``--duration S`` make it finish by itself; Ctrl-C stops
-every process it started (SIGTERM to the group, deadline, SIGKILL).
+every process it started (SIGTERM to the group, deadline, SIGKILL). The replay is
+:func:`devtools.replay.replay`; ``coldstream replay`` is :mod:`devtools.replay`'s command.
 """
 
 from __future__ import annotations
@@ -13,52 +12,25 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="embedded broker + model + worker + replay, with a live table")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-store", default=None, help="model store (default: COLDSTREAM_MODEL_STORE)")
     p.add_argument("--events", type=int, default=2000, help="events to replay, then stop (0: all)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds "
+                                                                "(default: when the events are answered)")
     p.add_argument("--rate", type=float, default=200.0, help="events per second (0: flat out)")
     p.add_argument("--web-port", type=int, default=None, help="worker web port (default: a free one)")
     p.add_argument("--random-model", action="store_true",
                    help="skip training: serve a random model over the MovieLens items (quick checks)")
     p.add_argument("--no-live", action="store_true", help="print a final table only")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("replay", help="replay MovieLens-100K or synthetic events into the topics")
-    p.add_argument("--bootstrap", default=None, help="broker (env COLDSTREAM_BOOTSTRAP)")
-    p.add_argument("--topic-prefix", default=None, help="topic prefix (env COLDSTREAM_TOPIC_PREFIX)")
-    p.add_argument("--source", choices=["movielens", "synthetic"], default="movielens")
-    p.add_argument("--events", type=int, default=0, help="events to send (0: all of MovieLens; "
-                                                         "synthetic default 100000)")
-    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: flat out)")
-    p.add_argument("--no-items", action="store_true", help="do not send the catalogue to `items`")
-    p.set_defaults(func=cmd_replay)
-
-
-def cmd_replay(args: argparse.Namespace) -> int:
-    from coldstream.core.topics import topic_names
-    from devtools.replay import movielens_events, replay, synthetic_events
-    from stream_app.settings import Settings
-
-    s = Settings().with_overrides(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
-    if args.source == "movielens":
-        events, catalogue = movielens_events(args.events or None)
-        total = args.events or 100_000
-    else:
-        total = args.events or 100_000
-        events, catalogue = synthetic_events(total)
-    sent = asyncio.run(replay(s.bootstrap, topic_names(s.topic_prefix), events, rate=args.rate, total=total,
-                              catalogue=None if args.no_items else catalogue))
-    print(f"sent {sent} events to {s.bootstrap}")
-    return 0
 
 
 def _ensure_model(store: Path, random_model: bool) -> Path:
@@ -97,12 +69,13 @@ def _random_movielens_model(store: Path) -> Path:
                            metrics={"note": "random demo model"}, teacher={"name": "none"})
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``coldstream demo``."""
     from rich.console import Console
 
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import TansuBroker, free_port
-    from devtools.testing import WorkerProcess
+    from devtools.processes import WorkerProcess
     from stream_app.settings import Settings
 
     console = Console()
@@ -147,16 +120,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str], titles: dict[str, str],
-               console) -> dict:  # noqa: ANN001
-    from aiokafka import AIOKafkaConsumer
+               console: Any) -> dict[str, Any]:
     from rich.live import Live
     from rich.table import Table
 
+    from devtools.kafka_io import read_until
     from devtools.replay import movielens_events, replay
 
     events, catalogue = movielens_events(args.events or None)
     total = args.events or 100_000
-    users: OrderedDict[str, dict] = OrderedDict()
+    users: OrderedDict[str, dict[str, Any]] = OrderedDict()
     latencies: list[float] = []
     counts = {"recs": 0, "dlq": 0}
     stop = asyncio.Event()
@@ -179,64 +152,71 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
 
     last_item: dict[str, str] = {}
 
-    def on_sent(eid: str, ev, _t: float) -> None:  # noqa: ANN001
+    def on_sent(eid: str, ev: Any, _t: float) -> None:
         last_item[eid] = ev.item_id
 
-    consumer = AIOKafkaConsumer(topics["recommendations"], topics["events-dlq"], bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=20)
-    await consumer.start()
+    def on_records(records: list[Any], _now: float) -> None:
+        for r in records:
+            v = json.loads(r.value)
+            if r.topic == topics["events-dlq"]:
+                counts["dlq"] += 1
+                continue
+            counts["recs"] += 1
+            latencies.append(v["latency_ms"])
+            u = users.pop(v["user_id"], {"n": 0})
+            u.update(n=u["n"] + 1, cold=v["cold_start"], items=v["items"], fallback=v.get("fallback"),
+                     latency=v["latency_ms"], last=last_item.get(v["event_id"], "?"))
+            users[v["user_id"]] = u
+
     t0 = time.monotonic()
-    sent_box = {"n": None}
+    sent_box: dict[str, int | None] = {"n": None}
+    producer_task: asyncio.Task[None] | None = None
 
     async def produce_all() -> None:
         sent_box["n"] = await replay(bootstrap, topics, events, rate=args.rate, total=total,
                                      catalogue=catalogue, progress=False, on_sent=on_sent, stop=stop)
 
-    producer_task = asyncio.create_task(produce_all())
     live = None if args.no_live or not console.is_terminal else Live(table(), console=console,
                                                                      refresh_per_second=4)
+
+    def finished() -> bool:
+        """Asked after every poll: refresh the table, end the replay at ``--duration``, and
+        stop once every sent event is answered (or after a generous timeout)."""
+        if live:
+            live.update(table())
+        elapsed = time.monotonic() - t0
+        if args.duration is not None and elapsed > args.duration:
+            stop.set()
+        if producer_task is not None and producer_task.done():
+            producer_task.result()
+            if counts["recs"] + counts["dlq"] >= (sent_box["n"] or 0) or stop.is_set():
+                return True
+            if elapsed > (args.duration or 0) + 60 + total / max(args.rate, 100):
+                console.print("[red]timed out waiting for recommendations[/red]")
+                return True
+        return False
+
+    positioned = asyncio.Event()
+    reader = asyncio.create_task(read_until(
+        bootstrap, [topics["recommendations"], topics["events-dlq"]], until=finished, timeout_s=None,
+        positioned=positioned, on_records=on_records, keep=False, fetch_max_wait_ms=20, poll_ms=200))
     try:
+        await positioned.wait()  # the consumer is up before the first event goes out
+        t0 = time.monotonic()
+        producer_task = asyncio.create_task(produce_all())
         if live:
             live.start()
-        while True:
-            batch = await consumer.getmany(timeout_ms=200)
-            for tp, records in batch.items():
-                for r in records:
-                    v = json.loads(r.value)
-                    if tp.topic == topics["events-dlq"]:
-                        counts["dlq"] += 1
-                        continue
-                    counts["recs"] += 1
-                    latencies.append(v["latency_ms"])
-                    u = users.pop(v["user_id"], {"n": 0})
-                    u.update(n=u["n"] + 1, cold=v["cold_start"], items=v["items"], fallback=v.get("fallback"),
-                             latency=v["latency_ms"], last=last_item.get(v["event_id"], "?"))
-                    users[v["user_id"]] = u
-            if live:
-                live.update(table())
-            elapsed = time.monotonic() - t0
-            if args.duration is not None and elapsed > args.duration:
-                stop.set()
-            if producer_task.done():
-                producer_task.result()
-                if counts["recs"] + counts["dlq"] >= (sent_box["n"] or 0) or stop.is_set():
-                    break
-                if elapsed > (args.duration or 0) + 60 + total / max(args.rate, 100):
-                    console.print("[red]timed out waiting for recommendations[/red]")
-                    break
+        await reader
     finally:
         stop.set()
         if live:
             live.stop()
-        if not producer_task.done():
+        if producer_task is not None and not producer_task.done():
             producer_task.cancel()
-        await consumer.stop()
+        if not reader.done():
+            reader.cancel()
     if not live:
         console.print(table())
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
     return {"sent": sent_box["n"] or 0, "recs": counts["recs"], "dlq": counts["dlq"], "users": len(users),
             "p50": q[49], "p99": q[98]}
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0)

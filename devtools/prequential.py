@@ -136,56 +136,57 @@ async def _replay_and_collect(bootstrap: str, names: dict[str, str], events: lis
                               n_expected: int, drain_s: float, progress: bool
                               ) -> tuple[dict[str, dict], list[dict], list[float], float]:
     """Replay ``events`` (ReplayEvent, in order; event id ``<run>-<position>``) and read
-    ``recommendations`` / ``model-updates`` until every event is answered or ``drain_s``."""
-    from aiokafka import AIOKafkaConsumer
-
+    ``recommendations`` / ``model-updates`` until every event is answered or ``drain_s``
+    after the replay (then 1 s more: a last model-updates record, if any)."""
+    from devtools.kafka_io import read_until
     from devtools.replay import replay
 
     run_id = uuid.uuid4().hex[:8]
     sent_at = [0.0] * len(events)
     recs: dict[str, dict] = {}
     updates: list[dict] = []
-    consumer = AIOKafkaConsumer(names["recommendations"], names["model-updates"], names["events-dlq"],
-                                bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False, fetch_max_wait_ms=100)
-    await consumer.start()
     prefix = run_id + "-"
-    dlq = 0
+    counts = {"dlq": 0}
+    replayed: dict[str, float] = {}  # "sent": events sent, "deadline": end of the drain
 
     def on_sent(eid: str, _ev: Any, t: float) -> None:
         sent_at[int(eid.rsplit("-", 1)[1])] = t
 
-    async def collect(stop: asyncio.Event) -> None:
-        nonlocal dlq
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-            for tp, records in batch.items():
-                for r in records:
-                    if tp.topic == names["model-updates"]:
-                        updates.append({**json.loads(r.value), "received_at": time.time()})
-                        continue
-                    if tp.topic == names["events-dlq"]:
-                        dlq += 1
-                        continue
-                    v = json.loads(r.value)
-                    if str(v.get("event_id", "")).startswith(prefix):
-                        v["received_at"] = time.time()
-                        recs[v["event_id"]] = v
+    def on_records(records: list[Any], now: float) -> None:
+        for r in records:
+            if r.topic == names["model-updates"]:
+                updates.append({**json.loads(r.value), "received_at": now})
+                continue
+            if r.topic == names["events-dlq"]:
+                counts["dlq"] += 1
+                continue
+            v = json.loads(r.value)
+            if str(v.get("event_id", "")).startswith(prefix):
+                v["received_at"] = now
+                recs[v["event_id"]] = v
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(collect(stop))
-    t0 = time.perf_counter()
+    def drained() -> bool:
+        if "sent" not in replayed:
+            return False
+        return (len(recs) + counts["dlq"] >= min(replayed["sent"], n_expected)
+                or time.monotonic() >= replayed["deadline"])
+
+    positioned = asyncio.Event()
+    reader = asyncio.create_task(read_until(
+        bootstrap, [names["recommendations"], names["model-updates"], names["events-dlq"]], until=drained,
+        timeout_s=None, idle_s=1.0, positioned=positioned, on_records=on_records, keep=False,
+        fetch_max_wait_ms=100, poll_ms=200, max_records=5000))
     try:
+        await positioned.wait()
+        t0 = time.perf_counter()
         sent = await replay(bootstrap, names, iter(events), rate=rate, total=len(events), progress=progress,
                             run_id=run_id, on_sent=on_sent)
-        deadline = time.monotonic() + drain_s
-        while len(recs) + dlq < min(sent, n_expected) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)  # a last model-updates record, if any
+        replayed.update(sent=sent, deadline=time.monotonic() + drain_s)
+        await reader
     finally:
-        stop.set()
-        await asyncio.wait([task], timeout=5)
-        await consumer.stop()
+        if not reader.done():
+            reader.cancel()
+            await asyncio.wait([reader], timeout=5)
     recs = {eid.split("-", 1)[1]: v for eid, v in recs.items()}  # key: position as str
     return recs, updates, sent_at, time.perf_counter() - t0
 
@@ -196,9 +197,8 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
 
     from coldstream.core.topics import create_topics, load_topics, topic_names
     from devtools.brokers import free_port
-    from devtools.processes import start_process, stop_process
+    from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
     from devtools.replay import ReplayEvent
-    from devtools.testing import WorkerProcess
     from trainer.data import load_movielens, tie_share
 
     t_start = time.perf_counter()
@@ -254,7 +254,7 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
              "--cycle-seconds", "0", "--min-buffer-events", str(cfg.min_buffer_events),
              "--teacher-prefixes", str(cfg.teacher_prefixes), "--metrics-port", str(free_port()),
              "--threads", "1"], env=env, log_path=run_dir / "trainer.log")
-        _wait_for(run_dir / "trainer.log", "trainer: consuming", trainer, 180)
+        wait_for_log(run_dir / "trainer.log", "trainer: consuming", proc=trainer, timeout_s=180, name="trainer")
         timings["processes_ready_s"] = round(time.perf_counter() - t, 1)
         recs, updates, sent_at, timings["replay_s"] = asyncio.run(_replay_and_collect(
             bootstrap, names, events, rate=cfg.rate, n_expected=len(events), drain_s=cfg.drain_s,
@@ -343,15 +343,3 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
     }
     write_prequential_report(report, out)
     return report
-
-
-def _wait_for(path: Path, needle: str, proc, timeout_s: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        if needle in text:
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}\n{text[-3000:]}")
-        time.sleep(0.3)
-    raise TimeoutError(f"{needle!r} not in {path} after {timeout_s} s")

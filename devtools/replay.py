@@ -3,17 +3,27 @@
 Sources: MovieLens-100K from :mod:`trainer.data` in time order (rating >= 4 is a purchase),
 or the synthetic generator of :mod:`trainer.data.synthetic`. ``rate`` is events per second
 (0 = flat out). Each event gets a fresh ``event_id`` (``<run>-<n>``) so a second replay is
-new traffic, not duplicates.
+new traffic, not duplicates. :func:`replay` is used by ``coldstream replay`` (this module's
+:func:`run`), the demo and the prequential evaluation; it sends through
+:func:`devtools.kafka_io.produce`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from coldstream.core.records import event_payload
+from devtools.kafka_io import produce
+
+__all__ = ["ReplayEvent", "add_arguments", "event_record", "movielens_events", "replay", "run",
+           "synthetic_events"]
 
 
 @dataclass(frozen=True)
@@ -60,10 +70,9 @@ def synthetic_events(limit: int, *, n_users: int = 10_000, n_items: int = 10_000
 
 
 def event_record(ev: ReplayEvent, event_id: str, topics: dict[str, str]) -> tuple[str, bytes, bytes]:
+    """``(physical topic, key, value)`` of one replayed event."""
     topic = topics["purchases" if ev.event_type == 1 else "clicks"]
-    value = json.dumps({"event_id": event_id, "user_id": ev.user_id, "item_id": ev.item_id, "ts": ev.ts},
-                       separators=(",", ":")).encode()
-    return topic, ev.user_id.encode(), value
+    return topic, ev.user_id.encode(), event_payload(ev.user_id, ev.item_id, event_id=event_id, ts=ev.ts)
 
 
 async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[ReplayEvent], *,
@@ -73,48 +82,65 @@ async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[Replay
                  stop: asyncio.Event | None = None) -> int:
     """Send ``events`` (at ``rate`` ev/s, 0 = flat out); returns how many were sent.
 
-    ``on_sent(event_id, event, send_time)`` is called for every event (benchmarks, demo)."""
-    from aiokafka import AIOKafkaProducer
+    The ``catalogue`` (``[(item_id, title)]``) goes to ``items`` first, flat out and
+    acknowledged before the first event. ``on_sent(event_id, event, send_time)`` is called
+    for every event (benchmarks, demo); ``stop`` ends the replay early."""
     from tqdm import tqdm
 
     run_id = run_id or uuid.uuid4().hex[:8]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
-                                max_batch_size=256 * 1024)
-    await producer.start()
-    sent = 0
+    config: dict[str, Any] = {"linger_ms": 5, "acks": 1, "max_batch_size": 256 * 1024,
+                              "request_timeout_ms": 40_000}
     bar = tqdm(total=total, unit="ev", disable=not progress, smoothing=0.1, desc="replay")
     try:
         if catalogue:
             now = time.time()
-            for iid, title in catalogue:
-                await producer.send(topics["items"], key=iid.encode(), value=json.dumps(
-                    {"item_id": iid, "title": title, "ts": now}).encode())
-            await producer.flush()
-        t0 = last = time.perf_counter()
-        pending: list = []
-        for ev in events:
-            if stop is not None and stop.is_set():
-                break
-            eid = f"{run_id}-{sent}"
-            topic, key, value = event_record(ev, eid, topics)
-            if rate > 0:
-                delay = t0 + sent / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(await producer.send(topic, value=value, key=key))
+            await produce(bootstrap, [(topics["items"], iid.encode(),
+                                       json.dumps({"item_id": iid, "title": title, "ts": now}).encode())
+                                      for iid, title in catalogue], **config)
+
+        def records() -> Iterator[tuple[str, bytes, bytes, str, ReplayEvent]]:
+            for n, ev in enumerate(events):
+                eid = f"{run_id}-{n}"
+                yield (*event_record(ev, eid, topics), eid, ev)
+
+        def sent(_i: int, rec: tuple[str, bytes, bytes, str, ReplayEvent], t: float) -> None:
             if on_sent is not None:
-                on_sent(eid, ev, time.time())
-            sent += 1
-            if len(pending) >= 1000 or time.perf_counter() - last > 0.2:
-                await asyncio.gather(*pending)
-                bar.update(len(pending))
-                pending.clear()
-                last = time.perf_counter()
-        if pending:
-            await asyncio.gather(*pending)
-            bar.update(len(pending))
-        await producer.flush()
+                on_sent(rec[3], rec[4], t)
+
+        done = await produce(bootstrap, records(), rate=rate,
+                             stop=(lambda _i: stop.is_set()) if stop is not None else None,
+                             on_sent=sent, on_acked=lambda *_: bar.update(1), settle_every=1000,
+                             settle_s=0.2, **config)
     finally:
         bar.close()
-        await producer.stop()
-    return sent
+    return done.sent
+
+
+# ------------------------------------------------------------------------------ the command
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", default=None, help="broker (default: env COLDSTREAM_BOOTSTRAP)")
+    p.add_argument("--topic-prefix", default=None, help="topic prefix (default: env COLDSTREAM_TOPIC_PREFIX)")
+    p.add_argument("--source", choices=["movielens", "synthetic"], default="movielens", help="event source")
+    p.add_argument("--events", type=int, default=0, help="events to send (0: all of MovieLens; "
+                                                         "synthetic: 100000)")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: flat out)")
+    p.add_argument("--no-items", action="store_true", help="do not send the catalogue to `items`")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``coldstream replay``."""
+    from coldstream.core.topics import topic_names
+    from stream_app.settings import Settings
+
+    s = Settings().with_overrides(bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
+    if args.source == "movielens":
+        events, catalogue = movielens_events(args.events or None)
+        total = args.events or 100_000
+    else:
+        total = args.events or 100_000
+        events, catalogue = synthetic_events(total)
+    sent = asyncio.run(replay(s.bootstrap, topic_names(s.topic_prefix), events, rate=args.rate, total=total,
+                              catalogue=None if args.no_items else catalogue))
+    print(f"sent {sent} events to {s.bootstrap}")
+    return 0

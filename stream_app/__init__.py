@@ -1,0 +1,1 @@
+"""Serving: the Faust worker (docs/architecture.md has the module map)."""

@@ -1,4 +1,4 @@
-"""Agents and timers of the serving worker (thin: the work is in ``pipeline.py``).
+"""Agents and timers of the serving worker (thin: the work is in ``batch.py``).
 
 :func:`wire` registers, on an app from :func:`stream_app.app.create_app`:
 

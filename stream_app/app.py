@@ -19,7 +19,7 @@ class ColdstreamApp(faust.App):
     fetch_max_wait_ms: int = 10
     fast_path: FastPath | None = None
 
-    def _new_transport(self):  # type: ignore[no-untyped-def]
+    def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
 
 
@@ -63,6 +63,13 @@ def create_app(settings: Settings) -> ColdstreamApp:
         web_bind=settings.web_bind,
         web_host="127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else settings.web_bind,
         web_enabled=True,
+        # Faust's built-in views would let any client of the web port read any user's
+        # session (/table/sessions/<user>/) and the cluster layout (/router/): off. The
+        # worker serves only its own views (stream_app.web).
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         stream_recovery_delay=0.0,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=256 * 1024,

@@ -38,6 +38,7 @@ import numpy as np
 
 from coldstream.core.checkpoint import CheckpointError, load_checkpoint
 from coldstream.core.model_updates import UpdateRefused, verify_update
+from coldstream.core.topics import topic_partitions
 from stream_app.metrics import Metrics
 from stream_app.recommender import Recommender, ServingModel
 
@@ -239,7 +240,7 @@ class Control:
     vectors: ItemVectorSink
 
 
-async def _broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | None,
+async def broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | None,
                               fetch_max_wait_ms: int, client_kwargs: dict[str, Any] | None = None):
     """A group-less consumer assigned every partition of ``topic``. ``from_end=None``:
     from the beginning; ``from_end=n``: the last ``n`` records of each partition.
@@ -249,21 +250,10 @@ async def _broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | Non
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
                                 **(client_kwargs or {}))
+    parts = await topic_partitions(bootstrap, topic, client_kwargs=client_kwargs)
     await consumer.start()
     try:
-        parts = None
-        for _ in range(100):  # the topic may be created moments after the worker starts
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                break
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                break
-            await asyncio.sleep(0.2)
-        if not parts:
-            raise RuntimeError(f"topic {topic} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         if from_end is None:
             await consumer.seek_to_beginning(*tps)
@@ -289,14 +279,14 @@ def attach(w: Any) -> Control:
     from stream_app.online import OnlineQuality, WindowedCounter
 
     w.processor.online = OnlineQuality(window_s=s.online_window_s, metrics=w.metrics)
-    if not isinstance(w.recommender._popularity, WindowedCounter):  # popularity of the current window
-        w.recommender._popularity = WindowedCounter(s.popular_window_s)
+    if not isinstance(w.recommender.popularity, WindowedCounter):  # popularity of the current window
+        w.recommender.popularity = WindowedCounter(s.popular_window_s)
     app = w.app
     updates_topic, vectors_topic = w.names["model-updates"], w.names["item-vectors"]
 
     @app.task
     async def follow_model_updates() -> None:
-        consumer = await _broadcast_consumer(s.bootstrap, updates_topic, from_end=1,
+        consumer = await broadcast_consumer(s.bootstrap, updates_topic, from_end=1,
                                              fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
                                              client_kwargs=s.kafka_client_kwargs())
         try:
@@ -311,7 +301,7 @@ def attach(w: Any) -> Control:
 
     @app.task
     async def follow_item_vectors() -> None:
-        consumer = await _broadcast_consumer(s.bootstrap, vectors_topic, from_end=None,
+        consumer = await broadcast_consumer(s.bootstrap, vectors_topic, from_end=None,
                                              fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
                                              client_kwargs=s.kafka_client_kwargs())
         try:

@@ -6,7 +6,7 @@ The index only grows (``add``); a replaced item's old row is filtered out by the
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class FaissCpuIndex:
         import faiss
 
         self.dim = dim
-        self._index = faiss.IndexFlatIP(dim)
+        self._index: Any = faiss.IndexFlatIP(dim)
 
     @property
     def ntotal(self) -> int:
@@ -81,7 +81,7 @@ class FaissGpuIndex(FaissCpuIndex):
         self._res = faiss.StandardGpuResources()
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = device
-        self._index = faiss.GpuIndexFlatIP(self._res, dim, cfg)
+        self._index: Any = faiss.GpuIndexFlatIP(self._res, dim, cfg)  # the IndexFlatIP API
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return super().search(queries, min(k, self.MAX_K))

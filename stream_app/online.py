@@ -59,7 +59,7 @@ class OnlineQuality:
 class WindowedCounter(Counter):
     """A ``Counter`` of the last ``window_s`` seconds only (``buckets`` time buckets):
     the recommender's popularity fallback then means *popular in the current window*.
-    Drop-in for ``Recommender._popularity`` (``update``, ``most_common``, ``get``, ``values``)."""
+    Drop-in for ``Recommender.popularity`` (``update``, ``most_common``, ``get``, ``values``)."""
 
     def __init__(self, window_s: float, buckets: int = 12, clock: Any = None) -> None:
         import time as _time
@@ -70,7 +70,7 @@ class WindowedCounter(Counter):
         self._buckets: deque[tuple[float, Counter]] = deque()
         super().__init__()
 
-    def update(self, iterable: Any = None, /, **kwds: Any) -> None:  # type: ignore[override]
+    def update(self, iterable: Any = None, /, **kwds: Any) -> None:
         now = self.clock()
         while self._buckets and now - self._buckets[0][0] >= self.window_s:
             _, old = self._buckets.popleft()

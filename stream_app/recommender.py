@@ -59,7 +59,7 @@ class ServingModel:
         seed = ck.metrics.get("popular_items") if isinstance(ck.metrics, dict) else None
         if not (isinstance(seed, list) and all(isinstance(s, str | int) for s in seed)):
             seed = ck.item_ids[:200]
-        table = ck._table if ck._table is not None else torch.from_numpy(ck.item_vectors).to(ck.device)
+        table = ck.table
         return cls(version=str(ck.version), checkpoint=ck, item_ids=tuple(ck.item_ids),
                    index_of=MappingProxyType(dict(ck.index_of)), table=table, index=index,
                    popular_seed=tuple(str(s) for s in seed))
@@ -90,7 +90,8 @@ class Recommender:
 
     model: ServingModel
     max_history: int = 50
-    _popularity: Counter = field(default_factory=Counter)
+    popularity: Counter = field(default_factory=Counter)
+    """Event counts per item behind the popularity fallback (a ``WindowedCounter`` in a worker)."""
     _popular_cache: list[str] = field(default_factory=list)
     _popular_at: float = 0.0
     _popular_dirty: bool = True
@@ -111,13 +112,13 @@ class Recommender:
     # -- popularity ----------------------------------------------------------------------
     def observe(self, item_ids: Iterable[str]) -> None:
         """Count events per item for the popularity fallback (call once per batch)."""
-        self._popularity.update(item_ids)
+        self.popularity.update(item_ids)
         self._popular_dirty = True
 
     def _popular(self, n: int) -> list[str]:
         now = time.monotonic()
         if self._popular_dirty and (now - self._popular_at > 1.0 or not self._popular_cache):
-            top = [iid for iid, _ in self._popularity.most_common(n)]
+            top = [iid for iid, _ in self.popularity.most_common(n)]
             seen = set(top)
             self._popular_cache = top + [s for s in self.model.popular_seed if s not in seen]
             self._popular_at, self._popular_dirty = now, False
@@ -126,13 +127,13 @@ class Recommender:
     def popular(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         m = self.model
         excl = set(exclude)
-        total = max(1, sum(self._popularity.values()))
+        total = max(1, sum(self.popularity.values()))
         out = []
         for iid in self._popular(k + self.max_history + 50):
             row = m.index_of.get(iid)
             if row is None or row in m.dead or iid in excl:
                 continue
-            out.append((iid, self._popularity.get(iid, 0) / total))
+            out.append((iid, self.popularity.get(iid, 0) / total))
             if len(out) == k:
                 break
         return out
@@ -178,17 +179,17 @@ class Recommender:
             limit = len(m.item_ids)
             # drop seen, dead and foreign rows for the whole batch at once, keep the first k
             seen = np.full((len(known), max(1, max(len(r) for r in rows_l))), -2, dtype=np.int64)
-            for j, r in enumerate(rows_l):
-                seen[j, :len(r)] = r
+            for j, user_rows in enumerate(rows_l):
+                seen[j, :len(user_rows)] = user_rows
             bad = (found[:, :, None] == seen[:, None, :]).any(axis=2) | (found < 0) | (found >= limit)
             if m.dead:
                 bad |= np.isin(found, np.fromiter(m.dead, dtype=np.int64))
             good = ~bad
             keep = good & (np.cumsum(good, axis=1) <= k)
-            ids = m.item_ids
+            item_ids = m.item_ids
             for j, i in enumerate(known):
                 sel = keep[j]
-                items[i] = [(ids[r], s) for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(),
+                items[i] = [(item_ids[r], s) for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(),
                                                          strict=True)]
                 if len(items[i]) < k and kk < ntotal:  # rare: too many excluded, search wider
                     s2, f2 = m.index.search(users[j:j + 1], ntotal)

@@ -24,7 +24,7 @@ from typing import Any
 
 from faust.stores.memory import Store as FaustMemoryStore
 
-STORE_URL = "coldstream-memory://"
+STORE_URL = "coldstream-memory://sessions"
 """The table's store (entry point ``coldstream-memory`` in the ``faust.stores`` namespace)."""
 
 History = list[list[Any]]

@@ -99,8 +99,9 @@ class Settings(SharedSettings):
     # -- web ------------------------------------------------------------------------------
     web_port: int = Field(6066, ge=1, le=65535)
     """Port of the worker's web server (``/metrics``, ``/healthz``, ``/ready``, ``/recommend``)."""
-    web_bind: str = "0.0.0.0"
-    """Address the web server binds."""
+    web_bind: str = "127.0.0.1"
+    """Address the web server binds: loopback by default; a pod sets ``0.0.0.0`` (its
+    NetworkPolicy admits only Prometheus, the kubelet's probes and the API's clients)."""
     log_level: str = "warning"
     """Worker log level."""
 

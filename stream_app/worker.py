@@ -104,7 +104,7 @@ def _draining_worker_class(base: type) -> type:
     import os
     import threading
 
-    class DrainingWorker(base):  # type: ignore[misc, valid-type]
+    class DrainingWorker(base):
         drain_timeout_s: float = 30.0
         _watchdog: threading.Timer | None = None
 

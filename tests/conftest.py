@@ -28,7 +28,7 @@ import pytest
 
 from coldstream.core.topics import create_topics, load_topics, prefixed
 from devtools.brokers import KafkaBroker, TansuBroker
-from devtools.testing import delete_topics, run_coro
+from devtools.kafka_io import delete_topics, run_coro
 
 # --------------------------------------------------------------------------- markers
 

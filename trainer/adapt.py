@@ -101,7 +101,10 @@ def fit_head(feats: np.ndarray, targets: list[np.ndarray], item_vecs: np.ndarray
     for i, t in enumerate(targets):
         if len(t):
             Y[i, torch.as_tensor(t, dtype=torch.long)] = 1.0 / len(t)
-    best, best_state, bad, curve = -1.0, copy.deepcopy(head.state_dict()), 0, []
+    # without a validation callback an epoch scores -loss: start below any finite score, so the
+    # first trained epoch replaces the zero-initialised head (it used to start at -1.0, which a
+    # loss > 1 never beat: the untrained head came back)
+    best, best_state, bad, curve = -float("inf"), copy.deepcopy(head.state_dict()), 0, []
     if validate is not None:
         best = validate(head)
         curve.append({"epoch": 0, "loss": None, "val": best})

@@ -60,6 +60,13 @@ class EventBuffer:
     def events(self) -> list[BufferedEvent]:
         return list(self._events)
 
+    def snapshot(self) -> EventBuffer:
+        """A copy of the events (same capacity; event ids are not carried: no dedupe needed)."""
+        snap = EventBuffer(self.capacity)
+        for e in self._events:
+            snap.add(e.user, e.item, e.etype, e.ts)
+        return snap
+
     def split(self, holdout_share: float, *, n_next: int = 10
               ) -> tuple[dict[str, list[tuple[str, int]]], Holdout]:
         """``(training sessions {user: [(item, etype)] oldest first}, holdout)``."""

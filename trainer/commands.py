@@ -127,7 +127,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = args.out or s.report
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"report folder {out.parent} is not a directory")
-    from trainer.evaluate import EvalConfig, markdown_table, run
+    from trainer.evaluate import EvalConfig, run
+    from trainer.reports import markdown_table
 
     cfg = EvalConfig(seed=s.seed if args.seed is None else args.seed, cold_share=s.cold_share,
                      teacher_path=str(args.teacher or s.teacher_path or "") or None,

@@ -1,14 +1,16 @@
 """The public training API: :func:`fit` (interactions + items -> a checkpoint in the model
 store) and :func:`train_bootstrap` (MovieLens-100K, for the demo).
 
-``fit`` holds out ``val_share`` of the users (by seed) for early stopping, adapts the
-teacher (unless ``quick``), distils the student (CE + KD) and writes a versioned,
-checksummed checkpoint (:func:`coldstream.core.checkpoint.save_checkpoint`).
+``fit`` holds out ``val_share`` of the users that have data (at least two events; by
+seed) for early stopping (:func:`fit_users`), adapts the teacher (unless ``quick``),
+distils the student (CE + KD) and writes a versioned, checksummed checkpoint
+(:func:`coldstream.core.checkpoint.save_checkpoint`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import torch
 
 from coldstream.core.checkpoint import save_checkpoint
 from coldstream.core.device import resolve_device
+from coldstream.core.settings import DEFAULT_MODEL_STORE
 from coldstream.core.student import StudentConfig
 from trainer.features import (
     attach_kd_rows,
@@ -27,6 +30,7 @@ from trainer.features import (
     warm_sets,
 )
 from trainer.training import (
+    Seq,
     TrainConfig,
     build_examples,
     prefix_positions,
@@ -56,10 +60,12 @@ class FitConfig:
 
 
 def fit(interactions, items, config: FitConfig | dict | None = None, *,
-        store_root: Path | str = "models", progress: bool = True) -> Path:
+        store_root: Path | str = DEFAULT_MODEL_STORE, progress: bool = True) -> Path:
     """Train a student on ``interactions`` (:class:`trainer.data.Interactions`) and
     ``items`` (:class:`trainer.data.Items`), write a checkpoint into ``store_root`` and
-    return its path. 10% of users (by seed) are held out for early stopping."""
+    return its path. 10% of the users with at least two events (by seed) are held out for
+    early stopping; users with fewer events are not used. Raises ``ValueError`` when too few
+    users have data to train and validate."""
     cfg = config if isinstance(config, FitConfig) else FitConfig(**(config or {}))
     return fit_and_save(interactions, items, cfg, Path(store_root), progress=progress)
 
@@ -70,6 +76,26 @@ def train_bootstrap(store_root: Path | str, *, quick: bool = True, progress: boo
     from trainer.data import load_movielens
     inter, items = load_movielens()
     return fit(inter, items, FitConfig(quick=quick), store_root=store_root, progress=progress)
+
+
+MIN_EVENTS = 2
+"""Events a user needs to train (one prefix and its next item) or to be validated (k=1)."""
+
+
+def fit_users(seqs: Sequence[Seq], seed: int, val_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation users (rows of ``seqs``): the users with at least
+    :data:`MIN_EVENTS` events, split by ``seed`` (:func:`trainer.features.split_users`; when
+    every user has that many, exactly the split of all users). Users with fewer events,
+    such as listed users absent from the interactions, are in neither."""
+    eligible = np.flatnonzero(np.array([len(s[0]) for s in seqs], dtype=np.int64) >= MIN_EVENTS)
+    tr, va, _ = split_users(len(eligible), seed, (1 - val_share, val_share, 0.0))
+    train_u, val_u = eligible[tr], eligible[va]
+    if not len(train_u) or not len(val_u):
+        raise ValueError(
+            f"too few users with data to train and validate: {len(eligible)} of {len(seqs)} users have "
+            f"at least {MIN_EVENTS} events, which gives {len(train_u)} training and {len(val_u)} "
+            f"validation users (val_share={val_share}); fit needs at least one of each")
+    return train_u, val_u
 
 
 def config_dict(obj) -> dict:
@@ -86,7 +112,7 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
     seq_map = inter.sequences()
     seqs = [seq_map.get(u, (np.zeros(0, np.int64), np.zeros(0, np.int64))) for u in range(len(inter.user_ids))]
     n_items = len(items)
-    train_u, val_u, _ = split_users(len(seqs), cfg.seed, (1 - cfg.val_share, cfg.val_share, 0.0))
+    train_u, val_u = fit_users(seqs, cfg.seed, cfg.val_share)
     none = np.zeros(n_items, dtype=bool)
     train_seqs = [seqs[u] for u in train_u]
     seen = np.zeros(n_items, dtype=bool)
@@ -99,7 +125,8 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
 
     teacher = Teacher(cfg.teacher_path, device=resolve_device(cfg.device))
     item_vecs = teacher.encode_items(items.texts, progress=progress)
-    val_sets = warm_sets(seqs, val_u, none)
+    # cells no validation user is long enough for (k=5 needs 6 events) are left out
+    val_sets = {k: es for k, es in warm_sets(seqs, val_u, none).items() if es.histories}
     # quick (bootstrap) mode: shorter prefixes and fewer epochs keep it within ~3 min on 2 CPUs
     quick = {"max_prefix": 20, "extra_per_user": 3, "epochs": 12} if cfg.quick else {}
     tc = TrainConfig(**{"seed": cfg.seed, **quick, **cfg.train})

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +43,19 @@ def default_teacher_path() -> Path:
 def history_text(texts: Sequence[str], *, max_items: int = 5, sep: str = "; ") -> str:
     """The text of a history (oldest first): its ``max_items`` most recent item texts."""
     return sep.join(list(texts)[-max_items:]) if texts else ""
+
+
+def catalog_text(record: dict[str, Any]) -> str:
+    """The teacher's text of an ``items`` record: ``"Title - Category. Description"`` (at most
+    2000 characters)."""
+    text = str(record.get("title") or "").strip()
+    cat = record.get("category")
+    if cat:
+        text = f"{text} - {', '.join(cat) if isinstance(cat, list) else cat}"
+    desc = record.get("description")
+    if desc:
+        text = f"{text}. {str(desc).strip()}"
+    return text[:2000]
 
 
 class Teacher:

@@ -302,11 +302,12 @@ class Checkpoint:
     manifest: dict[str, Any]
     device: torch.device
     index_of: dict[str, int] = field(default_factory=dict)
-    _table: torch.Tensor | None = None
+    table: torch.Tensor = field(init=False, repr=False)
+    """The student item vectors as a tensor on ``device`` (what the student encodes with)."""
 
     def __post_init__(self) -> None:
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
-        self._table = torch.from_numpy(self.item_vectors).to(self.device)
+        self.table = torch.from_numpy(self.item_vectors).to(self.device)
 
     # -- encoding ------------------------------------------------------------------------
     def rows_of(self, history: Sequence[Any]) -> tuple[list[int], list[int]]:
@@ -332,7 +333,7 @@ class Checkpoint:
         packed = [self.rows_of(h) for h in histories]
         idx, typ, mask = pack_histories([p[0] for p in packed], [p[1] for p in packed],
                                         self.config.max_len, self.device)
-        return self.model.encode_indexed(self._table, idx, typ, mask).float().cpu().numpy()
+        return self.model.encode_indexed(self.table, idx, typ, mask).float().cpu().numpy()
 
     def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
         """Top-``k`` ``(item_id, score)`` for one history by exact inner product."""
@@ -369,7 +370,7 @@ def load_checkpoint(path: Path | str, *, device: str | torch.device = "cpu",
     if not isinstance(cfg_raw, dict):
         raise CheckpointError("bad_config", "config.json is not an object", "config.json")
     try:
-        config = StudentConfig.from_dict(cfg_raw.get("student"))
+        config = StudentConfig.from_dict(cfg_raw.get("student"))  # refuses a non-object
     except (TypeError, ValueError) as e:
         raise CheckpointError("bad_config", str(e), "config.json") from None
     items = _read_json(path / "items.json", "items.json", MAX_JSON_BYTES)

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -29,14 +30,16 @@ REASONS: dict[str, str] = {
     "empty": "zero-length payload",
     "oversize": "payload larger than max_event_bytes",
     "invalid_utf8": "payload is not valid UTF-8",
-    "invalid_json": "payload is not JSON",
+    "invalid_json": "payload is not JSON (or nested too deeply)",
+    "invalid_text": "a string holds an escape that is not a Unicode character (a lone surrogate)",
     "duplicate_field": "a JSON object repeats a key",
     "not_object": "payload is JSON but not an object",
     "non_finite": "NaN or Infinity in a number",
     "unknown_topic": "event read from a topic that carries no user events",
     "missing_field": "a required field is absent or null",
     "wrong_type": "a field has the wrong JSON type",
-    "bad_id": "an id is empty, too long, negative or has whitespace/control characters",
+    "bad_id": "an id is empty, too long, negative, not NFC-normalised, or has whitespace, control, "
+              "format (bidi, zero-width), private-use or unassigned characters",
     "ts_negative": "timestamp before the epoch",
     "ts_future": "timestamp too far in the future",
     "out_of_range": "a number outside its allowed range (price, quantity)",
@@ -64,6 +67,11 @@ MAX_ID_LEN = 128
 MAX_PRICE = 1e9
 MAX_QUANTITY = 1_000_000
 _BAD_ID_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+_BAD_ID_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+"""Unicode categories refused in ids: controls, format characters (bidi marks, zero-width
+joiners), surrogates, private use, unassigned, separators."""
+MAX_NESTING = 32
+"""Deepest JSON nesting accepted (an event is a flat object with one small ``context``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +176,41 @@ def _decode(text: str) -> Any:
         raise _Reject("invalid_json", "nested too deeply") from None
 
 
+def _too_deep(text: str) -> bool:
+    """True when brackets nest deeper than :data:`MAX_NESTING` (strings skipped): checked
+    before parsing, so a hostile payload never reaches the parser's recursion."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def _has_lone_surrogate(obj: Any) -> bool:
+    """Whether any string (key or value, at any depth) holds a lone surrogate."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _id(obj: dict[str, Any], name: str) -> str:
     v = obj.get(name)
     if v is None:
@@ -181,6 +224,13 @@ def _id(obj: dict[str, Any], name: str) -> str:
     if not v or len(v) > MAX_ID_LEN or _BAD_ID_CHARS.search(v):
         raise _Reject("bad_id", f"{name} must be 1..{MAX_ID_LEN} characters without whitespace "
                                 f"or control characters")
+    if not v.isascii():
+        bad = next((c for c in v if unicodedata.category(c) in _BAD_ID_CATEGORIES), None)
+        if bad is not None:
+            raise _Reject("bad_id", f"{name} holds U+{ord(bad):04X} ({unicodedata.category(bad)}: "
+                                    f"control, format, private-use or unassigned characters are refused)")
+        if not unicodedata.is_normalized("NFC", v):
+            raise _Reject("bad_id", f"{name} is not NFC-normalised (compose it before sending)")
     return v
 
 
@@ -220,12 +270,17 @@ def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _Reject("invalid_utf8", str(e)) from None
+        if "[" * MAX_NESTING in text or _too_deep(text):
+            raise _Reject("invalid_json", f"nested deeper than {MAX_NESTING} levels")
         obj = _decode(text)
         if not isinstance(obj, dict):
             raise _Reject("not_object", f"top-level JSON {type(obj).__name__}, expected an object")
         eid = obj.get("event_id")
-        if isinstance(eid, str) and 0 < len(eid) <= MAX_ID_LEN:
+        if isinstance(eid, str) and 0 < len(eid) <= MAX_ID_LEN and not _has_lone_surrogate(eid):
             event_id = eid
+        if "\\u" in text and _has_lone_surrogate(obj):  # only a \u escape can make one
+            raise _Reject("invalid_text", "a string holds a lone surrogate escape (\\ud800-\\udfff); "
+                                          "it is not text and cannot be re-encoded")
         unknown = set(obj) - allowed_fields(topic)
         if unknown:
             raise _Reject("unknown_field", f"unknown fields {sorted(unknown)[:5]}")

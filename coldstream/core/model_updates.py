@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -73,10 +73,10 @@ def sign(payload: dict[str, Any], key: bytes | str) -> str:
 def make_update(*, version: int, checkpoint_dir: Path, manifest_sha256: str, metrics: dict[str, Any],
                 key: bytes | str, created_at: float | None = None) -> ModelUpdate:
     """Build and sign a record for a checkpoint directory (trainer side)."""
-    fields = {"version": int(version), "uri": Path(checkpoint_dir).resolve().as_uri(),
-              "sha256": manifest_sha256, "created_at": float(created_at or time.time()),
-              "metrics": metrics}
-    return ModelUpdate(**fields, signature=sign(fields, key))
+    update = ModelUpdate(version=int(version), uri=Path(checkpoint_dir).resolve().as_uri(),
+                         sha256=manifest_sha256, created_at=float(created_at or time.time()),
+                         metrics=metrics)
+    return replace(update, signature=sign(update.payload(), key))
 
 
 def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
@@ -86,7 +86,8 @@ def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
         raise UpdateRefused("bad_record", f"not JSON: {e}") from None
     if not isinstance(data, dict):
         raise UpdateRefused("bad_record", "not a JSON object")
-    checks = {"version": int, "uri": str, "sha256": str, "created_at": (int, float), "metrics": dict}
+    checks: dict[str, type | tuple[type, ...]] = {"version": int, "uri": str, "sha256": str,
+                                                   "created_at": (int, float), "metrics": dict}
     for name, typ in checks.items():
         value = data.get(name)
         if value is None or isinstance(value, bool) or not isinstance(value, typ):

@@ -63,7 +63,7 @@ class StudentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> StudentConfig:
+    def from_dict(cls, data: object) -> StudentConfig:
         """Build a config from untrusted data: unknown keys, wrong types and absurd
         sizes raise ``ValueError`` before anything is allocated."""
         if not isinstance(data, dict):

@@ -133,7 +133,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise TopicsError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
         seen.add(key)
@@ -310,6 +310,38 @@ async def _partition_counts(admin: Any, names: list[str]) -> dict[str, int]:
         ):
             ready[t["topic"]] = len(parts)
     return ready
+
+
+async def topic_partitions(
+    bootstrap: str,
+    topic: str,
+    *,
+    timeout_s: float = 20.0,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> list[int]:
+    """The partition ids of ``topic`` once every partition has a leader (a topic may be
+    created moments after a process starts: it is polled until ``timeout_s``). Raises
+    :class:`TopicsError` naming the topic (and ``coldstream topics create``) when it does
+    not exist by then."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="coldstream-topics",
+                                **dict(client_kwargs or {}))
+    await admin.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            for t in await admin.describe_topics([topic]):
+                parts = t.get("partitions") or []
+                if (t.get("error_code") == 0 and parts
+                        and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in parts)):
+                    return sorted(int(p["partition"]) for p in parts)
+            if time.monotonic() > deadline:
+                raise TopicsError(f"topic {topic} does not exist on {bootstrap} (after {timeout_s:.0f} s); "
+                                  f"create the topics: coldstream topics create")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
 
 
 async def create_topics(

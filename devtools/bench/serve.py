@@ -1,6 +1,6 @@
-"""``coldstream bench serve`` and ``coldstream bench recommend``.
+"""``coldstream bench serve``: throughput and latency of the running pipeline vs a pass-through.
 
-``serve`` drives the real pipeline (its own Apache Kafka or Tansu broker and worker
+It drives the real pipeline (its own Apache Kafka or Tansu broker and worker
 subprocess, or given ones) and measures, in one run on one broker:
 
 * **flat out**: a backlog of ``--events`` input events is loaded first, then the worker
@@ -12,8 +12,8 @@ subprocess, or given ones) and measures, in one run on one broker:
   batches of up to 1,000, futures gathered per batch, same payloads, same partitions)
   drains the same backlog size; our throughput is reported as a fraction of it.
 
-``recommend`` is a micro-benchmark of ``Recommender.recommend_batch`` (users/s) on a large
-random index (100k and 1M items by default).
+Writes ``reports/bench-serve.json``. ``coldstream bench recommend``
+(:mod:`devtools.bench.recommend`) is the broker-less micro-benchmark of the recommender.
 """
 
 from __future__ import annotations
@@ -27,41 +27,40 @@ import platform
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coldstream.core.records import event_payload
+from devtools.kafka_io import produce, read_until
+from devtools.waiting import wait_until
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="benchmarks: serve (pipeline) and recommend (micro)")
-    bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    s = bsub.add_parser("serve", help="throughput and latency of the running pipeline vs a pass-through")
-    s.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
+if TYPE_CHECKING:
+    from devtools.processes import WorkerProcess
+
+__all__ = ["add_arguments", "make_events", "passthrough", "run"]
+
+
+def add_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--bootstrap", default=None, help="use this broker instead of starting one (default: start --broker)")
     s.add_argument("--broker", choices=["kafka", "tansu"], default="kafka", help="broker to start")
     s.add_argument("--worker-url", default=None,
-                   help="use a running worker (its topics: --topic-prefix) instead of starting one")
-    s.add_argument("--topic-prefix", default=None)
+                   help="use a running worker (its topics: --topic-prefix) instead of starting one "
+                        "(default: start one)")
+    s.add_argument("--topic-prefix", default=None, help="topic prefix (default: a fresh bench-<hex>- prefix)")
     s.add_argument("--model-store", default=None, help="model store (default: a random 1,682-item model)")
     s.add_argument("--events", type=int, default=60_000, help="backlog size for the flat-out phases")
     s.add_argument("--rate", type=float, default=1000.0, help="fixed rate of the latency phase (ev/s)")
     s.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
     s.add_argument("--warmup-seconds", type=float, default=10.0, help="unmeasured run at the fixed rate first")
     s.add_argument("--users", type=int, default=20_000, help="distinct users in the generated events")
-    s.add_argument("--batch-size", type=int, default=512)
-    s.add_argument("--batch-window-ms", type=float, default=5.0)
+    s.add_argument("--batch-size", type=int, default=512, help="worker micro-batch size")
+    s.add_argument("--batch-window-ms", type=float, default=5.0, help="worker micro-batch window")
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
     s.add_argument("--no-stock", action="store_true", help="skip the stock Faust agent comparison")
-    s.add_argument("--out", default="reports/bench-serve.json")
-    s.set_defaults(func=cmd_bench_serve)
-    r = bsub.add_parser("recommend", help="users/s of batched recommend on a large random index")
-    r.add_argument("--items", default="100000,1000000", help="index sizes, comma-separated")
-    r.add_argument("--batch-sizes", default="1,64,512")
-    r.add_argument("--dim", type=int, default=64)
-    r.add_argument("--history", type=int, default=20)
-    r.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0: library default)")
-    r.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
-    r.add_argument("--out", default="reports/bench-recommend.json")
-    r.set_defaults(func=cmd_bench_recommend)
+    s.add_argument("--out", default="reports/bench-serve.json", help="the JSON report")
 
 
 # ---------------------------------------------------------------------------- events
@@ -78,77 +77,44 @@ def make_events(n: int, *, n_users: int, item_ids: list[str], seed: int, run: st
     out = []
     for i in range(n):
         user = f"bu{users[i]}"
-        value = json.dumps({"event_id": f"{run}-{i}", "user_id": user, "item_id": item_ids[items[i]],
-                            "ts": now}, separators=(",", ":")).encode()
+        value = event_payload(user, item_ids[items[i]], event_id=f"{run}-{i}", ts=now)
         out.append(("purchases" if purchase[i] else "clicks", user.encode(), value))
     return out
 
 
-async def _produce(bootstrap: str, names: dict[str, str], events, *, rate: float = 0.0,
-                   sent_at: dict[str, float] | None = None, run_of_fixed: str = "") -> float:
-    """Send ``events``; with ``sent_at``, event ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events)."""
-    from aiokafka import AIOKafkaProducer
+async def _produce(bootstrap: str, names: dict[str, str], events: list[tuple[str, bytes, bytes]], *,
+                   rate: float = 0.0, sent_at: dict[str, float] | None = None, run_of_fixed: str = "") -> float:
+    """Send ``events`` (logical topics); returns the seconds taken. With ``sent_at``, event
+    ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events) and its send time is recorded."""
+    def record_send(i: int, _rec: object, t: float) -> None:
+        if sent_at is not None:
+            sent_at[f"{run_of_fixed}-{i}"] = t
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2 if rate else 10, acks=1,
-                                max_batch_size=512 * 1024)
-    await producer.start()
-    t0 = time.perf_counter()
-    try:
-        pending = []
-        for i, (topic, key, value) in enumerate(events):
-            if rate:
-                delay = t0 + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(await producer.send(names[topic], value=value, key=key))
-            if sent_at is not None:
-                sent_at[f"{run_of_fixed}-{i}"] = time.time()
-            if len(pending) >= 2000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return time.perf_counter() - t0
+    done = await produce(bootstrap, ((names[topic], key, value) for topic, key, value in events), rate=rate,
+                         on_sent=record_send, settle_every=2000, linger_ms=2 if rate else 10, acks=1,
+                         max_batch_size=512 * 1024, request_timeout_ms=40_000)
+    return done.seconds
 
 
 async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
                    received: dict[str, float] | None = None, started: asyncio.Event | None = None,
-                   stop=None) -> list:  # noqa: ANN001
+                   stop: Callable[[], bool] | None = None) -> list[Any]:
     """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
 
     From the start, or, with ``started``, from the current end (set once positioned)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
     from coldstream.core.topics import load_topics
 
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                         enable_auto_commit=False, fetch_max_wait_ms=5, max_poll_records=5000)
-    await c.start()
+    def note_arrivals(records: list[Any], now: float) -> None:
+        if received is not None:
+            for r in records:  # the event id is the first field the worker writes
+                v = r.value
+                received[v[13:v.index(b'"', 13)].decode()] = now
+
     parts = load_topics()["recommendations"].partitions
-    tps = [TopicPartition(t, p) for t in topics for p in range(parts)]
-    c.assign(tps)
-    if started is not None:
-        await c.seek_to_end(*tps)
-        for tp in tps:
-            await c.position(tp)
-        started.set()
-    out = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline and not (stop is not None and stop()):
-            batch = await c.getmany(timeout_ms=100, max_records=5000)
-            now = time.time()
-            for records in batch.values():
-                out.extend(records)
-                if received is not None:
-                    for r in records:  # the event id is the first field the worker writes
-                        v = r.value
-                        received[v[13:v.index(b'"', 13)].decode()] = now
-    finally:
-        await c.stop()
-    return out
+    return await read_until(bootstrap, topics, count=n, until=stop, timeout_s=timeout_s,
+                            partitions=dict.fromkeys(topics, parts), from_end=started is not None,
+                            positioned=started, on_records=note_arrivals, fetch_max_wait_ms=5,
+                            poll_ms=100, max_records=5000, max_poll_records=5000)
 
 
 def _rate_from_timestamps(records) -> float:  # noqa: ANN001
@@ -192,20 +158,17 @@ def _processed(metrics_text: str) -> float:
                if line.startswith("coldstream_events_total{"))
 
 
-def _wait_processed(worker, n: int, timeout_s: float) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _processed(worker.get_text("/metrics")) >= n:
-            return
-        time.sleep(1.0)
-    raise TimeoutError(f"worker did not process {n} events within {timeout_s} s")
+def _wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
+    wait_until(lambda: _processed(worker.get_text("/metrics")) >= n, timeout_s,
+               f"the worker to process {n} events", interval_s=1.0)
 
 
-def cmd_bench_serve(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import KafkaBroker, TansuBroker
-    from devtools.testing import WorkerProcess, make_checkpoint
+    from devtools.checkpoints import make_checkpoint
+    from devtools.processes import WorkerProcess
 
     load_start = round(os.getloadavg()[0], 2)
     work = Path(tempfile.mkdtemp(prefix="coldstream-bench-"))
@@ -343,81 +306,3 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0
-
-
-# ---------------------------------------------------------------------------- recommend
-
-def random_serving_model(n_items: int, dim: int, seed: int = 0):  # noqa: ANN201
-    """A ServingModel over ``n_items`` random items without writing a checkpoint."""
-    import torch
-
-    from coldstream.core.checkpoint import Checkpoint
-    from coldstream.core.student import Student, StudentConfig
-    from stream_app.index import FaissCpuIndex
-    from stream_app.recommender import ServingModel
-
-    torch.manual_seed(seed)
-    cfg = StudentConfig(n_items=1, text_dim=8, dim=dim, dropout=0.0)  # ids unused: vectors given
-    model = Student(cfg).eval()
-    vecs = np.random.default_rng(seed).standard_normal((n_items, dim)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    ids = [str(i) for i in range(n_items)]
-    ck = Checkpoint(path=Path("."), version=0, config=cfg, model=model, item_ids=ids, item_titles=[""] * n_items,
-                    item_text_vecs=np.zeros((n_items, 0), np.float32), item_vectors=vecs, metrics={},
-                    teacher={}, manifest={}, device=torch.device("cpu"))
-    index = FaissCpuIndex(dim)
-    index.add(vecs)
-    return ServingModel(version="0", checkpoint=ck, item_ids=tuple(ids), index_of=ck.index_of,
-                        table=ck._table, index=index, popular_seed=tuple(ids[:100]))
-
-
-def cmd_bench_recommend(args: argparse.Namespace) -> int:
-    import faiss
-    import torch
-    from rich.console import Console
-    from rich.table import Table
-
-    from stream_app.recommender import Recommender
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
-    rows = []
-    rng = np.random.default_rng(0)
-    for n_items in [int(x) for x in args.items.split(",")]:
-        t0 = time.perf_counter()
-        rec = Recommender(random_serving_model(n_items, args.dim))
-        build_s = time.perf_counter() - t0
-        for b in [int(x) for x in args.batch_sizes.split(",")]:
-            histories = [[str(i) for i in rng.integers(0, n_items, args.history)] for _ in range(b)]
-            rec.recommend_batch(histories, 10)  # warm up
-            n = 0
-            inf = srch = 0.0
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < args.seconds or n == 0:
-                r = rec.rank_batch(histories, 10)
-                inf += r.inference_s
-                srch += r.search_s
-                n += 1
-            el = time.perf_counter() - t0
-            rows.append({"items": n_items, "batch": b, "users_per_s": round(n * b / el, 1),
-                         "ms_per_batch": round(el / n * 1000, 3), "encode_ms": round(inf / n * 1000, 3),
-                         "search_ms": round(srch / n * 1000, 3), "index_build_s": round(build_s, 2)})
-            print(rows[-1], flush=True)
-        del rec
-    t = Table(title=f"batched recommend, CPU, dim {args.dim}, history {args.history}, k 10, "
-                    f"threads {args.threads or torch.get_num_threads()}")
-    for c in ("items", "batch", "users/s", "ms/batch", "encode ms", "search ms"):
-        t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(f"{r['items']:,}", str(r["batch"]), f"{r['users_per_s']:,.0f}", f"{r['ms_per_batch']:.2f}",
-                  f"{r['encode_ms']:.2f}", f"{r['search_ms']:.2f}")
-    Console().print(t)
-    report = {"rows": rows, "dim": args.dim, "history": args.history, "k": 10,
-              "threads": args.threads or torch.get_num_threads(), "cores": os.cpu_count(),
-              "index": "faiss IndexFlatIP (exact, CPU)",
-              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": platform.platform()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    return 0
-

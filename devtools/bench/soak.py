@@ -25,7 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from devtools.faults import _rss_mb
+from coldstream.core.records import event_payload
+from devtools.kafka_io import produce, read_until
+from devtools.processes import rss_mb
+
+__all__ = ["add_arguments", "run"]
 
 ROOT = Path.cwd()
 
@@ -45,70 +49,55 @@ def _events(n: int, n_users: int, n_items: int, seed: int):
 
 async def _produce(bootstrap: str, topics: dict[str, str], n: int, rate: float, args: Any,
                    state: dict[str, Any]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, request_timeout_ms=120_000)
-    await p.start()
-    try:
-        t0 = time.monotonic()
-        pending = []
+    def records() -> Any:
         for i, u, it, ev in _events(n, args.users, args.items, args.seed):
-            due = i / rate
-            lag = due - (time.monotonic() - t0)
-            if lag > 0.005:
-                await asyncio.sleep(lag)
             user = f"s{u}"
-            body = (f'{{"event_id":"soak-{i}","user_id":"{user}","item_id":"{it + 1}",'
-                    f'"ts":{time.time():.3f}}}').encode()
-            pending.append(await p.send(topics["purchases" if ev else "clicks"], value=body, key=user.encode()))
-            state["sent"] = i + 1
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-        state["sent_done_at"] = time.monotonic()
-    finally:
-        await p.stop()
+            value = event_payload(user, str(it + 1), event_id=f"soak-{i}", ts=round(time.time(), 3))
+            yield topics["purchases" if ev else "clicks"], user.encode(), value
+
+    def sent(i: int, _rec: Any, _t: float) -> None:
+        state["sent"] = i + 1
+
+    await produce(bootstrap, records(), rate=rate, min_sleep_s=0.005, on_sent=sent, settle_every=5000,
+                  acks="all", linger_ms=5, request_timeout_ms=120_000)
+    state["sent_done_at"] = time.monotonic()
 
 
 async def _consume(bootstrap: str, topics: dict[str, str], n: int, state: dict[str, Any],
                    timeout_s: float) -> None:
-    from aiokafka import AIOKafkaConsumer
-
+    """Count the answers per event until all ``n`` are answered, or ``timeout_s`` after the
+    last send."""
     seen = np.zeros(n, dtype=np.uint8)
     state["seen"] = seen
-    c = AIOKafkaConsumer(topics["recommendations"], topics["events-dlq"], bootstrap_servers=bootstrap,
-                         auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-                         fetch_max_wait_ms=100)
-    await c.start()
     dlq_t = topics["events-dlq"]
-    try:
-        deadline = None
-        while True:
-            batch = await c.getmany(timeout_ms=200, max_records=20_000)
-            for tp, records in batch.items():
-                for r in records:
-                    if tp.topic == dlq_t:
-                        state["dlq"] += 1
-                        eid = json.loads(r.value).get("event_id") or ""
-                    else:  # the id is the first field of a recommendation: no full parse
-                        v = r.value
-                        eid = v[13:v.index(b'"', 13)].decode()
-                    if eid.startswith("soak-"):
-                        i = int(eid[5:])
-                        if seen[i] < 255:
-                            seen[i] += 1
-                        if seen[i] == 1:
-                            state["answered"] += 1
-                    state["outputs"] += 1
-            if state["answered"] >= n:
-                break
-            if state.get("sent_done_at") is not None:
-                deadline = deadline or time.monotonic() + timeout_s
-                if time.monotonic() > deadline:
-                    break
-    finally:
-        await c.stop()
+    drain: dict[str, float] = {}
+
+    def count(records: list[Any], _now: float) -> None:
+        for r in records:
+            if r.topic == dlq_t:
+                state["dlq"] += 1
+                eid = json.loads(r.value).get("event_id") or ""
+            else:  # the id is the first field of a recommendation: no full parse
+                v = r.value
+                eid = v[13:v.index(b'"', 13)].decode()
+            if eid.startswith("soak-"):
+                i = int(eid[5:])
+                if seen[i] < 255:
+                    seen[i] += 1
+                if seen[i] == 1:
+                    state["answered"] += 1
+            state["outputs"] += 1
+
+    def done() -> bool:
+        if state["answered"] >= n:
+            return True
+        if state.get("sent_done_at") is not None:
+            deadline = drain.setdefault("deadline", time.monotonic() + timeout_s)
+            return time.monotonic() > deadline
+        return False
+
+    await read_until(bootstrap, [topics["recommendations"], dlq_t], until=done, timeout_s=None,
+                     on_records=count, keep=False, fetch_max_wait_ms=100, poll_ms=200, max_records=20_000)
 
 
 async def _sample(pids: dict[str, int], state: dict[str, Any], every_s: float) -> None:
@@ -117,7 +106,7 @@ async def _sample(pids: dict[str, int], state: dict[str, Any], every_s: float) -
         row = {"t": round(time.monotonic() - t0, 1), "sent": state["sent"], "answered": state["answered"],
                "lag": state["sent"] - state["answered"]}
         for name, pid in pids.items():
-            r = _rss_mb(pid)
+            r = rss_mb(pid)
             row[f"rss_{name}_mb"] = round(r, 1) if r is not None else None
         state["samples"].append(row)
         print(json.dumps(row), flush=True)
@@ -138,33 +127,27 @@ def _growth(samples: list[dict[str, Any]], key: str, warmup: float) -> dict[str,
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--events", type=int, default=1_000_000, help="events to send")
     ap.add_argument("--rate", type=float, default=1000.0, help="events per second (steady)")
-    ap.add_argument("--users", type=int, default=100_000)
-    ap.add_argument("--items", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--users", type=int, default=100_000, help="distinct users of the synthetic stream")
+    ap.add_argument("--items", type=int, default=2000, help="items of the synthetic stream and the model")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the synthetic stream")
     ap.add_argument("--bootstrap", default=None, help="use this Apache Kafka (default: start one)")
     ap.add_argument("--no-trainer", action="store_true", help="run without the trainer service")
-    ap.add_argument("--sample-s", type=float, default=5.0)
+    ap.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS and lag samples")
     ap.add_argument("--warmup", type=float, default=0.2, help="share of samples before RSS growth is measured")
-    ap.add_argument("--drain-timeout-s", type=float, default=300.0)
-    ap.add_argument("--workdir", default=None)
-    ap.add_argument("--out", default=str(ROOT / "reports" / "soak.json"))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    ap.add_argument("--drain-timeout-s", type=float, default=300.0,
+                    help="after the last send, wait at most this long for the answers")
+    ap.add_argument("--workdir", default=None, help="logs, broker data and model store (default: a temp dir)")
+    ap.add_argument("--out", default=str(ROOT / "reports" / "soak.json"), help="the JSON report")
 
 
 def run(args: argparse.Namespace) -> int:
-
     from coldstream.core.topics import create_topics, load_topics, prefixed
     from devtools.brokers import KafkaBroker, free_port
-    from devtools.faults import _run
-    from devtools.processes import start_process, stop_process
-    from devtools.testing import WorkerProcess, make_checkpoint
+    from devtools.checkpoints import make_checkpoint
+    from devtools.kafka_io import run_coro
+    from devtools.processes import WorkerProcess, start_process, stop_process
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="coldstream-soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -183,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"soak-{uuid.uuid4().hex[:6]}-"
         specs = load_topics()
         topics = {k: s.name for k, s in prefixed(specs, prefix).items()}
-        _run(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
+        run_coro(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
         store = work / "store"
         make_checkpoint(store, n_items=args.items, dim=32, text_dim=384)
         worker = WorkerProcess(log_path=work / "worker.log", bootstrap=bootstrap, topic_prefix=prefix,
@@ -253,7 +236,3 @@ def run(args: argparse.Namespace) -> int:
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=1))
     return 0 if result.get("lost") == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

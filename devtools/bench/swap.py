@@ -17,44 +17,43 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+__all__ = ["add_arguments", "run"]
+
 KEY = "bench-key"
 
 
-async def stream(bootstrap, topics, *, rate, seconds, n_items, update_at, update):
-    from aiokafka import AIOKafkaProducer
+async def stream(bootstrap: str, topics: dict[str, str], *, rate: float, seconds: float, n_items: int,
+                 update_at: float, update: bytes) -> tuple[int, float]:
+    """Click events at ``rate`` for ``seconds``; ``update_at`` seconds in, the model update
+    goes to ``model-updates``. Returns the events sent and when the update was acknowledged."""
+    from devtools.kafka_io import new_event, produce
 
-    from devtools.testing import event_bytes
+    def events() -> Iterator[tuple[str, bytes, bytes]]:
+        for i in range(int(rate * seconds)):
+            user = f"u{i % 5000}"
+            _, v = new_event(user, str(1 + (i * 7919) % n_items))
+            yield topics["clicks"], user.encode(), v
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
-    await producer.start()
-    sent, futs, sent_update_at = 0, [], None
+    async def send_update() -> float:
+        await asyncio.sleep(update_at)
+        await produce(bootstrap, [(topics["model-updates"], None, update)], linger_ms=5, acks=1,
+                      request_timeout_ms=40_000)
+        return time.time()
+
+    updater = asyncio.create_task(send_update())
     try:
-        t0 = time.monotonic()
-        while (now := time.monotonic() - t0) < seconds:
-            if sent_update_at is None and now >= update_at:
-                await producer.send_and_wait(topics["model-updates"], value=update)
-                sent_update_at = time.time()
-            due = int(now * rate)
-            while sent < due:
-                user = f"u{sent % 5000}"
-                _, v = event_bytes(user, str(1 + (sent * 7919) % n_items))
-                futs.append(await producer.send(topics["clicks"], key=user.encode(), value=v))
-                sent += 1
-            if len(futs) > 5000:
-                await asyncio.gather(*futs)
-                futs = []
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*futs)
+        done = await produce(bootstrap, events(), rate=rate, min_sleep_s=0.002, settle_every=5000,
+                             linger_ms=5, acks=1, request_timeout_ms=40_000)
+        return done.sent, await updater
     finally:
-        await producer.stop()
-    return sent, sent_update_at
+        updater.cancel()
 
 
 def latency_part(args, work: Path) -> dict:
@@ -62,7 +61,9 @@ def latency_part(args, work: Path) -> dict:
     from coldstream.core.model_updates import make_update
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import KafkaBroker
-    from devtools.testing import WorkerProcess, consume, make_checkpoint
+    from devtools.checkpoints import make_checkpoint
+    from devtools.kafka_io import read_until
+    from devtools.processes import WorkerProcess
 
     broker = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -85,8 +86,8 @@ def latency_part(args, work: Path) -> dict:
                               metrics={}, key=KEY).to_json()
             sent, upd_at = asyncio.run(stream(bootstrap, topics, rate=args.rate, seconds=args.seconds,
                                               n_items=n_items, update_at=args.seconds / 2, update=upd))
-            out = asyncio.run(consume(bootstrap, [topics["recommendations"]], until=sent, timeout_s=90,
-                                      idle_s=1.0))
+            out = asyncio.run(read_until(bootstrap, [topics["recommendations"]], count=sent, timeout_s=90,
+                                         idle_s=1.0))
         vals = [json.loads(r.value) for r in out]
         first_new = min(v["produced_at"] for v in vals if v["model_version"] == "2")
         t_start = min(v["produced_at"] for v in vals)
@@ -110,7 +111,7 @@ def swap_seconds(work: Path) -> float:
 
     from coldstream.core.checkpoint import manifest_sha256
     from coldstream.core.model_updates import make_update
-    from devtools.testing import make_checkpoint
+    from devtools.checkpoints import make_checkpoint
     from stream_app.control import ModelSwapper
     from stream_app.metrics import Metrics
     from stream_app.recommender import Recommender
@@ -135,8 +136,9 @@ def cycle_part(work: Path) -> dict:
     from coldstream.core.student import Student, StudentConfig
     from trainer.buffer import EventBuffer
     from trainer.data import load_movielens
-    from trainer.service import CycleConfig, TeacherScorer, item_table, redistill
+    from trainer.redistill import CycleConfig, cycle_train_config, item_table, redistill
     from trainer.teacher import Teacher
+    from trainer.teacher_heads import TeacherScorer
 
     torch.set_num_threads(2)
     inter, items = load_movielens()
@@ -153,24 +155,19 @@ def cycle_part(work: Path) -> dict:
         buf.add(inter.user_ids[u], items.ids[i], int(e), float(ts))
     table = item_table(ck, {})
     scorer = TeacherScorer(teacher, items.texts, table.text_vecs)  # table rows = items rows here
+    config = CycleConfig(teacher_prefixes=1024, train=cycle_train_config(epochs=4))
     t0 = time.perf_counter()
-    res = redistill(ck, buf, new_items={}, scorer=scorer, config=CycleConfig(epochs=4, teacher_prefixes=1024))
+    res = redistill(ck, buf, new_items={}, scorer=scorer, config=config)
     return {"trainer_cycle_seconds": round(time.perf_counter() - t0, 1),
             "trainer_cycle_buffer_events": len(buf), "trainer_cycle_gate": res.gate.as_dict(),
             "trainer_cycle_epochs": res.metrics["epochs"], "teacher_catalogue_encode_seconds": round(encode_s, 1)}
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--rate", type=float, default=1000.0)
-    ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--out", type=Path, default=Path("reports/bench-swap.json"))
-    ap.add_argument("--skip-cycle", action="store_true")
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    ap.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    ap.add_argument("--seconds", type=float, default=20.0, help="length of the stream; the update goes out halfway")
+    ap.add_argument("--out", type=Path, default=Path("reports/bench-swap.json"), help="the JSON report")
+    ap.add_argument("--skip-cycle", action="store_true", help="skip the trainer cycle on MovieLens-100K")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -185,7 +182,3 @@ def run(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -392,3 +392,20 @@ def test_prometheus_rule_carries_the_rules_file(rendered: dict[str, list[dict[st
     rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules.yaml").read_text())
     pr = find(rendered["cpu"], "PrometheusRule")
     assert pr["spec"]["groups"] == rules["groups"]
+
+
+def test_network_policies_admit_named_peers_only(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    # a rule with ports but no `from` admits every pod in the cluster (the finding of the
+    # reliability audit): each rule names its peers
+    policies = [d for d in rendered["cpu"] if d["kind"] == "NetworkPolicy"]
+    assert {p["metadata"]["name"] for p in policies} == {"coldstream-worker", "coldstream-trainer"}
+    for p in policies:
+        assert p["spec"]["policyTypes"] == ["Ingress"]
+        for rule in p["spec"]["ingress"]:
+            assert rule.get("from"), f"{p['metadata']['name']}: an ingress rule without `from`"
+            for peer in rule["from"]:
+                assert peer.get("podSelector", {}).get("matchLabels"), peer
+    worker = next(p for p in policies if p["metadata"]["name"] == "coldstream-worker")
+    peers = [peer["podSelector"]["matchLabels"] for r in worker["spec"]["ingress"] for peer in r["from"]]
+    assert {"coldstream.io/recommend-client": "true"} in peers
+    assert {"app.kubernetes.io/name": "prometheus"} in peers

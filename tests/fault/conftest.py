@@ -13,8 +13,8 @@ from devtools.faults import Harness
 
 @pytest.fixture(scope="session")
 def fault_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from devtools.checkpoints import make_checkpoint
     from devtools.faults import N_ITEMS
-    from devtools.testing import make_checkpoint
 
     root = tmp_path_factory.mktemp("fault-store")
     make_checkpoint(root, n_items=N_ITEMS)

@@ -1,4 +1,4 @@
-"""The local brokers (devtools/brokers.py) and topic creation against them."""
+"""The local brokers (devtools/brokers/) and topic creation against them."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from coldstream.core.records import event_payload
 from coldstream.core.topics import TopicsError, create_topics, load_topics
+from devtools import kafka_io
 from devtools.brokers import BrokerError, KafkaBroker, TansuBroker, free_port
 
 EVENTS = [
@@ -27,41 +27,26 @@ EVENTS = [
 
 
 async def produce(bootstrap: str, topic: str, events: list[tuple[str, dict]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for key, value in events:
-            await producer.send(topic, json.dumps(value).encode(), key=key.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await kafka_io.produce(bootstrap, [(topic, key.encode(), event_payload(**value)) for key, value in events],
+                           acks="all", linger_ms=5, request_timeout_ms=40_000)
 
 
 async def consume(
     bootstrap: str, topic: str, n: int, *, group_id: str | None = None, timeout_s: float = 30.0
 ) -> list[tuple[str, dict, int]]:
     """Read ``n`` records from the beginning: ``(key, value, partition)``."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
+    records = await kafka_io.read_until(
+        bootstrap,
+        [topic],
+        count=n,
+        timeout_s=timeout_s,
         group_id=group_id,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
         fetch_max_wait_ms=100,  # Tansu answers fetches only near this wait
+        poll_ms=500,
         session_timeout_ms=6000,  # Tansu: a join takes half of it
         heartbeat_interval_ms=1000,
     )
-    await consumer.start()
-    out: list[tuple[str, dict, int]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < n and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                out += [(r.key.decode(), json.loads(r.value), r.partition) for r in records]
-    finally:
-        await consumer.stop()
-    return out
+    return [(r.key.decode(), json.loads(r.value), r.partition) for r in records]
 
 
 def check_round_trip(received: list[tuple[str, dict, int]]) -> None:

@@ -15,7 +15,9 @@ from collections import defaultdict
 
 from coldstream.core.checkpoint import manifest_sha256
 from coldstream.core.model_updates import make_update
-from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import new_event, produce, read_until
+from devtools.processes import WorkerProcess
 
 KEY = "integration-hmac-key"
 N_ITEMS = 200
@@ -26,32 +28,21 @@ DURATION_S = 12.0
 async def steady_stream(bootstrap, topics, *, rate, duration_s, n_users, actions):
     """Produce click/purchase events at ``rate``/s for ``duration_s``; at each
     ``(t, topic, value)`` of ``actions`` also send that record. Returns sent event ids."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-    await producer.start()
     sent: list[str] = []
-    futures = []
-    try:
-        t0 = time.monotonic()
-        actions = sorted(actions, key=lambda a: a[0])
-        i = 0
-        while (now := time.monotonic() - t0) < duration_s:
-            while actions and actions[0][0] <= now:
+    actions = sorted(actions, key=lambda a: a[0])
+
+    def records():
+        for i in range(int(rate * duration_s)):
+            while actions and actions[0][0] * rate <= i:  # due at t: sent in event i's slot
                 _, topic, value = actions.pop(0)
-                futures.append(await producer.send(topic, value=value))
-            due = int(now * rate)
-            while i < due:
-                user = f"u{i % n_users}"
-                eid, value = event_bytes(user, str(1 + (i * 7) % N_ITEMS))
-                topic = topics["purchases"] if i % 5 == 4 else topics["clicks"]
-                futures.append(await producer.send(topic, key=user.encode(), value=value))
-                sent.append(eid)
-                i += 1
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
+                yield topic, None, value
+            user = f"u{i % n_users}"
+            eid, value = new_event(user, str(1 + (i * 7) % N_ITEMS))
+            sent.append(eid)
+            yield topics["purchases"] if i % 5 == 4 else topics["clicks"], user.encode(), value
+
+    await produce(bootstrap, records(), rate=rate, min_sleep_s=0.005, linger_ms=5, acks="all",
+                  request_timeout_ms=40_000)
     return sent
 
 
@@ -73,8 +64,8 @@ def test_swap_under_steady_stream(kafka_bootstrap, topic_prefix, make_topics, tm
         t_sent = time.time()
         sent = asyncio.run(steady_stream(kafka_bootstrap, topics, rate=RATE, duration_s=DURATION_S,
                                          n_users=40, actions=actions))
-        out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"]], until=len(sent),
-                                  timeout_s=45, idle_s=2.0))
+        out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"]], count=len(sent),
+                                     timeout_s=45, idle_s=2.0))
         metrics = worker.get_text("/metrics")
         status, ready = worker.get_json("/ready")
     log_tail = (tmp_path / "worker.log").read_text(errors="replace")[-2000:]

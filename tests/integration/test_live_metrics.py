@@ -9,7 +9,7 @@ What is live and what is not:
 
 * worker metrics: LIVE (HTTP scrapes of the running worker, and Prometheus scraping it);
 * trainer metrics: NOT a running trainer service (it needs the teacher and a trained store):
-  the trainer's own metrics object (``trainer.service.TrainerMetrics``) is served over HTTP
+  the trainer's own metrics object (``trainer.telemetry.TrainerMetrics``) is served over HTTP
   by ``prometheus_client.start_http_server`` in this process -- the exact call
   ``trainer.service.run`` makes -- and scraped; no trainer cycle has run, and every trainer
   series still has a sample (``coldstream_trainer_cycles_total{outcome}`` is primed at 0).
@@ -36,18 +36,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coldstream.core.records import event_payload
 from coldstream.core.topics import create_topics, load_topics, prefixed
 from deploy.promql import RULES_FILE, deploy_metric_names, scrape_series_names, unknown_metric_names
 from devtools.brokers import free_port
-from devtools.processes import start_process, stop_process
-from devtools.testing import (
-    WorkerProcess,
-    consume,
-    delete_topics,
-    event_bytes,
-    make_checkpoint,
-    produce,
-)
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import delete_topics, new_event, produce, read_until
+from devtools.processes import WorkerProcess, start_process, stop_process
+from devtools.waiting import wait_until
 from tests.deploy._deploy_helpers import find_tool
 
 N_ITEMS = 100
@@ -55,8 +51,7 @@ MALFORMED = [  # (logical topic, key, value, DLQ reason)
     ("clicks", b"k", b"", "empty"),
     ("clicks", b"k", b"{not json", "invalid_json"),
     ("clicks", b"k", b'["a"]', "not_object"),
-    ("purchases", b"someone-else", json.dumps({"event_id": "m1", "user_id": "u-1", "item_id": "3",
-                                               "ts": 1.0}).encode(), "key_mismatch"),
+    ("purchases", b"someone-else", event_payload("u-1", "3", event_id="m1", ts=1.0), "key_mismatch"),
 ]
 
 
@@ -76,20 +71,13 @@ def _good_events(topics: dict[str, str], n_users: int, per_user: int, tag: str) 
         user = f"{tag}-user-{u}"
         for j in range(per_user):
             topic = "purchases" if j == per_user - 1 else "clicks"
-            _, value = event_bytes(user, str(1 + (u * 7 + j * 3) % N_ITEMS))
+            _, value = new_event(user, str(1 + (u * 7 + j * 3) % N_ITEMS))
             out.append((topics[topic], user.encode(), value))
     return out
 
 
-def _wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.25):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+def _wait_for(predicate, timeout_s: float, what: str):
+    return wait_until(predicate, timeout_s, what, interval_s=0.25)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +101,8 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
         update = json.dumps({"version": 2, "uri": "file:///nowhere/v000002", "sha256": "0" * 64,
                              "created_at": time.time(), "metrics": {}}).encode()
         asyncio.run(produce(kafka_bootstrap, records + [(topics["model-updates"], None, update)]))
-        out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
-                                  until=len(records), timeout_s=45))
+        out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
+                                     count=len(records), timeout_s=45))
         assert len(out) == len(records), f"{len(out)} outputs for {len(records)} inputs"
         def refused_swap_visible() -> str | None:
             text = worker.get_text("/metrics")
@@ -168,6 +156,11 @@ def test_busy_scrape_counts_what_happened(live: Live) -> None:
     assert _sample(busy, 'coldstream_model_swaps_total{outcome="refused"}') == 1.0
     assert _sample(busy, 'coldstream_model_swap_failures_total{reason="unsigned"}') == 1.0
     assert "user-" not in busy  # no user ids in labels
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return find_tool("promtool")
 
 
 def test_promtool_check_metrics_is_clean_on_live_exposition(live: Live, promtool: str) -> None:
@@ -319,7 +312,7 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     only -- that the trainer's metrics object serves over HTTP (see the module docstring)."""
     from prometheus_client import start_http_server
 
-    from trainer.service import TrainerMetrics
+    from trainer.telemetry import TrainerMetrics
 
     trainer = TrainerMetrics()
     port = free_port()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from pathlib import Path
 
@@ -20,8 +19,8 @@ import numpy as np
 import torch
 
 from devtools.brokers import free_port
-from devtools.processes import start_process, stop_process
-from devtools.testing import WorkerProcess, consume, event_bytes, produce
+from devtools.kafka_io import new_event, produce, read_until
+from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
 
 BOUND_S = 15.0
 N_ITEMS = 300
@@ -52,18 +51,6 @@ def text_student_checkpoint(root: Path) -> Path:
                            item_titles=items.titles[:N_ITEMS], metrics={}, teacher=teacher.describe())
 
 
-def wait_for_log(path: Path, pattern: str, proc, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        if re.search(pattern, text):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"trainer exited with {proc.returncode}\n{text[-3000:]}")
-        time.sleep(0.2)
-    raise TimeoutError(f"{pattern!r} not in {path} after {timeout_s} s\n{path.read_text()[-3000:]}")
-
-
 def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch):
     import sys
 
@@ -82,12 +69,13 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
                            threads=1)
     try:
         with worker:
-            wait_for_log(trainer_log, r"trainer: consuming", trainer, 60)
+            wait_for_log(trainer_log, r"trainer: consuming", proc=trainer, timeout_s=60, interval_s=0.2,
+                         name="trainer")
             # a user clicking the Star Wars films before the new item exists: it is not there
             eids = []
             recs = []
             for item in CLICKS:
-                eid, v = event_bytes("early", item)
+                eid, v = new_event("early", item)
                 recs.append((topics["clicks"], b"early", v))
                 eids.append(eid)
             asyncio.run(produce(kafka_bootstrap, recs))
@@ -99,7 +87,7 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
             while time.time() - t0 < BOUND_S + 10 and found_at is None:
                 n += 1
                 user = f"fan-{n}"
-                batch = [(topics["clicks"], user.encode(), event_bytes(user, item)[1]) for item in CLICKS]
+                batch = [(topics["clicks"], user.encode(), new_event(user, item)[1]) for item in CLICKS]
                 asyncio.run(produce(kafka_bootstrap, batch))
                 deadline = time.time() + 5
                 while time.time() < deadline:
@@ -112,11 +100,11 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
                 if found_at is None:
                     time.sleep(0.5)
             # one more fan: the recommendation *record* of their third click carries the item
-            final_ids = [event_bytes("final-fan", item) for item in CLICKS]
+            final_ids = [new_event("final-fan", item) for item in CLICKS]
             final = [(topics["clicks"], b"final-fan", v) for _, v in final_ids]
             asyncio.run(produce(kafka_bootstrap, final))
-            out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"], topics["item-vectors"]],
-                                      until=3 * (n + 2) + 1, timeout_s=20, idle_s=1.0))
+            out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["item-vectors"]],
+                                         count=3 * (n + 2) + 1, timeout_s=20, idle_s=1.0))
             metrics = worker.get_text("/metrics")
     finally:
         stop_process(trainer, deadline_s=10)

@@ -16,7 +16,10 @@ from collections import defaultdict
 
 import pytest
 
-from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
+from coldstream.core.records import event_payload
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import new_event, produce, read_until
+from devtools.processes import WorkerProcess
 from stream_app.recommender import Recommender
 
 N_ITEMS = 200
@@ -25,9 +28,9 @@ N_ITEMS = 200
 def malformed(now: float) -> list[tuple[str, bytes, bytes, str]]:
     """``(logical topic, key, value, expected reason)``: at least ten distinct reasons."""
     def ev(**over):
-        body = {"event_id": uuid.uuid4().hex, "user_id": "bad-user", "item_id": "3", "ts": now}
-        body.update(over)
-        return json.dumps(body).encode()
+        body = {"user_id": "bad-user", "item_id": "3", "ts": now, **over}
+        return event_payload(body.pop("user_id"), body.pop("item_id"), event_id=uuid.uuid4().hex,
+                             ts=body.pop("ts"), **body)
 
     return [
         ("clicks", b"k", b"", "empty"),
@@ -75,13 +78,13 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
             if u % 10 == 3 and j == 1:
                 item = "not-in-model-" + str(u)  # unknown item: kept in the history
             topic = "purchases" if j == 3 else "clicks"
-            eid, value = event_bytes(user, item, ts=now + j * 0.001)
+            eid, value = new_event(user, item, ts=now + j * 0.001)
             good.append((topics[topic], user.encode(), value))
             expected_user[eid] = user
             history[user].append(item)
     only_unknown = "user-only-unknown"
     for j in range(2):
-        eid, value = event_bytes(only_unknown, f"ghost-{j}")
+        eid, value = new_event(only_unknown, f"ghost-{j}")
         good.append((topics["clicks"], only_unknown.encode(), value))
         expected_user[eid] = only_unknown
         history[only_unknown].append(f"ghost-{j}")
@@ -95,9 +98,9 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
     assert len(records) == len(good) + len(bad)
 
     with worker:
-        metas = run(produce(kafka_bootstrap, records))
-        out = run(consume(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
-                          until=len(records), timeout_s=60, idle_s=1.5))
+        metas = run(produce(kafka_bootstrap, records, keep_metadata=True)).metadata
+        out = run(read_until(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
+                             count=len(records), timeout_s=60, idle_s=1.5))
         recs = [r for r in out if r.topic == topics["recommendations"]]
         dlq = [r for r in out if r.topic == topics["events-dlq"]]
 
@@ -163,11 +166,11 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
 
     # -- clean restart: state recovered from the changelog, offsets committed -------------
     user = "user-7"
-    eid, value = event_bytes(user, "150")
+    eid, value = new_event(user, "150")
     with worker:
         run(produce(kafka_bootstrap, [(topics["clicks"], user.encode(), value)]))
-        out2 = run(consume(kafka_bootstrap, [topics["recommendations"]], until=len(recs) + 1,
-                           timeout_s=45, idle_s=1.5))
+        out2 = run(read_until(kafka_bootstrap, [topics["recommendations"]], count=len(recs) + 1,
+                              timeout_s=45, idle_s=1.5))
     values = [json.loads(r.value) for r in out2]
     assert len(values) == len(recs) + 1  # nothing re-processed, the new event answered once
     new = [v for v in values if v["event_id"] == eid]
@@ -186,11 +189,11 @@ def test_kcat_round_trip(kafka_bootstrap, topic_prefix, make_topics, tmp_path):
     store = tmp_path / "store"
     make_checkpoint(store, n_items=50)
     eid = "kcat-" + uuid.uuid4().hex[:8]
-    line = f'kcat-user:{{"event_id":"{eid}","user_id":"kcat-user","item_id":"7","ts":{time.time()}}}\n'
+    line = b"kcat-user:" + event_payload("kcat-user", "7", event_id=eid, ts=time.time()) + b"\n"
     with WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
                        topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store):
         subprocess.run(["kcat", "-b", kafka_bootstrap, "-t", topics["clicks"], "-P", "-K:"],
-                       input=line.encode(), check=True, timeout=30)
+                       input=line, check=True, timeout=30)
         deadline = time.time() + 30
         found = None
         while found is None and time.time() < deadline:

@@ -25,8 +25,8 @@ import torch
 
 from coldstream.core.model_updates import UpdateRefused, verify_update
 from devtools.brokers import free_port
-from devtools.processes import start_process, stop_process
-from devtools.testing import WorkerProcess, consume, event_bytes, produce
+from devtools.kafka_io import new_event, produce, read_until
+from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
 
 KEY = "redistill-e2e-key"
 N_ITEMS = 300
@@ -52,20 +52,6 @@ def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     return path, stream
 
 
-def wait_for_log(path: Path, pattern: str, proc, timeout_s: float) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    text = ""
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        m = re.search(pattern, text)
-        if m:
-            return m
-        if proc.poll() is not None:
-            raise RuntimeError(f"trainer exited with {proc.returncode}\n{text[-3000:]}")
-        time.sleep(0.3)
-    raise TimeoutError(f"{pattern!r} not in {path} after {timeout_s} s\n{text[-3000:]}")
-
-
 def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, make_topics, tmp_path,
                                                  monkeypatch):
     t_start = time.monotonic()
@@ -87,14 +73,15 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
                            app_id=topic_prefix + "app", model_store=store, threads=1)
     try:
         with worker:
-            wait_for_log(trainer_log, r"trainer: consuming", trainer, 60)
+            wait_for_log(trainer_log, r"trainer: consuming", proc=trainer, timeout_s=60, name="trainer")
             records, first_ids = [], []
             for n, (user, item) in enumerate(stream):
-                eid, value = event_bytes(user, item, event_id=f"s-{n}", ts=880_000_000.0 + n)
+                eid, value = new_event(user, item, event_id=f"s-{n}", ts=880_000_000.0 + n)
                 records.append((topics["clicks"], user.encode(), value))
                 first_ids.append(eid)
             asyncio.run(produce(kafka_bootstrap, records))
-            m = wait_for_log(trainer_log, r"promoted and announced v(\d+)", trainer, 90)
+            m = wait_for_log(trainer_log, r"promoted and announced v(\d+)", proc=trainer, timeout_s=90,
+                             name="trainer")
             assert m.group(1) == "2"
             # new users after the announcement: their outputs must come from v2 (swap is < 1 s)
             after_ids: list[str] = []
@@ -103,16 +90,16 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
             n = 0
             while not seen_v2 and time.monotonic() < deadline:
                 n += 1
-                eid, value = event_bytes(f"late-{n}", "50")
+                eid, value = new_event(f"late-{n}", "50")
                 asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], f"late-{n}".encode(), value)]))
                 after_ids.append(eid)
                 time.sleep(0.5)
                 status, body = worker.get_json("/ready")
                 seen_v2 = status == 200 and body.get("model_version") == "2"
-            eid, value = event_bytes("final", "50")
+            eid, value = new_event("final", "50")
             asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], b"final", value)]))
-            out = asyncio.run(consume(kafka_bootstrap, [topics["recommendations"], topics["model-updates"]],
-                                      until=len(first_ids) + len(after_ids) + 2, timeout_s=40, idle_s=0.5))
+            out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["model-updates"]],
+                                         count=len(first_ids) + len(after_ids) + 2, timeout_s=40, idle_s=0.5))
             metrics = worker.get_text("/metrics")
             with urllib.request.urlopen(f"http://127.0.0.1:{trainer_port}/metrics", timeout=10) as r:
                 trainer_metrics = r.read().decode()

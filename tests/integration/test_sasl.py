@@ -25,14 +25,9 @@ import time
 import pytest
 
 from devtools.brokers import free_port
-from devtools.testing import (
-    WorkerProcess,
-    bootstrap_fails,
-    consume,
-    event_bytes,
-    make_checkpoint,
-    produce,
-)
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import bootstrap_fails, new_event, produce, read_until
+from devtools.processes import WorkerProcess
 from stream_app.settings import Settings
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret"}
@@ -93,9 +88,9 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
     alice = _sasl_kwargs("alice", USERS["alice"])
     with worker:
         ready_s = worker.ready_s
-        eid, value = event_bytes("sasl-user", "7")
+        eid, value = new_event("sasl-user", "7")
         asyncio.run(produce(sasl_bootstrap, [(topics["clicks"], b"sasl-user", value)], **alice))
-        out = asyncio.run(consume(sasl_bootstrap, [topics["recommendations"]], until=1, timeout_s=30, **alice))
+        out = asyncio.run(read_until(sasl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **alice))
         log_text = worker.log_path.read_text()
         assert len(out) == 1, f"no recommendation over SASL; worker log:\n{log_text[-3000:]}"
         rec = json.loads(out[0].value)

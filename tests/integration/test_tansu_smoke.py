@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from devtools.testing import WorkerProcess, consume, event_bytes, make_checkpoint, produce
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import new_event, produce, read_until
+from devtools.processes import WorkerProcess
 
 pytestmark = [pytest.mark.tansu]
 
@@ -25,13 +27,13 @@ def test_tansu_events_in_recommendations_out(tansu_bootstrap, topic_prefix, make
         # 0.5-1.6 s on Tansu; the worker's 10 ms fetch wait must keep them well under that
         ids = []
         for i in range(8):
-            eid, value = event_bytes(f"t-user-{i % 3}", str(1 + i))
+            eid, value = new_event(f"t-user-{i % 3}", str(1 + i))
             ids.append(eid)
             asyncio.run(produce(tansu_bootstrap, [(topics["clicks"], f"t-user-{i % 3}".encode(), value)]))
             time.sleep(0.1)
         asyncio.run(produce(tansu_bootstrap, [(topics["clicks"], b"t", b"{broken")]))
-        out = asyncio.run(consume(tansu_bootstrap, [topics["recommendations"], topics["events-dlq"]],
-                                  until=9, timeout_s=60, idle_s=1.0))
+        out = asyncio.run(read_until(tansu_bootstrap, [topics["recommendations"], topics["events-dlq"]],
+                                     count=9, timeout_s=60, idle_s=1.0))
         assert worker.get_json("/ready")[0] == 200
     recs = [json.loads(r.value) for r in out if r.topic == topics["recommendations"]]
     dlq = [json.loads(r.value) for r in out if r.topic == topics["events-dlq"]]

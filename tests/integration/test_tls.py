@@ -38,14 +38,9 @@ from pathlib import Path
 import pytest
 
 from devtools.brokers import free_port
-from devtools.testing import (
-    WorkerProcess,
-    bootstrap_fails,
-    consume,
-    event_bytes,
-    make_checkpoint,
-    produce,
-)
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import bootstrap_fails, new_event, produce, read_until
+from devtools.processes import WorkerProcess
 from stream_app.settings import Settings
 
 
@@ -151,9 +146,9 @@ def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, mo
     tls_kwargs = _ssl_kwargs(pki["ca"])
     with worker:
         ready_s = worker.ready_s
-        eid, value = event_bytes("tls-user", "7")
+        eid, value = new_event("tls-user", "7")
         asyncio.run(produce(ssl_bootstrap, [(topics["clicks"], b"tls-user", value)], **tls_kwargs))
-        out = asyncio.run(consume(ssl_bootstrap, [topics["recommendations"]], until=1, timeout_s=30, **tls_kwargs))
+        out = asyncio.run(read_until(ssl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **tls_kwargs))
         assert len(out) == 1, f"no recommendation over TLS; worker log:\n{worker.log_path.read_text()[-3000:]}"
         rec = json.loads(out[0].value)
         assert rec["event_id"] == eid and rec["user_id"] == "tls-user" and out[0].key == b"tls-user"

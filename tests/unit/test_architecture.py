@@ -96,3 +96,36 @@ def test_only_the_cli_composes_the_layers(graph: grimp.ImportGraph) -> None:
                  and any(graph.direct_import_exists(importer=m, imported=other)
                          for other in graph.modules if other.startswith("devtools"))}
     assert importers == {"coldstream.cli"}
+
+
+def _documented_modules() -> tuple[set[str], set[str]]:
+    """(files, folders) named in the module map of docs/architecture.md."""
+    import re
+
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    files: set[str] = set()
+    folders: set[str] = set()
+    section = None
+    for line in text.splitlines():
+        heading = re.match(r"^### `([\w/]+)/`", line)
+        if heading:
+            section = heading.group(1)
+            continue
+        if line.startswith("## "):
+            section = None
+        if section is None or not line.startswith("| `"):
+            continue
+        first = line.split("|")[1]
+        for name in re.findall(r"`([\w/.]+)`", first):
+            (folders if name.endswith("/") else files).add(f"{section}/{name}".rstrip("/"))
+    return files, folders
+
+
+def test_module_map_in_the_docs_matches_the_tree() -> None:
+    files, folders = _documented_modules()
+    tree = {str(p.relative_to(REPO)) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
+            if p.name not in ("__init__.py", "__main__.py")}
+    undocumented = {m for m in tree if m not in files and not any(m.startswith(f + "/") for f in folders)}
+    assert undocumented == set(), f"modules missing from docs/architecture.md: {sorted(undocumented)}"
+    missing = {f for f in files if f not in tree} | {d for d in folders if not (REPO / d).is_dir()}
+    assert missing == set(), f"docs/architecture.md names what does not exist: {sorted(missing)}"

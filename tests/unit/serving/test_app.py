@@ -129,11 +129,17 @@ async def test_control_followers_use_security_kwargs(monkeypatch):
         async def start(self):
             raise RuntimeError("stop here")
 
+    async def partitions(bootstrap, topic, **kwargs):
+        seen["admin"] = kwargs["client_kwargs"]
+        return [0]
+
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", FakeConsumer)
+    monkeypatch.setattr(control, "topic_partitions", partitions)
     with pytest.raises(RuntimeError, match="stop here"):
-        await control._broadcast_consumer("127.0.0.1:1", "t", from_end=None, fetch_max_wait_ms=50,
+        await control.broadcast_consumer("127.0.0.1:1", "t", from_end=None, fetch_max_wait_ms=50,
                                           client_kwargs=_sasl().kafka_client_kwargs())
     assert seen["security_protocol"] == "SASL_PLAINTEXT" and seen["sasl_plain_username"] == "alice"
+    assert seen["admin"]["sasl_plain_username"] == "alice"  # the metadata lookup is secured too
 
 
 def test_trainer_reads_the_worker_security_env(monkeypatch):
@@ -149,3 +155,11 @@ def test_trainer_reads_the_worker_security_env(monkeypatch):
     monkeypatch.delenv("COLDSTREAM_SASL_PASSWORD")
     with pytest.raises(ValidationError, match="COLDSTREAM_SASL_PASSWORD"):
         TrainerSettings()
+
+
+def test_faust_built_in_table_and_router_views_are_off():
+    # /table/sessions/<user>/ would hand any web client a user's history, /router/ the layout
+    app = create_app(Settings())
+    served = {str(bp) for _, bp in app.web._enabled_blueprints()}
+    assert not {b for b in served if "tables" in b or "router" in b or "stats" in b or "graph" in b}
+    assert Settings().web_bind == "127.0.0.1"  # pods set 0.0.0.0 explicitly (settings.env)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from devtools.testing import event_bytes, make_checkpoint
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import new_event
 from stream_app.batch import BatchProcessor, Deduper, DlqBreaker, Incoming
 from stream_app.recommender import Recommender
 from stream_app.settings import Settings
@@ -21,7 +22,7 @@ def recommender(tmp_path_factory):
 
 
 def rec(topic, user, item, offset, eid=None, partition=0):
-    eid, value = event_bytes(user, item, event_id=eid, ts=NOW - 1)
+    eid, value = new_event(user, item, event_id=eid, ts=NOW - 1)
     return Incoming(topic, partition, offset, user.encode(), value, NOW - 0.5)
 
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coldstream.core.events import REASONS, Event, Forget, Rejection, validate_event
-from devtools.testing import make_checkpoint
+from devtools.checkpoints import make_checkpoint
 from stream_app.batch import BatchProcessor, Incoming
 from stream_app.recommender import Recommender
 from stream_app.settings import Settings
@@ -32,7 +32,12 @@ N_TEXT = 1500
 COUNT = {"payloads": 0}
 
 FIELDS = ["event_id", "user_id", "item_id", "ts", "price", "quantity", "event_type", "context"]
-ids = st.one_of(st.text(min_size=0, max_size=140), st.integers(-5, 10**20), st.just("u1"),
+# text that st.text() never makes on its own: lone surrogates (valid JSON as \\ud800 escapes),
+# bidi controls, zero-width and format characters, decomposed (non-NFC) letters
+odd_chars = st.sampled_from(["\ud800", "\udfff", "\u202e", "\u2066", "\u200b", "\ufeff", "\u00ad",
+                             "u\u0308", "\ue000", "\U0010ffff", "\u0085", "\u3000"])
+odd_text = st.lists(st.one_of(odd_chars, st.text(max_size=3)), min_size=1, max_size=6).map("".join)
+ids = st.one_of(st.text(min_size=0, max_size=140), st.integers(-5, 10**20), st.just("u1"), odd_text,
                 st.sampled_from(["1", "2", "59", "999999", "unknown-item"]))
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
                     st.sampled_from([NOW, NOW + 10**9, -1.0, 0.0, NOW + 3599]))
@@ -40,6 +45,8 @@ junk = st.recursive(st.none() | st.booleans() | numbers | st.text(max_size=50),
                     lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=5), c, max_size=5),
                     max_leaves=10)
 HUGE_STRING = "é" * 20_000
+DEEP = [b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000,
+        b'{"event_id":"e","user_id":"u","item_id":"1","ts":1,"context":' + b"[" * 40 + b"]" * 40 + b"}"]
 HUGE_ARRAY = list(range(5000))
 values = st.one_of(ids, numbers, junk, st.just(HUGE_STRING), st.just(HUGE_ARRAY),
                    st.text(max_size=10).map(lambda t: t * 1000),
@@ -123,9 +130,22 @@ def test_hostile_objects_are_accepted_only_when_valid(obj: dict, mode: int, topi
         assert r.event_type == obj.get("event_type", {"clicks": "click", "purchases": "purchase"}[topic])
 
 
+def test_deep_nesting_and_surrogates_are_refused_with_a_reason() -> None:
+    for raw in DEEP:
+        COUNT["payloads"] += 1
+        r = validate_event(raw, "clicks", now=NOW)
+        assert r.reason in ("invalid_json", "oversize")  # refused before the parser sees it
+        assert validate_event(raw, "clicks", now=NOW, max_bytes=10**6).reason == "invalid_json"
+    for bad in ("b\\ud800", "x\\udfff"):
+        COUNT["payloads"] += 1
+        raw = ('{"event_id":"e1","user_id":"' + bad + '","item_id":"1","ts":1}').encode()
+        r = validate_event(raw, "clicks", now=NOW)
+        assert (r.reason, r.event_id) == ("invalid_text", "e1")
+
+
 @settings(max_examples=N_BATCHES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(st.tuples(st.one_of(objects().map(lambda o: _encode(o, 0)), st.binary(max_size=200),
-                                          st.just(b""), st.just(b"x" * 20_000)),
+                                          st.just(b""), st.just(b"x" * 20_000), st.sampled_from(DEEP)),
                                 st.sampled_from(["clicks", "purchases"]), st.booleans()),
                       min_size=1, max_size=16))
 def test_batch_yields_one_output_per_record(processor: BatchProcessor, batch: list) -> None:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from coldstream.core.checkpoint import MANIFEST, manifest_sha256, sha256_file
 from coldstream.core.model_updates import make_update
-from devtools.testing import make_checkpoint
+from devtools.checkpoints import make_checkpoint
 from stream_app.control import ItemVectorSink, ModelSwapper
 from stream_app.metrics import Metrics
 from stream_app.recommender import Recommender

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
-from devtools.testing import event_bytes, make_checkpoint
+from devtools.checkpoints import make_checkpoint
+from devtools.kafka_io import new_event
 from stream_app.batch import BatchProcessor, Incoming
 from stream_app.metrics import Metrics
 from stream_app.online import OnlineQuality, WindowedCounter
@@ -48,17 +49,17 @@ def test_windowed_popularity_forgets_old_events():
 
 def test_pipeline_feeds_online_quality(tmp_path):
     rec = Recommender.from_checkpoint(make_checkpoint(tmp_path / "s", n_items=50), prefer_gpu_index=False)
-    rec._popularity = WindowedCounter(3600.0)
+    rec.popularity = WindowedCounter(3600.0)
     settings = Settings()
     sessions: dict = {}
     p = BatchProcessor(rec, settings, get_session=sessions.get, clock=lambda: 1000.0)
     p.online = OnlineQuality(window_s=60.0)
-    first = p.process([Incoming("clicks", 0, 0, b"u", event_bytes("u", "1", ts=999.0)[1], None)])
+    first = p.process([Incoming("clicks", 0, 0, b"u", new_event("u", "1", ts=999.0)[1], None)])
     top = [i for i, _ in rec.recommend_batch([["1"]], 10)[0]]
     sessions.update({u: h for u, (_, h) in first.sessions.items()})
-    p.process([Incoming("clicks", 0, 1, b"u", event_bytes("u", top[0], ts=999.5)[1], None)])
+    p.process([Incoming("clicks", 0, 1, b"u", new_event("u", top[0], ts=999.5)[1], None)])
     assert p.online.requests["1"] == 1 and p.online.hits["1"] == 1
-    ghost = p.process([Incoming("clicks", 0, 2, b"g", event_bytes("g", "nope", ts=999.0)[1], None)])
+    ghost = p.process([Incoming("clicks", 0, 2, b"g", new_event("g", "nope", ts=999.0)[1], None)])
     import json
     body = json.loads(ghost.recommendations[0][1])
     assert body["fallback"] == "popular" and body["items"][0]["item_id"] in ("1", top[0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from coldstream.core.checkpoint import load_checkpoint
-from devtools.testing import make_checkpoint
+from devtools.checkpoints import make_checkpoint
 from stream_app.recommender import Recommender, ServingModel
 
 

@@ -1,182 +1,215 @@
-"""Trainer service pieces without a broker: buffer split, re-distillation cycle, gate, publish.
-
-A synthetic world with strong structure: 20 topics x 10 items; an item's text vector is its
-topic's centroid plus noise; each user clicks items of one topic. The fake teacher scores
-items by the cosine of the mean history text vector (a good teacher in this world).
-"""
+"""The trainer service loop without a broker: its cycle configuration, the cycle trigger,
+new items, finishing a cycle, and :meth:`TrainerService.run` end to end on fake Kafka clients
+(the synthetic world of :mod:`tests.unit.trainer._world`, a fake teacher)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import time
+from dataclasses import asdict
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import torch
+from aiokafka.structs import TopicPartition
 
-from coldstream.core.checkpoint import load_checkpoint, manifest_sha256, save_checkpoint
-from coldstream.core.model_updates import make_update, verify_update
-from coldstream.core.student import Student, StudentConfig
-from trainer.buffer import EventBuffer
-from trainer.service import (
-    CycleConfig,
-    TrainerMetrics,
-    catalog_text,
-    item_table,
-    load_teacher_head,
-    publish_checkpoint,
-    redistill,
-    save_teacher_head,
-)
+from coldstream.core.checkpoint import load_checkpoint
+from coldstream.core.model_updates import verify_update
+from tests.unit.trainer._world import FakeTeacher, make_world, random_checkpoint, session_events
+from trainer.gate import GateResult
+from trainer.service import TrainerService
+from trainer.settings import TrainerSettings
+from trainer.teacher_heads import load_teacher_head
+from trainer.training import TrainConfig
 
-N_TOPICS, PER_TOPIC, TEXT_DIM = 20, 10, 32
+KEY = "unit-key"
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """Settings from defaults and arguments only (no COLDSTREAM_* of the calling shell)."""
+    for name in list(os.environ):
+        if name.startswith("COLDSTREAM_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="module")
 def world():
-    rng = np.random.default_rng(0)
-    centroids = rng.standard_normal((N_TOPICS, TEXT_DIM))
-    text = np.vstack([centroids[t] + 0.3 * rng.standard_normal((PER_TOPIC, TEXT_DIM))
-                      for t in range(N_TOPICS)]).astype(np.float32)
-    text /= np.linalg.norm(text, axis=1, keepdims=True)
-    ids = [f"it{i}" for i in range(len(text))]
-    return ids, text
+    return make_world()
 
 
-def _buffer(ids, n_users=300, per_user=8, seed=1, shuffle_train=False, holdout_share=0.2):
-    rng = np.random.default_rng(seed)
-    events = []
-    for u in range(n_users):
-        topic = rng.integers(N_TOPICS)
-        items = rng.choice(PER_TOPIC, size=per_user, replace=False) + topic * PER_TOPIC
-        events += [(f"u{seed}-{u}", ids[i], j) for j, i in enumerate(items)]
-    # arrival order: one session after the other (the latest slice = the latest sessions)
-    buf = EventBuffer(len(events))
-    cut = len(events) - int(np.ceil(holdout_share * len(events)))
-    for n, (user, item, _) in enumerate(events):
-        if shuffle_train and n < cut:
-            item = ids[rng.integers(len(ids))]  # damaged: labels shuffled across the catalogue
-        buf.add(user, item, 0, float(n), event_id=f"{user}-{n}")
-    return buf
+def settings(store, **over) -> TrainerSettings:
+    return TrainerSettings(model_store=store, topic_prefix="t-", **over)
 
 
-def _scorer(text):
-    def score(histories):
-        u = np.stack([text[h].mean(0) if len(h) else np.zeros(text.shape[1]) for h in histories])
-        return 10.0 * u @ text.T
-    return score
+def test_the_service_cycle_configuration_is_the_old_one(clean_env, tmp_path):
+    """Field by field what ``TrainerService.cycle`` built before CycleConfig nested a
+    TrainConfig: CycleConfig(holdout_share, margin, epochs=cycle_epochs, teacher_prefixes,
+    seed=seed + cycles, device) with lr 1e-3, batch 256, max_prefix 20, extra_per_user 2,
+    patience 2, id_dropout 0.25, max_seconds 600, KD alpha 1 and T 2."""
+    service = TrainerService(settings(tmp_path))
+    cfg = service.cycle_config()
+    assert (cfg.holdout_share, cfg.margin, cfg.teacher_prefixes, cfg.alpha, cfg.temperature) == \
+        (0.2, 0.01, 1024, 1.0, 2.0)
+    old = TrainConfig(epochs=4, batch_size=256, lr=1e-3, patience=2, seed=0, max_prefix=20, extra_per_user=2,
+                      id_dropout=0.25, max_seconds=600.0, device="auto")
+    assert asdict(cfg.train_config(kd=False)) == asdict(old)
+    old.teacher, old.alpha, old.temperature = "model", 1.0, 2.0
+    assert asdict(cfg.train_config(kd=True)) == asdict(old)
+    service.cycles = 3
+    tuned = TrainerService(settings(tmp_path, cycle_epochs=7, seed=10, device="cpu", holdout_share=0.3,
+                                    gate_margin=0.05, teacher_prefixes=64))
+    tuned.cycles = 2
+    t = tuned.cycle_config()
+    assert service.cycle_config().train.seed == 3
+    assert (t.train.epochs, t.train.seed, t.train.device, t.holdout_share, t.margin, t.teacher_prefixes) == \
+        (7, 12, "cpu", 0.3, 0.05, 64)
+    assert asdict(t.train) == {**asdict(cfg.train), "epochs": 7, "seed": 12, "device": "cpu"}
 
 
-def _random_checkpoint(root, ids, text):
-    torch.manual_seed(0)
-    model = Student(StudentConfig(n_items=len(ids) - 10, text_dim=TEXT_DIM, dim=16, max_len=20, dropout=0.0))
-    return save_checkpoint(root, model=model, item_ids=ids, item_text_vecs=text, metrics={},
-                           teacher={"name": "fake"})
-
-
-CFG = CycleConfig(holdout_share=0.2, margin=0.01, epochs=8, lr=5e-3, teacher_prefixes=400, seed=0)
-
-
-def test_buffer_split_never_trains_on_the_holdout():
-    buf = EventBuffer(100)
-    for n in range(10):
-        buf.add("a", f"i{n}", 0, n)
-        buf.add("b", f"j{n}", 1, n)
-    assert buf.add("a", "x", event_id="e1") is True  # first time accepted
-    assert buf.add("a", "x", event_id="e1") is False  # duplicate event id
-    train, hold = buf.split(0.25)
-    trained = {i for evs in train.values() for i, _ in evs}
-    truths = {i for t in hold.truths for i in t}
-    assert trained and truths and not trained & truths
-    assert len(hold) == 2
-    small = EventBuffer(5)
+def test_a_cycle_is_due_after_enough_new_events_or_time(clean_env, tmp_path):
+    service = TrainerService(settings(tmp_path, min_buffer_events=10, cycle_events=5, cycle_seconds=0))
     for n in range(9):
-        small.add("u", str(n))
-    assert [e.item for e in small.events()] == ["4", "5", "6", "7", "8"]
+        service.buffer.add("u", f"i{n}")
+    assert not service.cycle_due()  # fewer than min_buffer_events
+    service.buffer.add("u", "i9")
+    assert service.cycle_due()
+    service.events_at_cycle = service.buffer.added
+    assert not service.cycle_due()  # nothing new since the last cycle
+    for n in range(4):
+        service.buffer.add("u", f"j{n}")
+    assert not service.cycle_due()  # 4 < cycle_events
+    timed = TrainerService(settings(tmp_path, min_buffer_events=10, cycle_events=0, cycle_seconds=60))
+    for n in range(10):
+        timed.buffer.add("u", f"i{n}")
+    assert not timed.cycle_due()
+    timed.last_cycle = time.monotonic() - 61
+    assert timed.cycle_due()
 
 
-def test_cycle_gate_refuses_damaged_and_promotes_good(world, tmp_path):
+def test_items_records_the_student_lacks_are_fresh(clean_env, world, tmp_path):
+    ids, text = world
+    service = TrainerService(settings(tmp_path))
+    service.ck = load_checkpoint(random_checkpoint(tmp_path, ids, text))
+    fresh: dict[str, str] = {}
+    service.on_item(None, json.dumps({"item_id": "it3", "title": "Known"}).encode(), fresh)
+    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), fresh)
+    service.on_item(None, b"{not json", fresh)
+    service.on_item(None, json.dumps({"title": "no id"}).encode(), fresh)
+    service.on_item(None, json.dumps({"item_id": "n2", "title": ""}).encode(), fresh)
+    assert fresh == {"n1": "New - A, B"} and service.texts["it3"] == "Known"
+    service.new_items["n1"] = (text[0], "New - A, B")  # embedded
+    again: dict[str, str] = {}
+    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), again)
+    assert again == {}
+    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "description": "Now longer"}).encode(),
+                    again)
+    assert again == {"n1": "New. Now longer"}
+
+
+async def test_finishing_a_failed_or_rejected_cycle_counts_it(clean_env, tmp_path):
+    service = TrainerService(settings(tmp_path))
+    get = service.metrics.registry.get_sample_value
+    loop = asyncio.get_running_loop()
+    service.running_cycle = failed = loop.create_future()
+    failed.set_exception(RuntimeError("boom"))
+    await service.finish_cycle()
+    assert service.running_cycle is None and service.cycles == 1
+    assert get("coldstream_trainer_cycles_total", {"outcome": "failed"}) == 1.0
+    g = GateResult(promote=False, candidate_ndcg=0.1, current_ndcg=0.3, margin=0.01, n_users=20)
+    service.running_cycle = rejected = loop.create_future()
+    rejected.set_result((SimpleNamespace(seconds=2.0, gate=g, metrics={"distill_loss": 0.5}), None))
+    await service.finish_cycle()
+    assert service.cycles == 2
+    assert get("coldstream_trainer_cycles_total", {"outcome": "rejected"}) == 1.0
+    assert get("coldstream_trainer_cycles_total", {"outcome": "promoted"}) == 0.0
+    assert get("coldstream_trainer_gate_ndcg", {"model": "current"}) == 0.3
+
+
+class FakeConsumer:
+    def __init__(self, batches):
+        self.batches, self.stopped = list(batches), False
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        self.stopped = True
+
+    async def getmany(self, timeout_ms=0, max_records=None):
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(0.02)
+        return {}
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent: list[tuple[str, bytes | None, bytes]] = []
+        self.stopped = False
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        self.stopped = True
+
+    async def send(self, topic, value=None, key=None):
+        self.sent.append((topic, key, value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def send_and_wait(self, topic, value=None, key=None):
+        self.sent.append((topic, key, value))
+
+
+def _records(topic, values):
+    return {TopicPartition(topic, 0): [SimpleNamespace(key=k, value=v) for k, v in values]}
+
+
+async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_path):
     ids, text = world
     store = tmp_path / "store"
-    ck0 = load_checkpoint(_random_checkpoint(store, ids, text))
+    random_checkpoint(store, ids, text)
+    # gate_margin 1: every candidate is promoted (the gate itself: test_redistill.py)
+    s = settings(store, model_hmac_key=KEY, min_buffer_events=10, cycle_events=2000, cycle_seconds=0,
+                 teacher_prefixes=200, cycle_epochs=2, device="cpu", gate_margin=1.0, buffer_events=5000)
+    service = TrainerService(s, teacher=FakeTeacher())
+    events = [(user, json.dumps({"event_id": f"e{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}).encode())
+              for n, (user, item) in enumerate(session_events(ids, n_users=300, seed=1))]
+    first = {**_records("t-items", [(b"brand-new", json.dumps({"item_id": "brand-new", "title": "Brand new"}).encode())]),
+             **_records("t-clicks", [(u.encode(), v) for u, v in events] + [(b"x", b"{broken")])}
+    late = _records("t-items", [(b"late", json.dumps({"item_id": "late", "title": "Late arrival"}).encode())])
+    consumer, producer = FakeConsumer([first, late]), FakeProducer()
 
-    # 1. a cycle on real sessions beats the random current model and is promoted
-    res = redistill(ck0, _buffer(ids, seed=1), new_items={}, scorer=_scorer(text), config=CFG)
-    g = res.gate
-    assert g.promote and g.candidate_ndcg > g.current_ndcg + 0.1, g
-    assert g.n_users >= 50 and res.metrics["distill_loss"] > 0 and 0 <= res.metrics["topk_agreement@10"] <= 1
-    path = publish_checkpoint(store, res, teacher={"name": "fake"})
-    ck1 = load_checkpoint(path)
-    assert ck1.version == 2 and ck1.metrics["candidate_ndcg@10"] == round(g.candidate_ndcg, 5)
-    assert "current_ndcg@10" in ck1.metrics
+    async def connect():
+        service.consumer, service.producer = consumer, producer
 
-    # 2. a candidate trained on shuffled labels (holdout intact) is refused
-    bad = redistill(ck1, _buffer(ids, seed=2, shuffle_train=True), new_items={}, scorer=_scorer(text),
-                    config=CFG)
-    assert not bad.gate.promote, bad.gate
-    assert bad.gate.candidate_ndcg < bad.gate.current_ndcg - CFG.margin
+    service.connect = connect
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    deadline = time.monotonic() + 120
+    while not any(t == "t-model-updates" for t, _, _ in producer.sent) or service.running_cycle is not None:
+        assert time.monotonic() < deadline and not task.done(), "no announced cycle"
+        await asyncio.sleep(0.05)
+    stop.set()  # read between steps: the step announcing v2 (and re-placing "late") completes
+    await asyncio.wait_for(task, 30)
 
-    # 3. a candidate trained on fresh real sessions is promoted (not worse beyond the margin)
-    good = redistill(ck1, _buffer(ids, seed=3), new_items={}, scorer=_scorer(text), config=CFG)
-    assert good.gate.promote, good.gate
-    assert good.gate.current_ndcg > 0.2  # the current model was good: a real comparison
-
-
-def test_new_items_join_the_table_text_only(world, tmp_path):
-    ids, text = world
-    ck = load_checkpoint(_random_checkpoint(tmp_path / "s", ids, text))
-    new = {"brand-new": (text[5] * 0.9, "New thing")}
-    table = item_table(ck, new)
-    assert table.ids[-1] == "brand-new" and table.id_index[-1] == -1
-    assert (table.id_index[: ck.config.n_items] == np.arange(ck.config.n_items)).all()
-    buf = _buffer(ids, n_users=60, seed=4)
-    buf.add("u4-0", "brand-new", 0, 1e9)
-    res = redistill(ck, buf, new_items=new, scorer=_scorer(table.text_vecs), config=CycleConfig(epochs=1))
-    assert res.item_ids[-1] == "brand-new" and res.metrics["new_items"] == 1
-    path = publish_checkpoint(tmp_path / "s", res, teacher={})
-    ck2 = load_checkpoint(path)
-    assert ck2.item_ids[-1] == "brand-new" and ck2.config.n_items == ck.config.n_items
-
-
-def test_publish_is_signed_and_verifiable(world, tmp_path):
-    ids, text = world
-    store = tmp_path / "store"
-    path = _random_checkpoint(store, ids, text)
-    upd = make_update(version=1, checkpoint_dir=path, manifest_sha256=manifest_sha256(path),
-                      metrics={"candidate_ndcg@10": 0.3, "current_ndcg@10": 0.2}, key="k")
-    rec, where = verify_update(upd.to_json(), key="k", store_root=store)
-    assert where == path.resolve() and rec.metrics["current_ndcg@10"] == 0.2
-    load_checkpoint(where, expected_sha256=rec.sha256)
-
-
-def test_teacher_head_round_trip(tmp_path):
-    from trainer.adapt import TeacherHead
-
-    torch.manual_seed(0)
-    head = TeacherHead(8)
-    for p in head.parameters():
-        torch.nn.init.normal_(p)
-    save_teacher_head(tmp_path, 3, head, 0.25)
-    got, tau = load_teacher_head(tmp_path, None)
-    assert tau == 0.25
-    x, v = np.random.rand(4, 16).astype(np.float32), np.random.rand(5, 8).astype(np.float32)
-    assert np.allclose(got.score(x, v), head.score(x, v), atol=1e-6)
-    assert load_teacher_head(tmp_path, 4) is None
-    assert not list(tmp_path.glob("teacher-heads/.tmp-*"))
-
-
-def test_catalog_text_and_metrics_names():
-    assert catalog_text({"item_id": "9", "title": "Alien (1979)", "category": ["Horror", "Sci-Fi"],
-                         "description": "In space."}) == "Alien (1979) - Horror, Sci-Fi. In space."
-    m = TrainerMetrics()
-    for outcome in ("promoted", "rejected", "failed"):  # primed at 0 before any cycle
-        assert m.registry.get_sample_value("coldstream_trainer_cycles_total", {"outcome": outcome}) == 0.0
-    m.cycles.labels("promoted").inc()
-    m.new_items.inc(2)
-    from prometheus_client import generate_latest
-    text = generate_latest(m.registry).decode()
-    for name in ("coldstream_trainer_cycles_total", "coldstream_trainer_cycle_seconds",
-                 "coldstream_trainer_distill_loss", "coldstream_trainer_topk_agreement",
-                 "coldstream_trainer_model_age_seconds", "coldstream_trainer_buffer_events",
-                 "coldstream_trainer_new_items_total"):
-        assert name in text, name
-    assert json.dumps(m.registry.get_sample_value("coldstream_trainer_new_items_total")) == "2.0"
+    assert consumer.stopped and producer.stopped
+    assert len(service.buffer) == len(events)  # the broken record is not buffered
+    vectors = [(k.decode(), json.loads(v)) for t, k, v in producer.sent if t == "t-item-vectors"]
+    assert [(k, r["model_version"]) for k, r in vectors] == [("brand-new", "1"), ("late", "1"), ("late", "2")]
+    assert all(len(r["vector"]) == service.ck.config.dim for _, r in vectors)
+    [update] = [v for t, _, v in producer.sent if t == "t-model-updates"]
+    rec, where = verify_update(update, key=KEY, store_root=store)
+    assert rec.version == 2 and service.ck.version == 2 and where == service.ck.path.resolve()
+    assert "popular_items" not in rec.metrics and rec.metrics["new_items"] == 1 and "snapshot_at" in rec.metrics
+    assert "brand-new" in service.ck.index_of and "late" not in service.ck.index_of
+    assert load_teacher_head(store, 2) is not None and service.head is not None  # fitted in the first cycle
+    get = service.metrics.registry.get_sample_value
+    assert get("coldstream_trainer_cycles_total", {"outcome": "promoted"}) == 1.0
+    assert get("coldstream_trainer_new_items_total") == 2.0
+    assert get("coldstream_trainer_buffer_events") == float(len(events))
+    assert get("coldstream_trainer_cycle_seconds_count") == 1.0

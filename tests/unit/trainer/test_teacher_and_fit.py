@@ -37,6 +37,15 @@ def test_teacher_encodes_normalised_vectors_and_caches_items(teacher):
     assert s.shape == (1, 2) and s[0, 0] > s[0, 1]  # an animated film is nearer Toy Story
 
 
+def test_catalog_text_is_title_category_description():
+    from trainer.teacher import catalog_text
+    assert catalog_text({"item_id": "9", "title": "Alien (1979)", "category": ["Horror", "Sci-Fi"],
+                         "description": "In space."}) == "Alien (1979) - Horror, Sci-Fi. In space."
+    assert catalog_text({"title": " Heat ", "category": "Crime"}) == "Heat - Crime"
+    assert catalog_text({"description": "x" * 3000}) == (". " + "x" * 3000)[:2000]
+    assert catalog_text({}) == ""
+
+
 def test_serving_modules_do_not_import_transformers():
     code = ("import sys, trainer, coldstream.core.student, coldstream.core.checkpoint; "
             "assert 'transformers' not in sys.modules, 'transformers imported'")

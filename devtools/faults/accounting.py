@@ -1,0 +1,125 @@
+"""What came back from a fault scenario, and the figures drawn from it.
+
+Every scenario returns a :class:`FaultResult`:
+
+``events_in``         input records produced
+``outputs``           ``recommendations`` records read back (duplicates included)
+``dlq``               ``events-dlq`` records read back (duplicates included)
+``lost``              inputs with neither a recommendation nor a DLQ record
+``duplicated``        outputs beyond the first per input (consumers dedupe on ``event_id``)
+``recovery_seconds``  per scenario, see its docstring (``None`` where nothing is recovered)
+
+:class:`Outputs` holds the read-back outputs matched to their inputs
+(:meth:`devtools.faults.harness.Harness.collect`); the functions below check order and
+recovered sessions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from devtools.faults.inputs import Input
+
+__all__ = ["FaultResult", "Outputs", "account", "first_output_after", "order_violations",
+           "session_mismatches"]
+
+
+@dataclass
+class FaultResult:
+    scenario: str
+    events_in: int
+    outputs: int
+    dlq: int
+    lost: int
+    duplicated: int
+    recovery_seconds: float | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["recovery_seconds"] is not None:
+            d["recovery_seconds"] = round(d["recovery_seconds"], 2)
+        return d
+
+
+@dataclass
+class Outputs:
+    """What came back, per input."""
+
+    counts: dict[int, int]
+    n_recs: int
+    n_dlq: int
+    by_user: dict[str, list[dict[str, Any]]]
+    """User -> recommendation values in output order (partition offset order)."""
+    dlq_values: list[dict[str, Any]]
+    unmatched: int
+    produced_at: list[float]
+
+    def lost(self, n: int) -> int:
+        return sum(1 for i in range(n) if self.counts.get(i, 0) == 0)
+
+    def duplicated(self) -> int:
+        return sum(c - 1 for c in self.counts.values() if c > 1)
+
+
+def account(name: str, inputs: list[Input], out: Outputs, recovery_s: float | None,
+            **details: Any) -> FaultResult:
+    details.setdefault("unmatched_outputs", out.unmatched)
+    return FaultResult(name, len(inputs), out.n_recs, out.n_dlq, out.lost(len(inputs)),
+                       out.duplicated(), recovery_s, details)
+
+
+def first_output_after(out: Outputs, t: float) -> float | None:
+    later = [p for p in out.produced_at if p > t]
+    return (min(later) - t) if later else None
+
+
+def order_violations(inputs: list[Input], out: Outputs) -> int:
+    """Users whose first answers are not in their input order (per input topic: the two
+    topics are separate logs, so only each topic's order is defined)."""
+    want: dict[tuple[str, str], list[str]] = defaultdict(list)
+    topic_of: dict[str, str] = {}
+    for inp in inputs:
+        if inp.event_id and inp.user:
+            want[(inp.user, inp.topic)].append(inp.event_id)
+            topic_of[inp.event_id] = inp.topic
+    bad = set()
+    for user, values in out.by_user.items():
+        seen: dict[str, list[str]] = defaultdict(list)
+        firsts = set()
+        for v in values:
+            e = v["event_id"]
+            if e in topic_of and e not in firsts:
+                firsts.add(e)
+                seen[topic_of[e]].append(e)
+        for topic, got in seen.items():
+            if got != want[(user, topic)][: len(got)] or len(got) != len(want[(user, topic)]):
+                bad.add(user)
+    return len(bad)
+
+
+def session_mismatches(sessions: dict[str, Any], inputs: list[Input], users: set[str],
+                       max_history: int = 50, examples: list[dict[str, Any]] | None = None) -> int:
+    """Users whose recovered session (``sessions``: the table's last changelog value per
+    user) differs from their events in input order (ids exact, no entry twice). Within one
+    user, clicks and purchases may interleave either way: the comparison is per topic order
+    plus the same multiset. Each mismatch is described in ``examples`` when given."""
+    want: dict[str, list[Input]] = defaultdict(list)
+    for inp in inputs:
+        if inp.user in users:
+            want[inp.user].append(inp)
+    bad = 0
+    for user in users:
+        got = sessions.get(user) or []
+        ids = [e[3] for e in got if len(e) > 3]
+        exp = [inp.event_id for inp in want[user]][-max_history:]
+        if len(ids) != len(set(ids)) or sorted(ids) != sorted(exp):
+            bad += 1
+            if examples is not None:
+                examples.append({"user": user, "want": len(exp), "got": len(ids),
+                                 "repeated": len(ids) - len(set(ids)),
+                                 "missing": sorted(set(exp) - set(ids))[:5],
+                                 "extra": sorted(set(ids) - set(exp))[:5]})
+    return bad

@@ -1,0 +1,69 @@
+"""``coldstream bench faults``: the fault scenarios by name on larger streams, a table and
+``reports/faults.json`` (registered by :mod:`devtools.commands`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devtools.faults.accounting import FaultResult
+from devtools.faults.scenarios import REGISTRY, run_scenario
+
+__all__ = ["add_arguments", "run", "table"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenarios", default=",".join(REGISTRY), help="comma-separated subset")
+    p.add_argument("--scale", type=float, default=2.0, help="stream size relative to the fault suite")
+    p.add_argument("--out", default="reports/faults.json", help="the JSON report")
+    p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
+    p.add_argument("--bootstrap", default=None,
+                   help="an Apache Kafka to use (default: start one); broker restarts always get a private one")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        print(f"unknown scenarios: {sorted(set(unknown))}; known: {', '.join(REGISTRY)}", file=sys.stderr)
+        return 2
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coldstream-faults-"))
+    shared: dict[str, Any] = {"bootstrap": args.bootstrap}
+    results: list[FaultResult] = []
+    try:
+        for name in names:
+            t = time.monotonic()
+            try:
+                r = run_scenario(name, scale=args.scale, workdir=workdir, shared=shared)
+            except Exception as e:  # noqa: BLE001 - one failed scenario is a row, not a crash
+                r = FaultResult(name, 0, 0, 0, -1, -1, None, {"error": f"{type(e).__name__}: {e}"[:500]})
+            r.details["wall_seconds"] = round(time.monotonic() - t, 1)
+            results.append(r)
+            print(table([r], header=len(results) == 1), flush=True)
+    finally:
+        if "kafka" in shared:
+            shared["kafka"].stop()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps([r.row() for r in results], indent=1) + "\n")
+    print(f"\nwritten {out} (logs in {workdir})")
+    return 0 if all(r.lost == 0 for r in results) else 1
+
+
+def table(rows: Sequence[FaultResult], header: bool = True) -> str:
+    cols = ("scenario", "events in", "recs out", "DLQ", "lost", "duplicated", "recovery s")
+    widths = (46, 9, 9, 6, 5, 10, 10)
+    lines = []
+    if header:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        rec = "-" if r.recovery_seconds is None else f"{r.recovery_seconds:.2f}"
+        vals = (r.scenario, r.events_in, r.outputs, r.dlq, r.lost, r.duplicated, rec)
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(vals, widths, strict=True)))
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""The adapted teacher's head in the trainer service: kept beside the checkpoints, and the
+scorer that turns histories into teacher logits through it.
+
+A :class:`~trainer.adapt.TeacherHead` is not part of a student checkpoint; the service
+keeps the one each promoted version was distilled from as
+``<store>/teacher-heads/v000007.safetensors`` (:func:`save_teacher_head`, written
+atomically; :func:`load_teacher_head` reads a version's or the newest).
+:class:`TeacherScorer` scores histories of item rows with the encoder and that head, and
+fits a head on the buffer when there is none yet (the service's first cycle).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.adapt import HeadConfig, TeacherHead, calibrate_temperature, fit_head
+from trainer.features import teacher_features
+
+HEADS_DIR = "teacher-heads"
+"""Folder of the heads inside the model store."""
+
+
+def teacher_head_path(store_root: Path | str, version: int) -> Path:
+    return Path(store_root) / HEADS_DIR / f"v{version:06d}.safetensors"
+
+
+def save_teacher_head(store_root: Path | str, version: int, head: TeacherHead, tau: float) -> Path:
+    """Write a :class:`~trainer.adapt.TeacherHead` and its temperature (safetensors, atomically)."""
+    from safetensors.torch import save_file
+
+    dest = teacher_head_path(store_root, version)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+    os.close(fd)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    save_file(state, tmp, metadata={"dim": str(head.dim), "tau": repr(float(tau))})
+    os.replace(tmp, dest)
+    return dest
+
+
+def load_teacher_head(store_root: Path | str, version: int | None = None) -> tuple[TeacherHead, float] | None:
+    """The head saved for ``version`` (default: the newest saved) and its temperature, or ``None``."""
+    from safetensors import safe_open
+
+    folder = Path(store_root) / HEADS_DIR
+    if version is not None:
+        path = teacher_head_path(store_root, version)
+    else:
+        found = sorted(folder.glob("v*.safetensors")) if folder.is_dir() else []
+        path = found[-1] if found else None
+    if path is None or not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open API
+    head = TeacherHead(int(meta["dim"]))
+    head.load_state_dict(state)
+    head.eval()
+    return head, float(meta.get("tau", 1.0))
+
+
+class TeacherScorer:
+    """Teacher logits for histories of item rows: encoder features of the history text
+    through the adapted head (fitted on the buffer when none is given), divided by ``tau``."""
+
+    def __init__(self, teacher: Any, texts: Sequence[str], item_vecs: np.ndarray,
+                 head: TeacherHead | None = None, tau: float = 1.0) -> None:
+        self.teacher, self.texts, self.item_vecs = teacher, list(texts), item_vecs
+        self.head, self.tau = head, tau
+        self.fitted = False
+
+    def features(self, histories: list[np.ndarray]) -> np.ndarray:
+        return teacher_features(self.teacher, self.item_vecs, self.texts, histories)
+
+    def fit_head(self, histories: list[np.ndarray], targets: list[np.ndarray], feats: np.ndarray) -> None:
+        """Fit a head on ``feats`` -> ``targets`` (all items in the catalogue) and calibrate ``tau``."""
+        head, _ = fit_head(feats, targets, self.item_vecs, np.ones(len(self.item_vecs), bool),
+                           config=HeadConfig(epochs=15, patience=3))
+        self.tau = calibrate_temperature(head.score(feats, self.item_vecs), np.array([t[0] for t in targets]))
+        self.head, self.fitted = head, True
+
+    def __call__(self, histories: list[np.ndarray], feats: np.ndarray | None = None) -> np.ndarray:
+        feats = self.features(histories) if feats is None else feats
+        if self.head is None:
+            return feats[:, : self.item_vecs.shape[1]] @ self.item_vecs.T / self.tau
+        return self.head.score(feats, self.item_vecs) / self.tau
