@@ -30,18 +30,21 @@ def _command_modules() -> list[ModuleType]:
     found: list[ModuleType] = []
     try:
         from stream_app import commands as serving
+
         found.append(serving)
     except ModuleNotFoundError as e:
         if e.name != "stream_app":
             raise
     try:
         from trainer import commands as training
+
         found.append(training)
     except ModuleNotFoundError as e:
         if e.name != "trainer":
             raise
     try:
         from devtools import commands as dev
+
         found.append(dev)
     except ModuleNotFoundError as e:
         if e.name != "devtools":
@@ -53,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="coldstream",
         description="Streaming cold-start recommender: a student distilled from a language model, "
-                    "served on Kafka.",
+        "served on Kafka.",
     )
     parser.add_argument("--version", action="version", version=f"coldstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -26,88 +26,252 @@ def _hq(q: float, metric: str, by: str = "") -> str:
 
 # (title, panel type, unit, width, queries, description)
 ROWS: list[tuple[str, list[tuple[str, str, str, int, list[dict[str, Any]], str]]]] = [
-    ("Throughput and latency", [
-        ("Events per second by outcome", "timeseries", "ops", 8, [
-            _q(f"sum by (outcome) (rate(coldstream_events_total[{RI}]))", "{{outcome}}"),
-        ], "Input events: recommended, sent to the DLQ, or dropped as duplicates."),
-        ("Event latency (event to recommendation)", "timeseries", "s", 8, [
-            _q(_hq(0.5, "coldstream_event_latency_seconds"), "p50"),
-            _q(_hq(0.95, "coldstream_event_latency_seconds"), "p95"),
-            _q(_hq(0.99, "coldstream_event_latency_seconds"), "p99"),
-        ], "Objective: p99 below 50 ms (alert ColdstreamLatencyP99High)."),
-        ("Mean batch size", "timeseries", "short", 8, [
-            _q(f"sum(rate(coldstream_batch_size_sum[{RI}])) / "
-               f"sum(rate(coldstream_batch_size_count[{RI}]))", "events per batch"),
-        ], "Micro-batch size of the serving path."),
-    ]),
-    ("Kafka", [
-        ("Consumer lag by topic", "timeseries", "short", 12, [
-            _q("sum by (topic) (max by (topic, partition) (coldstream_consumer_lag))",
-               "{{topic}}"),
-        ], "Messages behind the end of the log (max over replicas per partition)."),
-        ("Dead-letter queue", "timeseries", "percentunit", 12, [
-            _q(f'sum(rate(coldstream_events_total{{outcome="dlq"}}[{RI}])) / '
-               f"sum(rate(coldstream_events_total[{RI}]))", "DLQ ratio"),
-            _q(f"sum by (reason) (rate(coldstream_dlq_total[{RI}])) / "
-               f"scalar(sum(rate(coldstream_events_total[{RI}])))", "{{reason}}"),
-        ], "Share of input events sent to events-dlq, overall and by reason."),
-    ]),
-    ("Model", [
-        ("Model version per pod", "timeseries", "none", 8, [
-            _q("max by (pod) (coldstream_model_version)", "{{pod}}"),
-        ], "The version each worker serves: steps show hot swaps."),
-        ("Model swaps", "timeseries", "short", 8, [
-            _q(f"sum by (outcome) (increase(coldstream_model_swaps_total[{RI}]))", "{{outcome}}"),
-            _q(f"sum by (reason) (increase(coldstream_model_swap_failures_total[{RI}]))",
-               "failure: {{reason}}"),
-        ], "Swaps accepted and refused, and failures by reason."),
-        ("Model age", "timeseries", "s", 8, [
-            _q("max(coldstream_trainer_model_age_seconds)", "age"),
-        ], "Age of the newest promoted model (maximum 24 h, alert ColdstreamModelTooOld)."),
-        ("Online hit rate", "timeseries", "percentunit", 12, [
-            _q("sum(rate(coldstream_online_hits_total[1h])) / "
-               "sum(rate(coldstream_online_requests_total[1h]))", "all (1 h)"),
-            _q(f"sum by (model_version) (rate(coldstream_online_hits_total[{RI}])) / "
-               f"sum by (model_version) (rate(coldstream_online_requests_total[{RI}]))",
-               "{{model_version}}"),
-        ], "Share of recommendations followed by a click on a recommended item."),
-        ("Teacher-student agreement", "timeseries", "percentunit", 12, [
-            _q("max(coldstream_trainer_topk_agreement)", "top-K agreement"),
-            _q("max(coldstream_trainer_distill_loss)", "distillation loss"),
-        ], "Overlap of the student's and the teacher's top-K on the holdout, per trainer cycle."),
-    ]),
-    ("Inference", [
-        ("Inference time by device", "timeseries", "s", 12, [
-            _q(_hq(0.5, "coldstream_inference_seconds", "device"), "p50 {{device}}"),
-            _q(_hq(0.99, "coldstream_inference_seconds", "device"), "p99 {{device}}"),
-        ], "Student forward pass per batch, on GPU (cuda) or CPU."),
-        ("Index search time", "timeseries", "s", 12, [
-            _q(_hq(0.5, "coldstream_search_seconds"), "p50"),
-            _q(_hq(0.99, "coldstream_search_seconds"), "p99"),
-        ], "FAISS top-K search per batch."),
-        ("Items in the index", "stat", "short", 6, [
-            _q("max(coldstream_index_items)", "items"),
-        ], ""),
-        ("Active sessions", "stat", "short", 6, [
-            _q("sum(coldstream_active_sessions)", "sessions"),
-        ], ""),
-        ("Fallbacks per second", "timeseries", "ops", 12, [
-            _q(f"sum by (reason) (rate(coldstream_fallback_total[{RI}]))", "{{reason}}"),
-        ], "Recommendations served by a fallback (e.g. popularity) instead of the student."),
-    ]),
-    ("Trainer", [
-        ("Trainer cycles", "timeseries", "short", 8, [
-            _q(f"sum by (outcome) (increase(coldstream_trainer_cycles_total[{RI}]))",
-               "{{outcome}}"),
-        ], "Re-distillation cycles: promoted, rejected by the holdout gate, failed."),
-        ("Trainer cycle time", "timeseries", "s", 8, [
-            _q(_hq(0.5, "coldstream_trainer_cycle_seconds"), "p50"),
-        ], ""),
-        ("Replay buffer and new items", "timeseries", "short", 8, [
-            _q("max(coldstream_trainer_buffer_events)", "buffered events"),
-            _q(f"sum(increase(coldstream_trainer_new_items_total[{RI}]))", "new items"),
-        ], ""),
-    ]),
+    (
+        "Throughput and latency",
+        [
+            (
+                "Events per second by outcome",
+                "timeseries",
+                "ops",
+                8,
+                [
+                    _q(f"sum by (outcome) (rate(coldstream_events_total[{RI}]))", "{{outcome}}"),
+                ],
+                "Input events: recommended, sent to the DLQ, or dropped as duplicates.",
+            ),
+            (
+                "Event latency (event to recommendation)",
+                "timeseries",
+                "s",
+                8,
+                [
+                    _q(_hq(0.5, "coldstream_event_latency_seconds"), "p50"),
+                    _q(_hq(0.95, "coldstream_event_latency_seconds"), "p95"),
+                    _q(_hq(0.99, "coldstream_event_latency_seconds"), "p99"),
+                ],
+                "Objective: p99 below 50 ms (alert ColdstreamLatencyP99High).",
+            ),
+            (
+                "Mean batch size",
+                "timeseries",
+                "short",
+                8,
+                [
+                    _q(
+                        f"sum(rate(coldstream_batch_size_sum[{RI}])) / "
+                        f"sum(rate(coldstream_batch_size_count[{RI}]))",
+                        "events per batch",
+                    ),
+                ],
+                "Micro-batch size of the serving path.",
+            ),
+        ],
+    ),
+    (
+        "Kafka",
+        [
+            (
+                "Consumer lag by topic",
+                "timeseries",
+                "short",
+                12,
+                [
+                    _q(
+                        "sum by (topic) (max by (topic, partition) (coldstream_consumer_lag))",
+                        "{{topic}}",
+                    ),
+                ],
+                "Messages behind the end of the log (max over replicas per partition).",
+            ),
+            (
+                "Dead-letter queue",
+                "timeseries",
+                "percentunit",
+                12,
+                [
+                    _q(
+                        f'sum(rate(coldstream_events_total{{outcome="dlq"}}[{RI}])) / '
+                        f"sum(rate(coldstream_events_total[{RI}]))",
+                        "DLQ ratio",
+                    ),
+                    _q(
+                        f"sum by (reason) (rate(coldstream_dlq_total[{RI}])) / "
+                        f"scalar(sum(rate(coldstream_events_total[{RI}])))",
+                        "{{reason}}",
+                    ),
+                ],
+                "Share of input events sent to events-dlq, overall and by reason.",
+            ),
+        ],
+    ),
+    (
+        "Model",
+        [
+            (
+                "Model version per pod",
+                "timeseries",
+                "none",
+                8,
+                [
+                    _q("max by (pod) (coldstream_model_version)", "{{pod}}"),
+                ],
+                "The version each worker serves: steps show hot swaps.",
+            ),
+            (
+                "Model swaps",
+                "timeseries",
+                "short",
+                8,
+                [
+                    _q(
+                        f"sum by (outcome) (increase(coldstream_model_swaps_total[{RI}]))",
+                        "{{outcome}}",
+                    ),
+                    _q(
+                        f"sum by (reason) (increase(coldstream_model_swap_failures_total[{RI}]))",
+                        "failure: {{reason}}",
+                    ),
+                ],
+                "Swaps accepted and refused, and failures by reason.",
+            ),
+            (
+                "Model age",
+                "timeseries",
+                "s",
+                8,
+                [
+                    _q("max(coldstream_trainer_model_age_seconds)", "age"),
+                ],
+                "Age of the newest promoted model (maximum 24 h, alert ColdstreamModelTooOld).",
+            ),
+            (
+                "Online hit rate",
+                "timeseries",
+                "percentunit",
+                12,
+                [
+                    _q(
+                        "sum(rate(coldstream_online_hits_total[1h])) / "
+                        "sum(rate(coldstream_online_requests_total[1h]))",
+                        "all (1 h)",
+                    ),
+                    _q(
+                        f"sum by (model_version) (rate(coldstream_online_hits_total[{RI}])) / "
+                        f"sum by (model_version) (rate(coldstream_online_requests_total[{RI}]))",
+                        "{{model_version}}",
+                    ),
+                ],
+                "Share of recommendations followed by a click on a recommended item.",
+            ),
+            (
+                "Teacher-student agreement",
+                "timeseries",
+                "percentunit",
+                12,
+                [
+                    _q("max(coldstream_trainer_topk_agreement)", "top-K agreement"),
+                    _q("max(coldstream_trainer_distill_loss)", "distillation loss"),
+                ],
+                "Overlap of the student's and the teacher's top-K on the holdout, per trainer cycle.",
+            ),
+        ],
+    ),
+    (
+        "Inference",
+        [
+            (
+                "Inference time by device",
+                "timeseries",
+                "s",
+                12,
+                [
+                    _q(_hq(0.5, "coldstream_inference_seconds", "device"), "p50 {{device}}"),
+                    _q(_hq(0.99, "coldstream_inference_seconds", "device"), "p99 {{device}}"),
+                ],
+                "Student forward pass per batch, on GPU (cuda) or CPU.",
+            ),
+            (
+                "Index search time",
+                "timeseries",
+                "s",
+                12,
+                [
+                    _q(_hq(0.5, "coldstream_search_seconds"), "p50"),
+                    _q(_hq(0.99, "coldstream_search_seconds"), "p99"),
+                ],
+                "FAISS top-K search per batch.",
+            ),
+            (
+                "Items in the index",
+                "stat",
+                "short",
+                6,
+                [
+                    _q("max(coldstream_index_items)", "items"),
+                ],
+                "",
+            ),
+            (
+                "Active sessions",
+                "stat",
+                "short",
+                6,
+                [
+                    _q("sum(coldstream_active_sessions)", "sessions"),
+                ],
+                "",
+            ),
+            (
+                "Fallbacks per second",
+                "timeseries",
+                "ops",
+                12,
+                [
+                    _q(f"sum by (reason) (rate(coldstream_fallback_total[{RI}]))", "{{reason}}"),
+                ],
+                "Recommendations served by a fallback (e.g. popularity) instead of the student.",
+            ),
+        ],
+    ),
+    (
+        "Trainer",
+        [
+            (
+                "Trainer cycles",
+                "timeseries",
+                "short",
+                8,
+                [
+                    _q(
+                        f"sum by (outcome) (increase(coldstream_trainer_cycles_total[{RI}]))",
+                        "{{outcome}}",
+                    ),
+                ],
+                "Re-distillation cycles: promoted, rejected by the holdout gate, failed.",
+            ),
+            (
+                "Trainer cycle time",
+                "timeseries",
+                "s",
+                8,
+                [
+                    _q(_hq(0.5, "coldstream_trainer_cycle_seconds"), "p50"),
+                ],
+                "",
+            ),
+            (
+                "Replay buffer and new items",
+                "timeseries",
+                "short",
+                8,
+                [
+                    _q("max(coldstream_trainer_buffer_events)", "buffered events"),
+                    _q(f"sum(increase(coldstream_trainer_new_items_total[{RI}]))", "new items"),
+                ],
+                "",
+            ),
+        ],
+    ),
 ]
 
 
@@ -116,21 +280,35 @@ def build() -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     pid, y = 1, 0
     for row_title, row_panels in ROWS:
-        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "id": pid,
+                "type": "row",
+                "title": row_title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         pid, y, x = pid + 1, y + 1, 0
         for title, kind, unit, width, queries, desc in row_panels:
             if x + width > 24:
                 x, y = 0, y + 8
-            targets = [{"datasource": DATASOURCE, "refId": chr(ord("A") + i), **q}
-                       for i, q in enumerate(queries)]
+            targets = [
+                {"datasource": DATASOURCE, "refId": chr(ord("A") + i), **q}
+                for i, q in enumerate(queries)
+            ]
             panel: dict[str, Any] = {
-                "id": pid, "type": kind, "title": title, "description": desc,
+                "id": pid,
+                "type": kind,
+                "title": title,
+                "description": desc,
                 "datasource": DATASOURCE,
                 "gridPos": {"h": 8, "w": width, "x": x, "y": y},
                 "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
                 "options": {"legend": {"displayMode": "list", "placement": "bottom"}}
-                if kind == "timeseries" else {"reduceOptions": {"calcs": ["lastNotNull"]}},
+                if kind == "timeseries"
+                else {"reduceOptions": {"calcs": ["lastNotNull"]}},
                 "targets": targets,
             }
             if title.startswith("Event latency"):

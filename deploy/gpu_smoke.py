@@ -22,8 +22,10 @@ def main() -> int:
     import faiss
 
     n_gpus = faiss.get_num_gpus()
-    print(f"torch {torch.__version__} cuda {torch.version.cuda}; faiss {faiss.__version__}, "
-          f"{n_gpus} GPU(s)")
+    print(
+        f"torch {torch.__version__} cuda {torch.version.cuda}; faiss {faiss.__version__}, "
+        f"{n_gpus} GPU(s)"
+    )
     if n_gpus < 1:
         print("FAISS sees no GPU (CPU-only wheel?)", file=sys.stderr)
         return 1
@@ -45,8 +47,10 @@ def main() -> int:
         agree = float((got_i == want_i).mean())
         torch_agree = float((top == want_i).mean())
         close = bool(np.allclose(got_d, want_d, atol=1e-3))
-        print(f"cuda:{dev} {name} sm_{cap[0]}{cap[1]}: faiss top-10 agreement {agree:.4f}, "
-              f"torch {torch_agree:.4f}, scores close {close}")
+        print(
+            f"cuda:{dev} {name} sm_{cap[0]}{cap[1]}: faiss top-10 agreement {agree:.4f}, "
+            f"torch {torch_agree:.4f}, scores close {close}"
+        )
         ok &= agree > 0.99 and torch_agree > 0.99 and close
     return 0 if ok else 1
 

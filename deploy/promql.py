@@ -44,8 +44,21 @@ _TOKEN = re.compile(
 
 # words that are never metric names where they appear as bare identifiers
 _KEYWORDS = {
-    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-    "group_left", "group_right", "inf", "nan", "start", "end",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "start",
+    "end",
 }
 _LABEL_LIST_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
 
@@ -60,7 +73,7 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if not m:
-            raise PromQLSyntaxError(f"cannot read PromQL at {pos}: {expr[pos:pos + 20]!r}")
+            raise PromQLSyntaxError(f"cannot read PromQL at {pos}: {expr[pos : pos + 20]!r}")
         kind = m.lastgroup or ""
         if kind != "ws":
             out.append((kind, m.group()))
@@ -96,7 +109,7 @@ def promql_metric_names(expr: str) -> set[str]:
         nxt = toks[i + 1] if i + 1 < len(toks) else ("", "")
         if kind == "op" and text == "{":
             end = _matching(toks, i, "{", "}")
-            names |= _name_matchers(toks[i + 1:end])
+            names |= _name_matchers(toks[i + 1 : end])
             i = end + 1
             continue
         if kind == "op" and text == "[":
@@ -140,7 +153,7 @@ def _name_matchers(matchers: list[tuple[str, str]]) -> set[str]:
         if matchers[k] == ("ident", "__name__"):
             op, value = matchers[k + 1][1], matchers[k + 2]
             if op != "=" or value[0] != "string":
-                raise PromQLSyntaxError("only __name__=\"...\" matchers can be checked")
+                raise PromQLSyntaxError('only __name__="..." matchers can be checked')
             out.add(value[1][1:-1])
     return out
 
@@ -179,8 +192,9 @@ def _walk_targets(node: object) -> Iterator[str]:
 
 def _template_query_expr(query: str) -> str:
     """The PromQL inside a Grafana template query (``label_values(metric, label)`` etc.)."""
-    m = re.fullmatch(r"\s*label_values\(\s*(.*?)\s*(?:,\s*[A-Za-z_][A-Za-z0-9_]*\s*)?\)\s*", query,
-                     re.DOTALL)
+    m = re.fullmatch(
+        r"\s*label_values\(\s*(.*?)\s*(?:,\s*[A-Za-z_][A-Za-z0-9_]*\s*)?\)\s*", query, re.DOTALL
+    )
     if m:
         return m.group(1)
     m = re.fullmatch(r"\s*query_result\((.*)\)\s*", query, re.DOTALL)
@@ -199,8 +213,10 @@ def dashboard_expressions(directory: Path = DASHBOARD_DIR) -> dict[str, str]:
 
 def deploy_expressions() -> dict[str, str]:
     """Every PromQL expression in the alert rules and the dashboards, by where it is."""
-    return {**{f"rules:{k}": v for k, v in rule_expressions().items()},
-            **{f"dashboard:{k}": v for k, v in dashboard_expressions().items()}}
+    return {
+        **{f"rules:{k}": v for k, v in rule_expressions().items()},
+        **{f"dashboard:{k}": v for k, v in dashboard_expressions().items()},
+    }
 
 
 def deploy_metric_names() -> set[str]:
@@ -214,7 +230,7 @@ def deploy_metric_names() -> set[str]:
 # --------------------------------------------------------------------------- what is exported
 
 _SUFFIXES = {
-    "counter": ("",),           # names are documented with their _total suffix
+    "counter": ("",),  # names are documented with their _total suffix
     "gauge": ("",),
     "info": ("",),
     "histogram": ("_bucket", "_sum", "_count"),
@@ -229,7 +245,7 @@ def documented_metrics(path: Path = ARCHITECTURE_MD) -> dict[str, str]:
     if start < 0:
         raise ValueError(f"{path}: no '## Metrics' section")
     end = text.find("\n## ", start + 1)
-    section = text[start:end if end > 0 else None]
+    section = text[start : end if end > 0 else None]
     out: dict[str, str] = {}
     for line in section.splitlines():
         if line.startswith("|"):  # table row: | `a`, `b` | type | labels |

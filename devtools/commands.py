@@ -45,18 +45,36 @@ COMMANDS = (
     ("replay", "devtools.replay", "replay MovieLens-100K or synthetic events into the topics"),
 )
 BENCHMARKS = (
-    ("serve", "devtools.bench.serve", "throughput and latency of the running pipeline vs a pass-through"),
-    ("recommend", "devtools.bench.recommend", "users/s of batched recommend on a large random index"),
-    ("faults", "devtools.faults.command", "fault scenarios: kill -9, SIGTERM, rebalance, broker restart, "
-                                          "bad input, breaker, burst, forget, hostile checkpoints"),
+    (
+        "serve",
+        "devtools.bench.serve",
+        "throughput and latency of the running pipeline vs a pass-through",
+    ),
+    (
+        "recommend",
+        "devtools.bench.recommend",
+        "users/s of batched recommend on a large random index",
+    ),
+    (
+        "faults",
+        "devtools.faults.command",
+        "fault scenarios: kill -9, SIGTERM, rebalance, broker restart, "
+        "bad input, breaker, burst, forget, hostile checkpoints",
+    ),
     ("inference", "devtools.bench.inference", "per-user inference: student vs teacher"),
     ("swap", "devtools.bench.swap", "p99 latency during a hot swap; one trainer cycle"),
     ("soak", "devtools.bench.soak", "long steady stream through broker, worker and trainer"),
 )
+
+
 def _add(sub: SubParsers, name: str, module: str, text: str) -> argparse.ArgumentParser:
     mod = importlib.import_module(module)
-    p = sub.add_parser(name, help=text, description=(mod.__doc__ or text).strip().split("\n\n")[0],
-                       formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        name,
+        help=text,
+        description=(mod.__doc__ or text).strip().split("\n\n")[0],
+        formatter_class=HelpFormatter,
+    )
     mod.add_arguments(p)
     p.set_defaults(func=mod.run)
     return p
@@ -64,8 +82,11 @@ def _add(sub: SubParsers, name: str, module: str, text: str) -> argparse.Argumen
 
 def register(sub: SubParsers) -> None:
     """Add ``broker``, ``demo``, ``replay``, ``bench ...`` and the ``--stream`` mode of ``evaluate``."""
-    p = sub.add_parser("broker", help="run the embedded Tansu broker with the coldstream topics",
-                       formatter_class=HelpFormatter)
+    p = sub.add_parser(
+        "broker",
+        help="run the embedded Tansu broker with the coldstream topics",
+        formatter_class=HelpFormatter,
+    )
     p.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
     p.add_argument("--topic-prefix", default="", help="prefix of the created topics")
     p.set_defaults(func=cmd_broker)
@@ -73,8 +94,11 @@ def register(sub: SubParsers) -> None:
     for name, module, text in COMMANDS:
         _add(sub, name, module, text)
 
-    bench = sub.add_parser("bench", help="benchmarks: serve, recommend, faults, inference, swap, soak",
-                           formatter_class=HelpFormatter)
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: serve, recommend, faults, inference, swap, soak",
+        formatter_class=HelpFormatter,
+    )
     bsub: SubParsers = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     for name, module, text in BENCHMARKS:
         _add(bsub, name, module, text)
@@ -89,20 +113,46 @@ def _extend_evaluate(e: argparse.ArgumentParser) -> None:
         "Trains a bootstrap student on the first --cut-share of the timeline, starts a broker, a worker "
         "and the trainer service, replays the rest of MovieLens-100K in time order and scores the "
         "worker's recommendations for new users after their 1st, 2nd, 3rd and 5th event (truth: their "
-        "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.")
-    g.add_argument("--stream", action="store_true",
-                   help="run the prequential stream evaluation (default: False, the offline protocol)")
-    g.add_argument("--bootstrap", default=None, help="use this broker (default: start Apache Kafka "
-                   "from kafka/jars, else Tansu)")
-    g.add_argument("--broker", choices=["auto", "kafka", "tansu"], default="auto",
-                   help="broker to start without --bootstrap (default: auto = kafka when its jars are there)")
-    g.add_argument("--cut-share", type=float, default=None, help="past share of the timeline (default: 0.6)")
-    g.add_argument("--max-events", type=int, default=None,
-                   help="stream events replayed after the cut (default: 15000; 0: all)")
+        "next 10 events). Default report reports/prequential-ml100k.json; ~8-12 min on 2 CPUs.",
+    )
+    g.add_argument(
+        "--stream",
+        action="store_true",
+        help="run the prequential stream evaluation (default: False, the offline protocol)",
+    )
+    g.add_argument(
+        "--bootstrap",
+        default=None,
+        help="use this broker (default: start Apache Kafka from kafka/jars, else Tansu)",
+    )
+    g.add_argument(
+        "--broker",
+        choices=["auto", "kafka", "tansu"],
+        default="auto",
+        help="broker to start without --bootstrap (default: auto = kafka when its jars are there)",
+    )
+    g.add_argument(
+        "--cut-share", type=float, default=None, help="past share of the timeline (default: 0.6)"
+    )
+    g.add_argument(
+        "--max-events",
+        type=int,
+        default=None,
+        help="stream events replayed after the cut (default: 15000; 0: all)",
+    )
     g.add_argument("--rate", type=float, default=None, help="replay events/s (default: 100)")
-    g.add_argument("--cycle-events", type=int, default=None, help="trainer cycle every N events (default: 3000)")
-    g.add_argument("--work-dir", type=Path, default=None,
-                   help="bootstrap cache and run folders (default: .cache/prequential)")
+    g.add_argument(
+        "--cycle-events",
+        type=int,
+        default=None,
+        help="trainer cycle every N events (default: 3000)",
+    )
+    g.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="bootstrap cache and run folders (default: .cache/prequential)",
+    )
     offline = e.get_default("func")
 
     def dispatch(args: argparse.Namespace) -> int:
@@ -124,8 +174,9 @@ def cmd_broker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(create_topics(broker.bootstrap, replication_factor=1, prefix=args.topic_prefix))
         print(broker.bootstrap, flush=True)
-        print(f"Tansu broker ready at {broker.bootstrap} (memory storage); Ctrl-C to stop",
-              flush=True)
+        print(
+            f"Tansu broker ready at {broker.bootstrap} (memory storage); Ctrl-C to stop", flush=True
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
@@ -153,9 +204,14 @@ def cmd_evaluate_stream(args: argparse.Namespace) -> int:
     if args.teacher is not None and not (args.teacher / "config.json").is_file():
         raise UsageError(f"teacher folder {args.teacher} lacks config.json")
 
-    cfg = StreamEvalConfig(seed=s.seed if args.seed is None else args.seed, bootstrap=args.bootstrap,
-                           broker=args.broker, threads=args.threads or s.threads, progress=s.progress,
-                           teacher_path=str(args.teacher or s.teacher_path or "") or None)
+    cfg = StreamEvalConfig(
+        seed=s.seed if args.seed is None else args.seed,
+        bootstrap=args.bootstrap,
+        broker=args.broker,
+        threads=args.threads or s.threads,
+        progress=s.progress,
+        teacher_path=str(args.teacher or s.teacher_path or "") or None,
+    )
     for name in ("cut_share", "max_events", "rate", "cycle_events"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
@@ -170,5 +226,8 @@ def cmd_evaluate_stream(args: argparse.Namespace) -> int:
     report = run(cfg, out)
     print(markdown(report))
     stem = out.with_suffix("")
-    print(f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    print(
+        f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)",
+        file=sys.stderr,
+    )
     return 0

@@ -22,14 +22,25 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model-store", default=None, help="model store (default: COLDSTREAM_MODEL_STORE)")
+    p.add_argument(
+        "--model-store", default=None, help="model store (default: COLDSTREAM_MODEL_STORE)"
+    )
     p.add_argument("--events", type=int, default=2000, help="events to replay, then stop (0: all)")
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds "
-                                                                "(default: when the events are answered)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: when the events are answered)",
+    )
     p.add_argument("--rate", type=float, default=200.0, help="events per second (0: flat out)")
-    p.add_argument("--web-port", type=int, default=None, help="worker web port (default: a free one)")
-    p.add_argument("--random-model", action="store_true",
-                   help="skip training: serve a random model over the MovieLens items (quick checks)")
+    p.add_argument(
+        "--web-port", type=int, default=None, help="worker web port (default: a free one)"
+    )
+    p.add_argument(
+        "--random-model",
+        action="store_true",
+        help="skip training: serve a random model over the MovieLens items (quick checks)",
+    )
     p.add_argument("--no-live", action="store_true", help="print a final table only")
 
 
@@ -42,8 +53,10 @@ def _ensure_model(store: Path, random_model: bool) -> Path:
         return path
     if random_model:
         return _random_movielens_model(store)
-    print(f"no model in {store}: training a quick bootstrap model on MovieLens-100K (1-3 min on CPU)...",
-          flush=True)
+    print(
+        f"no model in {store}: training a quick bootstrap model on MovieLens-100K (1-3 min on CPU)...",
+        flush=True,
+    )
     from trainer import train_bootstrap
 
     t0 = time.time()
@@ -64,9 +77,15 @@ def _random_movielens_model(store: Path) -> Path:
     torch.manual_seed(0)
     model = Student(StudentConfig(n_items=len(items), text_dim=32, dim=32, dropout=0.0))
     rng = np.random.default_rng(0)
-    return save_checkpoint(store, model=model, item_ids=items.ids, item_titles=items.titles,
-                           item_text_vecs=rng.standard_normal((len(items), 32)).astype(np.float32),
-                           metrics={"note": "random demo model"}, teacher={"name": "none"})
+    return save_checkpoint(
+        store,
+        model=model,
+        item_ids=items.ids,
+        item_titles=items.titles,
+        item_text_vecs=rng.standard_normal((len(items), 32)).astype(np.float32),
+        metrics={"note": "random demo model"},
+        teacher={"name": "none"},
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,16 +113,28 @@ def run(args: argparse.Namespace) -> int:
     try:
         broker.start()
         asyncio.run(create_topics(broker.bootstrap, replication_factor=1))
-        console.print(f"[bold]broker[/bold]: Tansu at {broker.bootstrap} (log {workdir / 'tansu.log'})")
+        console.print(
+            f"[bold]broker[/bold]: Tansu at {broker.bootstrap} (log {workdir / 'tansu.log'})"
+        )
         port = args.web_port or free_port()
-        worker = WorkerProcess(log_path=workdir / "worker.log", bootstrap=broker.bootstrap,
-                               model_store=store, web_port=port, web_bind="127.0.0.1", profile="dev",
-                               app_id="coldstream-demo")
+        worker = WorkerProcess(
+            log_path=workdir / "worker.log",
+            bootstrap=broker.bootstrap,
+            model_store=store,
+            web_port=port,
+            web_bind="127.0.0.1",
+            profile="dev",
+            app_id="coldstream-demo",
+        )
         worker.start()
-        console.print(f"[bold]worker[/bold]: pid {worker.proc.pid}, ready in {worker.ready_s:.1f} s "
-                      f"(log {workdir / 'worker.log'})")
-        console.print(f"[bold]metrics[/bold]: {worker.url('/metrics')}   "
-                      f"[bold]recommend[/bold]: {worker.url('/recommend/<user_id>?k=10')}")
+        console.print(
+            f"[bold]worker[/bold]: pid {worker.proc.pid}, ready in {worker.ready_s:.1f} s "
+            f"(log {workdir / 'worker.log'})"
+        )
+        console.print(
+            f"[bold]metrics[/bold]: {worker.url('/metrics')}   "
+            f"[bold]recommend[/bold]: {worker.url('/recommend/<user_id>?k=10')}"
+        )
         stats = asyncio.run(_run(args, broker.bootstrap, topic_names(""), titles, console))
     except KeyboardInterrupt:
         console.print("interrupted: stopping the worker and the broker")
@@ -114,13 +145,20 @@ def run(args: argparse.Namespace) -> int:
         broker.stop()
     if stats is None:
         return 130
-    console.print(f"events sent {stats['sent']}, recommendations {stats['recs']}, DLQ {stats['dlq']}, "
-                  f"new users {stats['users']}, latency p50 {stats['p50']:.1f} ms, p99 {stats['p99']:.1f} ms")
+    console.print(
+        f"events sent {stats['sent']}, recommendations {stats['recs']}, DLQ {stats['dlq']}, "
+        f"new users {stats['users']}, latency p50 {stats['p50']:.1f} ms, p99 {stats['p99']:.1f} ms"
+    )
     return 0 if stats["recs"] + stats["dlq"] >= stats["sent"] else 1
 
 
-async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str], titles: dict[str, str],
-               console: Any) -> dict[str, Any]:
+async def _run(
+    args: argparse.Namespace,
+    bootstrap: str,
+    topics: dict[str, str],
+    titles: dict[str, str],
+    console: Any,
+) -> dict[str, Any]:
     from rich.live import Live
     from rich.table import Table
 
@@ -146,8 +184,14 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
             recs = "; ".join(titles.get(i["item_id"], i["item_id"])[:32] for i in u["items"][:3])
             if u.get("fallback"):
                 recs = f"[popular] {recs}"
-            t.add_row(user, str(u["n"]), "yes" if u["cold"] else "", titles.get(u["last"], u["last"])[:36],
-                      recs, f"{u['latency']:.0f}")
+            t.add_row(
+                user,
+                str(u["n"]),
+                "yes" if u["cold"] else "",
+                titles.get(u["last"], u["last"])[:36],
+                recs,
+                f"{u['latency']:.0f}",
+            )
         return t
 
     last_item: dict[str, str] = {}
@@ -164,8 +208,14 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
             counts["recs"] += 1
             latencies.append(v["latency_ms"])
             u = users.pop(v["user_id"], {"n": 0})
-            u.update(n=u["n"] + 1, cold=v["cold_start"], items=v["items"], fallback=v.get("fallback"),
-                     latency=v["latency_ms"], last=last_item.get(v["event_id"], "?"))
+            u.update(
+                n=u["n"] + 1,
+                cold=v["cold_start"],
+                items=v["items"],
+                fallback=v.get("fallback"),
+                latency=v["latency_ms"],
+                last=last_item.get(v["event_id"], "?"),
+            )
             users[v["user_id"]] = u
 
     t0 = time.monotonic()
@@ -173,11 +223,23 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
     producer_task: asyncio.Task[None] | None = None
 
     async def produce_all() -> None:
-        sent_box["n"] = await replay(bootstrap, topics, events, rate=args.rate, total=total,
-                                     catalogue=catalogue, progress=False, on_sent=on_sent, stop=stop)
+        sent_box["n"] = await replay(
+            bootstrap,
+            topics,
+            events,
+            rate=args.rate,
+            total=total,
+            catalogue=catalogue,
+            progress=False,
+            on_sent=on_sent,
+            stop=stop,
+        )
 
-    live = None if args.no_live or not console.is_terminal else Live(table(), console=console,
-                                                                     refresh_per_second=4)
+    live = (
+        None
+        if args.no_live or not console.is_terminal
+        else Live(table(), console=console, refresh_per_second=4)
+    )
 
     def finished() -> bool:
         """Asked after every poll: refresh the table, end the replay at ``--duration``, and
@@ -197,9 +259,19 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
         return False
 
     positioned = asyncio.Event()
-    reader = asyncio.create_task(read_until(
-        bootstrap, [topics["recommendations"], topics["events-dlq"]], until=finished, timeout_s=None,
-        positioned=positioned, on_records=on_records, keep=False, fetch_max_wait_ms=20, poll_ms=200))
+    reader = asyncio.create_task(
+        read_until(
+            bootstrap,
+            [topics["recommendations"], topics["events-dlq"]],
+            until=finished,
+            timeout_s=None,
+            positioned=positioned,
+            on_records=on_records,
+            keep=False,
+            fetch_max_wait_ms=20,
+            poll_ms=200,
+        )
+    )
     try:
         await positioned.wait()  # the consumer is up before the first event goes out
         t0 = time.monotonic()
@@ -218,5 +290,11 @@ async def _run(args: argparse.Namespace, bootstrap: str, topics: dict[str, str],
     if not live:
         console.print(table())
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [0.0] * 99
-    return {"sent": sent_box["n"] or 0, "recs": counts["recs"], "dlq": counts["dlq"], "users": len(users),
-            "p50": q[49], "p99": q[98]}
+    return {
+        "sent": sent_box["n"] or 0,
+        "recs": counts["recs"],
+        "dlq": counts["dlq"],
+        "users": len(users),
+        "p50": q[49],
+        "p99": q[98],
+    }

@@ -52,17 +52,31 @@ class Record(NamedTuple):
     value: bytes | None
 
 
-def new_event(user_id: str, item_id: str, *, event_id: str | None = None, ts: float | None = None,
-              event_type: str | None = None, **extra: object) -> tuple[str, bytes]:
+def new_event(
+    user_id: str,
+    item_id: str,
+    *,
+    event_id: str | None = None,
+    ts: float | None = None,
+    event_type: str | None = None,
+    **extra: object,
+) -> tuple[str, bytes]:
     """``(event_id, value)`` of a valid click/purchase event: a fresh uuid id and the current
     time unless given; the JSON is :func:`~coldstream.core.records.event_payload`'s."""
     eid = event_id or uuid.uuid4().hex
-    value = event_payload(user_id, item_id, event_id=eid, ts=time.time() if ts is None else ts,
-                          event_type=event_type, **extra)
+    value = event_payload(
+        user_id,
+        item_id,
+        event_id=eid,
+        ts=time.time() if ts is None else ts,
+        event_type=event_type,
+        **extra,
+    )
     return eid, value
 
 
 # ------------------------------------------------------------------------------ producing
+
 
 class Pacer:
     """When each record is due: ``rate`` events/s (``0``: flat out), or a callable giving the
@@ -107,13 +121,20 @@ class Produced:
     """``RecordMetadata`` per record in order (with ``keep_metadata=True``)."""
 
 
-async def produce(bootstrap: str, records: Iterable[Sequence[Any]], *,
-                  rate: float | Callable[[int], float] = 0.0, min_sleep_s: float = 0.0,
-                  stop: Callable[[int], bool] | None = None,
-                  on_sent: Callable[[int, Any, float], None] | None = None,
-                  on_acked: Callable[[int, Any, Any], None] | None = None,
-                  settle_every: int = 2000, settle_s: float | None = None,
-                  keep_metadata: bool = False, **producer_kwargs: Any) -> Produced:
+async def produce(
+    bootstrap: str,
+    records: Iterable[Sequence[Any]],
+    *,
+    rate: float | Callable[[int], float] = 0.0,
+    min_sleep_s: float = 0.0,
+    stop: Callable[[int], bool] | None = None,
+    on_sent: Callable[[int, Any, float], None] | None = None,
+    on_acked: Callable[[int, Any, Any], None] | None = None,
+    settle_every: int = 2000,
+    settle_s: float | None = None,
+    keep_metadata: bool = False,
+    **producer_kwargs: Any,
+) -> Produced:
     """Send ``records`` in order: each is ``(topic, key, value, *anything)`` (a :class:`Record`,
     or a longer tuple whose extra fields the callbacks get back); ``records`` may be a lazy
     iterator.
@@ -127,7 +148,9 @@ async def produce(bootstrap: str, records: Iterable[Sequence[Any]], *,
     """
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **producer_kwargs})
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **producer_kwargs}
+    )
     await producer.start()
     pacer = Pacer(rate, min_sleep_s=min_sleep_s)
     metadata: list[Any] = []
@@ -157,7 +180,8 @@ async def produce(bootstrap: str, records: Iterable[Sequence[Any]], *,
             pending.append((i, rec, fut))
             sent += 1
             if len(pending) >= settle_every or (
-                    settle_s is not None and time.perf_counter() - last_settle > settle_s):
+                settle_s is not None and time.perf_counter() - last_settle > settle_s
+            ):
                 await settle()
                 last_settle = time.perf_counter()
         await settle()
@@ -169,15 +193,27 @@ async def produce(bootstrap: str, records: Iterable[Sequence[Any]], *,
 
 # ------------------------------------------------------------------------------ consuming
 
-async def read_until(bootstrap: str, topics: Sequence[str], *, count: int | None = None,
-                     until: Callable[[], bool] | None = None, timeout_s: float | None = 60.0,
-                     idle_s: float = 0.0, to_end: bool = False,
-                     partitions: Mapping[str, int] | None = None, from_end: bool = False,
-                     positioned: asyncio.Event | None = None,
-                     on_records: Callable[[list[Any], float], None] | None = None,
-                     keep: bool = True, group_id: str | None = None, fetch_max_wait_ms: int = 50,
-                     poll_ms: int = 200, max_records: int | None = None,
-                     **consumer_kwargs: Any) -> list[Any]:
+
+async def read_until(
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    count: int | None = None,
+    until: Callable[[], bool] | None = None,
+    timeout_s: float | None = 60.0,
+    idle_s: float = 0.0,
+    to_end: bool = False,
+    partitions: Mapping[str, int] | None = None,
+    from_end: bool = False,
+    positioned: asyncio.Event | None = None,
+    on_records: Callable[[list[Any], float], None] | None = None,
+    keep: bool = True,
+    group_id: str | None = None,
+    fetch_max_wait_ms: int = 50,
+    poll_ms: int = 200,
+    max_records: int | None = None,
+    **consumer_kwargs: Any,
+) -> list[Any]:
     """Read ``topics`` and return the ``ConsumerRecord``s (with ``keep``).
 
     Stops when ``count`` records arrived, or ``until()`` holds (asked after every poll,
@@ -196,10 +232,19 @@ async def read_until(bootstrap: str, topics: Sequence[str], *, count: int | None
 
     if from_end and partitions is None:
         raise ValueError("from_end needs partitions (topic -> partition count)")
-    kwargs: dict[str, Any] = {"bootstrap_servers": bootstrap, "group_id": group_id,
-                              "auto_offset_reset": "earliest", "enable_auto_commit": False,
-                              "fetch_max_wait_ms": fetch_max_wait_ms, **consumer_kwargs}
-    consumer = AIOKafkaConsumer(**kwargs) if partitions is not None else AIOKafkaConsumer(*topics, **kwargs)
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
+        **consumer_kwargs,
+    }
+    consumer = (
+        AIOKafkaConsumer(**kwargs)
+        if partitions is not None
+        else AIOKafkaConsumer(*topics, **kwargs)
+    )
     await consumer.start()
     out: list[Any] = []
     seen = 0
@@ -233,8 +278,9 @@ async def read_until(bootstrap: str, topics: Sequence[str], *, count: int | None
                         out.extend(records)
                     if on_records is not None:
                         on_records(records, now)
-            if done_at is None and ((count is not None and seen >= count)
-                                    or (until is not None and until())):
+            if done_at is None and (
+                (count is not None and seen >= count) or (until is not None and until())
+            ):
                 done_at = time.monotonic()
             if done_at is not None and time.monotonic() - done_at >= idle_s:
                 break
@@ -245,6 +291,7 @@ async def read_until(bootstrap: str, topics: Sequence[str], *, count: int | None
 
 
 # ------------------------------------------------------------------------------ admin
+
 
 async def bootstrap_fails(bootstrap: str, **client_kwargs: Any) -> str:
     """Start a producer that must fail to bootstrap (wrong credentials, wrong CA, plaintext
@@ -259,8 +306,9 @@ async def bootstrap_fails(bootstrap: str, **client_kwargs: Any) -> str:
         return repr(e)
     finally:
         await p.stop()
-    raise AssertionError(f"a client with {client_kwargs.get('security_protocol')} bootstrapped "
-                         f"from {bootstrap}")
+    raise AssertionError(
+        f"a client with {client_kwargs.get('security_protocol')} bootstrapped from {bootstrap}"
+    )
 
 
 async def delete_topics(bootstrap: str, names: list[str]) -> None:
@@ -281,14 +329,18 @@ async def create_compacted_topic(bootstrap: str, name: str, partitions: int) -> 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})])
+        await admin.create_topics(
+            [NewTopic(name, partitions, 1, topic_configs={"cleanup.policy": "compact"})]
+        )
     except Exception:  # noqa: BLE001 - it may exist already
         pass
     finally:
         await admin.close()
 
 
-async def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+async def committed_offsets(
+    bootstrap: str, group: str, topics: list[str]
+) -> dict[tuple[str, int], int]:
     """``(topic, partition) -> committed offset`` of consumer group ``group`` on ``topics``."""
     from aiokafka.admin import AIOKafkaAdminClient
 
@@ -302,6 +354,7 @@ async def committed_offsets(bootstrap: str, group: str, topics: list[str]) -> di
 
 
 # ------------------------------------------------------------------------------ sync bridge
+
 
 def run_coro(coro: Any, timeout_s: float = 120.0) -> Any:
     """Run a coroutine to completion on a private loop in a helper thread, so that sync

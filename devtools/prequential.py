@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 # the run
 # -------------------------------------------------------------------------------------
 
+
 @dataclass
 class StreamEvalConfig:
     cut_share: float = 0.6
@@ -97,8 +98,14 @@ class StreamEvalConfig:
 
 def _subset(inter, sl: slice):
     from trainer.data import Interactions
-    return Interactions(user=inter.user[sl], item=inter.item[sl], ts=inter.ts[sl], event=inter.event[sl],
-                        user_ids=inter.user_ids)
+
+    return Interactions(
+        user=inter.user[sl],
+        item=inter.item[sl],
+        ts=inter.ts[sl],
+        event=inter.event[sl],
+        user_ids=inter.user_ids,
+    )
 
 
 def bootstrap_checkpoint(cfg: StreamEvalConfig, inter, items, cut: int) -> tuple[Path, float]:
@@ -111,8 +118,15 @@ def bootstrap_checkpoint(cfg: StreamEvalConfig, inter, items, cut: int) -> tuple
     if path is not None:
         return path, 0.0
     t0 = time.perf_counter()
-    fc = FitConfig(quick=True, teacher_path=cfg.teacher_path, device="cpu", threads=cfg.threads, seed=cfg.seed,
-                   train={"epochs": cfg.bootstrap_epochs, "max_seconds": 240.0, "device": "cpu"}, version=1)
+    fc = FitConfig(
+        quick=True,
+        teacher_path=cfg.teacher_path,
+        device="cpu",
+        threads=cfg.threads,
+        seed=cfg.seed,
+        train={"epochs": cfg.bootstrap_epochs, "max_seconds": 240.0, "device": "cpu"},
+        version=1,
+    )
     path = fit(_subset(inter, slice(0, cut)), items, fc, store_root=cache, progress=cfg.progress)
     return path, time.perf_counter() - t0
 
@@ -127,14 +141,25 @@ def _start_broker(cfg: StreamEvalConfig, run_dir: Path):
             kind = "kafka"
         except BrokerError:
             kind = "tansu"
-    broker = KafkaBroker(run_dir / "kafka") if kind == "kafka" else TansuBroker(log_path=run_dir / "tansu.log")
+    broker = (
+        KafkaBroker(run_dir / "kafka")
+        if kind == "kafka"
+        else TansuBroker(log_path=run_dir / "tansu.log")
+    )
     broker.start()
     return broker, kind
 
 
-async def _replay_and_collect(bootstrap: str, names: dict[str, str], events: list, *, rate: float,
-                              n_expected: int, drain_s: float, progress: bool
-                              ) -> tuple[dict[str, dict], list[dict], list[float], float]:
+async def _replay_and_collect(
+    bootstrap: str,
+    names: dict[str, str],
+    events: list,
+    *,
+    rate: float,
+    n_expected: int,
+    drain_s: float,
+    progress: bool,
+) -> tuple[dict[str, dict], list[dict], list[float], float]:
     """Replay ``events`` (ReplayEvent, in order; event id ``<run>-<position>``) and read
     ``recommendations`` / ``model-updates`` until every event is answered or ``drain_s``
     after the replay (then 1 s more: a last model-updates record, if any)."""
@@ -168,19 +193,40 @@ async def _replay_and_collect(bootstrap: str, names: dict[str, str], events: lis
     def drained() -> bool:
         if "sent" not in replayed:
             return False
-        return (len(recs) + counts["dlq"] >= min(replayed["sent"], n_expected)
-                or time.monotonic() >= replayed["deadline"])
+        return (
+            len(recs) + counts["dlq"] >= min(replayed["sent"], n_expected)
+            or time.monotonic() >= replayed["deadline"]
+        )
 
     positioned = asyncio.Event()
-    reader = asyncio.create_task(read_until(
-        bootstrap, [names["recommendations"], names["model-updates"], names["events-dlq"]], until=drained,
-        timeout_s=None, idle_s=1.0, positioned=positioned, on_records=on_records, keep=False,
-        fetch_max_wait_ms=100, poll_ms=200, max_records=5000))
+    reader = asyncio.create_task(
+        read_until(
+            bootstrap,
+            [names["recommendations"], names["model-updates"], names["events-dlq"]],
+            until=drained,
+            timeout_s=None,
+            idle_s=1.0,
+            positioned=positioned,
+            on_records=on_records,
+            keep=False,
+            fetch_max_wait_ms=100,
+            poll_ms=200,
+            max_records=5000,
+        )
+    )
     try:
         await positioned.wait()
         t0 = time.perf_counter()
-        sent = await replay(bootstrap, names, iter(events), rate=rate, total=len(events), progress=progress,
-                            run_id=run_id, on_sent=on_sent)
+        sent = await replay(
+            bootstrap,
+            names,
+            iter(events),
+            rate=rate,
+            total=len(events),
+            progress=progress,
+            run_id=run_id,
+            on_sent=on_sent,
+        )
         replayed.update(sent=sent, deadline=time.monotonic() + drain_s)
         await reader
     finally:
@@ -220,7 +266,10 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
     for u, i in zip(uid[cut:], iid[cut:], strict=True):
         future[u].append(i)
     scored_users = {u for u in set(stream_users) if u not in past_users}
-    events = [ReplayEvent(uid[p], iid[p], int(inter.event[p]), float(inter.ts[p])) for p in range(cut, stop_at)]
+    events = [
+        ReplayEvent(uid[p], iid[p], int(inter.event[p]), float(inter.ts[p]))
+        for p in range(cut, stop_at)
+    ]
 
     run_dir = Path(cfg.work_dir) / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     store = run_dir / "store"
@@ -241,24 +290,73 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
         names = topic_names(prefix)
         timings["broker_s"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
-        worker = WorkerProcess(log_path=run_dir / "worker.log", bootstrap=bootstrap, topic_prefix=prefix,
-                               app_id=prefix + "app", model_store=store, threads=1, log_level="warning")
+        worker = WorkerProcess(
+            log_path=run_dir / "worker.log",
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            app_id=prefix + "app",
+            model_store=store,
+            threads=1,
+            log_level="warning",
+        )
         worker.start()
-        env = {**os.environ, "COLDSTREAM_TRAINER_CYCLE_EPOCHS": str(cfg.cycle_epochs),
-               "COLDSTREAM_TRAINER_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "COLDSTREAM_TRAINER_CYCLE_EPOCHS": str(cfg.cycle_epochs),
+            "COLDSTREAM_TRAINER_DEVICE": "cpu",
+            "HF_HUB_OFFLINE": "1",
+        }
         if cfg.teacher_path:
             env["COLDSTREAM_TRAINER_TEACHER_PATH"] = cfg.teacher_path
         trainer = start_process(
-            [sys.executable, "-m", "coldstream", "trainer", "--bootstrap", bootstrap, "--topic-prefix", prefix,
-             "--group-id", prefix + "trainer", "--model-store", str(store), "--cycle-events", str(cfg.cycle_events),
-             "--cycle-seconds", "0", "--min-buffer-events", str(cfg.min_buffer_events),
-             "--teacher-prefixes", str(cfg.teacher_prefixes), "--metrics-port", str(free_port()),
-             "--threads", "1"], env=env, log_path=run_dir / "trainer.log")
-        wait_for_log(run_dir / "trainer.log", "trainer: consuming", proc=trainer, timeout_s=180, name="trainer")
+            [
+                sys.executable,
+                "-m",
+                "coldstream",
+                "trainer",
+                "--bootstrap",
+                bootstrap,
+                "--topic-prefix",
+                prefix,
+                "--group-id",
+                prefix + "trainer",
+                "--model-store",
+                str(store),
+                "--cycle-events",
+                str(cfg.cycle_events),
+                "--cycle-seconds",
+                "0",
+                "--min-buffer-events",
+                str(cfg.min_buffer_events),
+                "--teacher-prefixes",
+                str(cfg.teacher_prefixes),
+                "--metrics-port",
+                str(free_port()),
+                "--threads",
+                "1",
+            ],
+            env=env,
+            log_path=run_dir / "trainer.log",
+        )
+        wait_for_log(
+            run_dir / "trainer.log",
+            "trainer: consuming",
+            proc=trainer,
+            timeout_s=180,
+            name="trainer",
+        )
         timings["processes_ready_s"] = round(time.perf_counter() - t, 1)
-        recs, updates, sent_at, timings["replay_s"] = asyncio.run(_replay_and_collect(
-            bootstrap, names, events, rate=cfg.rate, n_expected=len(events), drain_s=cfg.drain_s,
-            progress=cfg.progress))
+        recs, updates, sent_at, timings["replay_s"] = asyncio.run(
+            _replay_and_collect(
+                bootstrap,
+                names,
+                events,
+                rate=cfg.rate,
+                n_expected=len(events),
+                drain_s=cfg.drain_s,
+                progress=cfg.progress,
+            )
+        )
         metrics_text = worker.get_text("/metrics")
     finally:
         t = time.perf_counter()
@@ -272,14 +370,29 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
         timings["stop_s"] = round(time.perf_counter() - t, 1)
 
     event_ids = [str(p) for p in range(len(events))]
-    snapshot_at = {str(u["version"]): float(u["metrics"]["snapshot_at"]) for u in updates
-                   if "snapshot_at" in (u.get("metrics") or {})}
-    rows, counts = score_recommendations(users=stream_users, event_ids=event_ids, future=future, recs=recs,
-                                         scored_users=scored_users, sent_at=sent_at, snapshot_at=snapshot_at)
+    snapshot_at = {
+        str(u["version"]): float(u["metrics"]["snapshot_at"])
+        for u in updates
+        if "snapshot_at" in (u.get("metrics") or {})
+    }
+    rows, counts = score_recommendations(
+        users=stream_users,
+        event_ids=event_ids,
+        future=future,
+        recs=recs,
+        scored_users=scored_users,
+        sent_at=sent_at,
+        snapshot_at=snapshot_at,
+    )
     key_of = {p: float(inter.ts[cut + p]) for p in range(len(events))}
     agg = aggregate(rows, n_stream=len(events), buckets=cfg.buckets, key_of=key_of)
-    pop = popularity_reference(past_items=iid[:cut], stream_items=stream_items, users=stream_users, rows=rows,
-                               future=future)
+    pop = popularity_reference(
+        past_items=iid[:cut],
+        stream_items=stream_items,
+        users=stream_users,
+        rows=rows,
+        future=future,
+    )
     served = Counter(str(v.get("model_version")) for v in recs.values())
     first_seen: dict[str, int] = {}
     for pos, v in sorted(((int(p), v) for p, v in recs.items()), key=lambda x: x[0]):
@@ -290,51 +403,81 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
         upd = next((u for u in updates if str(u.get("version")) == v), None)
         if upd is not None:
             m = upd.get("metrics") or {}
-            d["gate"] = {k: m.get(k) for k in ("candidate_ndcg@10", "current_ndcg@10", "holdout_users",
-                                              "buffer_events", "parent_version", "distill_loss",
-                                              "topk_agreement@10")}
+            d["gate"] = {
+                k: m.get(k)
+                for k in (
+                    "candidate_ndcg@10",
+                    "current_ndcg@10",
+                    "holdout_users",
+                    "buffer_events",
+                    "parent_version",
+                    "distill_loss",
+                    "topk_agreement@10",
+                )
+            }
         elif v == "1":
             d["gate"] = "bootstrap checkpoint (trained on the past only)"
     total_s = round(time.perf_counter() - t_start, 1)
     timings["total_s"] = total_s
-    swaps = [line for line in metrics_text.splitlines() if line.startswith("coldstream_model_swaps_total")]
+    swaps = [
+        line
+        for line in metrics_text.splitlines()
+        if line.startswith("coldstream_model_swaps_total")
+    ]
     report = {
         **agg,
         "reference_popularity": {"ndcg@10": {f"after_{k}": _mean(pop.get(k, [])) for k in KS}},
-        "counts": {"stream_events_replayed": len(events), "recommendations_joined": len(recs),
-                   "scored_users": len(scored_users), "scored_recommendations": len(rows), **counts,
-                   "model_updates": len(updates), "worker_swaps": swaps},
+        "counts": {
+            "stream_events_replayed": len(events),
+            "recommendations_joined": len(recs),
+            "scored_users": len(scored_users),
+            "scored_recommendations": len(rows),
+            **counts,
+            "model_updates": len(updates),
+            "worker_swaps": swaps,
+        },
         "protocol": {
             "dataset": "MovieLens-100K (recbole package files)",
             "order": "stable sort by (timestamp, file order); "
-                     f"{tie_share(inter):.0%} of interactions share a timestamp with another of the same "
-                     "user, so 'the next 10' is partly arbitrary within ties",
-            "past": {"share": cfg.cut_share, "interactions": cut, "until_ts": int(inter.ts[cut - 1]),
-                     "use": "the bootstrap student (v1) is trained on these interactions only "
-                            "(quick recipe: CE student on the MiniLM teacher's item text vectors; 10% of "
-                            "past users for early stopping)"},
-            "stream": {"first_ts": int(inter.ts[cut]), "replayed": len(events),
-                       "cap": "max_events" if stop_at < n else "none", "of": n - cut,
-                       "rate_eps": cfg.rate},
+            f"{tie_share(inter):.0%} of interactions share a timestamp with another of the same "
+            "user, so 'the next 10' is partly arbitrary within ties",
+            "past": {
+                "share": cfg.cut_share,
+                "interactions": cut,
+                "until_ts": int(inter.ts[cut - 1]),
+                "use": "the bootstrap student (v1) is trained on these interactions only "
+                "(quick recipe: CE student on the MiniLM teacher's item text vectors; 10% of "
+                "past users for early stopping)",
+            },
+            "stream": {
+                "first_ts": int(inter.ts[cut]),
+                "replayed": len(events),
+                "cap": "max_events" if stop_at < n else "none",
+                "of": n - cut,
+                "rate_eps": cfg.rate,
+            },
             "scored_users": "users with no event in the past (true cold start), at their k-th stream "
-                            "event, k in (1, 2, 3, 5)",
+            "event, k in (1, 2, 3, 5)",
             "ground_truth": "the items of the user's next 10 events in the dataset timeline (events "
-                            "k+1..k+10; fewer if the user has fewer), whether replayed or not",
+            "k+1..k+10; fewer if the user has fewer), whether replayed or not",
             "metric": "NDCG@10, binary relevance, of the top-10 the worker published for that event "
-                      "(joined by event_id); the worker excludes the user's seen items",
+            "(joined by event_id); the worker excludes the user's seen items",
             "leak_guard": "a recommendation served by a re-distilled version is scored only if the "
-                          "user's first truth event was sent after that version's buffer snapshot "
-                          "(snapshot_at in its model-updates record)",
+            "user's first truth event was sent after that version's buffer snapshot "
+            "(snapshot_at in its model-updates record)",
             "reference_popularity": "most frequent items of all events before and including the trigger "
-                                    "(past + stream), seen items excluded; same users and truth",
-            "system": {"broker": broker_kind, "worker": "one subprocess, 1 thread, hot swap on",
-                       "trainer": f"coldstream trainer subprocess, 1 thread, cycle every {cfg.cycle_events} "
-                                  f"events, {cfg.cycle_epochs} epochs, {cfg.teacher_prefixes} teacher "
-                                  f"prefixes, min buffer {cfg.min_buffer_events}, gate margin default"},
+            "(past + stream), seen items excluded; same users and truth",
+            "system": {
+                "broker": broker_kind,
+                "worker": "one subprocess, 1 thread, hot swap on",
+                "trainer": f"coldstream trainer subprocess, 1 thread, cycle every {cfg.cycle_events} "
+                f"events, {cfg.cycle_epochs} epochs, {cfg.teacher_prefixes} teacher "
+                f"prefixes, min buffer {cfg.min_buffer_events}, gate margin default",
+            },
             "config": asdict(cfg) | {"bootstrap": "given" if cfg.bootstrap else None},
             "caveats": "replay compresses months into minutes: which version serves an event depends on "
-                       "the trainer's wall-clock cycle time on this machine; popularity windows are wall "
-                       "clock; one run, one seed: differences of a few 0.01 are within noise",
+            "the trainer's wall-clock cycle time on this machine; popularity windows are wall "
+            "clock; one run, one seed: differences of a few 0.01 are within noise",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), no GPU",
         },
         "timings_s": timings,

@@ -84,9 +84,13 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     return preexec
 
 
-def start_process(argv: Sequence[str], *, log_path: Path | str | None = None,
-                  env: Mapping[str, str] | None = None,
-                  cwd: Path | str | None = None) -> subprocess.Popen[bytes]:
+def start_process(
+    argv: Sequence[str],
+    *,
+    log_path: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | str | None = None,
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own process group, output appended to ``log_path`` (created
     with its folder; ``None``: discarded). Raises ``OSError`` when it cannot be run."""
     out: IO[bytes] | int = subprocess.DEVNULL
@@ -94,11 +98,20 @@ def start_process(argv: Sequence[str], *, log_path: Path | str | None = None,
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "ab")  # noqa: SIM115 - the child holds its own copy
     # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only from the main thread
-    preexec = _pdeathsig_preexec() if threading.current_thread() is threading.main_thread() else None
+    preexec = (
+        _pdeathsig_preexec() if threading.current_thread() is threading.main_thread() else None
+    )
     try:
-        proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, cwd=cwd,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )  # noqa: PLW1509
     finally:
         if not isinstance(out, int):
             out.close()
@@ -144,14 +157,22 @@ def kill_process(proc: subprocess.Popen[bytes]) -> int:
     return _reap(proc)
 
 
-def _exited(proc: subprocess.Popen[bytes] | None, name: str, log_path: Path | str | None,
-            doing: str) -> None:
+def _exited(
+    proc: subprocess.Popen[bytes] | None, name: str, log_path: Path | str | None, doing: str
+) -> None:
     if proc is not None and proc.poll() is not None:
         raise RuntimeError(f"{name} exited with {proc.returncode} {doing}" + log_tail(log_path))
 
 
-def wait_for_log(log_path: Path | str, pattern: str, *, proc: subprocess.Popen[bytes] | None,
-                 timeout_s: float, interval_s: float = 0.3, name: str = "process") -> re.Match[str]:
+def wait_for_log(
+    log_path: Path | str,
+    pattern: str,
+    *,
+    proc: subprocess.Popen[bytes] | None,
+    timeout_s: float,
+    interval_s: float = 0.3,
+    name: str = "process",
+) -> re.Match[str]:
     """Wait until ``pattern`` (a regular expression) appears in ``log_path``; returns the match.
     ``RuntimeError`` (with the log's tail) as soon as ``proc`` exits; ``TimeoutError`` after
     ``timeout_s``."""
@@ -160,13 +181,23 @@ def wait_for_log(log_path: Path | str, pattern: str, *, proc: subprocess.Popen[b
     def search() -> re.Match[str] | None:
         return re.search(pattern, path.read_text(errors="replace")) if path.exists() else None
 
-    return wait_until(search, timeout_s, f"{pattern!r} in {path}", interval_s=interval_s,
-                      abort=lambda: _exited(proc, name, path, f"before {pattern!r} was logged"),
-                      detail=lambda: log_tail(path))
+    return wait_until(
+        search,
+        timeout_s,
+        f"{pattern!r} in {path}",
+        interval_s=interval_s,
+        abort=lambda: _exited(proc, name, path, f"before {pattern!r} was logged"),
+        detail=lambda: log_tail(path),
+    )
 
 
-def wait_ready(url: str, *, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 60.0,
-               log_path: Path | str | None = None) -> float:
+def wait_ready(
+    url: str,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+    timeout_s: float = 60.0,
+    log_path: Path | str | None = None,
+) -> float:
     """Poll ``url`` (a worker's ``/ready``) every 0.2 s until it answers 200; returns the
     seconds waited. ``RuntimeError`` when ``proc`` exits first, ``TimeoutError`` after
     ``timeout_s``; both carry the log's tail."""
@@ -181,9 +212,14 @@ def wait_ready(url: str, *, proc: subprocess.Popen[bytes] | None = None, timeout
         except Exception:  # noqa: BLE001 - 503 or not listening yet
             return False
 
-    wait_until(answered_200, timeout_s, f"{url} to answer 200", interval_s=0.2,
-               abort=lambda: _exited(proc, "worker", log_path, "before it was ready"),
-               detail=lambda: log_tail(log_path))
+    wait_until(
+        answered_200,
+        timeout_s,
+        f"{url} to answer 200",
+        interval_s=0.2,
+        abort=lambda: _exited(proc, "worker", log_path, "before it was ready"),
+        detail=lambda: log_tail(log_path),
+    )
     return time.monotonic() - t0
 
 
@@ -223,9 +259,15 @@ class WorkerProcess:
     is passed as an absolute path. ``env`` replaces the inherited environment. Always stopped
     with a deadline (:func:`stop_process`)."""
 
-    def __init__(self, *, log_path: Path | str, ready_timeout_s: float = 90.0,
-                 env: Mapping[str, str] | None = None, cwd: Path | str | None = None,
-                 **options: object) -> None:
+    def __init__(
+        self,
+        *,
+        log_path: Path | str,
+        ready_timeout_s: float = 90.0,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | str | None = None,
+        **options: object,
+    ) -> None:
         from devtools.brokers.probe import free_port
 
         self.options: dict[str, object] = dict(options)
@@ -250,16 +292,21 @@ class WorkerProcess:
     def spawn(self) -> subprocess.Popen[bytes]:
         """Start the worker without waiting for ``/ready``."""
         self.cwd.mkdir(parents=True, exist_ok=True)
-        self.proc = start_process(worker_argv(**self.options), log_path=self.log_path,
-                                  env=self.env, cwd=self.cwd)
+        self.proc = start_process(
+            worker_argv(**self.options), log_path=self.log_path, env=self.env, cwd=self.cwd
+        )
         return self.proc
 
     def start(self) -> WorkerProcess:
         """Start and wait until ``/ready`` answers 200 (stopped again if it does not)."""
         proc = self.spawn()
         try:
-            self.ready_s = wait_ready(self.url("/ready"), proc=proc, timeout_s=self.ready_timeout_s,
-                                      log_path=self.log_path)
+            self.ready_s = wait_ready(
+                self.url("/ready"),
+                proc=proc,
+                timeout_s=self.ready_timeout_s,
+                log_path=self.log_path,
+            )
         except BaseException:
             self.stop()
             raise

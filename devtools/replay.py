@@ -22,8 +22,15 @@ from typing import Any
 from coldstream.core.records import event_payload
 from devtools.kafka_io import produce
 
-__all__ = ["ReplayEvent", "add_arguments", "event_record", "movielens_events", "replay", "run",
-           "synthetic_events"]
+__all__ = [
+    "ReplayEvent",
+    "add_arguments",
+    "event_record",
+    "movielens_events",
+    "replay",
+    "run",
+    "synthetic_events",
+]
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,9 @@ class ReplayEvent:
     ts: float
 
 
-def movielens_events(limit: int | None = None) -> tuple[Iterator[ReplayEvent], list[tuple[str, str]]]:
+def movielens_events(
+    limit: int | None = None,
+) -> tuple[Iterator[ReplayEvent], list[tuple[str, str]]]:
     """MovieLens-100K interactions in time order, and the catalogue ``[(item_id, title)]``."""
     from trainer.data import load_movielens
 
@@ -43,14 +52,19 @@ def movielens_events(limit: int | None = None) -> tuple[Iterator[ReplayEvent], l
     def gen() -> Iterator[ReplayEvent]:
         n = len(inter) if limit is None else min(limit, len(inter))
         for i in range(n):  # already sorted stably by (timestamp, file order)
-            yield ReplayEvent(inter.user_ids[int(inter.user[i])], items.ids[int(inter.item[i])],
-                              int(inter.event[i]), float(inter.ts[i]))
+            yield ReplayEvent(
+                inter.user_ids[int(inter.user[i])],
+                items.ids[int(inter.item[i])],
+                int(inter.event[i]),
+                float(inter.ts[i]),
+            )
 
     return gen(), list(zip(items.ids, items.titles, strict=True))
 
 
-def synthetic_events(limit: int, *, n_users: int = 10_000, n_items: int = 10_000,
-                     seed: int = 0) -> tuple[Iterator[ReplayEvent], list[tuple[str, str]]]:
+def synthetic_events(
+    limit: int, *, n_users: int = 10_000, n_items: int = 10_000, seed: int = 0
+) -> tuple[Iterator[ReplayEvent], list[tuple[str, str]]]:
     from trainer.data.synthetic import SyntheticConfig, synthetic_items
     from trainer.data.synthetic import synthetic_events as gen_chunks
 
@@ -62,24 +76,43 @@ def synthetic_events(limit: int, *, n_users: int = 10_000, n_items: int = 10_000
 
     def gen() -> Iterator[ReplayEvent]:
         for chunk in gen_chunks(cfg):
-            for u, it, ts, ev in zip(chunk["user"].tolist(), chunk["item"].tolist(), chunk["ts"].tolist(),
-                                     chunk["event"].tolist(), strict=True):
+            for u, it, ts, ev in zip(
+                chunk["user"].tolist(),
+                chunk["item"].tolist(),
+                chunk["ts"].tolist(),
+                chunk["event"].tolist(),
+                strict=True,
+            ):
                 yield ReplayEvent(f"su{u}", ids_all[it], ev, float(ts))
 
     return gen(), catalogue
 
 
-def event_record(ev: ReplayEvent, event_id: str, topics: dict[str, str]) -> tuple[str, bytes, bytes]:
+def event_record(
+    ev: ReplayEvent, event_id: str, topics: dict[str, str]
+) -> tuple[str, bytes, bytes]:
     """``(physical topic, key, value)`` of one replayed event."""
     topic = topics["purchases" if ev.event_type == 1 else "clicks"]
-    return topic, ev.user_id.encode(), event_payload(ev.user_id, ev.item_id, event_id=event_id, ts=ev.ts)
+    return (
+        topic,
+        ev.user_id.encode(),
+        event_payload(ev.user_id, ev.item_id, event_id=event_id, ts=ev.ts),
+    )
 
 
-async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[ReplayEvent], *,
-                 rate: float = 0.0, total: int | None = None, catalogue: list[tuple[str, str]] | None = None,
-                 progress: bool = True, run_id: str | None = None,
-                 on_sent: Callable[[str, ReplayEvent, float], None] | None = None,
-                 stop: asyncio.Event | None = None) -> int:
+async def replay(
+    bootstrap: str,
+    topics: dict[str, str],
+    events: Iterator[ReplayEvent],
+    *,
+    rate: float = 0.0,
+    total: int | None = None,
+    catalogue: list[tuple[str, str]] | None = None,
+    progress: bool = True,
+    run_id: str | None = None,
+    on_sent: Callable[[str, ReplayEvent, float], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
     """Send ``events`` (at ``rate`` ev/s, 0 = flat out); returns how many were sent.
 
     The ``catalogue`` (``[(item_id, title)]``) goes to ``items`` first, flat out and
@@ -88,15 +121,28 @@ async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[Replay
     from tqdm import tqdm
 
     run_id = run_id or uuid.uuid4().hex[:8]
-    config: dict[str, Any] = {"linger_ms": 5, "acks": 1, "max_batch_size": 256 * 1024,
-                              "request_timeout_ms": 40_000}
+    config: dict[str, Any] = {
+        "linger_ms": 5,
+        "acks": 1,
+        "max_batch_size": 256 * 1024,
+        "request_timeout_ms": 40_000,
+    }
     bar = tqdm(total=total, unit="ev", disable=not progress, smoothing=0.1, desc="replay")
     try:
         if catalogue:
             now = time.time()
-            await produce(bootstrap, [(topics["items"], iid.encode(),
-                                       json.dumps({"item_id": iid, "title": title, "ts": now}).encode())
-                                      for iid, title in catalogue], **config)
+            await produce(
+                bootstrap,
+                [
+                    (
+                        topics["items"],
+                        iid.encode(),
+                        json.dumps({"item_id": iid, "title": title, "ts": now}).encode(),
+                    )
+                    for iid, title in catalogue
+                ],
+                **config,
+            )
 
         def records() -> Iterator[tuple[str, bytes, bytes, str, ReplayEvent]]:
             for n, ev in enumerate(events):
@@ -107,10 +153,17 @@ async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[Replay
             if on_sent is not None:
                 on_sent(rec[3], rec[4], t)
 
-        done = await produce(bootstrap, records(), rate=rate,
-                             stop=(lambda _i: stop.is_set()) if stop is not None else None,
-                             on_sent=sent, on_acked=lambda *_: bar.update(1), settle_every=1000,
-                             settle_s=0.2, **config)
+        done = await produce(
+            bootstrap,
+            records(),
+            rate=rate,
+            stop=(lambda _i: stop.is_set()) if stop is not None else None,
+            on_sent=sent,
+            on_acked=lambda *_: bar.update(1),
+            settle_every=1000,
+            settle_s=0.2,
+            **config,
+        )
     finally:
         bar.close()
     return done.sent
@@ -118,12 +171,21 @@ async def replay(bootstrap: str, topics: dict[str, str], events: Iterator[Replay
 
 # ------------------------------------------------------------------------------ the command
 
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", default=None, help="broker (default: env COLDSTREAM_BOOTSTRAP)")
-    p.add_argument("--topic-prefix", default=None, help="topic prefix (default: env COLDSTREAM_TOPIC_PREFIX)")
-    p.add_argument("--source", choices=["movielens", "synthetic"], default="movielens", help="event source")
-    p.add_argument("--events", type=int, default=0, help="events to send (0: all of MovieLens; "
-                                                         "synthetic: 100000)")
+    p.add_argument(
+        "--topic-prefix", default=None, help="topic prefix (default: env COLDSTREAM_TOPIC_PREFIX)"
+    )
+    p.add_argument(
+        "--source", choices=["movielens", "synthetic"], default="movielens", help="event source"
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        default=0,
+        help="events to send (0: all of MovieLens; synthetic: 100000)",
+    )
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: flat out)")
     p.add_argument("--no-items", action="store_true", help="do not send the catalogue to `items`")
 
@@ -140,7 +202,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         total = args.events or 100_000
         events, catalogue = synthetic_events(total)
-    sent = asyncio.run(replay(s.bootstrap, topic_names(s.topic_prefix), events, rate=args.rate, total=total,
-                              catalogue=None if args.no_items else catalogue))
+    sent = asyncio.run(
+        replay(
+            s.bootstrap,
+            topic_names(s.topic_prefix),
+            events,
+            rate=args.rate,
+            total=total,
+            catalogue=None if args.no_items else catalogue,
+        )
+    )
     print(f"sent {sent} events to {s.bootstrap}")
     return 0

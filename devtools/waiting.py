@@ -52,8 +52,9 @@ def wait_until(
             last = value
         if time.monotonic() > deadline:
             extra = detail() if detail is not None else ""
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})"
-                               + extra)
+            raise TimeoutError(
+                f"timed out after {timeout_s:g} s waiting for {what} (last: {last!r})" + extra
+            )
         time.sleep(interval_s)
 
 

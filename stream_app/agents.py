@@ -63,27 +63,50 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     logical = {v: k for k, v in names.items()}
     partitions = specs["clicks"].partitions
     if specs["purchases"].partitions != partitions:
-        raise RuntimeError("clicks and purchases must have the same partition count (co-partitioned)")
+        raise RuntimeError(
+            "clicks and purchases must have the same partition count (co-partitioned)"
+        )
 
     import faust
 
-    sessions = app.Table("sessions", default=None, partitions=partitions, store=SESSION_STORE,
-                         schema=faust.Schema(key_serializer="json", value_serializer="json"),
-                         help="user_id -> last events [item_id, event_type, ts, event_id]")
-    source = app.topic(names["clicks"], names["purchases"], key_serializer="raw",
-                       value_serializer="raw")
+    sessions = app.Table(
+        "sessions",
+        default=None,
+        partitions=partitions,
+        store=SESSION_STORE,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="user_id -> last events [item_id, event_type, ts, event_id]",
+    )
+    source = app.topic(
+        names["clicks"], names["purchases"], key_serializer="raw", value_serializer="raw"
+    )
     processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
-    breaker = DlqBreaker(window=settings.dlq_window, max_ratio=settings.dlq_max_ratio,
-                         min_events=settings.dlq_min_events)
-    w = Wiring(app, settings, recommender, metrics, sessions, processor, names, logical, breaker,
-               changelog_topic=sessions.changelog_topic.get_topic_name())
+    breaker = DlqBreaker(
+        window=settings.dlq_window,
+        max_ratio=settings.dlq_max_ratio,
+        min_events=settings.dlq_min_events,
+    )
+    w = Wiring(
+        app,
+        settings,
+        recommender,
+        metrics,
+        sessions,
+        processor,
+        names,
+        logical,
+        breaker,
+        changelog_topic=sessions.changelog_topic.get_topic_name(),
+    )
     device = str(recommender.model.device.type)
     rec_topic, dlq_topic = names["recommendations"], names["events-dlq"]
     metrics.set_model(recommender.model.version, recommender.model.n_items)
 
     within = settings.batch_window_ms / 1000.0
     if settings.fast_path:
-        fast = FastPath([names["clicks"], names["purchases"]], max_buffered=max(4 * settings.batch_size, 10_000))
+        fast = FastPath(
+            [names["clicks"], names["purchases"]], max_buffered=max(4 * settings.batch_size, 10_000)
+        )
         app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
         app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
 
@@ -92,8 +115,17 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
             consumer = app.consumer
             while not app.should_stop:
                 messages = await fast.take(settings.batch_size, within)
-                batch = [Incoming(logical.get(m.topic, m.topic), m.partition, m.offset, m.key, m.value,
-                                  m.timestamp) for m in messages]
+                batch = [
+                    Incoming(
+                        logical.get(m.topic, m.topic),
+                        m.partition,
+                        m.offset,
+                        m.key,
+                        m.value,
+                        m.timestamp,
+                    )
+                    for m in messages
+                ]
                 try:
                     await handle_batch(w, batch, rec_topic, dlq_topic, device)
                 except Exception as exc:  # not an event's fault (those go to the DLQ): stop loudly
@@ -103,12 +135,21 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
                 for m in messages:
                     consumer.ack(m)
     else:
+
         @app.agent(source, name="serve")
         async def serve(stream: Any) -> None:
             async for events in stream.take_events(settings.batch_size, within=within):
-                batch = [Incoming(logical.get(e.message.topic, e.message.topic), e.message.partition,
-                                  e.message.offset, e.message.key, e.message.value, e.message.timestamp)
-                         for e in events]
+                batch = [
+                    Incoming(
+                        logical.get(e.message.topic, e.message.topic),
+                        e.message.partition,
+                        e.message.offset,
+                        e.message.key,
+                        e.message.value,
+                        e.message.timestamp,
+                    )
+                    for e in events
+                ]
                 await handle_batch(w, batch, rec_topic, dlq_topic, device)
 
     @app.timer(interval=5.0, name="export-gauges")
@@ -124,7 +165,9 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
             except Exception:  # noqa: BLE001 - best effort during rebalances
                 continue
             if position is not None and high is not None:
-                metrics.consumer_lag.labels(logical[tp.topic], str(tp.partition)).set(max(0, high - position))
+                metrics.consumer_lag.labels(logical[tp.topic], str(tp.partition)).set(
+                    max(0, high - position)
+                )
 
     return w
 
@@ -133,8 +176,9 @@ def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str,
-                       device: str) -> None:
+async def handle_batch(
+    w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str, device: str
+) -> None:
     """Process one micro-batch and hand its outputs to the producer."""
     out = w.processor.process(batch)
     producer = w.app.producer
@@ -180,8 +224,13 @@ async def handle_batch(w: Wiring, batch: list[Incoming], rec_topic: str, dlq_top
         if s.dlq_breaker_action == "stop":
             await _stop_for_bad_input(w)
             return
-        log.error("DLQ circuit breaker open: over %.0f%% of the last %d events were refused; "
-                  "pausing consumption for %.1f s", s.dlq_max_ratio * 100, s.dlq_window, s.dlq_cooldown_s)
+        log.error(
+            "DLQ circuit breaker open: over %.0f%% of the last %d events were refused; "
+            "pausing consumption for %.1f s",
+            s.dlq_max_ratio * 100,
+            s.dlq_window,
+            s.dlq_cooldown_s,
+        )
         m.dlq_breaker_open.set(1)
         await asyncio.sleep(s.dlq_cooldown_s)
         w.breaker.reset()
@@ -207,7 +256,8 @@ async def _stop_for_bad_input(w: Wiring) -> None:
             f"{s.dlq_window} input events were refused (see events-dlq and "
             f"coldstream_dlq_total{{reason}}). Stopping the worker instead of dead-lettering the "
             f"whole topic; the unread events stay in the topic. Fix the producer (or raise "
-            f"COLDSTREAM_DLQ_MAX_RATIO), then restart.")
+            f"COLDSTREAM_DLQ_MAX_RATIO), then restart."
+        )
         w.exit_code = EXIT_DLQ_BREAKER
         log.critical(w.stop_reason)
         consumer = w.app.consumer

@@ -31,16 +31,21 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
     if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
         password = settings.sasl_password.get_secret_value() if settings.sasl_password else None
         # ssl_context not None makes Faust speak SASL_SSL, None SASL_PLAINTEXT
-        return faust.SASLCredentials(username=settings.sasl_username, password=password,
-                                     ssl_context=settings.ssl_context(),
-                                     mechanism=settings.sasl_mechanism)
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=password,
+            ssl_context=settings.ssl_context(),
+            mechanism=settings.sasl_mechanism,
+        )
     return None
 
 
 def create_app(settings: Settings) -> ColdstreamApp:
     if settings.processing_guarantee == "exactly_once":
-        raise NotImplementedError("exactly_once is not wired into the batched send path yet; "
-                                  "use at_least_once (outputs are deduplicated by event_id)")
+        raise NotImplementedError(
+            "exactly_once is not wired into the batched send path yet; "
+            "use at_least_once (outputs are deduplicated by event_id)"
+        )
     session = settings.effective_session_timeout_s
     brokers = ";".join(f"kafka://{h.strip()}" for h in settings.bootstrap.split(",") if h.strip())
     app = ColdstreamApp(
@@ -61,7 +66,9 @@ def create_app(settings: Settings) -> ColdstreamApp:
         broker_request_timeout=max(30.0, session + 5),
         web_port=settings.web_port,
         web_bind=settings.web_bind,
-        web_host="127.0.0.1" if settings.web_bind in ("0.0.0.0", "127.0.0.1") else settings.web_bind,
+        web_host="127.0.0.1"
+        if settings.web_bind in ("0.0.0.0", "127.0.0.1")
+        else settings.web_bind,
         web_enabled=True,
         # Faust's built-in views would let any client of the web port read any user's
         # session (/table/sessions/<user>/) and the cluster layout (/router/): off. The

@@ -119,8 +119,14 @@ class DlqBreaker:
 class BatchProcessor:
     """Turns a micro-batch into outputs; sessions are read through ``get_session``."""
 
-    def __init__(self, recommender: Recommender, settings: Settings, *,
-                 get_session: Callable[[str], Any], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        settings: Settings,
+        *,
+        get_session: Callable[[str], Any],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.recommender = recommender
         self.settings = settings
         self.get_session = get_session
@@ -129,10 +135,21 @@ class BatchProcessor:
         self.online: Any = None
         """``stream_app.online.OnlineQuality`` (attached by ``stream_app.control``) or None."""
 
-    def _dlq(self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None) -> None:
-        out.dlq.append(dlq_payload(source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                   error=reason, detail=detail, payload=rec.value, key=rec.key,
-                                   event_id=event_id))
+    def _dlq(
+        self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None
+    ) -> None:
+        out.dlq.append(
+            dlq_payload(
+                source_topic=rec.topic,
+                partition=rec.partition,
+                offset=rec.offset,
+                error=reason,
+                detail=detail,
+                payload=rec.value,
+                key=rec.key,
+                event_id=event_id,
+            )
+        )
         out.outcomes[(rec.topic, "dlq")] += 1
         out.dlq_reasons[reason] += 1
 
@@ -148,8 +165,14 @@ class BatchProcessor:
         batch_ids: set[str] = set()
         forgotten: set[str] = set()
         for rec in batch:
-            ev = validate_event(rec.value, rec.topic, key=rec.key, max_bytes=s.max_event_bytes,
-                                max_future_skew_s=s.max_future_skew_s, now=now)
+            ev = validate_event(
+                rec.value,
+                rec.topic,
+                key=rec.key,
+                max_bytes=s.max_event_bytes,
+                max_future_skew_s=s.max_future_skew_s,
+                now=now,
+            )
             if isinstance(ev, Rejection):
                 self._dlq(out, rec, ev.reason, ev.detail, ev.event_id)
                 continue
@@ -162,8 +185,9 @@ class BatchProcessor:
                 stored = self.get_session(ev.user_id)
                 hist = list(stored) if stored else []
                 work[ev.user_id] = hist
-                known[ev.user_id] = {e[3]: i for i, e in enumerate(hist)
-                                     if isinstance(e, list) and len(e) > 3}
+                known[ev.user_id] = {
+                    e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3
+                }
             parts[ev.user_id] = rec.partition
             accepted.append((rec, ev))
             if isinstance(ev, Forget):
@@ -179,8 +203,9 @@ class BatchProcessor:
             hist.append([ev.item_id, ev.type_code, ev.ts, ev.event_id])
             if len(hist) > s.max_history:
                 del hist[: len(hist) - s.max_history]
-                known[ev.user_id] = {e[3]: i for i, e in enumerate(hist)
-                                     if isinstance(e, list) and len(e) > 3}
+                known[ev.user_id] = {
+                    e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3
+                }
             else:
                 known[ev.user_id][ev.event_id] = len(hist) - 1
             snapshots.append(list(hist))
@@ -192,18 +217,33 @@ class BatchProcessor:
         except Exception as e:  # a model failure must not stop the worker: answer via the DLQ
             log.exception("ranking a batch of %d events failed", len(accepted))
             for rec, ev in accepted:
-                self._dlq(out, rec, "processing_error", f"{type(e).__name__}: {e}"[:500], ev.event_id)
+                self._dlq(
+                    out, rec, "processing_error", f"{type(e).__name__}: {e}"[:500], ev.event_id
+                )
             return out
         out.ranked = ranked
         self.recommender.observe(ev.item_id for _, ev in accepted if isinstance(ev, Event))
         produced_at = self.clock()
-        ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True)
-                           if ranked is not None else ())
+        ranked_rows = iter(
+            zip(snapshots, ranked.items, ranked.fallback, strict=True) if ranked is not None else ()
+        )
         for rec, ev in accepted:
             if isinstance(ev, Forget):  # acknowledged in stream order, nothing recommended
-                out.recommendations.append((ev.user_id.encode(), recommendation_payload(
-                    event_id=ev.event_id, user_id=ev.user_id, items=[], model_version=version,
-                    cold_start=True, produced_at=produced_at, latency_ms=0.0, fallback=FORGOTTEN)))
+                out.recommendations.append(
+                    (
+                        ev.user_id.encode(),
+                        recommendation_payload(
+                            event_id=ev.event_id,
+                            user_id=ev.user_id,
+                            items=[],
+                            model_version=version,
+                            cold_start=True,
+                            produced_at=produced_at,
+                            latency_ms=0.0,
+                            fallback=FORGOTTEN,
+                        ),
+                    )
+                )
                 out.outcomes[(rec.topic, "recommended")] += 1
                 out.forgotten.append(ev.user_id)
                 self.deduper.add(ev.event_id)
@@ -215,10 +255,21 @@ class BatchProcessor:
             received = rec.timestamp if rec.timestamp else now
             latency_s = max(0.0, produced_at - received)
             out.latencies_s.append(latency_s)
-            out.recommendations.append((ev.user_id.encode(), recommendation_payload(
-                event_id=ev.event_id, user_id=ev.user_id, items=items, model_version=version,
-                cold_start=len(snap) <= s.cold_start_events, produced_at=produced_at,
-                latency_ms=latency_s * 1000.0, fallback=fb)))
+            out.recommendations.append(
+                (
+                    ev.user_id.encode(),
+                    recommendation_payload(
+                        event_id=ev.event_id,
+                        user_id=ev.user_id,
+                        items=items,
+                        model_version=version,
+                        cold_start=len(snap) <= s.cold_start_events,
+                        produced_at=produced_at,
+                        latency_ms=latency_s * 1000.0,
+                        fallback=fb,
+                    ),
+                )
+            )
             out.outcomes[(rec.topic, "recommended")] += 1
             if fb is not None:
                 out.n_fallback += 1
@@ -227,7 +278,9 @@ class BatchProcessor:
                 self.online.step(ev.user_id, ev.item_id, items, version, produced_at)
         if self.online is not None:
             self.online.flush()
-        out.sessions = {u: (parts[u], h if h or u not in forgotten else None) for u, h in work.items()}
+        out.sessions = {
+            u: (parts[u], h if h or u not in forgotten else None) for u, h in work.items()
+        }
         return out
 
 

@@ -67,9 +67,17 @@ class ModelSwapper:
     ``key`` is the HMAC secret (``Settings.model_hmac_key``); ``store_root`` the model store
     the URI must resolve into."""
 
-    def __init__(self, recommender: Recommender, *, store_root: Path | str, key: bytes | str | None,
-                 metrics: Metrics | None = None, device: str = "cpu", prefer_gpu_index: bool = True,
-                 on_swap: Callable[[ServingModel], None] | None = None) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        *,
+        store_root: Path | str,
+        key: bytes | str | None,
+        metrics: Metrics | None = None,
+        device: str = "cpu",
+        prefer_gpu_index: bool = True,
+        on_swap: Callable[[ServingModel], None] | None = None,
+    ) -> None:
         self.recommender = recommender
         self.store_root = Path(store_root)
         self.key = key
@@ -97,8 +105,10 @@ class ModelSwapper:
             return None
         ck = load_checkpoint(path, device=self.device, expected_sha256=update.sha256)
         if ck.version != update.version:
-            raise UpdateRefused("version_mismatch",
-                                f"record announces v{update.version}, checkpoint is v{ck.version}")
+            raise UpdateRefused(
+                "version_mismatch",
+                f"record announces v{update.version}, checkpoint is v{ck.version}",
+            )
         return ServingModel.from_checkpoint(ck, prefer_gpu_index=self.prefer_gpu_index)
 
     # -- the on-loop part ------------------------------------------------------------------
@@ -129,7 +139,9 @@ class ModelSwapper:
         if new is None:
             return self._record(SwapResult("skipped", version=self.served_version))
         self.apply(new)
-        return self._record(SwapResult("ok", version=int(new.version), seconds=time.perf_counter() - t0))
+        return self._record(
+            SwapResult("ok", version=int(new.version), seconds=time.perf_counter() - t0)
+        )
 
     async def handle(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
         """Verify, load and build off the event loop, then swap on it."""
@@ -145,15 +157,23 @@ class ModelSwapper:
             if int(new.version) <= self.served_version:  # raced with another swap
                 return self._record(SwapResult("skipped", version=self.served_version))
             self.apply(new)  # no await between here and the return: atomic w.r.t. batches
-            return self._record(SwapResult("ok", version=int(new.version),
-                                           seconds=time.perf_counter() - t0))
+            return self._record(
+                SwapResult("ok", version=int(new.version), seconds=time.perf_counter() - t0)
+            )
 
     def _refused(self, e: Exception, t0: float) -> SwapResult:
         reason = e.reason if isinstance(e, UpdateRefused | CheckpointError) else "load_error"
-        log.error("model update refused (%s): %s; still serving model %s", reason, e,
-                  self.recommender.model.version)
-        return self._record(SwapResult("refused", reason=reason, seconds=time.perf_counter() - t0,
-                                       detail=str(e)[:500]))
+        log.error(
+            "model update refused (%s): %s; still serving model %s",
+            reason,
+            e,
+            self.recommender.model.version,
+        )
+        return self._record(
+            SwapResult(
+                "refused", reason=reason, seconds=time.perf_counter() - t0, detail=str(e)[:500]
+            )
+        )
 
 
 class ItemVectorSink:
@@ -172,7 +192,11 @@ class ItemVectorSink:
     def _parse(raw: bytes | str) -> tuple[str, str, np.ndarray] | None:
         try:
             d = json.loads(raw)
-            iid, ver, vec = str(d["item_id"]), str(d["model_version"]), np.asarray(d["vector"], np.float32)
+            iid, ver, vec = (
+                str(d["item_id"]),
+                str(d["model_version"]),
+                np.asarray(d["vector"], np.float32),
+            )
         except (ValueError, KeyError, TypeError):
             return None
         if vec.ndim != 1 or not np.isfinite(vec).all():
@@ -234,22 +258,34 @@ def _newer(a: str, b: str) -> bool:
 # Faust wiring
 # -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Control:
     swapper: ModelSwapper
     vectors: ItemVectorSink
 
 
-async def broadcast_consumer(bootstrap: str, topic: str, *, from_end: int | None,
-                              fetch_max_wait_ms: int, client_kwargs: dict[str, Any] | None = None):
+async def broadcast_consumer(
+    bootstrap: str,
+    topic: str,
+    *,
+    from_end: int | None,
+    fetch_max_wait_ms: int,
+    client_kwargs: dict[str, Any] | None = None,
+):
     """A group-less consumer assigned every partition of ``topic``. ``from_end=None``:
     from the beginning; ``from_end=n``: the last ``n`` records of each partition.
     ``client_kwargs``: security arguments (:meth:`Settings.kafka_client_kwargs`)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
-                                **(client_kwargs or {}))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=fetch_max_wait_ms,
+        **(client_kwargs or {}),
+    )
     parts = await topic_partitions(bootstrap, topic, client_kwargs=client_kwargs)
     await consumer.start()
     try:
@@ -272,23 +308,35 @@ def attach(w: Any) -> Control:
     s = w.settings
     key = s.hmac_key()
     sink = ItemVectorSink(w.recommender, w.metrics)
-    swapper = ModelSwapper(w.recommender, store_root=s.model_store, key=key, metrics=w.metrics,
-                           device=str(w.recommender.model.device), on_swap=sink.on_swap)
+    swapper = ModelSwapper(
+        w.recommender,
+        store_root=s.model_store,
+        key=key,
+        metrics=w.metrics,
+        device=str(w.recommender.model.device),
+        on_swap=sink.on_swap,
+    )
     control = Control(swapper, sink)
     w.control = control
     from stream_app.online import OnlineQuality, WindowedCounter
 
     w.processor.online = OnlineQuality(window_s=s.online_window_s, metrics=w.metrics)
-    if not isinstance(w.recommender.popularity, WindowedCounter):  # popularity of the current window
+    if not isinstance(
+        w.recommender.popularity, WindowedCounter
+    ):  # popularity of the current window
         w.recommender.popularity = WindowedCounter(s.popular_window_s)
     app = w.app
     updates_topic, vectors_topic = w.names["model-updates"], w.names["item-vectors"]
 
     @app.task
     async def follow_model_updates() -> None:
-        consumer = await broadcast_consumer(s.bootstrap, updates_topic, from_end=1,
-                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
-                                             client_kwargs=s.kafka_client_kwargs())
+        consumer = await broadcast_consumer(
+            s.bootstrap,
+            updates_topic,
+            from_end=1,
+            fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
+            client_kwargs=s.kafka_client_kwargs(),
+        )
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
@@ -301,9 +349,13 @@ def attach(w: Any) -> Control:
 
     @app.task
     async def follow_item_vectors() -> None:
-        consumer = await broadcast_consumer(s.bootstrap, vectors_topic, from_end=None,
-                                             fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
-                                             client_kwargs=s.kafka_client_kwargs())
+        consumer = await broadcast_consumer(
+            s.bootstrap,
+            vectors_topic,
+            from_end=None,
+            fetch_max_wait_ms=max(s.fetch_max_wait_ms, 50),
+            client_kwargs=s.kafka_client_kwargs(),
+        )
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500, max_records=5000)
@@ -311,8 +363,11 @@ def attach(w: Any) -> Control:
                 if raws:
                     n = sink.add_many(raws)
                     if n:
-                        log.info("item-vectors: %d items upserted (model %s)", n,
-                                 w.recommender.model.version)
+                        log.info(
+                            "item-vectors: %d items upserted (model %s)",
+                            n,
+                            w.recommender.model.version,
+                        )
         finally:
             await consumer.stop()
 

@@ -59,8 +59,10 @@ class FaissCpuIndex:
         q = _as_f32(queries, self.dim)
         if k <= 0 or q.shape[0] == 0:
             k = max(k, 0)
-            return (np.full((q.shape[0], k), -np.inf, np.float32),
-                    np.full((q.shape[0], k), -1, np.int64))
+            return (
+                np.full((q.shape[0], k), -np.inf, np.float32),
+                np.full((q.shape[0], k), -1, np.int64),
+            )
         scores, rows = self._index.search(q, k)
         scores[rows < 0] = -np.inf
         return scores, rows

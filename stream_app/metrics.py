@@ -33,38 +33,78 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry if registry is not None else CollectorRegistry()
-        self.events = Counter("coldstream_events", "Input events by topic and outcome",
-                              ["topic", "outcome"], registry=r)
-        self.dlq = Counter("coldstream_dlq", "Events sent to the DLQ, by reason", ["reason"], registry=r)
-        self.batch_size = Histogram("coldstream_batch_size", "Events per micro-batch",
-                                    buckets=BATCH_BUCKETS, registry=r)
-        self.event_latency = BatchHistogram("coldstream_event_latency_seconds",
-                                            "Input record timestamp to recommendation publish",
-                                            buckets=LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("coldstream_inference_seconds", "Student encode time per batch",
-                                   ["device"], buckets=COMPUTE_BUCKETS, registry=r)
-        self.search = Histogram("coldstream_search_seconds", "Index search time per batch",
-                                buckets=COMPUTE_BUCKETS, registry=r)
+        self.events = Counter(
+            "coldstream_events",
+            "Input events by topic and outcome",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.dlq = Counter(
+            "coldstream_dlq", "Events sent to the DLQ, by reason", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "coldstream_batch_size", "Events per micro-batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.event_latency = BatchHistogram(
+            "coldstream_event_latency_seconds",
+            "Input record timestamp to recommendation publish",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "coldstream_inference_seconds",
+            "Student encode time per batch",
+            ["device"],
+            buckets=COMPUTE_BUCKETS,
+            registry=r,
+        )
+        self.search = Histogram(
+            "coldstream_search_seconds",
+            "Index search time per batch",
+            buckets=COMPUTE_BUCKETS,
+            registry=r,
+        )
         self.model_info = Info("coldstream_model", "Served model", registry=r)
         self.model_version = Gauge("coldstream_model_version", "Served model version", registry=r)
-        self.model_swaps = Counter("coldstream_model_swaps", "Model swaps by outcome", ["outcome"],
-                                   registry=r)
-        self.model_swap_failures = Counter("coldstream_model_swap_failures",
-                                           "Refused model swaps by reason", ["reason"], registry=r)
+        self.model_swaps = Counter(
+            "coldstream_model_swaps", "Model swaps by outcome", ["outcome"], registry=r
+        )
+        self.model_swap_failures = Counter(
+            "coldstream_model_swap_failures",
+            "Refused model swaps by reason",
+            ["reason"],
+            registry=r,
+        )
         self.index_items = Gauge("coldstream_index_items", "Items in the serving index", registry=r)
-        self.active_sessions = Gauge("coldstream_active_sessions", "Users in the local session table",
-                                     registry=r)
-        self.consumer_lag = Gauge("coldstream_consumer_lag", "Messages behind the high watermark",
-                                  ["topic", "partition"], registry=r)
-        self.online_hits = Counter("coldstream_online_hits", "Next events found in the previous top-K",
-                                   ["model_version"], registry=r)
-        self.online_requests = Counter("coldstream_online_requests",
-                                       "Next events checked against the previous top-K",
-                                       ["model_version"], registry=r)
-        self.fallback = Counter("coldstream_fallback", "Recommendations served by a fallback",
-                                ["reason"], registry=r)
-        self.dlq_breaker_open = Gauge("coldstream_dlq_breaker_open",
-                                      "1 while the DLQ circuit breaker pauses consumption", registry=r)
+        self.active_sessions = Gauge(
+            "coldstream_active_sessions", "Users in the local session table", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "coldstream_consumer_lag",
+            "Messages behind the high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.online_hits = Counter(
+            "coldstream_online_hits",
+            "Next events found in the previous top-K",
+            ["model_version"],
+            registry=r,
+        )
+        self.online_requests = Counter(
+            "coldstream_online_requests",
+            "Next events checked against the previous top-K",
+            ["model_version"],
+            registry=r,
+        )
+        self.fallback = Counter(
+            "coldstream_fallback", "Recommendations served by a fallback", ["reason"], registry=r
+        )
+        self.dlq_breaker_open = Gauge(
+            "coldstream_dlq_breaker_open",
+            "1 while the DLQ circuit breaker pauses consumption",
+            registry=r,
+        )
 
     def set_model(self, version: str, n_items: int) -> None:
         self.model_info.info({"version": version})
@@ -73,7 +113,9 @@ class Metrics:
         self.index_items.set(n_items)
         self.prime(model_version=version)
 
-    def prime(self, *, devices: Sequence[str] | None = None, model_version: str | None = None) -> None:
+    def prime(
+        self, *, devices: Sequence[str] | None = None, model_version: str | None = None
+    ) -> None:
         """Create the known label values at 0, so that labelled series exist before the first
         event (an idle worker still exports ``coldstream_events_total`` etc.; otherwise
         ``absent_over_time`` alerts fire and ``rate()`` has nothing to work on). Idempotent;
@@ -126,8 +168,14 @@ class BatchHistogram(Collector):
     ``HistogramMetricFamily``. Same exposition as ``Histogram`` with ``observe`` per value
     (a unit test compares them), without touching the client's private bucket counters."""
 
-    def __init__(self, name: str, documentation: str, *, buckets: Sequence[float],
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         self.name, self.documentation = name, documentation
         bounds = [float(b) for b in buckets]
         if bounds != sorted(bounds) or not bounds:
@@ -146,7 +194,9 @@ class BatchHistogram(Collector):
         v = np.asarray(values, dtype=np.float64)
         if v.size == 0:
             return
-        counts = np.bincount(np.searchsorted(self._bounds, v, side="left"), minlength=len(self._bounds))
+        counts = np.bincount(
+            np.searchsorted(self._bounds, v, side="left"), minlength=len(self._bounds)
+        )
         with self._lock:
             self._counts += counts[: len(self._bounds)]
             self._sum += float(v.sum())
@@ -162,9 +212,14 @@ class BatchHistogram(Collector):
             cumulative = np.cumsum(self._counts).tolist()
             total = self._sum
         family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], buckets=[(floatToGoString(b), c) for b, c in zip(self._bounds.tolist(), cumulative,
-                                                                             strict=True)],
-                          sum_value=total)
+        family.add_metric(
+            [],
+            buckets=[
+                (floatToGoString(b), c)
+                for b, c in zip(self._bounds.tolist(), cumulative, strict=True)
+            ],
+            sum_value=total,
+        )
         return [family]
 
 

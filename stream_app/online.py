@@ -27,8 +27,14 @@ class OnlineQuality:
         self._pending_req: Counter[str] = Counter()
         self._pending_hit: Counter[str] = Counter()
 
-    def step(self, user: str, item: str, recommended: Sequence[tuple[str, float]], version: str,
-             now: float) -> None:
+    def step(
+        self,
+        user: str,
+        item: str,
+        recommended: Sequence[tuple[str, float]],
+        version: str,
+        now: float,
+    ) -> None:
         """Join ``item`` (the user's new event) to their previous top-K, then remember the new one."""
         prev = self._last.pop(user, None)
         if prev is not None and now - prev[0] <= self.window_s:

@@ -60,9 +60,15 @@ class ServingModel:
         if not (isinstance(seed, list) and all(isinstance(s, str | int) for s in seed)):
             seed = ck.item_ids[:200]
         table = ck.table
-        return cls(version=str(ck.version), checkpoint=ck, item_ids=tuple(ck.item_ids),
-                   index_of=MappingProxyType(dict(ck.index_of)), table=table, index=index,
-                   popular_seed=tuple(str(s) for s in seed))
+        return cls(
+            version=str(ck.version),
+            checkpoint=ck,
+            item_ids=tuple(ck.item_ids),
+            index_of=MappingProxyType(dict(ck.index_of)),
+            table=table,
+            index=index,
+            popular_seed=tuple(str(s) for s in seed),
+        )
 
 
 @dataclass
@@ -98,11 +104,19 @@ class Recommender:
 
     # -- loading / swapping ----------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: Path | str, *, device: str | torch.device = "cpu",
-                        max_history: int = 50, prefer_gpu_index: bool = True) -> Recommender:
+    def from_checkpoint(
+        cls,
+        path: Path | str,
+        *,
+        device: str | torch.device = "cpu",
+        max_history: int = 50,
+        prefer_gpu_index: bool = True,
+    ) -> Recommender:
         ck = load_checkpoint(path, device=device)
-        return cls(ServingModel.from_checkpoint(ck, prefer_gpu_index=prefer_gpu_index),
-                   max_history=max_history)
+        return cls(
+            ServingModel.from_checkpoint(ck, prefer_gpu_index=prefer_gpu_index),
+            max_history=max_history,
+        )
 
     def swap(self, new: ServingModel) -> ServingModel:
         """Replace the served bundle (one reference); returns the old one."""
@@ -139,7 +153,9 @@ class Recommender:
         return out
 
     # -- ranking ---------------------------------------------------------------------------
-    def recommend_batch(self, histories: Sequence[History], k: int) -> list[list[tuple[str, float]]]:
+    def recommend_batch(
+        self, histories: Sequence[History], k: int
+    ) -> list[list[tuple[str, float]]]:
         """Top-``k`` ``(item_id, score)`` per history, items of the history excluded."""
         return self.rank_batch(histories, k).items
 
@@ -151,7 +167,7 @@ class Recommender:
         fallback: list[str | None] = [None] * n
         rows_l, types_l, seen_ids, known = [], [], [], []
         for i, h in enumerate(histories):
-            recent = list(h)[-self.max_history:]
+            recent = list(h)[-self.max_history :]
             rows, types, ids = [], [], []
             for ev in recent:
                 iid, et = _entry(ev)
@@ -180,8 +196,10 @@ class Recommender:
             # drop seen, dead and foreign rows for the whole batch at once, keep the first k
             seen = np.full((len(known), max(1, max(len(r) for r in rows_l))), -2, dtype=np.int64)
             for j, user_rows in enumerate(rows_l):
-                seen[j, :len(user_rows)] = user_rows
-            bad = (found[:, :, None] == seen[:, None, :]).any(axis=2) | (found < 0) | (found >= limit)
+                seen[j, : len(user_rows)] = user_rows
+            bad = (
+                (found[:, :, None] == seen[:, None, :]).any(axis=2) | (found < 0) | (found >= limit)
+            )
             if m.dead:
                 bad |= np.isin(found, np.fromiter(m.dead, dtype=np.int64))
             good = ~bad
@@ -189,10 +207,12 @@ class Recommender:
             item_ids = m.item_ids
             for j, i in enumerate(known):
                 sel = keep[j]
-                items[i] = [(item_ids[r], s) for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(),
-                                                         strict=True)]
+                items[i] = [
+                    (item_ids[r], s)
+                    for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(), strict=True)
+                ]
                 if len(items[i]) < k and kk < ntotal:  # rare: too many excluded, search wider
-                    s2, f2 = m.index.search(users[j:j + 1], ntotal)
+                    s2, f2 = m.index.search(users[j : j + 1], ntotal)
                     items[i] = self._take(s2[0], f2[0], set(rows_l[j]) | m.dead, limit, k, m)
             search_s = time.perf_counter() - t1
         known_set = set(known)
@@ -203,8 +223,9 @@ class Recommender:
         return Ranked(items, fallback, inference_s, search_s, len(known))
 
     @staticmethod
-    def _take(scores: np.ndarray, rows: np.ndarray, excl: set[int], limit: int, k: int,
-              m: ServingModel) -> list[tuple[str, float]]:
+    def _take(
+        scores: np.ndarray, rows: np.ndarray, excl: set[int], limit: int, k: int, m: ServingModel
+    ) -> list[tuple[str, float]]:
         out = []
         ids = m.item_ids
         for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
@@ -237,9 +258,15 @@ class Recommender:
             index_of[iid] = base + j
         m.index.add(vecs)  # append-only: rows >= len(old item_ids) are invisible to the old bundle
         table = torch.cat([m.table, torch.from_numpy(vecs).to(m.table.device)])
-        new = ServingModel(version=m.version, checkpoint=m.checkpoint,
-                           item_ids=m.item_ids + tuple(ids), index_of=MappingProxyType(index_of),
-                           table=table, index=m.index, dead=frozenset(dead),
-                           popular_seed=m.popular_seed)
+        new = ServingModel(
+            version=m.version,
+            checkpoint=m.checkpoint,
+            item_ids=m.item_ids + tuple(ids),
+            index_of=MappingProxyType(index_of),
+            table=table,
+            index=m.index,
+            dead=frozenset(dead),
+            popular_seed=m.popular_seed,
+        )
         self.swap(new)
         return new

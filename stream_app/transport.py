@@ -116,15 +116,17 @@ class Consumer(faust_aiokafka.Consumer):
                             # ---- coldstream fast path (the only change) ---------------
                             if fast is not None and message.topic in fast_topics:
                                 if fast.full() and not self.suspend_flow.is_set():
-                                    await self.wait_first(fast.wait_space(), self.suspend_flow.wait())
-                                if not self.suspend_flow.is_set():  # suspended: dropped, as Faust does
+                                    await self.wait_first(
+                                        fast.wait_space(), self.suspend_flow.wait()
+                                    )
+                                if (
+                                    not self.suspend_flow.is_set()
+                                ):  # suspended: dropped, as Faust does
                                     track(message)
                                     fast.put(message)
                             # ---- end of the fast path --------------------------------
                             else:
-                                await self.wait_first(
-                                    callback(message), self.suspend_flow.wait()
-                                )
+                                await self.wait_first(callback(message), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                         else:
                             self.log.dev(

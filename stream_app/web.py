@@ -20,9 +20,14 @@ def ready_state(w: Wiring) -> dict[str, Any]:
     recovered = bool(app.tables.recovery.completed.is_set()) if hasattr(app, "tables") else False
     flowing = bool(app.flow_control.is_active())
     model = w.recommender.model is not None
-    return {"ready": assigned > 0 and recovered and flowing and model, "assigned_partitions": assigned,
-            "tables_recovered": recovered, "flowing": flowing, "model_loaded": model,
-            "model_version": w.recommender.model.version if model else None}
+    return {
+        "ready": assigned > 0 and recovered and flowing and model,
+        "assigned_partitions": assigned,
+        "tables_recovered": recovered,
+        "flowing": flowing,
+        "model_loaded": model,
+        "model_version": w.recommender.model.version if model else None,
+    }
 
 
 def register_views(w: Wiring) -> None:
@@ -35,8 +40,13 @@ def register_views(w: Wiring) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         # answering at all proves the event loop runs (the web server shares it)
-        return web.json({"status": "ok", "batches": w.batches,
-                         "last_batch_age_s": round(time.time() - w.last_batch_at, 3) if w.batches else None})
+        return web.json(
+            {
+                "status": "ok",
+                "batches": w.batches,
+                "last_batch_age_s": round(time.time() - w.last_batch_at, 3) if w.batches else None,
+            }
+        )
 
     @app.page("/ready")
     async def ready(web: Any, request: Any) -> Any:
@@ -53,9 +63,13 @@ def register_views(w: Wiring) -> None:
             return web.json({"error": f"k must be in 1..{MAX_K}"}, status=400)
         hist = w.sessions.data.get(user_id) or []
         ranked = w.recommender.rank_batch([hist], k)
-        return web.json({
-            "user_id": user_id, "history_length": len(hist),
-            "items": [{"item_id": i, "score": s} for i, s in ranked.items[0]],
-            "fallback": ranked.fallback[0], "model_version": w.recommender.model.version,
-            "cold_start": len(hist) <= w.settings.cold_start_events,
-        })
+        return web.json(
+            {
+                "user_id": user_id,
+                "history_length": len(hist),
+                "items": [{"item_id": i, "score": s} for i, s in ranked.items[0]],
+                "fallback": ranked.fallback[0],
+                "model_version": w.recommender.model.version,
+                "cold_start": len(hist) <= w.settings.cold_start_events,
+            }
+        )

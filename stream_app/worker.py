@@ -37,12 +37,19 @@ def build(settings: Settings, *, registry: Any = None) -> Any:
         faiss.omp_set_num_threads(settings.threads)
     path = latest_checkpoint(settings.model_store)
     if path is None:
-        raise NoModelError(f"no checkpoint in model store {settings.model_store}: "
-                           f"train one (coldstream train, or coldstream demo does it)")
+        raise NoModelError(
+            f"no checkpoint in model store {settings.model_store}: "
+            f"train one (coldstream train, or coldstream demo does it)"
+        )
     device = resolve_device(settings.device)
     recommender = Recommender.from_checkpoint(path, device=device, max_history=settings.max_history)
-    log.warning("serving model %s (%d items) on %s from %s", recommender.model.version,
-                recommender.model.n_items, device, path)
+    log.warning(
+        "serving model %s (%d items) on %s from %s",
+        recommender.model.version,
+        recommender.model.n_items,
+        device,
+        path,
+    )
     app = create_app(settings)
     w = wire(app, settings, recommender, Metrics(registry))
     if settings.hot_swap:  # model-updates + item-vectors followers (issue 4)
@@ -63,8 +70,9 @@ def run(settings: Settings) -> int:
         print(f"coldstream worker: {e}", file=sys.stderr)
         return 2
     level = settings.log_level.upper()
-    worker = _draining_worker_class(faust.Worker)(w.app, loglevel=level, quiet=True,
-                                                  redirect_stdouts=False)
+    worker = _draining_worker_class(faust.Worker)(
+        w.app, loglevel=level, quiet=True, redirect_stdouts=False
+    )
     worker.drain_timeout_s = settings.drain_timeout_s
 
     @w.app.task
@@ -113,8 +121,10 @@ def _draining_worker_class(base: type) -> type:
                 log.warning("stopping: draining (budget %.0f s)", self.drain_timeout_s)
 
                 def overrun() -> None:
-                    sys.stderr.write(f"coldstream worker: drain exceeded {self.drain_timeout_s:.0f} s; "
-                                     f"exiting (uncommitted events will be answered again)\n")
+                    sys.stderr.write(
+                        f"coldstream worker: drain exceeded {self.drain_timeout_s:.0f} s; "
+                        f"exiting (uncommitted events will be answered again)\n"
+                    )
                     sys.stderr.flush()
                     os._exit(EXIT_DRAIN_TIMEOUT)
 

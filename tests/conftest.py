@@ -35,7 +35,12 @@ from devtools.kafka_io import delete_topics, run_coro
 #: The marker of every test under each top folder of ``tests/`` (``--strict-markers``
 #: declares them in pyproject.toml). Orthogonal markers (``tansu``, ``gpu``, ``slow``) are
 #: set on the tests themselves.
-FOLDER_MARKERS = {"unit": "unit", "integration": "integration", "fault": "fault", "deploy": "deploy"}
+FOLDER_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "fault": "fault",
+    "deploy": "deploy",
+}
 TESTS_DIR = Path(__file__).resolve().parent
 
 

@@ -54,8 +54,9 @@ class TeacherHead(nn.Module):
 
     def forward(self, feats: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, N]``."""
-        return self.log_scale.exp() * self.users(feats) @ self.items(item_vecs).T \
-            + self.prior(item_vecs).squeeze(-1)
+        return self.log_scale.exp() * self.users(feats) @ self.items(item_vecs).T + self.prior(
+            item_vecs
+        ).squeeze(-1)
 
     @torch.no_grad()
     def score(self, feats: np.ndarray, item_vecs: np.ndarray) -> np.ndarray:
@@ -80,10 +81,16 @@ class HeadConfig:
     seed: int = 0
 
 
-def fit_head(feats: np.ndarray, targets: list[np.ndarray], item_vecs: np.ndarray,
-             catalogue: np.ndarray, *, config: HeadConfig | None = None,
-             validate: Callable[[TeacherHead], float] | None = None,
-             progress: bool = False) -> tuple[TeacherHead, list[dict]]:
+def fit_head(
+    feats: np.ndarray,
+    targets: list[np.ndarray],
+    item_vecs: np.ndarray,
+    catalogue: np.ndarray,
+    *,
+    config: HeadConfig | None = None,
+    validate: Callable[[TeacherHead], float] | None = None,
+    progress: bool = False,
+) -> tuple[TeacherHead, list[dict]]:
     """Train a :class:`TeacherHead`. ``targets[i]`` are the positive items of example
     ``i`` (the next items; a soft multi-positive target), ``catalogue`` (bool ``[N]``)
     the items known at training time. Early stopping on ``validate(head)`` (higher is
@@ -111,13 +118,14 @@ def fit_head(feats: np.ndarray, targets: list[np.ndarray], item_vecs: np.ndarray
     it = range(1, cfg.epochs + 1)
     if progress:
         from tqdm import tqdm
+
         it = tqdm(it, desc="adapt teacher", unit="epoch", leave=False)
     for epoch in it:
         head.train()
         perm = rng.permutation(len(targets))
         tot = 0.0
         for s in range(0, len(perm), cfg.batch_size):
-            b = torch.as_tensor(perm[s:s + cfg.batch_size])
+            b = torch.as_tensor(perm[s : s + cfg.batch_size])
             logits = head(X[b], V).masked_fill(~cat, float("-inf"))
             loss = -(Y[b] * F.log_softmax(logits, -1).clamp(min=-1e4)).sum(-1).mean()
             opt.zero_grad()
@@ -137,8 +145,9 @@ def fit_head(feats: np.ndarray, targets: list[np.ndarray], item_vecs: np.ndarray
     return head, curve
 
 
-def calibrate_temperature(logits: np.ndarray, targets: np.ndarray,
-                          grid: np.ndarray | None = None) -> float:
+def calibrate_temperature(
+    logits: np.ndarray, targets: np.ndarray, grid: np.ndarray | None = None
+) -> float:
     """The temperature ``tau`` minimising the NLL of ``targets`` under ``softmax(logits/tau)``
     (run on validation users only). Non-finite logits (excluded items) are ignored."""
     grid = np.exp(np.linspace(np.log(0.01), np.log(10.0), 61)) if grid is None else grid

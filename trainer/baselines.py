@@ -30,7 +30,9 @@ class ItemKNN:
     """Score of item j = Σ_{i in history} cos(i, j) over binary user-item vectors,
     keeping each item's ``neighbours`` most similar items (shrunk cosine)."""
 
-    def __init__(self, n_items: int, *, neighbours: int = 100, shrink: float = 10.0, seed: int = 0) -> None:
+    def __init__(
+        self, n_items: int, *, neighbours: int = 100, shrink: float = 10.0, seed: int = 0
+    ) -> None:
         self.n_items, self.neighbours, self.shrink, self.seed = n_items, neighbours, shrink, seed
         self.sim = np.zeros((n_items, n_items), dtype=np.float32)
 

@@ -46,7 +46,9 @@ class EventBuffer:
     def __len__(self) -> int:
         return len(self._events)
 
-    def add(self, user: str, item: str, etype: int = 0, ts: float = 0.0, event_id: str | None = None) -> bool:
+    def add(
+        self, user: str, item: str, etype: int = 0, ts: float = 0.0, event_id: str | None = None
+    ) -> bool:
         if event_id is not None:
             if event_id in self._ids:
                 return False
@@ -67,8 +69,9 @@ class EventBuffer:
             snap.add(e.user, e.item, e.etype, e.ts)
         return snap
 
-    def split(self, holdout_share: float, *, n_next: int = 10
-              ) -> tuple[dict[str, list[tuple[str, int]]], Holdout]:
+    def split(
+        self, holdout_share: float, *, n_next: int = 10
+    ) -> tuple[dict[str, list[tuple[str, int]]], Holdout]:
         """``(training sessions {user: [(item, etype)] oldest first}, holdout)``."""
         events = self.events()
         cut = len(events) - max(1, math.ceil(holdout_share * len(events)))
@@ -84,5 +87,5 @@ class EventBuffer:
                 continue
             # revealed: the user's training events and their first held-out event
             hs.append(list(train.get(user, [])) + evs[:1])
-            ts.append([i for i, _ in evs[1:1 + n_next]])
+            ts.append([i for i, _ in evs[1 : 1 + n_next]])
         return train, Holdout(hs, ts)

@@ -14,8 +14,12 @@ import torch
 import torch.nn.functional as F
 
 
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,
-          reduction: str = "mean") -> torch.Tensor:
+def kd_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """``T^2 * KL(softmax(t/T) || softmax(s/T))`` per row, averaged over rows by default.
 
     Items the teacher gives ``-inf`` have zero teacher mass and contribute nothing."""
@@ -29,8 +33,9 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatur
     return kl.mean() if kl.numel() else student_logits.sum() * 0.0
 
 
-def next_item_ce(student_logits: torch.Tensor, target: torch.Tensor,
-                 catalogue: torch.Tensor | None = None) -> torch.Tensor:
+def next_item_ce(
+    student_logits: torch.Tensor, target: torch.Tensor, catalogue: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy on the next item; ``catalogue`` (bool ``[N]``) masks items unknown at
     training time (held-out cold items are not in the training catalogue)."""
     if catalogue is not None:
@@ -38,8 +43,9 @@ def next_item_ce(student_logits: torch.Tensor, target: torch.Tensor,
     return F.cross_entropy(student_logits, target)
 
 
-def topk_rank_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int = 20,
-                   n_neg: int = 50) -> torch.Tensor:
+def topk_rank_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, k: int = 20, n_neg: int = 50
+) -> torch.Tensor:
     """BPR-style ranking loss: the teacher's top-``k`` items should outscore random items."""
     b, n = student_logits.shape
     top = teacher_logits.topk(min(k, n), dim=-1).indices

@@ -69,8 +69,15 @@ from trainer.training import (
     train_student,
 )
 
-MODELS = ("popularity", "itemknn", "teacher_zero_shot", "teacher_adapted", "student_ce",
-          "student_uniform", "student_kd")
+MODELS = (
+    "popularity",
+    "itemknn",
+    "teacher_zero_shot",
+    "teacher_adapted",
+    "student_ce",
+    "student_uniform",
+    "student_kd",
+)
 CELLS = ("k=1", "k=3", "k=5", "cold_items", "cold_items_mixed")
 VAL_CELLS = ("k=1", "k=3", "k=5", "cold_items")
 """The cells of the model-selection criterion (:func:`_val_score`)."""
@@ -91,7 +98,9 @@ class EvalConfig:
     teacher_path: str | None = None
     device: str = "cpu"
     threads: int = 2
-    student: dict[str, Any] = field(default_factory=lambda: {"dim": 64, "max_len": 20, "dropout": 0.2})
+    student: dict[str, Any] = field(
+        default_factory=lambda: {"dim": 64, "max_len": 20, "dropout": 0.2}
+    )
     train: dict[str, Any] = field(default_factory=lambda: {"max_prefix": 20, "extra_per_user": 3})
     """Overrides of :class:`TrainConfig` (shorter prefixes than ``fit``'s: the 30-minute budget)."""
     teacher_first: int = 5
@@ -149,8 +158,10 @@ class EvalData:
         train_seqs = [drop_items(seqs[u], cold) for u in train_u]
         id_index = np.full(n_items, -1, dtype=np.int64)
         id_index[warm] = np.arange(int(warm.sum()))
-        sets = {"val": {**warm_sets(seqs, val_u, cold), **cold_sets(seqs, val_u, cold)},
-                "test": {**warm_sets(seqs, test_u, cold), **cold_sets(seqs, test_u, cold)}}
+        sets = {
+            "val": {**warm_sets(seqs, val_u, cold), **cold_sets(seqs, val_u, cold)},
+            "test": {**warm_sets(seqs, test_u, cold), **cold_sets(seqs, test_u, cold)},
+        }
         return cls(inter, items, seqs, train_u, val_u, test_u, cold, train_seqs, id_index, sets)
 
 
@@ -160,8 +171,14 @@ class Evaluation:
     ``cfg.teacher_path``) is built in :meth:`teacher_item_vectors`. :meth:`run` runs the steps
     in order and returns the report; each step can also be called on its own, in that order."""
 
-    def __init__(self, cfg: EvalConfig, *, load: Callable[[], tuple[Interactions, Items]] | None = None,
-                 teacher: Any = None, dataset: str = MOVIELENS) -> None:
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        *,
+        load: Callable[[], tuple[Interactions, Items]] | None = None,
+        teacher: Any = None,
+        dataset: str = MOVIELENS,
+    ) -> None:
         self.cfg = cfg
         self.load = load
         self.teacher = teacher
@@ -200,13 +217,17 @@ class Evaluation:
         """Record the seconds since ``t`` as stage ``name``."""
         self.stages[name] = round(time.perf_counter() - t, 1)
         if self.cfg.progress:
-            print(f"[evaluate] {name}: {self.stages[name]} s (total {time.perf_counter() - self.t_start:.0f} s)",
-                  flush=True)
+            print(
+                f"[evaluate] {name}: {self.stages[name]} s (total {time.perf_counter() - self.t_start:.0f} s)",
+                flush=True,
+            )
 
     def evaluate_all(self, score_fn: ScoreFn) -> Results:
         """Per-user metrics of ``score_fn`` on every cell of both parts."""
-        return {part: {c: es.metrics(score_fn(es, part, c)) for c, es in cells.items()}
-                for part, cells in self.data.sets.items()}
+        return {
+            part: {c: es.metrics(score_fn(es, part, c)) for c, es in cells.items()}
+            for part, cells in self.data.sets.items()
+        }
 
     # -- the steps ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -232,8 +253,12 @@ class Evaluation:
         d, seed = self.data, self.cfg.seed
         pop = Popularity(d.n_items, seed=seed).learn([s[0] for s in d.train_seqs])
         knn = ItemKNN(d.n_items, seed=seed).learn([s[0] for s in d.train_seqs])
-        self.results["popularity"] = self.evaluate_all(lambda es, p, c: pop.score([h[0] for h in es.histories]))
-        self.results["itemknn"] = self.evaluate_all(lambda es, p, c: knn.score([h[0] for h in es.histories]))
+        self.results["popularity"] = self.evaluate_all(
+            lambda es, p, c: pop.score([h[0] for h in es.histories])
+        )
+        self.results["itemknn"] = self.evaluate_all(
+            lambda es, p, c: knn.score([h[0] for h in es.histories])
+        )
         self.stamp("baselines", t)
 
     def teacher_item_vectors(self) -> None:
@@ -242,29 +267,49 @@ class Evaluation:
         cfg = self.cfg
         if self.teacher is None:
             from trainer.teacher import Teacher
+
             self.teacher = Teacher(cfg.teacher_path, device=cfg.device)
         if cfg.cache_dir:
-            key = f"seed{cfg.seed}-cold{cfg.cold_share}-f{cfg.teacher_first}-r{cfg.teacher_random_more}-" \
-                  f"p{self.tc.max_prefix}-{self.teacher.path.name}"
+            key = (
+                f"seed{cfg.seed}-cold{cfg.cold_share}-f{cfg.teacher_first}-r{cfg.teacher_random_more}-"
+                f"p{self.tc.max_prefix}-{self.teacher.path.name}"
+            )
             self.cache = Path(cfg.cache_dir) / f"teacher-{key}.npz"
-        self.cached = dict(np.load(self.cache)) if self.cache is not None and self.cache.is_file() else {}
-        self.item_vecs = self.cached["items"] if "items" in self.cached else \
-            self.teacher.encode_items(self.data.items.texts, progress=cfg.progress)
+        self.cached = (
+            dict(np.load(self.cache)) if self.cache is not None and self.cache.is_file() else {}
+        )
+        self.item_vecs = (
+            self.cached["items"]
+            if "items" in self.cached
+            else self.teacher.encode_items(self.data.items.texts, progress=cfg.progress)
+        )
         self.stamp("teacher item vectors", t)
 
     def teacher_zero_shot(self) -> None:
         """Teacher features of every cell's histories; the zero-shot teacher's results; the
         teacher's time per user (history text encode + scoring against all items)."""
         t = time.perf_counter()
-        teacher, texts, vecs, cached = self.teacher, self.data.items.texts, self.item_vecs, self.cached
-        self.feats = {p: {c: cached[f"{p}/{c}"] if f"{p}/{c}" in cached else
-                          teacher_features(teacher, vecs, texts, [h[0] for h in es.histories])
-                          for c, es in cells.items() if c != "cold_items_mixed"}
-                      for p, cells in self.data.sets.items()}
+        teacher, texts, vecs, cached = (
+            self.teacher,
+            self.data.items.texts,
+            self.item_vecs,
+            self.cached,
+        )
+        self.feats = {
+            p: {
+                c: cached[f"{p}/{c}"]
+                if f"{p}/{c}" in cached
+                else teacher_features(teacher, vecs, texts, [h[0] for h in es.histories])
+                for c, es in cells.items()
+                if c != "cold_items_mixed"
+            }
+            for p, cells in self.data.sets.items()
+        }
         for p in self.feats:
             self.feats[p]["cold_items_mixed"] = self.feats[p]["cold_items"]
         self.results["teacher_zero_shot"] = self.evaluate_all(
-            lambda es, p, c: zero_shot_logits(self.feats[p][c], vecs))
+            lambda es, p, c: zero_shot_logits(self.feats[p][c], vecs)
+        )
         es5 = self.data.sets["test"]["k=5"]
         tt = time.perf_counter()
         teacher_features(teacher, vecs, texts, [h[0] for h in es5.histories])
@@ -276,38 +321,70 @@ class Evaluation:
         """Teacher features of the budgeted training prefixes (then the cache is written)."""
         t = time.perf_counter()
         cfg, d = self.cfg, self.data
-        self.tpos = teacher_positions(d.train_seqs, first=cfg.teacher_first, random_more=cfg.teacher_random_more,
-                                      max_prefix=self.tc.max_prefix, seed=cfg.seed)
+        self.tpos = teacher_positions(
+            d.train_seqs,
+            first=cfg.teacher_first,
+            random_more=cfg.teacher_random_more,
+            max_prefix=self.tc.max_prefix,
+            seed=cfg.seed,
+        )
         te0 = self.teacher.seconds
-        self.tfeats = self.cached["prefixes"] if "prefixes" in self.cached else teacher_features(
-            self.teacher, self.item_vecs, d.items.texts, [d.train_seqs[u][0][:t_] for u, t_ in self.tpos],
-            progress=cfg.progress)
+        self.tfeats = (
+            self.cached["prefixes"]
+            if "prefixes" in self.cached
+            else teacher_features(
+                self.teacher,
+                self.item_vecs,
+                d.items.texts,
+                [d.train_seqs[u][0][:t_] for u, t_ in self.tpos],
+                progress=cfg.progress,
+            )
+        )
         self.teacher_prefix_seconds = self.teacher.seconds - te0
         if self.cache is not None and not self.cached:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(self.cache, items=self.item_vecs, prefixes=self.tfeats,
-                     **{f"{p}/{c}": v for p, cells in self.feats.items() for c, v in cells.items()
-                        if c != "cold_items_mixed"})
+            np.savez(
+                self.cache,
+                items=self.item_vecs,
+                prefixes=self.tfeats,
+                **{
+                    f"{p}/{c}": v
+                    for p, cells in self.feats.items()
+                    for c, v in cells.items()
+                    if c != "cold_items_mixed"
+                },
+            )
         self.stamp(f"teacher on {len(self.tpos)} training prefixes", t)
 
     def head_val_score(self, head: TeacherHead) -> float:
         """The selection criterion of an adapted teacher head on the validation users."""
         val = self.data.sets["val"]
-        return _val_score({c: val[c].metrics(head.score(self.feats["val"][c], self.item_vecs))
-                           for c in VAL_CELLS})
+        return _val_score(
+            {c: val[c].metrics(head.score(self.feats["val"][c], self.item_vecs)) for c in VAL_CELLS}
+        )
 
     def adapt_teacher(self) -> None:
         """Fit the teacher head (early stopping on validation), its results, its temperature
         (next-item NLL on validation users) and its logits on the training prefixes."""
         t = time.perf_counter()
         d, vecs = self.data, self.item_vecs
-        targets = [d.train_seqs[u][0][t_:t_ + 10] for u, t_ in self.tpos]
+        targets = [d.train_seqs[u][0][t_ : t_ + 10] for u, t_ in self.tpos]
         self.head, self.curves["teacher_adapted"] = fit_head(
-            self.tfeats, targets, vecs, d.warm, config=HeadConfig(seed=self.cfg.seed),
-            validate=self.head_val_score, progress=self.cfg.progress)
-        self.results["teacher_adapted"] = self.evaluate_all(lambda es, p, c: self.head.score(self.feats[p][c], vecs))
+            self.tfeats,
+            targets,
+            vecs,
+            d.warm,
+            config=HeadConfig(seed=self.cfg.seed),
+            validate=self.head_val_score,
+            progress=self.cfg.progress,
+        )
+        self.results["teacher_adapted"] = self.evaluate_all(
+            lambda es, p, c: self.head.score(self.feats[p][c], vecs)
+        )
         self.tau = self.calibrate_tau()
-        self.teacher_logits = torch.as_tensor(self.head.score(self.tfeats, vecs) / self.tau, dtype=torch.float32)
+        self.teacher_logits = torch.as_tensor(
+            self.head.score(self.tfeats, vecs) / self.tau, dtype=torch.float32
+        )
         with torch.no_grad():
             p = torch.softmax(self.teacher_logits, -1)
             self.perplexity = float(torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum(-1)).mean())
@@ -329,8 +406,10 @@ class Evaluation:
 
     def student_cells(self, model: Student, part: str) -> Cells:
         text_t, ids_t = torch.as_tensor(self.item_vecs), torch.as_tensor(self.data.id_index)
-        return {c: es.metrics(student_scores(model, text_t, ids_t, es.histories))
-                for c, es in self.data.sets[part].items()}
+        return {
+            c: es.metrics(student_scores(model, text_t, ids_t, es.histories))
+            for c, es in self.data.sets[part].items()
+        }
 
     def student_val_score(self, model: Student) -> float:
         return _val_score(self.student_cells(model, "val"))
@@ -338,21 +417,39 @@ class Evaluation:
     def student_examples(self) -> None:
         """The students' training examples (with the teacher's rows) and their configuration."""
         d = self.data
-        self.positions = prefix_positions(d.train_seqs, max_prefix=self.tc.max_prefix,
-                                          extra_per_user=self.tc.extra_per_user, seed=self.cfg.seed)
-        self.scfg = StudentConfig(n_items=int(d.warm.sum()), text_dim=self.teacher.dim, **self.cfg.student)
+        self.positions = prefix_positions(
+            d.train_seqs,
+            max_prefix=self.tc.max_prefix,
+            extra_per_user=self.tc.extra_per_user,
+            seed=self.cfg.seed,
+        )
+        self.scfg = StudentConfig(
+            n_items=int(d.warm.sum()), text_dim=self.teacher.dim, **self.cfg.student
+        )
         self.ex = build_examples(d.train_seqs, self.positions, self.scfg.max_len)
         attach_kd_rows(self.ex, self.positions, self.tpos)
 
-    def train(self, teacher_kind: str, alpha: float, temp: float, name: str) -> tuple[Student, list, float]:
+    def train(
+        self, teacher_kind: str, alpha: float, temp: float, name: str
+    ) -> tuple[Student, list, float]:
         """One student (``teacher_kind``: ``none``, ``model`` or ``uniform``); its curve and best
         validation score."""
-        conf = TrainConfig(**{**asdict(self.tc), "teacher": teacher_kind, "alpha": alpha, "temperature": temp})
+        conf = TrainConfig(
+            **{**asdict(self.tc), "teacher": teacher_kind, "alpha": alpha, "temperature": temp}
+        )
         tt = time.perf_counter()
-        model, curve = train_student(self.ex, text_vecs=self.item_vecs, id_index=self.data.id_index,
-                                     catalogue=self.data.warm, student_config=self.scfg, config=conf,
-                                     teacher_logits=self.teacher_logits if teacher_kind == "model" else None,
-                                     validate=self.student_val_score, progress=self.cfg.progress, desc=name)
+        model, curve = train_student(
+            self.ex,
+            text_vecs=self.item_vecs,
+            id_index=self.data.id_index,
+            catalogue=self.data.warm,
+            student_config=self.scfg,
+            config=conf,
+            teacher_logits=self.teacher_logits if teacher_kind == "model" else None,
+            validate=self.student_val_score,
+            progress=self.cfg.progress,
+            desc=name,
+        )
         self.stamp(f"train {name}", tt)
         return model, curve, max(r["val"] for r in curve)
 
@@ -393,39 +490,61 @@ class Evaluation:
     def boot(self, a: str, b: str) -> dict[str, Any]:
         """Paired bootstrap of test NDCG@10, model ``a`` minus model ``b``, per cell."""
         res = self.results
-        return {c: paired_bootstrap(res[a]["test"][c]["ndcg@10"], res[b]["test"][c]["ndcg@10"],
-                                    n_boot=self.cfg.n_boot, seed=self.cfg.seed) for c in CELLS}
+        return {
+            c: paired_bootstrap(
+                res[a]["test"][c]["ndcg@10"],
+                res[b]["test"][c]["ndcg@10"],
+                n_boot=self.cfg.n_boot,
+                seed=self.cfg.seed,
+            )
+            for c in CELLS
+        }
 
     def protocol(self) -> dict[str, Any]:
         """What was done, with every choice (the report's ``protocol``)."""
         cfg, d, tc = self.cfg, self.data, self.tc
         return {
             "dataset": self.dataset,
-            "interactions": len(d.inter), "users": len(d.seqs), "items": d.n_items,
+            "interactions": len(d.inter),
+            "users": len(d.seqs),
+            "items": d.n_items,
             "order": "stable sort by (timestamp, file order); "
-                     f"{tie_share(d.inter):.0%} of interactions share a timestamp with another of the same user, "
-                     "so 'the next 10' is partly arbitrary within ties",
+            f"{tie_share(d.inter):.0%} of interactions share a timestamp with another of the same user, "
+            "so 'the next 10' is partly arbitrary within ties",
             "events": "rating >= 4 purchase, else click",
-            "split": {"seed": cfg.seed, "train_users": len(d.train_u), "val_users": len(d.val_u),
-                      "test_users": len(d.test_u)},
-            "cold_items": {"share": cfg.cold_share, "n": int(d.cold.sum()),
-                           "rule": "held out of all training; test users' first 5 events revealed; truth = "
-                                   "cold items they interacted with later; cold_items ranks among cold items, "
-                                   "cold_items_mixed among all items"},
+            "split": {
+                "seed": cfg.seed,
+                "train_users": len(d.train_u),
+                "val_users": len(d.val_u),
+                "test_users": len(d.test_u),
+            },
+            "cold_items": {
+                "share": cfg.cold_share,
+                "n": int(d.cold.sum()),
+                "rule": "held out of all training; test users' first 5 events revealed; truth = "
+                "cold items they interacted with later; cold_items ranks among cold items, "
+                "cold_items_mixed among all items",
+            },
             "warm": "reveal first k warm events; truth = next 10 warm events; rank all warm items not revealed",
             "test_users_per_cell": {c: len(es.histories) for c, es in d.sets["test"].items()},
             "selection": "early stopping, teacher temperature, KD alpha/T chosen on validation users only "
-                         "(mean NDCG@10 over k=1,3,5 and cold items)",
-            "teacher": {**self.teacher.describe(), "history_items": HISTORY_ITEMS,
-                        "adaptation": "frozen encoder + trained residual user/item heads + text prior, "
-                                      "full-catalogue contrastive loss, early stopping on validation",
-                        "tau": self.tau, "teacher_perplexity_train_prefixes": round(self.perplexity, 1),
-                        "teacher_prefixes": len(self.tpos),
-                        "teacher_prefix_rule": f"all prefixes of length 1..{cfg.teacher_first} + "
-                                               f"{cfg.teacher_random_more} random longer (<= {tc.max_prefix}) "
-                                               "per training user",
-                        "teacher_prefix_seconds": round(self.teacher_prefix_seconds, 1)},
-            "student": self.scfg.to_dict(), "train": asdict(tc), "kd_selection": self.selection,
+            "(mean NDCG@10 over k=1,3,5 and cold items)",
+            "teacher": {
+                **self.teacher.describe(),
+                "history_items": HISTORY_ITEMS,
+                "adaptation": "frozen encoder + trained residual user/item heads + text prior, "
+                "full-catalogue contrastive loss, early stopping on validation",
+                "tau": self.tau,
+                "teacher_perplexity_train_prefixes": round(self.perplexity, 1),
+                "teacher_prefixes": len(self.tpos),
+                "teacher_prefix_rule": f"all prefixes of length 1..{cfg.teacher_first} + "
+                f"{cfg.teacher_random_more} random longer (<= {tc.max_prefix}) "
+                "per training user",
+                "teacher_prefix_seconds": round(self.teacher_prefix_seconds, 1),
+            },
+            "student": self.scfg.to_dict(),
+            "train": asdict(tc),
+            "kd_selection": self.selection,
             "student_examples": len(self.positions),
             "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
         }
@@ -439,10 +558,12 @@ class Evaluation:
             "validation": {name: self.cell_summary(name, "val") for name in MODELS},
             "kd_minus_ce": self.boot("student_kd", "student_ce"),
             "kd_minus_uniform": self.boot("student_kd", "student_uniform"),
-            "timing": {"teacher_ms_per_user": round(self.teacher_ms, 3),
-                       "student_ms_per_user": round(self.student_ms, 4),
-                       "stages_seconds": self.stages,
-                       "total_seconds": round(time.perf_counter() - self.t_start, 1)},
+            "timing": {
+                "teacher_ms_per_user": round(self.teacher_ms, 3),
+                "student_ms_per_user": round(self.student_ms, 4),
+                "stages_seconds": self.stages,
+                "total_seconds": round(time.perf_counter() - self.t_start, 1),
+            },
             "curves": self.curves,
         }
 

@@ -46,7 +46,9 @@ class FitConfig:
     the teacher's item text vectors): a usable checkpoint in about a minute or two."""
 
     quick: bool = False
-    student: dict[str, Any] = field(default_factory=lambda: {"dim": 64, "max_len": 30, "dropout": 0.2})
+    student: dict[str, Any] = field(
+        default_factory=lambda: {"dim": 64, "max_len": 30, "dropout": 0.2}
+    )
     train: dict[str, Any] = field(default_factory=dict)
     teacher_path: str | None = None
     device: str = "auto"
@@ -59,8 +61,14 @@ class FitConfig:
     version: int | None = None
 
 
-def fit(interactions, items, config: FitConfig | dict | None = None, *,
-        store_root: Path | str = DEFAULT_MODEL_STORE, progress: bool = True) -> Path:
+def fit(
+    interactions,
+    items,
+    config: FitConfig | dict | None = None,
+    *,
+    store_root: Path | str = DEFAULT_MODEL_STORE,
+    progress: bool = True,
+) -> Path:
     """Train a student on ``interactions`` (:class:`trainer.data.Interactions`) and
     ``items`` (:class:`trainer.data.Items`), write a checkpoint into ``store_root`` and
     return its path. 10% of the users with at least two events (by seed) are held out for
@@ -74,6 +82,7 @@ def train_bootstrap(store_root: Path | str, *, quick: bool = True, progress: boo
     """Train on MovieLens-100K and write a checkpoint into ``store_root`` (used by the
     demo). ``quick=True``: CE student, no teacher adaptation (about 1-2 min on 2 CPUs)."""
     from trainer.data import load_movielens
+
     inter, items = load_movielens()
     return fit(inter, items, FitConfig(quick=quick), store_root=store_root, progress=progress)
 
@@ -94,7 +103,8 @@ def fit_users(seqs: Sequence[Seq], seed: int, val_share: float) -> tuple[np.ndar
         raise ValueError(
             f"too few users with data to train and validate: {len(eligible)} of {len(seqs)} users have "
             f"at least {MIN_EVENTS} events, which gives {len(train_u)} training and {len(val_u)} "
-            f"validation users (val_share={val_share}); fit needs at least one of each")
+            f"validation users (val_share={val_share}); fit needs at least one of each"
+        )
     return train_u, val_u
 
 
@@ -110,7 +120,10 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
     set_threads(cfg.threads)
     t0 = time.perf_counter()
     seq_map = inter.sequences()
-    seqs = [seq_map.get(u, (np.zeros(0, np.int64), np.zeros(0, np.int64))) for u in range(len(inter.user_ids))]
+    seqs = [
+        seq_map.get(u, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        for u in range(len(inter.user_ids))
+    ]
     n_items = len(items)
     train_u, val_u = fit_users(seqs, cfg.seed, cfg.val_share)
     none = np.zeros(n_items, dtype=bool)
@@ -133,42 +146,95 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
     scfg = StudentConfig(n_items=int(seen.sum()), text_dim=teacher.dim, **cfg.student)
 
     def validate(model) -> float:
-        vals = [es.metrics(student_scores(model, torch.as_tensor(item_vecs), torch.as_tensor(id_index),
-                                          es.histories))["ndcg@10"].mean() for es in val_sets.values()]
+        vals = [
+            es.metrics(
+                student_scores(
+                    model, torch.as_tensor(item_vecs), torch.as_tensor(id_index), es.histories
+                )
+            )["ndcg@10"].mean()
+            for es in val_sets.values()
+        ]
         return float(np.mean(vals))
 
-    positions = prefix_positions(train_seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user,
-                                 seed=cfg.seed)
+    positions = prefix_positions(
+        train_seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=cfg.seed
+    )
     ex = build_examples(train_seqs, positions, scfg.max_len)
     teacher_logits = None
     info: dict = {"quick": cfg.quick}
     if not cfg.quick:
-        tpos = teacher_positions(train_seqs, first=5, random_more=max(0, cfg.teacher_prefixes_per_user - 5),
-                                 max_prefix=tc.max_prefix, seed=cfg.seed)
-        feats = teacher_features(teacher, item_vecs, items.texts, [train_seqs[u][0][:t] for u, t in tpos],
-                                 progress=progress)
-        targets = [train_seqs[u][0][t:t + 10] for u, t in tpos]
-        vfeats = {k: teacher_features(teacher, item_vecs, items.texts, [h[0] for h in es.histories])
-                  for k, es in val_sets.items()}
+        tpos = teacher_positions(
+            train_seqs,
+            first=5,
+            random_more=max(0, cfg.teacher_prefixes_per_user - 5),
+            max_prefix=tc.max_prefix,
+            seed=cfg.seed,
+        )
+        feats = teacher_features(
+            teacher,
+            item_vecs,
+            items.texts,
+            [train_seqs[u][0][:t] for u, t in tpos],
+            progress=progress,
+        )
+        targets = [train_seqs[u][0][t : t + 10] for u, t in tpos]
+        vfeats = {
+            k: teacher_features(teacher, item_vecs, items.texts, [h[0] for h in es.histories])
+            for k, es in val_sets.items()
+        }
 
         def vhead(head) -> float:
-            return float(np.mean([es.metrics(head.score(vfeats[k], item_vecs))["ndcg@10"].mean()
-                                  for k, es in val_sets.items()]))
+            return float(
+                np.mean(
+                    [
+                        es.metrics(head.score(vfeats[k], item_vecs))["ndcg@10"].mean()
+                        for k, es in val_sets.items()
+                    ]
+                )
+            )
 
-        head, _ = fit_head(feats, targets, item_vecs, seen, config=HeadConfig(seed=cfg.seed), validate=vhead)
+        head, _ = fit_head(
+            feats, targets, item_vecs, seen, config=HeadConfig(seed=cfg.seed), validate=vhead
+        )
         vl = np.concatenate([head.score(vfeats[k], item_vecs) for k in val_sets])
         vt = np.concatenate([[g[0] for g in es.gts] for es in val_sets.values()])
         tau = calibrate_temperature(vl, vt)
         teacher_logits = torch.as_tensor(head.score(feats, item_vecs) / tau, dtype=torch.float32)
         attach_kd_rows(ex, positions, tpos)
         tc.teacher, tc.alpha, tc.temperature = "model", cfg.alpha, cfg.temperature
-        info.update({"teacher_head_val_ndcg10": vhead(head), "teacher_tau": tau, "alpha": cfg.alpha,
-                     "temperature": cfg.temperature, "teacher_prefixes": len(tpos)})
-    model, curve = train_student(ex, text_vecs=item_vecs, id_index=id_index, catalogue=seen,
-                                 student_config=scfg, config=tc, teacher_logits=teacher_logits,
-                                 validate=validate, progress=progress)
-    metrics = {"val_ndcg@10_mean_k135": max(r["val"] for r in curve), "epochs": len(curve),
-               "train_seconds": round(time.perf_counter() - t0, 1), **info}
-    return save_checkpoint(store_root, model=model, item_ids=[items.ids[i] for i in order],
-                           item_text_vecs=item_vecs[order], item_titles=[items.titles[i] for i in order],
-                           metrics=metrics, teacher=teacher.describe(), version=cfg.version)
+        info.update(
+            {
+                "teacher_head_val_ndcg10": vhead(head),
+                "teacher_tau": tau,
+                "alpha": cfg.alpha,
+                "temperature": cfg.temperature,
+                "teacher_prefixes": len(tpos),
+            }
+        )
+    model, curve = train_student(
+        ex,
+        text_vecs=item_vecs,
+        id_index=id_index,
+        catalogue=seen,
+        student_config=scfg,
+        config=tc,
+        teacher_logits=teacher_logits,
+        validate=validate,
+        progress=progress,
+    )
+    metrics = {
+        "val_ndcg@10_mean_k135": max(r["val"] for r in curve),
+        "epochs": len(curve),
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        **info,
+    }
+    return save_checkpoint(
+        store_root,
+        model=model,
+        item_ids=[items.ids[i] for i in order],
+        item_text_vecs=item_vecs[order],
+        item_titles=[items.titles[i] for i in order],
+        metrics=metrics,
+        teacher=teacher.describe(),
+        version=cfg.version,
+    )

@@ -28,27 +28,52 @@ class GateResult:
     n_users: int
 
     def as_dict(self) -> dict[str, float | int | bool]:
-        return {"promote": self.promote, "candidate_ndcg@10": round(self.candidate_ndcg, 5),
-                "current_ndcg@10": round(self.current_ndcg, 5), "margin": self.margin,
-                "holdout_users": self.n_users}
+        return {
+            "promote": self.promote,
+            "candidate_ndcg@10": round(self.candidate_ndcg, 5),
+            "current_ndcg@10": round(self.current_ndcg, 5),
+            "margin": self.margin,
+            "holdout_users": self.n_users,
+        }
 
 
-def holdout_ndcg(model: Student, text_vecs: np.ndarray, id_index: np.ndarray,
-                 histories: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray],
-                 k: int = 10) -> float:
+def holdout_ndcg(
+    model: Student,
+    text_vecs: np.ndarray,
+    id_index: np.ndarray,
+    histories: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    k: int = 10,
+) -> float:
     """Mean NDCG@k of ``model`` on (row, type) histories against row truths."""
     if not histories:
         return 0.0
-    scores = student_scores(model, torch.as_tensor(text_vecs, dtype=torch.float32),
-                            torch.as_tensor(id_index, dtype=torch.long), histories)
+    scores = student_scores(
+        model,
+        torch.as_tensor(text_vecs, dtype=torch.float32),
+        torch.as_tensor(id_index, dtype=torch.long),
+        histories,
+    )
     per = rank_metrics(scores, [list(t) for t in truths], [h[0] for h in histories], ks=(k,))
     return float(per[f"ndcg@{k}"].mean())
 
 
-def gate(candidate: Student, current: Student, *, text_vecs: np.ndarray, id_index: np.ndarray,
-         histories: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray],
-         margin: float) -> GateResult:
+def gate(
+    candidate: Student,
+    current: Student,
+    *,
+    text_vecs: np.ndarray,
+    id_index: np.ndarray,
+    histories: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    margin: float,
+) -> GateResult:
     cand = holdout_ndcg(candidate, text_vecs, id_index, histories, truths)
     curr = holdout_ndcg(current, text_vecs, id_index, histories, truths)
-    return GateResult(promote=bool(histories) and cand >= curr - margin, candidate_ndcg=cand,
-                      current_ndcg=curr, margin=margin, n_users=len(histories))
+    return GateResult(
+        promote=bool(histories) and cand >= curr - margin,
+        candidate_ndcg=cand,
+        current_ndcg=curr,
+        margin=margin,
+        n_users=len(histories),
+    )

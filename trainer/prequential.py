@@ -29,6 +29,7 @@ N_NEXT = 10
 # pure scoring
 # -------------------------------------------------------------------------------------
 
+
 def stream_positions(users: Sequence[str]) -> list[int]:
     """For each stream event, the 1-based count of its user's events so far (``k``)."""
     seen: Counter[str] = Counter()
@@ -41,7 +42,7 @@ def stream_positions(users: Sequence[str]) -> list[int]:
 
 def truth_after(user_items: Sequence[str], k: int, n_next: int = N_NEXT) -> list[str]:
     """The items of the user's events ``k+1 .. k+n_next`` (``user_items`` in time order)."""
-    return list(user_items[k:k + n_next])
+    return list(user_items[k : k + n_next])
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,14 @@ def _mean(xs: Sequence[float]) -> float | None:
     return round(float(np.mean(xs)), 5) if len(xs) else None
 
 
-def aggregate(rows: Sequence[Scored], *, n_stream: int, ks: Sequence[int] = KS, buckets: int = 8,
-              key_of: dict[int, float] | None = None) -> dict[str, Any]:
+def aggregate(
+    rows: Sequence[Scored],
+    *,
+    n_stream: int,
+    ks: Sequence[int] = KS,
+    buckets: int = 8,
+    key_of: dict[int, float] | None = None,
+) -> dict[str, Any]:
     """``ndcg@10`` per ``after_k``, ``by_model_version`` and ``over_time`` (``buckets`` equal
     slices of the replayed stream by position; ``key_of[position]`` adds the dataset time)."""
     by_k: dict[int, list[float]] = defaultdict(list)
@@ -134,10 +141,13 @@ def aggregate(rows: Sequence[Scored], *, n_stream: int, ks: Sequence[int] = KS, 
     for r in rows:
         versions[r.version][r.k].append(r.ndcg)
     out["by_model_version"] = {
-        v: {"ndcg@10": {f"after_{k}": _mean(d[k]) for k in ks},
+        v: {
+            "ndcg@10": {f"after_{k}": _mean(d[k]) for k in ks},
             "n": {f"after_{k}": len(d[k]) for k in ks},
-            "all": _mean([x for k in ks for x in d[k]])}
-        for v, d in sorted(versions.items(), key=lambda kv: version_key(kv[0]))}
+            "all": _mean([x for k in ks for x in d[k]]),
+        }
+        for v, d in sorted(versions.items(), key=lambda kv: version_key(kv[0]))
+    }
     size = max(1, -(-n_stream // buckets))
     over = []
     for b in range(buckets):
@@ -146,9 +156,14 @@ def aggregate(rows: Sequence[Scored], *, n_stream: int, ks: Sequence[int] = KS, 
             break
         sel = [r for r in rows if lo <= r.position < hi]
         vs = Counter(r.version for r in sel)
-        row = {"bucket": b, "positions": [lo, hi - 1], "n": len(sel), "ndcg@10": _mean([r.ndcg for r in sel]),
-               "ndcg@10_by_k": {f"after_{k}": _mean([r.ndcg for r in sel if r.k == k]) for k in ks},
-               "versions": dict(sorted(vs.items(), key=lambda kv: version_key(kv[0])))}
+        row = {
+            "bucket": b,
+            "positions": [lo, hi - 1],
+            "n": len(sel),
+            "ndcg@10": _mean([r.ndcg for r in sel]),
+            "ndcg@10_by_k": {f"after_{k}": _mean([r.ndcg for r in sel if r.k == k]) for k in ks},
+            "versions": dict(sorted(vs.items(), key=lambda kv: version_key(kv[0]))),
+        }
         if key_of is not None:
             row["dataset_time"] = [key_of.get(lo), key_of.get(hi - 1)]
         over.append(row)
@@ -156,9 +171,16 @@ def aggregate(rows: Sequence[Scored], *, n_stream: int, ks: Sequence[int] = KS, 
     return out
 
 
-def popularity_reference(*, past_items: Sequence[str], stream_items: Sequence[str], users: Sequence[str],
-                         rows: Sequence[Scored], future: dict[str, Sequence[str]], k_rec: int = 10,
-                         n_next: int = N_NEXT) -> dict[int, list[float]]:
+def popularity_reference(
+    *,
+    past_items: Sequence[str],
+    stream_items: Sequence[str],
+    users: Sequence[str],
+    rows: Sequence[Scored],
+    future: dict[str, Sequence[str]],
+    k_rec: int = 10,
+    n_next: int = N_NEXT,
+) -> dict[int, list[float]]:
     """NDCG@10 of "the most frequent items before this event" for each scored row (same
     users, same truth): counts over the past and the stream up to and including the
     trigger; the user's stream items so far excluded; ties broken by first appearance."""

@@ -44,9 +44,13 @@ def hr_at_k(ranked: Sequence[int], gt: Sequence[int] | set[int], k: int) -> floa
     return float(bool(set(list(ranked)[:k]) & set(gt)))
 
 
-def rank_metrics(scores: np.ndarray, gts: Sequence[Sequence[int]],
-                 exclude: Sequence[Sequence[int]] | None = None,
-                 candidates: np.ndarray | None = None, ks: Sequence[int] = (10, 20)) -> dict[str, np.ndarray]:
+def rank_metrics(
+    scores: np.ndarray,
+    gts: Sequence[Sequence[int]],
+    exclude: Sequence[Sequence[int]] | None = None,
+    candidates: np.ndarray | None = None,
+    ks: Sequence[int] = (10, 20),
+) -> dict[str, np.ndarray]:
     """Per-user metric arrays for a ``[B, N]`` score matrix.
 
     ``exclude[b]`` are rows never ranked for user ``b``; ``candidates`` (bool ``[N]``)
@@ -76,8 +80,9 @@ def summarize(per_user: dict[str, np.ndarray]) -> dict[str, float]:
     return {k: round(float(np.mean(v)), 5) if len(v) else 0.0 for k, v in per_user.items()}
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, object]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, object]:
     """Mean of ``a - b`` (paired per user) and its percentile bootstrap interval."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     d = a - b
@@ -87,5 +92,8 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, *, n_boot: int = 2000, seed: 
     idx = rng.integers(0, len(d), size=(n_boot, len(d)))
     means = d[idx].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"mean": round(float(d.mean()), 5), "ci95": [round(float(lo), 5), round(float(hi), 5)],
-            "n_users": int(len(d))}
+    return {
+        "mean": round(float(d.mean()), 5),
+        "ci95": [round(float(lo), 5), round(float(hi), 5)],
+        "n_users": int(len(d)),
+    }

@@ -46,9 +46,18 @@ def cycle_train_config(**overrides: Any) -> TrainConfig:
     """The student training of one cycle: short warm-started runs on the buffer (4 epochs,
     lr 1e-3, batch 256, patience 2, prefixes up to 20 plus 2 longer per user, id dropout
     0.25, at most 600 s, ``auto`` device). ``overrides`` replace fields."""
-    base: dict[str, Any] = {"epochs": 4, "batch_size": 256, "lr": 1e-3, "patience": 2, "seed": 0,
-                            "max_prefix": 20, "extra_per_user": 2, "id_dropout": 0.25,
-                            "max_seconds": 600.0, "device": "auto"}
+    base: dict[str, Any] = {
+        "epochs": 4,
+        "batch_size": 256,
+        "lr": 1e-3,
+        "patience": 2,
+        "seed": 0,
+        "max_prefix": 20,
+        "extra_per_user": 2,
+        "id_dropout": 0.25,
+        "max_seconds": 600.0,
+        "device": "auto",
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -72,7 +81,9 @@ class CycleConfig:
         """What the candidate trains with: :attr:`train`, with the cycle's KD (``kd``: teacher
         logits given) or none."""
         if kd:
-            return replace(self.train, teacher="model", alpha=self.alpha, temperature=self.temperature)
+            return replace(
+                self.train, teacher="model", alpha=self.alpha, temperature=self.temperature
+            )
         return replace(self.train, teacher="none", alpha=0.0, temperature=1.0)
 
 
@@ -103,7 +114,10 @@ class ItemTable:
     def rows(self, events: Sequence[tuple[str, int]]) -> Seq:
         """``(rows, event types)`` of the events whose item is in the table."""
         known = [(self.row_of[i], t) for i, t in events if i in self.row_of]
-        return (np.array([r for r, _ in known], dtype=np.int64), np.array([t for _, t in known], dtype=np.int64))
+        return (
+            np.array([r for r, _ in known], dtype=np.int64),
+            np.array([t for _, t in known], dtype=np.int64),
+        )
 
 
 def item_table(ck: Checkpoint, new_items: NewItems) -> ItemTable:
@@ -111,7 +125,9 @@ def item_table(ck: Checkpoint, new_items: NewItems) -> ItemTable:
     extra = [i for i in new_items if i not in ck.index_of]
     ids = list(ck.item_ids) + extra
     titles = list(ck.item_titles) + [new_items[i][1] for i in extra]
-    vecs = np.vstack([ck.item_text_vecs] + [new_items[i][0][None, :] for i in extra]).astype(np.float32)
+    vecs = np.vstack([ck.item_text_vecs] + [new_items[i][0][None, :] for i in extra]).astype(
+        np.float32
+    )
     id_index = np.where(np.arange(len(ids)) < ck.config.n_items, np.arange(len(ids)), -1)
     return ItemTable(ids, titles, vecs, id_index.astype(np.int64))
 
@@ -128,7 +144,9 @@ class CycleData:
     positions: list[tuple[int, int]]
 
 
-def cycle_data(ck: Checkpoint, buffer: EventBuffer, new_items: NewItems, config: CycleConfig) -> CycleData:
+def cycle_data(
+    ck: Checkpoint, buffer: EventBuffer, new_items: NewItems, config: CycleConfig
+) -> CycleData:
     """Split the buffer (older part: training sessions with two known events or more; latest
     slice: the holdout, histories cut to the student's ``max_len``)."""
     table = item_table(ck, new_items)
@@ -141,34 +159,45 @@ def cycle_data(ck: Checkpoint, buffer: EventBuffer, new_items: NewItems, config:
         hs = table.rows(h)
         tr = np.array([table.row_of[i] for i in t if i in table.row_of], dtype=np.int64)
         if len(hs[0]) and len(tr):
-            hist.append((hs[0][-ck.config.max_len:], hs[1][-ck.config.max_len:]))
+            hist.append((hs[0][-ck.config.max_len :], hs[1][-ck.config.max_len :]))
             truths.append(tr)
     tc = config.train
-    positions = prefix_positions(seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=tc.seed)
+    positions = prefix_positions(
+        seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=tc.seed
+    )
     return CycleData(table, seqs, hist, truths, positions)
 
 
-def teacher_targets(scorer: Scorer, data: CycleData, config: CycleConfig
-                    ) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+def teacher_targets(
+    scorer: Scorer, data: CycleData, config: CycleConfig
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Teacher logits on a random budget of the training prefixes, and those prefixes. A
     :class:`~trainer.teacher_heads.TeacherScorer` without a head fits one on them first."""
     rng = np.random.default_rng(config.train.seed)
     positions, seqs = data.positions, data.seqs
-    pick = np.sort(rng.choice(len(positions), size=min(config.teacher_prefixes, len(positions)), replace=False))
+    pick = np.sort(
+        rng.choice(len(positions), size=min(config.teacher_prefixes, len(positions)), replace=False)
+    )
     tpos = [positions[i] for i in pick]
     histories = [seqs[u][0][:t] for u, t in tpos]
     if isinstance(scorer, TeacherScorer):
         feats = scorer.features(histories)
         if scorer.head is None:
-            scorer.fit_head(histories, [seqs[u][0][t:t + 10] for u, t in tpos], feats)
+            scorer.fit_head(histories, [seqs[u][0][t : t + 10] for u, t in tpos], feats)
         logits = scorer(histories, feats)
     else:
         logits = scorer(histories)
     return torch.as_tensor(logits, dtype=torch.float32), tpos
 
 
-def redistill(ck: Checkpoint, buffer: EventBuffer, *, new_items: NewItems, scorer: Scorer | None,
-              config: CycleConfig) -> CycleResult:
+def redistill(
+    ck: Checkpoint,
+    buffer: EventBuffer,
+    *,
+    new_items: NewItems,
+    scorer: Scorer | None,
+    config: CycleConfig,
+) -> CycleResult:
     """Warm-start from ``ck.model``, distil on the buffer, gate on its latest slice."""
     cfg = config
     t0 = time.perf_counter()
@@ -183,38 +212,82 @@ def redistill(ck: Checkpoint, buffer: EventBuffer, *, new_items: NewItems, score
         ex.kd_row = torch.as_tensor([where.get(p, -1) for p in data.positions], dtype=torch.long)
         info["teacher_prefixes"] = len(tpos)
     candidate, curve = train_student(
-        ex, text_vecs=table.text_vecs, id_index=table.id_index, catalogue=np.ones(len(table.ids), bool),
-        student_config=ck.config, config=cfg.train_config(kd=teacher_logits is not None),
-        teacher_logits=teacher_logits, progress=False, desc="re-distil", init=ck.model)
+        ex,
+        text_vecs=table.text_vecs,
+        id_index=table.id_index,
+        catalogue=np.ones(len(table.ids), bool),
+        student_config=ck.config,
+        config=cfg.train_config(kd=teacher_logits is not None),
+        teacher_logits=teacher_logits,
+        progress=False,
+        desc="re-distil",
+        init=ck.model,
+    )
     current = ck.model.cpu().eval()
-    g = gate(candidate, current, text_vecs=table.text_vecs, id_index=table.id_index,
-             histories=data.holdout, truths=data.truths, margin=cfg.margin)
+    g = gate(
+        candidate,
+        current,
+        text_vecs=table.text_vecs,
+        id_index=table.id_index,
+        histories=data.holdout,
+        truths=data.truths,
+        margin=cfg.margin,
+    )
     if teacher_logits is not None and data.holdout:
         info["topk_agreement@10"] = topk_agreement(candidate, scorer, table, data.holdout)
-    metrics = {**g.as_dict(), **training_metrics(curve), "buffer_events": len(buffer),
-               "train_users": len(data.seqs), "new_items": len(table.ids) - len(ck.item_ids),
-               "parent_version": ck.version, "popular_items": popular_items(buffer, table), **info}
-    return CycleResult(candidate, g, table.ids, table.titles, table.text_vecs, metrics,
-                       time.perf_counter() - t0, head=getattr(scorer, "head", None),
-                       tau=getattr(scorer, "tau", 1.0))
+    metrics = {
+        **g.as_dict(),
+        **training_metrics(curve),
+        "buffer_events": len(buffer),
+        "train_users": len(data.seqs),
+        "new_items": len(table.ids) - len(ck.item_ids),
+        "parent_version": ck.version,
+        "popular_items": popular_items(buffer, table),
+        **info,
+    }
+    return CycleResult(
+        candidate,
+        g,
+        table.ids,
+        table.titles,
+        table.text_vecs,
+        metrics,
+        time.perf_counter() - t0,
+        head=getattr(scorer, "head", None),
+        tau=getattr(scorer, "tau", 1.0),
+    )
 
 
 def training_metrics(curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The losses of the best epoch (lowest loss) and the epochs run."""
     best = min(curve, key=lambda r: r["loss"])
-    return {"distill_loss": round(best["kd"], 5), "ce_loss": round(best["ce"], 5), "epochs": len(curve)}
+    return {
+        "distill_loss": round(best["kd"], 5),
+        "ce_loss": round(best["ce"], 5),
+        "epochs": len(curve),
+    }
 
 
 def popular_items(buffer: EventBuffer, table: ItemTable, n: int = 200) -> list[str]:
     """The buffer's ``n`` most frequent items that are in the table, most frequent first."""
-    return [i for i, _ in Counter(e.item for e in buffer.events()).most_common(n) if i in table.row_of]
+    return [
+        i for i, _ in Counter(e.item for e in buffer.events()).most_common(n) if i in table.row_of
+    ]
 
 
-def topk_agreement(student: torch.nn.Module, scorer: Any, table: ItemTable,
-                   histories: list[tuple[np.ndarray, np.ndarray]], k: int = 10, limit: int = 256) -> float:
+def topk_agreement(
+    student: torch.nn.Module,
+    scorer: Any,
+    table: ItemTable,
+    histories: list[tuple[np.ndarray, np.ndarray]],
+    k: int = 10,
+    limit: int = 256,
+) -> float:
     """Mean share of the teacher's top-``k`` in the student's top-``k`` (revealed items excluded)."""
     hs = histories[:limit]
-    s = student_scores(student, torch.as_tensor(table.text_vecs), torch.as_tensor(table.id_index), hs)
+    s = student_scores(
+        student, torch.as_tensor(table.text_vecs), torch.as_tensor(table.id_index), hs
+    )
     t = np.asarray(scorer([h[0] for h in hs]), dtype=np.float64)
     agree = []
     for b, h in enumerate(hs):
@@ -224,11 +297,19 @@ def topk_agreement(student: torch.nn.Module, scorer: Any, table: ItemTable,
     return round(float(np.mean(agree)), 5)
 
 
-def publish_checkpoint(store_root: Path | str, result: CycleResult, *, teacher: dict[str, Any]) -> Path:
+def publish_checkpoint(
+    store_root: Path | str, result: CycleResult, *, teacher: dict[str, Any]
+) -> Path:
     """Write the promoted candidate (and the teacher head it was distilled from)."""
-    path = save_checkpoint(store_root, model=result.candidate, item_ids=result.item_ids,
-                           item_text_vecs=result.text_vecs, item_titles=result.titles,
-                           metrics=result.metrics, teacher=teacher)
+    path = save_checkpoint(
+        store_root,
+        model=result.candidate,
+        item_ids=result.item_ids,
+        item_text_vecs=result.text_vecs,
+        item_titles=result.titles,
+        metrics=result.metrics,
+        teacher=teacher,
+    )
     if result.head is not None:
         save_teacher_head(store_root, int(path.name[1:]), result.head, result.tau)
     return path

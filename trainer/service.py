@@ -65,7 +65,9 @@ MAX_FUTURE_SKEW_S = 86400 * 365 * 50
 class TrainerService:
     """Consumes the stream, embeds new items, runs cycles, publishes (see module doc)."""
 
-    def __init__(self, settings: Any, *, teacher: Any = None, metrics: TrainerMetrics | None = None) -> None:
+    def __init__(
+        self, settings: Any, *, teacher: Any = None, metrics: TrainerMetrics | None = None
+    ) -> None:
         self.s = settings
         self.names = topic_names(settings.topic_prefix, load_topics())
         self.logical = {self.names[n]: n for n in ("clicks", "purchases", "items")}
@@ -90,20 +92,27 @@ class TrainerService:
     def load(self) -> None:
         path = latest_checkpoint(self.s.model_store)
         if path is None:
-            raise FileNotFoundError(f"no checkpoint in {self.s.model_store}: run coldstream train first")
+            raise FileNotFoundError(
+                f"no checkpoint in {self.s.model_store}: run coldstream train first"
+            )
         self.ck = load_checkpoint(path, device="cpu")
         for iid, title in zip(self.ck.item_ids, self.ck.item_titles, strict=True):
             self.texts.setdefault(iid, title)
         if self.teacher is None:
             from coldstream.core.device import resolve_device
             from trainer.teacher import Teacher
+
             self.teacher = Teacher(self.s.teacher_path, device=resolve_device(self.s.device))
         found = load_teacher_head(self.s.model_store, None)
         if found is not None:
             self.head, self.tau = found
-        log.warning("trainer: current model v%d (%d items), teacher %s, head %s", self.ck.version,
-                    len(self.ck.item_ids), self.teacher.describe().get("name"),
-                    "loaded" if self.head is not None else "to fit")
+        log.warning(
+            "trainer: current model v%d (%d items), teacher %s, head %s",
+            self.ck.version,
+            len(self.ck.item_ids),
+            self.teacher.describe().get("name"),
+            "loaded" if self.head is not None else "to fit",
+        )
 
     # -- new items -------------------------------------------------------------------------
     def on_item(self, key: bytes | None, value: bytes | None, fresh: dict[str, str]) -> None:
@@ -132,20 +141,40 @@ class TrainerService:
         out = []
         for iid, t, v in zip(ids, tv, np.atleast_2d(vecs), strict=True):
             self.new_items[iid] = (t, items[iid][:200])
-            out.append((iid, json.dumps({"item_id": iid, "model_version": str(ck.version),
-                                         "vector": [round(float(x), 6) for x in v]}).encode()))
+            out.append(
+                (
+                    iid,
+                    json.dumps(
+                        {
+                            "item_id": iid,
+                            "model_version": str(ck.version),
+                            "vector": [round(float(x), 6) for x in v],
+                        }
+                    ).encode(),
+                )
+            )
         return out
 
     # -- one cycle (blocking, in a thread) -----------------------------------------------------
     def cycle_config(self) -> CycleConfig:
         """The configuration of the next cycle (its seed: the settings' seed + cycles run)."""
         s = self.s
-        train = cycle_train_config(epochs=s.cycle_epochs, seed=s.seed + self.cycles, device=s.device)
-        return CycleConfig(holdout_share=s.holdout_share, margin=s.gate_margin,
-                           teacher_prefixes=s.teacher_prefixes, train=train)
+        train = cycle_train_config(
+            epochs=s.cycle_epochs, seed=s.seed + self.cycles, device=s.device
+        )
+        return CycleConfig(
+            holdout_share=s.holdout_share,
+            margin=s.gate_margin,
+            teacher_prefixes=s.teacher_prefixes,
+            train=train,
+        )
 
-    def cycle(self, buffer: EventBuffer, new_items: dict[str, tuple[np.ndarray, str]],
-              snapshot_at: float | None = None) -> tuple[CycleResult, Path | None]:
+    def cycle(
+        self,
+        buffer: EventBuffer,
+        new_items: dict[str, tuple[np.ndarray, str]],
+        snapshot_at: float | None = None,
+    ) -> tuple[CycleResult, Path | None]:
         """``snapshot_at``: wall time (epoch s) the buffer was copied; recorded in the
         checkpoint's metrics so evaluations can prove no later event was trained on."""
         ck = self.ck
@@ -159,8 +188,11 @@ class TrainerService:
             self.head, self.tau = scorer.head, scorer.tau
         path = None
         if res.gate.promote:
-            path = publish_checkpoint(self.s.model_store, res, teacher={**ck.teacher, **self.teacher.describe(),
-                                                                       "head": f"{HEADS_DIR}/"})
+            path = publish_checkpoint(
+                self.s.model_store,
+                res,
+                teacher={**ck.teacher, **self.teacher.describe(), "head": f"{HEADS_DIR}/"},
+            )
         return res, path
 
     def cycle_due(self) -> bool:
@@ -168,8 +200,9 @@ class TrainerService:
         fresh = self.buffer.added - self.events_at_cycle
         if len(self.buffer) < s.min_buffer_events or fresh <= 0:
             return False
-        return (s.cycle_events > 0 and fresh >= s.cycle_events) or \
-            (s.cycle_seconds > 0 and time.monotonic() - self.last_cycle >= s.cycle_seconds)
+        return (s.cycle_events > 0 and fresh >= s.cycle_events) or (
+            s.cycle_seconds > 0 and time.monotonic() - self.last_cycle >= s.cycle_seconds
+        )
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -188,11 +221,20 @@ class TrainerService:
         """Start the consumer (the trainer's group on clicks, purchases, items) and the producer."""
         s = self.s
         security = s.kafka_client_kwargs()
-        self.consumer = AIOKafkaConsumer(*self.logical, bootstrap_servers=s.bootstrap, group_id=s.group_id,
-                                         auto_offset_reset="earliest", enable_auto_commit=True,
-                                         fetch_max_wait_ms=100, session_timeout_ms=10_000,
-                                         heartbeat_interval_ms=2_000, **security)
-        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all", linger_ms=5, **security)
+        self.consumer = AIOKafkaConsumer(
+            *self.logical,
+            bootstrap_servers=s.bootstrap,
+            group_id=s.group_id,
+            auto_offset_reset="earliest",
+            enable_auto_commit=True,
+            fetch_max_wait_ms=100,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+            **security,
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap, acks="all", linger_ms=5, **security
+        )
         await self.consumer.start()
         await self.producer.start()
 
@@ -233,7 +275,10 @@ class TrainerService:
         """Embed new items under the current model; send their vectors to ``item-vectors``
         and wait until the broker has them."""
         out = await asyncio.get_running_loop().run_in_executor(None, self.embed_items, items)
-        futs = [await self.producer.send(self.names["item-vectors"], key=k.encode(), value=v) for k, v in out]
+        futs = [
+            await self.producer.send(self.names["item-vectors"], key=k.encode(), value=v)
+            for k, v in out
+        ]
         await asyncio.gather(*futs)
         self.metrics.new_items.inc(len(out))
         log.warning("trainer: published %d new item vectors (model v%d)", len(out), self.ck.version)
@@ -241,14 +286,17 @@ class TrainerService:
     def update_gauges(self) -> None:
         m = self.metrics
         m.buffer_events.set(len(self.buffer))
-        m.model_age.set(max(0.0, time.time() - float(self.ck.manifest.get("created_at", time.time()))))
+        m.model_age.set(
+            max(0.0, time.time() - float(self.ck.manifest.get("created_at", time.time())))
+        )
 
     def start_cycle(self) -> None:
         """Run :meth:`cycle` in a worker thread on a snapshot of the buffer."""
         self.events_at_cycle, self.last_cycle = self.buffer.added, time.monotonic()
         snap = self.buffer.snapshot()
         self.running_cycle = asyncio.get_running_loop().run_in_executor(
-            None, self.cycle, snap, dict(self.new_items), time.time())
+            None, self.cycle, snap, dict(self.new_items), time.time()
+        )
         log.warning("trainer: cycle %d started on %d events", self.cycles + 1, len(snap))
 
     async def finish_cycle(self) -> None:
@@ -274,17 +322,26 @@ class TrainerService:
         current model and re-place the new items it does not hold."""
         loop = asyncio.get_running_loop()
         new_ck = await loop.run_in_executor(None, lambda: load_checkpoint(path, device="cpu"))
-        update = make_update(version=new_ck.version, checkpoint_dir=path,
-                             manifest_sha256=manifest_sha256(path),
-                             metrics={k: v for k, v in res.metrics.items() if k != "popular_items"},
-                             key=self.key or "")
+        update = make_update(
+            version=new_ck.version,
+            checkpoint_dir=path,
+            manifest_sha256=manifest_sha256(path),
+            metrics={k: v for k, v in res.metrics.items() if k != "popular_items"},
+            key=self.key or "",
+        )
         if not self.key:
-            log.error("trainer: no COLDSTREAM_MODEL_HMAC_KEY: workers will refuse v%d", new_ck.version)
+            log.error(
+                "trainer: no COLDSTREAM_MODEL_HMAC_KEY: workers will refuse v%d", new_ck.version
+            )
         await self.producer.send_and_wait(self.names["model-updates"], value=update.to_json())
         self.ck = new_ck
         self.metrics.cycles.labels("promoted").inc()
         log.warning("trainer: promoted and announced v%d (%s)", new_ck.version, path)
-        missing = {i: self.texts.get(i, t) for i, (_, t) in self.new_items.items() if i not in new_ck.index_of}
+        missing = {
+            i: self.texts.get(i, t)
+            for i, (_, t) in self.new_items.items()
+            if i not in new_ck.index_of
+        }
         if missing:  # items that arrived during the cycle: re-place under the new model
             out = await loop.run_in_executor(None, self.embed_items, missing)
             for k, v in out:
@@ -296,10 +353,13 @@ def run(settings: Any) -> int:
     import signal
 
     torch.set_num_threads(max(1, settings.threads))
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     service = TrainerService(settings)
     if settings.metrics_port:
         from prometheus_client import start_http_server
+
         start_http_server(settings.metrics_port, registry=service.metrics.registry)
 
     async def main() -> None:

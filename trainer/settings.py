@@ -34,7 +34,9 @@ __all__ = ["TRAINER_ENV_PREFIX", "TrainerSettings", "get_settings", "settings_ta
 class TrainerSettings(SharedSettings):
     """Settings of the trainer service and of ``coldstream train`` / ``evaluate``."""
 
-    model_config = SettingsConfigDict(alias_generator=env_aliases(TRAINER_ENV_PREFIX, SHARED_FIELDS))
+    model_config = SettingsConfigDict(
+        alias_generator=env_aliases(TRAINER_ENV_PREFIX, SHARED_FIELDS)
+    )
     ENV_PREFIX: ClassVar[str] = TRAINER_ENV_PREFIX
 
     # -- compute ------------------------------------------------------------------------------

@@ -61,8 +61,14 @@ def catalog_text(record: dict[str, Any]) -> str:
 class Teacher:
     """A mean-pooled HF encoder. ``encode(texts)`` -> L2-normalised ``np.float32 [N, D]``."""
 
-    def __init__(self, path: Path | str | None = None, *, device: torch.device | str = "cpu",
-                 max_tokens: int = 128, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        max_tokens: int = 128,
+        batch_size: int = 64,
+    ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
         self.path = Path(path) if path is not None else default_teacher_path()
@@ -70,7 +76,9 @@ class Teacher:
             raise FileNotFoundError(f"teacher path {self.path} has no config.json")
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        self.model = (
+            AutoModel.from_pretrained(str(self.path), local_files_only=True).to(self.device).eval()
+        )
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.dim = int(self.model.config.hidden_size)
@@ -80,14 +88,24 @@ class Teacher:
         self.texts_encoded = 0
 
     def describe(self) -> dict:
-        return {"kind": "hf-mean-pool", "path": str(self.path), "name": self.path.name,
-                "dim": self.dim, "max_tokens": self.max_tokens}
+        return {
+            "kind": "hf-mean-pool",
+            "path": str(self.path),
+            "name": self.path.name,
+            "dim": self.dim,
+            "max_tokens": self.max_tokens,
+        }
 
     # -- encoding ------------------------------------------------------------------------
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         """Mean-pooled, L2-normalised vectors with gradients (for fine-tuning)."""
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt").to(self.device)
+        enc = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        ).to(self.device)
         out = self.model(**enc).last_hidden_state
         m = enc["attention_mask"].unsqueeze(-1).to(out.dtype)
         pooled = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -107,9 +125,10 @@ class Teacher:
         it = range(0, len(texts), self.batch_size)
         if progress:
             from tqdm import tqdm
+
             it = tqdm(it, desc="teacher encode", unit="batch", leave=False)
         for s in it:
-            rows = order[s:s + self.batch_size]
+            rows = order[s : s + self.batch_size]
             out[rows] = self.forward([texts[i] for i in rows]).float().cpu().numpy()
         self.model.train(was)
         self.seconds += time.perf_counter() - t0
@@ -122,14 +141,24 @@ class Teacher:
         if missing:
             for t, v in zip(missing, self.encode(missing, progress=progress), strict=True):
                 self._cache[t] = v
-        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+        return (
+            np.stack([self._cache[t] for t in texts])
+            if texts
+            else np.zeros((0, self.dim), np.float32)
+        )
 
     def clear_cache(self) -> None:
         self._cache.clear()
 
     # -- scoring -------------------------------------------------------------------------
-    def score_users(self, histories: Sequence[Sequence[str]], item_vecs: np.ndarray, *,
-                    max_items: int = 5, head=None) -> np.ndarray:
+    def score_users(
+        self,
+        histories: Sequence[Sequence[str]],
+        item_vecs: np.ndarray,
+        *,
+        max_items: int = 5,
+        head=None,
+    ) -> np.ndarray:
         """Scores ``[B, N]`` of users (lists of item texts, oldest first) against items
         (``item_vecs`` from :meth:`encode_items`). ``head`` is an adapted teacher head."""
         u = self.encode([history_text(h, max_items=max_items) for h in histories])

@@ -44,7 +44,9 @@ def save_teacher_head(store_root: Path | str, version: int, head: TeacherHead, t
     return dest
 
 
-def load_teacher_head(store_root: Path | str, version: int | None = None) -> tuple[TeacherHead, float] | None:
+def load_teacher_head(
+    store_root: Path | str, version: int | None = None
+) -> tuple[TeacherHead, float] | None:
     """The head saved for ``version`` (default: the newest saved) and its temperature, or ``None``."""
     from safetensors import safe_open
 
@@ -69,8 +71,14 @@ class TeacherScorer:
     """Teacher logits for histories of item rows: encoder features of the history text
     through the adapted head (fitted on the buffer when none is given), divided by ``tau``."""
 
-    def __init__(self, teacher: Any, texts: Sequence[str], item_vecs: np.ndarray,
-                 head: TeacherHead | None = None, tau: float = 1.0) -> None:
+    def __init__(
+        self,
+        teacher: Any,
+        texts: Sequence[str],
+        item_vecs: np.ndarray,
+        head: TeacherHead | None = None,
+        tau: float = 1.0,
+    ) -> None:
         self.teacher, self.texts, self.item_vecs = teacher, list(texts), item_vecs
         self.head, self.tau = head, tau
         self.fitted = False
@@ -78,11 +86,20 @@ class TeacherScorer:
     def features(self, histories: list[np.ndarray]) -> np.ndarray:
         return teacher_features(self.teacher, self.item_vecs, self.texts, histories)
 
-    def fit_head(self, histories: list[np.ndarray], targets: list[np.ndarray], feats: np.ndarray) -> None:
+    def fit_head(
+        self, histories: list[np.ndarray], targets: list[np.ndarray], feats: np.ndarray
+    ) -> None:
         """Fit a head on ``feats`` -> ``targets`` (all items in the catalogue) and calibrate ``tau``."""
-        head, _ = fit_head(feats, targets, self.item_vecs, np.ones(len(self.item_vecs), bool),
-                           config=HeadConfig(epochs=15, patience=3))
-        self.tau = calibrate_temperature(head.score(feats, self.item_vecs), np.array([t[0] for t in targets]))
+        head, _ = fit_head(
+            feats,
+            targets,
+            self.item_vecs,
+            np.ones(len(self.item_vecs), bool),
+            config=HeadConfig(epochs=15, patience=3),
+        )
+        self.tau = calibrate_temperature(
+            head.score(feats, self.item_vecs), np.array([t[0] for t in targets])
+        )
         self.head, self.fitted = head, True
 
     def __call__(self, histories: list[np.ndarray], feats: np.ndarray | None = None) -> np.ndarray:

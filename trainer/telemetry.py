@@ -21,20 +21,41 @@ class TrainerMetrics:
 
     def __init__(self, registry: Any = None) -> None:
         self.registry = r = registry if registry is not None else CollectorRegistry()
-        self.cycles = Counter("coldstream_trainer_cycles", "Re-distillation cycles by outcome",
-                              ["outcome"], registry=r)
-        self.cycle_seconds = Histogram("coldstream_trainer_cycle_seconds", "Duration of one cycle",
-                                       buckets=CYCLE_SECONDS_BUCKETS, registry=r)
-        self.distill_loss = Gauge("coldstream_trainer_distill_loss", "KD loss of the last cycle", registry=r)
-        self.topk_agreement = Gauge("coldstream_trainer_topk_agreement",
-                                    "Teacher-student top-10 agreement on recent sessions", registry=r)
-        self.model_age = Gauge("coldstream_trainer_model_age_seconds", "Age of the current model",
-                               registry=r)
-        self.buffer_events = Gauge("coldstream_trainer_buffer_events", "Events in the buffer", registry=r)
-        self.new_items = Counter("coldstream_trainer_new_items", "New items embedded and published",
-                                 registry=r)
-        self.gate_ndcg = Gauge("coldstream_trainer_gate_ndcg", "Holdout NDCG@10 at the last gate",
-                               ["model"], registry=r)
+        self.cycles = Counter(
+            "coldstream_trainer_cycles",
+            "Re-distillation cycles by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.cycle_seconds = Histogram(
+            "coldstream_trainer_cycle_seconds",
+            "Duration of one cycle",
+            buckets=CYCLE_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.distill_loss = Gauge(
+            "coldstream_trainer_distill_loss", "KD loss of the last cycle", registry=r
+        )
+        self.topk_agreement = Gauge(
+            "coldstream_trainer_topk_agreement",
+            "Teacher-student top-10 agreement on recent sessions",
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "coldstream_trainer_model_age_seconds", "Age of the current model", registry=r
+        )
+        self.buffer_events = Gauge(
+            "coldstream_trainer_buffer_events", "Events in the buffer", registry=r
+        )
+        self.new_items = Counter(
+            "coldstream_trainer_new_items", "New items embedded and published", registry=r
+        )
+        self.gate_ndcg = Gauge(
+            "coldstream_trainer_gate_ndcg",
+            "Holdout NDCG@10 at the last gate",
+            ["model"],
+            registry=r,
+        )
         # labelled series exist at 0 before the first cycle (alerts and dashboards see them)
         for outcome in CYCLE_OUTCOMES:
             self.cycles.labels(outcome)

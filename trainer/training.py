@@ -65,18 +65,19 @@ class TrainConfig:
 
 @dataclass
 class Examples:
-    idx: torch.Tensor      # [E, L] item rows, left-aligned
-    types: torch.Tensor    # [E, L]
-    mask: torch.Tensor     # [E, L]
-    target: torch.Tensor   # [E]
-    user: np.ndarray       # [E] position of the user in the sequence list
-    length: np.ndarray     # [E] prefix length
+    idx: torch.Tensor  # [E, L] item rows, left-aligned
+    types: torch.Tensor  # [E, L]
+    mask: torch.Tensor  # [E, L]
+    target: torch.Tensor  # [E]
+    user: np.ndarray  # [E] position of the user in the sequence list
+    length: np.ndarray  # [E] prefix length
     kd_row: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     """[E] row in the teacher-logit matrix, -1 where the example has no teacher logits."""
 
 
-def prefix_positions(seqs: Sequence[Seq], *, max_prefix: int, extra_per_user: int,
-                     seed: int) -> list[tuple[int, int]]:
+def prefix_positions(
+    seqs: Sequence[Seq], *, max_prefix: int, extra_per_user: int, seed: int
+) -> list[tuple[int, int]]:
     """``(user, t)`` pairs: the prefix ``seq[:t]`` predicts ``seq[t]``."""
     rng = np.random.default_rng(seed)
     out = []
@@ -84,20 +85,31 @@ def prefix_positions(seqs: Sequence[Seq], *, max_prefix: int, extra_per_user: in
         n = len(items)
         out += [(u, t) for t in range(1, min(max_prefix, n - 1) + 1)]
         if n - 1 > max_prefix and extra_per_user > 0:
-            more = rng.choice(np.arange(max_prefix + 1, n), size=min(extra_per_user, n - 1 - max_prefix),
-                              replace=False)
+            more = rng.choice(
+                np.arange(max_prefix + 1, n),
+                size=min(extra_per_user, n - 1 - max_prefix),
+                replace=False,
+            )
             out += [(u, int(t)) for t in sorted(more)]
     return out
 
 
-def build_examples(seqs: Sequence[Seq], positions: Sequence[tuple[int, int]], max_len: int) -> Examples:
-    rows = [seqs[u][0][max(0, t - max_len):t] for u, t in positions]
-    types = [seqs[u][1][max(0, t - max_len):t] for u, t in positions]
+def build_examples(
+    seqs: Sequence[Seq], positions: Sequence[tuple[int, int]], max_len: int
+) -> Examples:
+    rows = [seqs[u][0][max(0, t - max_len) : t] for u, t in positions]
+    types = [seqs[u][1][max(0, t - max_len) : t] for u, t in positions]
     idx, typ, mask = pack_histories(rows, types, max_len)
     target = torch.as_tensor([int(seqs[u][0][t]) for u, t in positions], dtype=torch.long)
-    return Examples(idx=idx, types=typ, mask=mask, target=target,
-                    user=np.array([u for u, _ in positions]), length=np.array([t for _, t in positions]),
-                    kd_row=torch.full((len(positions),), -1, dtype=torch.long))
+    return Examples(
+        idx=idx,
+        types=typ,
+        mask=mask,
+        target=target,
+        user=np.array([u for u, _ in positions]),
+        length=np.array([t for _, t in positions]),
+        kd_row=torch.full((len(positions),), -1, dtype=torch.long),
+    )
 
 
 def set_threads(n: int) -> None:
@@ -105,15 +117,17 @@ def set_threads(n: int) -> None:
 
 
 @torch.no_grad()
-def student_scores(model: Student, text_vecs: torch.Tensor, id_index: torch.Tensor,
-                   histories: Sequence[Seq]) -> np.ndarray:
+def student_scores(
+    model: Student, text_vecs: torch.Tensor, id_index: torch.Tensor, histories: Sequence[Seq]
+) -> np.ndarray:
     """Scores ``[B, N]`` of users (``(rows, types)`` histories) against all items."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device  # the model's device (cpu: every .to() is a no-op)
     table = model.item_vectors(text_vecs.to(dev), id_index.to(dev))
-    idx, typ, mask = pack_histories([h[0] for h in histories], [h[1] for h in histories],
-                                    model.config.max_len)
+    idx, typ, mask = pack_histories(
+        [h[0] for h in histories], [h[1] for h in histories], model.config.max_len
+    )
     u = model.encode_indexed(table, idx.to(dev), typ.to(dev), mask.to(dev))
     model.train(was)
     return (u @ table.T).cpu().numpy()
@@ -167,13 +181,16 @@ def train_student(
     best, best_state, bad, curve = -float("inf"), copy.deepcopy(model.state_dict()), 0, []
     n = len(ex.target)
     from tqdm import tqdm
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False, disable=not progress)
+
+    epochs = tqdm(
+        range(1, cfg.epochs + 1), desc=desc, unit="epoch", leave=False, disable=not progress
+    )
     for epoch in epochs:
         model.train()
         perm = torch.as_tensor(rng.permutation(n)).to(dev)
         sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
         for s in range(0, n, cfg.batch_size):
-            b = perm[s:s + cfg.batch_size]
+            b = perm[s : s + cfg.batch_size]
             drop = has_id & (torch.rand(ids.shape, device=dev) < cfg.id_dropout)
             table = model.item_vectors(text, torch.where(drop, torch.full_like(ids, -1), ids))
             u = model.encode_indexed(table, ex_idx[b], ex_types[b], ex_mask[b])

@@ -44,7 +44,13 @@ from coldstream.core.student import Student, StudentConfig, pack_histories
 
 FORMAT = "coldstream-checkpoint/1"
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("weights.safetensors", "items.safetensors", "items.json", "config.json", "metrics.json")
+REQUIRED_FILES = (
+    "weights.safetensors",
+    "items.safetensors",
+    "items.json",
+    "config.json",
+    "metrics.json",
+)
 JSON_FILES = ("items.json", "config.json", "metrics.json")
 VERSION_DIR = re.compile(r"^v(\d{6,})$")
 
@@ -62,6 +68,7 @@ class CheckpointError(Refused):
 # -------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------
+
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -153,29 +160,45 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         save_file(cpu_state, str(tmp / "weights.safetensors"))
-        save_file({"text_vecs": torch.from_numpy(text), "item_vectors": vectors}, str(tmp / "items.safetensors"))
+        save_file(
+            {"text_vecs": torch.from_numpy(text), "item_vectors": vectors},
+            str(tmp / "items.safetensors"),
+        )
         _write_json(tmp / "items.json", {"ids": item_ids, "titles": titles})
-        _write_json(tmp / "config.json", {"student": model.config.to_dict(), "teacher": teacher or {}})
+        _write_json(
+            tmp / "config.json", {"student": model.config.to_dict(), "teacher": teacher or {}}
+        )
         _write_json(tmp / "metrics.json", metrics or {})
         for name in ("weights.safetensors", "items.safetensors"):
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
-        files = {name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                 for name in REQUIRED_FILES}
+        files = {
+            name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
+            for name in REQUIRED_FILES
+        }
         # the version is claimed by the rename: retry with the next one on a race
         for _ in range(100):
             v = version if version is not None else (max(list_versions(root), default=0) + 1)
-            _write_json(tmp / MANIFEST, {
-                "format": FORMAT, "version": v, "created_at": time.time(),
-                "files": files, "n_items": n, "dim": model.config.dim,
-            })
+            _write_json(
+                tmp / MANIFEST,
+                {
+                    "format": FORMAT,
+                    "version": v,
+                    "created_at": time.time(),
+                    "files": files,
+                    "n_items": n,
+                    "dim": model.config.dim,
+                },
+            )
             _fsync_dir(tmp)
             dest = version_path(root, v)
             try:
                 os.rename(tmp, dest)  # atomic; fails if dest exists and is non-empty
             except OSError:
                 if version is not None:
-                    raise FileExistsError(f"checkpoint version {v} already exists in {root}") from None
+                    raise FileExistsError(
+                        f"checkpoint version {v} already exists in {root}"
+                    ) from None
                 continue
             _fsync_dir(root)
             return dest
@@ -188,6 +211,7 @@ def save_checkpoint(
 # -------------------------------------------------------------------------------------
 # reading
 # -------------------------------------------------------------------------------------
+
 
 def _read_json(path: Path, name: str, limit: int) -> Any:
     if path.stat().st_size > limit:
@@ -209,9 +233,13 @@ def _check_safetensors_header(path: Path, name: str) -> dict[str, Any]:
         # a pickle (0x80 proto) or zip ("PK") start is only one if it is not a header length
         # that fits: a real header of e.g. 0x0380 bytes also starts with 0x80
         if (head[:1] == b"\x80" or head[:2] == b"PK") and hlen > min(size - 8, 100 * 1024**2):
-            raise CheckpointError("not_safetensors", "pickle/zip data, not safetensors (refused)", name)
+            raise CheckpointError(
+                "not_safetensors", "pickle/zip data, not safetensors (refused)", name
+            )
         if hlen > min(size - 8, 100 * 1024**2):
-            raise CheckpointError("not_safetensors", f"header length {hlen} does not fit the file", name)
+            raise CheckpointError(
+                "not_safetensors", f"header length {hlen} does not fit the file", name
+            )
         raw = f.read(hlen)
     try:
         header = json.loads(raw)
@@ -228,12 +256,18 @@ def _check_safetensors_header(path: Path, name: str) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError, IndexError):
             raise CheckpointError("not_safetensors", f"bad tensor entry {key!r}", name) from None
     if 8 + hlen + end != size:
-        raise CheckpointError("truncated", f"tensor data ends at {8 + hlen + end}, file has {size} bytes", name)
+        raise CheckpointError(
+            "truncated", f"tensor data ends at {8 + hlen + end}, file has {size} bytes", name
+        )
     return header
 
 
-def verify_checkpoint(path: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                      expected_sha256: str | None = None) -> dict[str, Any]:
+def verify_checkpoint(
+    path: Path | str,
+    *,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    expected_sha256: str | None = None,
+) -> dict[str, Any]:
     """Check a checkpoint directory against its manifest without loading tensors.
 
     Returns the manifest. ``expected_sha256`` (from a ``model-updates`` record) must
@@ -245,7 +279,9 @@ def verify_checkpoint(path: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FIL
     if not mpath.is_file():
         raise CheckpointError("missing_file", "no manifest", MANIFEST)
     if expected_sha256 is not None and sha256_file(mpath) != expected_sha256:
-        raise CheckpointError("checksum_mismatch", "manifest sha256 differs from the announced one", MANIFEST)
+        raise CheckpointError(
+            "checksum_mismatch", "manifest sha256 differs from the announced one", MANIFEST
+        )
     manifest = _read_json(mpath, MANIFEST, MAX_MANIFEST_BYTES)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError("bad_manifest", f"format is not {FORMAT!r}", MANIFEST)
@@ -256,9 +292,16 @@ def verify_checkpoint(path: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FIL
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
         raise CheckpointError("bad_manifest", f"bad version {version!r}", MANIFEST)
     for name in files:
-        if not isinstance(name, str) or name != os.path.basename(name) or name in ("", ".", "..") \
-                or "\\" in name or name.startswith("."):
-            raise CheckpointError("path_escape", f"manifest lists a file outside the checkpoint: {name!r}", MANIFEST)
+        if (
+            not isinstance(name, str)
+            or name != os.path.basename(name)
+            or name in ("", ".", "..")
+            or "\\" in name
+            or name.startswith(".")
+        ):
+            raise CheckpointError(
+                "path_escape", f"manifest lists a file outside the checkpoint: {name!r}", MANIFEST
+            )
     missing = [n for n in REQUIRED_FILES if n not in files]
     if missing:
         raise CheckpointError("bad_manifest", f"manifest lacks {missing}", MANIFEST)
@@ -266,18 +309,27 @@ def verify_checkpoint(path: Path | str, *, max_file_bytes: int = DEFAULT_MAX_FIL
     for name, meta in files.items():
         fpath = path / name
         if fpath.is_symlink() or fpath.resolve().parent != real_root:
-            raise CheckpointError("path_escape", "file is a symlink or resolves outside the checkpoint", name)
+            raise CheckpointError(
+                "path_escape", "file is a symlink or resolves outside the checkpoint", name
+            )
         if not fpath.is_file():
             raise CheckpointError("missing_file", "listed in the manifest but absent", name)
-        if not isinstance(meta, dict) or not isinstance(meta.get("bytes"), int) \
-                or not isinstance(meta.get("sha256"), str):
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(meta.get("bytes"), int)
+            or not isinstance(meta.get("sha256"), str)
+        ):
             raise CheckpointError("bad_manifest", "entry lacks bytes/sha256", name)
         size = fpath.stat().st_size
         if meta["bytes"] > max_file_bytes or size > max_file_bytes:
-            raise CheckpointError("too_large", f"{max(size, meta['bytes'])} bytes > limit {max_file_bytes}", name)
+            raise CheckpointError(
+                "too_large", f"{max(size, meta['bytes'])} bytes > limit {max_file_bytes}", name
+            )
         if size != meta["bytes"]:
             reason = "truncated" if size < meta["bytes"] else "size_mismatch"
-            raise CheckpointError(reason, f"{size} bytes on disk, manifest says {meta['bytes']}", name)
+            raise CheckpointError(
+                reason, f"{size} bytes on disk, manifest says {meta['bytes']}", name
+            )
         if name.endswith(".safetensors"):
             _check_safetensors_header(fpath, name)
         if sha256_file(fpath) != meta["sha256"]:
@@ -331,17 +383,23 @@ class Checkpoint:
     def embed_users(self, histories: Sequence[Sequence[Any]]) -> np.ndarray:
         """User vectors ``[B, dim]`` (float32) for a batch of histories, oldest first."""
         packed = [self.rows_of(h) for h in histories]
-        idx, typ, mask = pack_histories([p[0] for p in packed], [p[1] for p in packed],
-                                        self.config.max_len, self.device)
+        idx, typ, mask = pack_histories(
+            [p[0] for p in packed], [p[1] for p in packed], self.config.max_len, self.device
+        )
         return self.model.encode_indexed(self.table, idx, typ, mask).float().cpu().numpy()
 
-    def recommend(self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True) -> list[tuple[str, float]]:
+    def recommend(
+        self, history: Sequence[Any], k: int = 10, exclude_seen: bool = True
+    ) -> list[tuple[str, float]]:
         """Top-``k`` ``(item_id, score)`` for one history by exact inner product."""
         u = self.embed_users([history])[0]
         scores = self.item_vectors @ u
         if exclude_seen:
-            seen = {self.index_of[str(e[0] if isinstance(e, tuple | list) else e)]
-                    for e in history if str(e[0] if isinstance(e, tuple | list) else e) in self.index_of}
+            seen = {
+                self.index_of[str(e[0] if isinstance(e, tuple | list) else e)]
+                for e in history
+                if str(e[0] if isinstance(e, tuple | list) else e) in self.index_of
+            }
             if seen:
                 scores[list(seen)] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))
@@ -353,19 +411,27 @@ class Checkpoint:
     def item_vector_for_text(self, text_vec: np.ndarray) -> np.ndarray:
         """Place a brand-new item (no id embedding) by its teacher text vector(s)."""
         t = torch.as_tensor(np.atleast_2d(text_vec), dtype=torch.float32, device=self.device)
-        v = self.model.item_vectors(t, torch.full((t.shape[0],), -1, dtype=torch.long, device=self.device))
+        v = self.model.item_vectors(
+            t, torch.full((t.shape[0],), -1, dtype=torch.long, device=self.device)
+        )
         out = v.float().cpu().numpy()
         return out[0] if np.ndim(text_vec) == 1 else out
 
 
-def load_checkpoint(path: Path | str, *, device: str | torch.device = "cpu",
-                    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                    expected_sha256: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: Path | str,
+    *,
+    device: str | torch.device = "cpu",
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    expected_sha256: str | None = None,
+) -> Checkpoint:
     """Verify and rebuild a checkpoint exactly. Raises :class:`CheckpointError` (with a
     reason code and the offending file) on anything suspicious; nothing large is
     allocated before the manifest, sizes, headers and config bounds are checked."""
     path = Path(path)
-    manifest = verify_checkpoint(path, max_file_bytes=max_file_bytes, expected_sha256=expected_sha256)
+    manifest = verify_checkpoint(
+        path, max_file_bytes=max_file_bytes, expected_sha256=expected_sha256
+    )
     cfg_raw = _read_json(path / "config.json", "config.json", MAX_JSON_BYTES)
     if not isinstance(cfg_raw, dict):
         raise CheckpointError("bad_config", "config.json is not an object", "config.json")
@@ -390,43 +456,67 @@ def load_checkpoint(path: Path | str, *, device: str | torch.device = "cpu",
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Student(config).state_dict().items()}
     header = _check_safetensors_header(path / "weights.safetensors", "weights.safetensors")
-    declared = {k: tuple(v.get("shape") or ()) for k, v in header.items()
-                if k != "__metadata__" and isinstance(v, dict)}
+    declared = {
+        k: tuple(v.get("shape") or ())
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict)
+    }
     if declared != expected:
-        raise CheckpointError("shape_mismatch", "weights header disagrees with the config's model: "
-                              f"{sorted(set(declared) ^ set(expected))[:5] or 'shapes differ'}",
-                              "weights.safetensors")
+        raise CheckpointError(
+            "shape_mismatch",
+            "weights header disagrees with the config's model: "
+            f"{sorted(set(declared) ^ set(expected))[:5] or 'shapes differ'}",
+            "weights.safetensors",
+        )
     model = Student(config)
     state: dict[str, torch.Tensor] = {}
     with safe_open(str(path / "weights.safetensors"), framework="pt") as f:
         keys = set(f.keys())
         if keys != set(expected):
-            raise CheckpointError("shape_mismatch", f"weights keys differ from the config's model: "
-                                  f"{sorted(keys ^ set(expected))[:5]}", "weights.safetensors")
+            raise CheckpointError(
+                "shape_mismatch",
+                f"weights keys differ from the config's model: {sorted(keys ^ set(expected))[:5]}",
+                "weights.safetensors",
+            )
         for k in keys:
             t = f.get_tensor(k)
             if tuple(t.shape) != expected[k]:
-                raise CheckpointError("shape_mismatch", f"{k}: {tuple(t.shape)} != {expected[k]}",
-                                      "weights.safetensors")
+                raise CheckpointError(
+                    "shape_mismatch",
+                    f"{k}: {tuple(t.shape)} != {expected[k]}",
+                    "weights.safetensors",
+                )
             state[k] = t
     model.load_state_dict(state)
     model.to(dev).eval()
     with safe_open(str(path / "items.safetensors"), framework="np") as f:
         if set(f.keys()) != {"text_vecs", "item_vectors"}:
-            raise CheckpointError("shape_mismatch", "items.safetensors must hold text_vecs and item_vectors",
-                                  "items.safetensors")
+            raise CheckpointError(
+                "shape_mismatch",
+                "items.safetensors must hold text_vecs and item_vectors",
+                "items.safetensors",
+            )
         text = f.get_tensor("text_vecs")
         vecs = f.get_tensor("item_vectors")
     if text.shape != (n, config.text_dim) or vecs.shape != (n, config.dim):
-        raise CheckpointError("shape_mismatch", f"item tensors {text.shape}/{vecs.shape} vs {n} items",
-                              "items.safetensors")
+        raise CheckpointError(
+            "shape_mismatch",
+            f"item tensors {text.shape}/{vecs.shape} vs {n} items",
+            "items.safetensors",
+        )
     return Checkpoint(
-        path=path, version=int(manifest["version"]), config=config, model=model,
-        item_ids=ids, item_titles=titles,
+        path=path,
+        version=int(manifest["version"]),
+        config=config,
+        model=model,
+        item_ids=ids,
+        item_titles=titles,
         item_text_vecs=np.ascontiguousarray(text, dtype=np.float32),
         item_vectors=np.ascontiguousarray(vecs, dtype=np.float32),
         metrics=metrics if isinstance(metrics, dict) else {},
-        teacher=cfg_raw.get("teacher") or {}, manifest=manifest, device=dev,
+        teacher=cfg_raw.get("teacher") or {},
+        manifest=manifest,
+        device=dev,
     )
 
 

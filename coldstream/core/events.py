@@ -39,7 +39,7 @@ REASONS: dict[str, str] = {
     "missing_field": "a required field is absent or null",
     "wrong_type": "a field has the wrong JSON type",
     "bad_id": "an id is empty, too long, negative, not NFC-normalised, or has whitespace, control, "
-              "format (bidi, zero-width), private-use or unassigned characters",
+    "format (bidi, zero-width), private-use or unassigned characters",
     "ts_negative": "timestamp before the epoch",
     "ts_future": "timestamp too far in the future",
     "out_of_range": "a number outside its allowed range (price, quantity)",
@@ -63,6 +63,8 @@ def allowed_fields(topic: str) -> frozenset[str]:
     """The value fields an event on ``topic`` may carry: its ``kafka/topics.yaml`` schema, the
     one place the event schema is written."""
     return frozenset(load_topics()[topic].value.field_names())
+
+
 MAX_ID_LEN = 128
 MAX_PRICE = 1e9
 MAX_QUANTITY = 1_000_000
@@ -140,8 +142,9 @@ def _finite_float(s: str) -> float:
     return v
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                            parse_float=_finite_float)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite_float
+)
 
 
 _KEY = re.compile(r'"\s*:')
@@ -216,19 +219,26 @@ def _id(obj: dict[str, Any], name: str) -> str:
     if v is None:
         raise _Reject("missing_field", f"{name} is required")
     if isinstance(v, bool) or not isinstance(v, str | int):
-        raise _Reject("wrong_type", f"{name} must be a string or an integer, got {type(v).__name__}")
+        raise _Reject(
+            "wrong_type", f"{name} must be a string or an integer, got {type(v).__name__}"
+        )
     if isinstance(v, int):
         if v < 0:
             raise _Reject("bad_id", f"{name} is negative")
         v = str(v)
     if not v or len(v) > MAX_ID_LEN or _BAD_ID_CHARS.search(v):
-        raise _Reject("bad_id", f"{name} must be 1..{MAX_ID_LEN} characters without whitespace "
-                                f"or control characters")
+        raise _Reject(
+            "bad_id",
+            f"{name} must be 1..{MAX_ID_LEN} characters without whitespace or control characters",
+        )
     if not v.isascii():
         bad = next((c for c in v if unicodedata.category(c) in _BAD_ID_CATEGORIES), None)
         if bad is not None:
-            raise _Reject("bad_id", f"{name} holds U+{ord(bad):04X} ({unicodedata.category(bad)}: "
-                                    f"control, format, private-use or unassigned characters are refused)")
+            raise _Reject(
+                "bad_id",
+                f"{name} holds U+{ord(bad):04X} ({unicodedata.category(bad)}: "
+                f"control, format, private-use or unassigned characters are refused)",
+            )
         if not unicodedata.is_normalized("NFC", v):
             raise _Reject("bad_id", f"{name} is not NFC-normalised (compose it before sending)")
     return v
@@ -248,9 +258,15 @@ def _number(obj: dict[str, Any], name: str, *, required: bool) -> float | None:
         raise _Reject("non_finite", f"{name} overflows a float") from None
 
 
-def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
-                   max_bytes: int = 16_384, max_future_skew_s: float = 3600.0,
-                   now: float | None = None) -> Event | Forget | Rejection:
+def validate_event(
+    raw: bytes | None,
+    topic: str,
+    *,
+    key: bytes | None = None,
+    max_bytes: int = 16_384,
+    max_future_skew_s: float = 3600.0,
+    now: float | None = None,
+) -> Event | Forget | Rejection:
     """Check one raw input record.
 
     :param raw: the record value as received.
@@ -279,8 +295,11 @@ def validate_event(raw: bytes | None, topic: str, *, key: bytes | None = None,
         if isinstance(eid, str) and 0 < len(eid) <= MAX_ID_LEN and not _has_lone_surrogate(eid):
             event_id = eid
         if "\\u" in text and _has_lone_surrogate(obj):  # only a \u escape can make one
-            raise _Reject("invalid_text", "a string holds a lone surrogate escape (\\ud800-\\udfff); "
-                                          "it is not text and cannot be re-encoded")
+            raise _Reject(
+                "invalid_text",
+                "a string holds a lone surrogate escape (\\ud800-\\udfff); "
+                "it is not text and cannot be re-encoded",
+            )
         unknown = set(obj) - allowed_fields(topic)
         if unknown:
             raise _Reject("unknown_field", f"unknown fields {sorted(unknown)[:5]}")

@@ -53,12 +53,18 @@ class ModelUpdate:
     signature: str | None = None
 
     def payload(self) -> dict[str, Any]:
-        return {"version": self.version, "uri": self.uri, "sha256": self.sha256,
-                "created_at": self.created_at, "metrics": self.metrics}
+        return {
+            "version": self.version,
+            "uri": self.uri,
+            "sha256": self.sha256,
+            "created_at": self.created_at,
+            "metrics": self.metrics,
+        }
 
     def to_json(self) -> bytes:
-        return json.dumps({**self.payload(), "signature": self.signature},
-                          sort_keys=True, separators=(",", ":")).encode()
+        return json.dumps(
+            {**self.payload(), "signature": self.signature}, sort_keys=True, separators=(",", ":")
+        ).encode()
 
 
 def _canonical(payload: dict[str, Any]) -> bytes:
@@ -67,15 +73,28 @@ def _canonical(payload: dict[str, Any]) -> bytes:
 
 def sign(payload: dict[str, Any], key: bytes | str) -> str:
     key = key.encode() if isinstance(key, str) else key
-    return hmac.new(key, _canonical({k: payload[k] for k in SIGNED_FIELDS}), hashlib.sha256).hexdigest()
+    return hmac.new(
+        key, _canonical({k: payload[k] for k in SIGNED_FIELDS}), hashlib.sha256
+    ).hexdigest()
 
 
-def make_update(*, version: int, checkpoint_dir: Path, manifest_sha256: str, metrics: dict[str, Any],
-                key: bytes | str, created_at: float | None = None) -> ModelUpdate:
+def make_update(
+    *,
+    version: int,
+    checkpoint_dir: Path,
+    manifest_sha256: str,
+    metrics: dict[str, Any],
+    key: bytes | str,
+    created_at: float | None = None,
+) -> ModelUpdate:
     """Build and sign a record for a checkpoint directory (trainer side)."""
-    update = ModelUpdate(version=int(version), uri=Path(checkpoint_dir).resolve().as_uri(),
-                         sha256=manifest_sha256, created_at=float(created_at or time.time()),
-                         metrics=metrics)
+    update = ModelUpdate(
+        version=int(version),
+        uri=Path(checkpoint_dir).resolve().as_uri(),
+        sha256=manifest_sha256,
+        created_at=float(created_at or time.time()),
+        metrics=metrics,
+    )
     return replace(update, signature=sign(update.payload(), key))
 
 
@@ -86,8 +105,13 @@ def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
         raise UpdateRefused("bad_record", f"not JSON: {e}") from None
     if not isinstance(data, dict):
         raise UpdateRefused("bad_record", "not a JSON object")
-    checks: dict[str, type | tuple[type, ...]] = {"version": int, "uri": str, "sha256": str,
-                                                   "created_at": (int, float), "metrics": dict}
+    checks: dict[str, type | tuple[type, ...]] = {
+        "version": int,
+        "uri": str,
+        "sha256": str,
+        "created_at": (int, float),
+        "metrics": dict,
+    }
     for name, typ in checks.items():
         value = data.get(name)
         if value is None or isinstance(value, bool) or not isinstance(value, typ):
@@ -95,15 +119,25 @@ def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
     sig = data.get("signature")
     if sig is not None and not isinstance(sig, str):
         raise UpdateRefused("bad_record", "signature is not a string")
-    return ModelUpdate(version=data["version"], uri=data["uri"], sha256=data["sha256"],
-                       created_at=float(data["created_at"]), metrics=data["metrics"], signature=sig)
+    return ModelUpdate(
+        version=data["version"],
+        uri=data["uri"],
+        sha256=data["sha256"],
+        created_at=float(data["created_at"]),
+        metrics=data["metrics"],
+        signature=sig,
+    )
 
 
 def resolve_uri(uri: str, store_root: Path) -> Path:
     """Map an update's URI to a directory inside ``store_root`` or refuse."""
     parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file") or (parsed.scheme == "file" and parsed.netloc not in ("", "localhost")):
-        raise UpdateRefused("bad_scheme", f"only file:// URIs inside the model store are accepted, got {uri!r}")
+    if parsed.scheme not in ("", "file") or (
+        parsed.scheme == "file" and parsed.netloc not in ("", "localhost")
+    ):
+        raise UpdateRefused(
+            "bad_scheme", f"only file:// URIs inside the model store are accepted, got {uri!r}"
+        )
     raw = Path(unquote(parsed.path))
     if ".." in raw.parts:
         raise UpdateRefused("uri_outside_store", f"{uri!r} contains '..'")
@@ -116,7 +150,9 @@ def resolve_uri(uri: str, store_root: Path) -> Path:
         try:
             path.relative_to(Path(store_root).resolve())
         except ValueError:
-            raise UpdateRefused("uri_outside_store", f"{path} is not inside the model store {root}") from None
+            raise UpdateRefused(
+                "uri_outside_store", f"{path} is not inside the model store {root}"
+            ) from None
     real_root = Path(store_root).resolve()
     real = path.resolve()
     if real != real_root and real_root not in real.parents:
@@ -124,8 +160,13 @@ def resolve_uri(uri: str, store_root: Path) -> Path:
     return real
 
 
-def verify_update(raw: bytes | str | dict[str, Any], *, key: bytes | str | None, store_root: Path,
-                  require_signature: bool = True) -> tuple[ModelUpdate, Path]:
+def verify_update(
+    raw: bytes | str | dict[str, Any],
+    *,
+    key: bytes | str | None,
+    store_root: Path,
+    require_signature: bool = True,
+) -> tuple[ModelUpdate, Path]:
     """Check an update record before anything is loaded; returns the record and the
     checkpoint directory. The checkpoint files themselves are verified by
     :func:`coldstream.core.checkpoint.verify_checkpoint` (with ``expected_sha256=update.sha256``)."""

@@ -82,13 +82,25 @@ def field_names(record_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(record_type))
 
 
-def event_payload(user_id: str, item_id: str, *, event_id: str, ts: float,
-                  event_type: str | None = None, **extra: object) -> bytes:
+def event_payload(
+    user_id: str,
+    item_id: str,
+    *,
+    event_id: str,
+    ts: float,
+    event_type: str | None = None,
+    **extra: object,
+) -> bytes:
     """The value of one ``clicks``/``purchases`` record (compact JSON). The one builder of
     input events: the demo, the replay, the benchmarks, the fault suite and the tests use it.
     ``extra`` adds optional fields (``price``, ``quantity``, ``context``) or, for tests of
     validation, anything else."""
-    obj: dict[str, object] = {"event_id": event_id, "user_id": user_id, "item_id": item_id, "ts": ts}
+    obj: dict[str, object] = {
+        "event_id": event_id,
+        "user_id": user_id,
+        "item_id": item_id,
+        "ts": ts,
+    }
     if event_type is not None:
         obj["event_type"] = event_type
     obj.update(extra)
@@ -113,22 +125,42 @@ def _num(x: float) -> str:
     return f"{x:.6g}" if -1e300 < x < 1e300 else "null"  # NaN/inf are not JSON
 
 
-def recommendation_payload(*, event_id: str, user_id: str, items: Sequence[tuple[str, float]],
-                           model_version: str, cold_start: bool, produced_at: float,
-                           latency_ms: float, fallback: str | None) -> bytes:
+def recommendation_payload(
+    *,
+    event_id: str,
+    user_id: str,
+    items: Sequence[tuple[str, float]],
+    model_version: str,
+    cold_start: bool,
+    produced_at: float,
+    latency_ms: float,
+    fallback: str | None,
+) -> bytes:
     """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON
     (built from cached fragments: this runs once per event)."""
-    items_json = ",".join([_item_prefix(i) + (f"{s:.6g}" if -1e300 < s < 1e300 else "null") + "}"
-                           for i, s in items])
-    return (f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
-            f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
-            f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
-            f'"fallback":{_dumps(fallback)}}}').encode()
+    items_json = ",".join(
+        [_item_prefix(i) + (f"{s:.6g}" if -1e300 < s < 1e300 else "null") + "}" for i, s in items]
+    )
+    return (
+        f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
+        f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
+        f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
+        f'"fallback":{_dumps(fallback)}}}'
+    ).encode()
 
 
-def dlq_payload(*, source_topic: str, partition: int, offset: int, error: str, detail: str,
-                payload: bytes | None, key: bytes | None, event_id: str | None,
-                max_payload_bytes: int = 65_536) -> bytes:
+def dlq_payload(
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    error: str,
+    detail: str,
+    payload: bytes | None,
+    key: bytes | None,
+    event_id: str | None,
+    max_payload_bytes: int = 65_536,
+) -> bytes:
     raw = payload or b""
     truncated = len(raw) > max_payload_bytes
     raw = raw[:max_payload_bytes]
@@ -136,10 +168,18 @@ def dlq_payload(*, source_topic: str, partition: int, offset: int, error: str, d
         text, encoding = raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return json.dumps({
-        "source_topic": source_topic, "partition": partition, "offset": offset,
-        "error": error, "detail": detail, "payload": text, "payload_encoding": encoding,
-        "payload_truncated": truncated,
-        "key": key.decode("utf-8", "replace") if key is not None else None,
-        "event_id": event_id,
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "source_topic": source_topic,
+            "partition": partition,
+            "offset": offset,
+            "error": error,
+            "detail": detail,
+            "payload": text,
+            "payload_encoding": encoding,
+            "payload_truncated": truncated,
+            "key": key.decode("utf-8", "replace") if key is not None else None,
+            "event_id": event_id,
+        },
+        separators=(",", ":"),
+    ).encode()

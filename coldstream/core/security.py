@@ -22,38 +22,64 @@ def _secret(value: SecretStr | str | None) -> str | None:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
-def make_ssl_context(protocol: str, cafile: Path | str | None = None, certfile: Path | str | None = None,
-                     keyfile: Path | str | None = None) -> ssl.SSLContext | None:
+def make_ssl_context(
+    protocol: str,
+    cafile: Path | str | None = None,
+    certfile: Path | str | None = None,
+    keyfile: Path | str | None = None,
+) -> ssl.SSLContext | None:
     """The TLS context for the brokers (``None`` unless ``protocol`` is SSL or SASL_SSL):
     verifies the broker against ``cafile`` (system CAs when unset; hostname included) and
     presents ``certfile``/``keyfile`` when set (mutual TLS)."""
     if protocol not in SSL_PROTOCOLS:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None)
+    ctx = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(cafile) if cafile else None
+    )
     if certfile is not None:
         ctx.load_cert_chain(str(certfile), str(keyfile) if keyfile is not None else None)
     return ctx
 
 
-def check_sasl(protocol: str, mechanism: str | None, username: str | None,
-               password: SecretStr | str | None, *, env_prefix: str = "COLDSTREAM_") -> None:
+def check_sasl(
+    protocol: str,
+    mechanism: str | None,
+    username: str | None,
+    password: SecretStr | str | None,
+    *,
+    env_prefix: str = "COLDSTREAM_",
+) -> None:
     """Raise ``ValueError`` naming the missing env vars when ``protocol`` is SASL_* and the
     mechanism, user name or password is unset (or empty)."""
     if protocol not in SASL_PROTOCOLS:
         return
-    missing = [name for name, v in (("sasl_mechanism", mechanism), ("sasl_username", username),
-                                    ("sasl_password", _secret(password))) if not v]
+    missing = [
+        name
+        for name, v in (
+            ("sasl_mechanism", mechanism),
+            ("sasl_username", username),
+            ("sasl_password", _secret(password)),
+        )
+        if not v
+    ]
     if missing:
         env = ", ".join(env_prefix + m.upper() for m in missing)
         raise ValueError(f"security_protocol={protocol} needs {', '.join(missing)} (env: {env})")
     if mechanism not in SASL_MECHANISMS:
-        raise ValueError(f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, not {mechanism!r}")
+        raise ValueError(
+            f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)}, not {mechanism!r}"
+        )
 
 
-def kafka_security_kwargs(protocol: str, cafile: Path | str | None = None,
-                          certfile: Path | str | None = None, keyfile: Path | str | None = None,
-                          mechanism: str | None = None, username: str | None = None,
-                          password: SecretStr | str | None = None) -> dict[str, Any]:
+def kafka_security_kwargs(
+    protocol: str,
+    cafile: Path | str | None = None,
+    certfile: Path | str | None = None,
+    keyfile: Path | str | None = None,
+    mechanism: str | None = None,
+    username: str | None = None,
+    password: SecretStr | str | None = None,
+) -> dict[str, Any]:
     """Security keyword arguments for any aiokafka client (producer, consumer, admin):
     ``security_protocol`` always, ``ssl_context`` for SSL/SASL_SSL, ``sasl_mechanism``,
     ``sasl_plain_username`` and ``sasl_plain_password`` for SASL_* (aiokafka uses the
@@ -64,6 +90,9 @@ def kafka_security_kwargs(protocol: str, cafile: Path | str | None = None,
     if ctx is not None:
         kwargs["ssl_context"] = ctx
     if protocol in SASL_PROTOCOLS:
-        kwargs.update(sasl_mechanism=mechanism, sasl_plain_username=username,
-                      sasl_plain_password=_secret(password))
+        kwargs.update(
+            sasl_mechanism=mechanism,
+            sasl_plain_username=username,
+            sasl_plain_password=_secret(password),
+        )
     return kwargs

@@ -49,8 +49,12 @@ class SharedSettings(BaseSettings):
     """Broker, topics, model store and security: the same env vars in every process."""
 
     model_config = SettingsConfigDict(
-        frozen=True, extra="ignore", use_attribute_docstrings=True, populate_by_name=True,
-        protected_namespaces=(), alias_generator=env_aliases(ENV_PREFIX),
+        frozen=True,
+        extra="ignore",
+        use_attribute_docstrings=True,
+        populate_by_name=True,
+        protected_namespaces=(),
+        alias_generator=env_aliases(ENV_PREFIX),
     )
     ENV_PREFIX: ClassVar[str] = ENV_PREFIX
     """This process's own prefix (``COLDSTREAM_TRAINER_`` in the trainer)."""
@@ -90,8 +94,13 @@ class SharedSettings(BaseSettings):
     def _check_shared(self) -> SharedSettings:
         if not self.bootstrap.strip():
             raise ValueError("bootstrap must name at least one broker")
-        check_sasl(self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password,
-                   env_prefix=ENV_PREFIX)
+        check_sasl(
+            self.security_protocol,
+            self.sasl_mechanism,
+            self.sasl_username,
+            self.sasl_password,
+            env_prefix=ENV_PREFIX,
+        )
         return self
 
     # -- derived ----------------------------------------------------------------------------
@@ -99,16 +108,23 @@ class SharedSettings(BaseSettings):
         """The TLS context for the brokers (``None`` unless the protocol is SSL or SASL_SSL):
         verifies the broker against ``ssl_cafile`` (hostname included), presents
         ``ssl_certfile``/``ssl_keyfile`` when set."""
-        return make_ssl_context(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
-                                self.ssl_keyfile)
+        return make_ssl_context(
+            self.security_protocol, self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile
+        )
 
     def kafka_client_kwargs(self) -> dict[str, Any]:
         """Security arguments for any aiokafka client of this process (producer, consumer,
         admin): ``AIOKafkaConsumer(bootstrap_servers=s.bootstrap, **s.kafka_client_kwargs())``.
         SASL_* add ``sasl_mechanism``, ``sasl_plain_username`` and ``sasl_plain_password``."""
-        return kafka_security_kwargs(self.security_protocol, self.ssl_cafile, self.ssl_certfile,
-                                     self.ssl_keyfile, self.sasl_mechanism, self.sasl_username,
-                                     self.sasl_password)
+        return kafka_security_kwargs(
+            self.security_protocol,
+            self.ssl_cafile,
+            self.ssl_certfile,
+            self.ssl_keyfile,
+            self.sasl_mechanism,
+            self.sasl_username,
+            self.sasl_password,
+        )
 
     def hmac_key(self) -> str | None:
         """The ``model-updates`` signing secret, or ``None`` when unset."""

@@ -86,7 +86,9 @@ class StudentConfig:
             if not lo <= value <= hi:
                 raise ValueError(f"student config {name}={value} outside [{lo}, {hi}]")
         if self.encoder not in ("gru", "mean"):
-            raise ValueError(f"student config encoder must be 'gru' or 'mean', got {self.encoder!r}")
+            raise ValueError(
+                f"student config encoder must be 'gru' or 'mean', got {self.encoder!r}"
+            )
         if not isinstance(self.dropout, int | float) or not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"student config dropout must be in [0, 1), got {self.dropout!r}")
         if self.parameter_count() > MAX_PARAMETERS:
@@ -120,15 +122,23 @@ class Student(nn.Module):
         nn.init.normal_(self.pos_emb.weight, std=0.02)
         self.empty_user = nn.Parameter(torch.zeros(d))
         self.gru = (
-            nn.GRU(d, d, num_layers=config.n_layers, batch_first=True,
-                   dropout=config.dropout if config.n_layers > 1 else 0.0)
-            if config.encoder == "gru" else None
+            nn.GRU(
+                d,
+                d,
+                num_layers=config.n_layers,
+                batch_first=True,
+                dropout=config.dropout if config.n_layers > 1 else 0.0,
+            )
+            if config.encoder == "gru"
+            else None
         )
         self.out = nn.Linear(d, d)
         self.drop = nn.Dropout(config.dropout)
 
     # -- items ---------------------------------------------------------------------------
-    def item_vectors(self, text_vecs: torch.Tensor, item_idx: torch.Tensor | None = None) -> torch.Tensor:
+    def item_vectors(
+        self, text_vecs: torch.Tensor, item_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Item vectors ``[N, dim]`` from teacher text vectors ``[N, text_dim]``.
 
         ``item_idx[i]`` is the row of item ``i`` in the id-embedding table, or ``-1``
@@ -140,7 +150,9 @@ class Student(nn.Module):
         return v
 
     # -- users ---------------------------------------------------------------------------
-    def encode(self, hist_vecs: torch.Tensor, hist_types: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, hist_vecs: torch.Tensor, hist_types: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """User vectors ``[B, dim]``.
 
         ``hist_vecs [B, L, dim]`` are item vectors of each user's events, oldest first,
@@ -151,7 +163,11 @@ class Student(nn.Module):
         # position counted from the most recent event: 0 = latest
         ar = torch.arange(length, device=hist_vecs.device).unsqueeze(0)
         pos = (lengths.unsqueeze(1) - 1 - ar).clamp(min=0, max=self.config.max_len - 1)
-        x = hist_vecs + self.type_emb(hist_types.clamp(0, self.config.n_event_types - 1)) + self.pos_emb(pos)
+        x = (
+            hist_vecs
+            + self.type_emb(hist_types.clamp(0, self.config.n_event_types - 1))
+            + self.pos_emb(pos)
+        )
         x = self.drop(x) * mask.unsqueeze(-1).to(x.dtype)
         if self.gru is not None:
             out, _ = self.gru(x)
@@ -163,15 +179,20 @@ class Student(nn.Module):
         empty = (lengths == 0).unsqueeze(-1)
         return torch.where(empty, self.empty_user.expand_as(u), u)
 
-    def encode_indexed(self, table: torch.Tensor, idx: torch.Tensor, types: torch.Tensor,
-                       mask: torch.Tensor) -> torch.Tensor:
+    def encode_indexed(
+        self, table: torch.Tensor, idx: torch.Tensor, types: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         """Like :meth:`encode`, with histories given as rows ``idx [B, L]`` of an item
         vector ``table [N, dim]`` (padding rows are ignored through ``mask``)."""
         return self.encode(table[idx], types, mask)
 
 
-def pack_histories(rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]], max_len: int,
-              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pack_histories(
+    rows: Sequence[Sequence[int]],
+    types: Sequence[Sequence[int]],
+    max_len: int,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack variable-length histories (oldest first) into left-aligned tensors, keeping the
     ``max_len`` most recent events: ``(idx, types, mask)``, each ``[B, L]`` with
     ``L = max(1, min(max_len, longest history))``. Vectorised with numpy: training, the
@@ -184,9 +205,16 @@ def pack_histories(rows: Sequence[Sequence[int]], types: Sequence[Sequence[int]]
     idx = np.zeros((b, length), dtype=np.int64)
     typ = np.zeros((b, length), dtype=np.int64)
     if b:
-        idx[mask] = np.fromiter(chain.from_iterable(r[len(r) - n:] for r, n in zip(rows, lens.tolist(), strict=True)),
-                                dtype=np.int64)
-        typ[mask] = np.fromiter(chain.from_iterable(t[len(t) - n:] for t, n in zip(types, lens.tolist(), strict=True)),
-                                dtype=np.int64)
-    return (torch.from_numpy(idx).to(device), torch.from_numpy(typ).to(device),
-            torch.from_numpy(mask).to(device))
+        idx[mask] = np.fromiter(
+            chain.from_iterable(r[len(r) - n :] for r, n in zip(rows, lens.tolist(), strict=True)),
+            dtype=np.int64,
+        )
+        typ[mask] = np.fromiter(
+            chain.from_iterable(t[len(t) - n :] for t, n in zip(types, lens.tolist(), strict=True)),
+            dtype=np.int64,
+        )
+    return (
+        torch.from_numpy(idx).to(device),
+        torch.from_numpy(typ).to(device),
+        torch.from_numpy(mask).to(device),
+    )

@@ -325,20 +325,26 @@ async def topic_partitions(
     not exist by then."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="coldstream-topics",
-                                **dict(client_kwargs or {}))
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="coldstream-topics", **dict(client_kwargs or {})
+    )
     await admin.start()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             for t in await admin.describe_topics([topic]):
                 parts = t.get("partitions") or []
-                if (t.get("error_code") == 0 and parts
-                        and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in parts)):
+                if (
+                    t.get("error_code") == 0
+                    and parts
+                    and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in parts)
+                ):
                     return sorted(int(p["partition"]) for p in parts)
             if time.monotonic() > deadline:
-                raise TopicsError(f"topic {topic} does not exist on {bootstrap} (after {timeout_s:.0f} s); "
-                                  f"create the topics: coldstream topics create")
+                raise TopicsError(
+                    f"topic {topic} does not exist on {bootstrap} (after {timeout_s:.0f} s); "
+                    f"create the topics: coldstream topics create"
+                )
             await asyncio.sleep(0.2)
     finally:
         await admin.close()

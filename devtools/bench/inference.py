@@ -38,12 +38,20 @@ def _time(fn, repeats: int) -> list[float]:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch", type=int, default=256, help="users scored per batch")
     ap.add_argument("--history", type=int, default=5, help="events per user history")
-    ap.add_argument("--repeats", type=int, default=5, help="timed batches (the student: 20x as many)")
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="timed batches (the student: 20x as many)"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
-    ap.add_argument("--checkpoint", type=Path, default=None,
-                    help="student checkpoint (default: a MovieLens-sized student with random weights; "
-                         "speed does not depend on the weights)")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench-inference.json"), help="the JSON report")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="student checkpoint (default: a MovieLens-sized student with random weights; "
+        "speed does not depend on the weights)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("reports/bench-inference.json"), help="the JSON report"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,12 +82,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.checkpoint is not None:
         from coldstream.core.checkpoint import load_checkpoint
+
         ck = load_checkpoint(args.checkpoint)
         model, table = ck.model, torch.from_numpy(ck.item_vectors)
         rows = [ck.rows_of([items.ids[i] for i in h])[0] for h in hists]
     else:
         torch.manual_seed(0)
-        model = Student(StudentConfig(n_items=len(items), text_dim=teacher.dim, dim=64, max_len=30)).eval()
+        model = Student(
+            StudentConfig(n_items=len(items), text_dim=teacher.dim, dim=64, max_len=30)
+        ).eval()
         with torch.no_grad():
             table = model.item_vectors(torch.from_numpy(item_vecs), torch.arange(len(items)))
         rows = [list(h) for h in hists]
@@ -95,20 +106,32 @@ def run(args: argparse.Namespace) -> int:
     t_ms = 1000 * statistics.median(t_times) / args.batch
     s_ms = 1000 * statistics.median(s_times) / args.batch
     result = {
-        "batch": args.batch, "history_items": args.history, "catalogue": len(items),
-        "threads": args.threads, "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "device": "cpu", "torch": torch.__version__,
-        "teacher": {"model": teacher.describe()["name"], "ms_per_user": round(t_ms, 4),
-                    "batch_ms_median": round(1000 * statistics.median(t_times), 2)},
-        "student": {"checkpoint": str(args.checkpoint) if args.checkpoint else None,
-                    "ms_per_user": round(s_ms, 5), "batch_ms_median": round(1000 * statistics.median(s_times), 3)},
+        "batch": args.batch,
+        "history_items": args.history,
+        "catalogue": len(items),
+        "threads": args.threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "device": "cpu",
+        "torch": torch.__version__,
+        "teacher": {
+            "model": teacher.describe()["name"],
+            "ms_per_user": round(t_ms, 4),
+            "batch_ms_median": round(1000 * statistics.median(t_times), 2),
+        },
+        "student": {
+            "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+            "ms_per_user": round(s_ms, 5),
+            "batch_ms_median": round(1000 * statistics.median(s_times), 3),
+        },
         "speedup": round(t_ms / s_ms, 1),
     }
     print(f"{'model':10s} {'batch ms (median)':>18s} {'ms / user':>10s}")
     print(f"{'teacher':10s} {result['teacher']['batch_ms_median']:18.2f} {t_ms:10.4f}")
     print(f"{'student':10s} {result['student']['batch_ms_median']:18.3f} {s_ms:10.5f}")
-    print(f"speedup: student is {result['speedup']}x faster per user (batch {args.batch}, CPU, "
-          f"{args.threads} threads)")
+    print(
+        f"speedup: student is {result['speedup']}x faster per user (batch {args.batch}, CPU, "
+        f"{args.threads} threads)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

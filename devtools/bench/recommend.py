@@ -22,7 +22,9 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--batch-sizes", default="1,64,512", help="users per batch, comma-separated")
     r.add_argument("--dim", type=int, default=64, help="item vector size")
     r.add_argument("--history", type=int, default=20, help="events per user history")
-    r.add_argument("--threads", type=int, default=0, help="torch/FAISS threads (0: library default)")
+    r.add_argument(
+        "--threads", type=int, default=0, help="torch/FAISS threads (0: library default)"
+    )
     r.add_argument("--seconds", type=float, default=3.0, help="time per configuration")
     r.add_argument("--out", default="reports/bench-recommend.json", help="the JSON report")
 
@@ -57,23 +59,46 @@ def run(args: argparse.Namespace) -> int:
                 srch += r.search_s
                 n += 1
             el = time.perf_counter() - t0
-            rows.append({"items": n_items, "batch": b, "users_per_s": round(n * b / el, 1),
-                         "ms_per_batch": round(el / n * 1000, 3), "encode_ms": round(inf / n * 1000, 3),
-                         "search_ms": round(srch / n * 1000, 3), "index_build_s": round(build_s, 2)})
+            rows.append(
+                {
+                    "items": n_items,
+                    "batch": b,
+                    "users_per_s": round(n * b / el, 1),
+                    "ms_per_batch": round(el / n * 1000, 3),
+                    "encode_ms": round(inf / n * 1000, 3),
+                    "search_ms": round(srch / n * 1000, 3),
+                    "index_build_s": round(build_s, 2),
+                }
+            )
             print(rows[-1], flush=True)
         del rec
-    t = Table(title=f"batched recommend, CPU, dim {args.dim}, history {args.history}, k 10, "
-                    f"threads {args.threads or torch.get_num_threads()}")
+    t = Table(
+        title=f"batched recommend, CPU, dim {args.dim}, history {args.history}, k 10, "
+        f"threads {args.threads or torch.get_num_threads()}"
+    )
     for c in ("items", "batch", "users/s", "ms/batch", "encode ms", "search ms"):
         t.add_column(c, justify="right")
     for r in rows:
-        t.add_row(f"{r['items']:,}", str(r["batch"]), f"{r['users_per_s']:,.0f}", f"{r['ms_per_batch']:.2f}",
-                  f"{r['encode_ms']:.2f}", f"{r['search_ms']:.2f}")
+        t.add_row(
+            f"{r['items']:,}",
+            str(r["batch"]),
+            f"{r['users_per_s']:,.0f}",
+            f"{r['ms_per_batch']:.2f}",
+            f"{r['encode_ms']:.2f}",
+            f"{r['search_ms']:.2f}",
+        )
     Console().print(t)
-    report = {"rows": rows, "dim": args.dim, "history": args.history, "k": 10,
-              "threads": args.threads or torch.get_num_threads(), "cores": os.cpu_count(),
-              "index": "faiss IndexFlatIP (exact, CPU)",
-              "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": platform.platform()}
+    report = {
+        "rows": rows,
+        "dim": args.dim,
+        "history": args.history,
+        "k": 10,
+        "threads": args.threads or torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "index": "faiss IndexFlatIP (exact, CPU)",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -44,18 +44,37 @@ __all__ = ["add_arguments", "make_events", "passthrough", "run"]
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--bootstrap", default=None, help="use this broker instead of starting one (default: start --broker)")
+    s.add_argument(
+        "--bootstrap",
+        default=None,
+        help="use this broker instead of starting one (default: start --broker)",
+    )
     s.add_argument("--broker", choices=["kafka", "tansu"], default="kafka", help="broker to start")
-    s.add_argument("--worker-url", default=None,
-                   help="use a running worker (its topics: --topic-prefix) instead of starting one "
-                        "(default: start one)")
-    s.add_argument("--topic-prefix", default=None, help="topic prefix (default: a fresh bench-<hex>- prefix)")
-    s.add_argument("--model-store", default=None, help="model store (default: a random 1,682-item model)")
-    s.add_argument("--events", type=int, default=60_000, help="backlog size for the flat-out phases")
-    s.add_argument("--rate", type=float, default=1000.0, help="fixed rate of the latency phase (ev/s)")
+    s.add_argument(
+        "--worker-url",
+        default=None,
+        help="use a running worker (its topics: --topic-prefix) instead of starting one "
+        "(default: start one)",
+    )
+    s.add_argument(
+        "--topic-prefix", default=None, help="topic prefix (default: a fresh bench-<hex>- prefix)"
+    )
+    s.add_argument(
+        "--model-store", default=None, help="model store (default: a random 1,682-item model)"
+    )
+    s.add_argument(
+        "--events", type=int, default=60_000, help="backlog size for the flat-out phases"
+    )
+    s.add_argument(
+        "--rate", type=float, default=1000.0, help="fixed rate of the latency phase (ev/s)"
+    )
     s.add_argument("--seconds", type=float, default=20.0, help="length of the fixed-rate phase")
-    s.add_argument("--warmup-seconds", type=float, default=10.0, help="unmeasured run at the fixed rate first")
-    s.add_argument("--users", type=int, default=20_000, help="distinct users in the generated events")
+    s.add_argument(
+        "--warmup-seconds", type=float, default=10.0, help="unmeasured run at the fixed rate first"
+    )
+    s.add_argument(
+        "--users", type=int, default=20_000, help="distinct users in the generated events"
+    )
     s.add_argument("--batch-size", type=int, default=512, help="worker micro-batch size")
     s.add_argument("--batch-window-ms", type=float, default=5.0, help="worker micro-batch window")
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
@@ -65,7 +84,10 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- events
 
-def make_events(n: int, *, n_users: int, item_ids: list[str], seed: int, run: str) -> list[tuple[str, bytes, bytes]]:
+
+def make_events(
+    n: int, *, n_users: int, item_ids: list[str], seed: int, run: str
+) -> list[tuple[str, bytes, bytes]]:
     """``(logical topic, key, value)``: Zipf items, uniform users, 10% purchases."""
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, len(item_ids) + 1, dtype=np.float64)
@@ -82,23 +104,45 @@ def make_events(n: int, *, n_users: int, item_ids: list[str], seed: int, run: st
     return out
 
 
-async def _produce(bootstrap: str, names: dict[str, str], events: list[tuple[str, bytes, bytes]], *,
-                   rate: float = 0.0, sent_at: dict[str, float] | None = None, run_of_fixed: str = "") -> float:
+async def _produce(
+    bootstrap: str,
+    names: dict[str, str],
+    events: list[tuple[str, bytes, bytes]],
+    *,
+    rate: float = 0.0,
+    sent_at: dict[str, float] | None = None,
+    run_of_fixed: str = "",
+) -> float:
     """Send ``events`` (logical topics); returns the seconds taken. With ``sent_at``, event
     ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events) and its send time is recorded."""
+
     def record_send(i: int, _rec: object, t: float) -> None:
         if sent_at is not None:
             sent_at[f"{run_of_fixed}-{i}"] = t
 
-    done = await produce(bootstrap, ((names[topic], key, value) for topic, key, value in events), rate=rate,
-                         on_sent=record_send, settle_every=2000, linger_ms=2 if rate else 10, acks=1,
-                         max_batch_size=512 * 1024, request_timeout_ms=40_000)
+    done = await produce(
+        bootstrap,
+        ((names[topic], key, value) for topic, key, value in events),
+        rate=rate,
+        on_sent=record_send,
+        settle_every=2000,
+        linger_ms=2 if rate else 10,
+        acks=1,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=40_000,
+    )
     return done.seconds
 
 
-async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
-                   received: dict[str, float] | None = None, started: asyncio.Event | None = None,
-                   stop: Callable[[], bool] | None = None) -> list[Any]:
+async def _collect(
+    bootstrap: str,
+    topics: list[str],
+    n: int,
+    timeout_s: float,
+    received: dict[str, float] | None = None,
+    started: asyncio.Event | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[Any]:
     """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
 
     From the start, or, with ``started``, from the current end (set once positioned)."""
@@ -108,13 +152,24 @@ async def _collect(bootstrap: str, topics: list[str], n: int, timeout_s: float,
         if received is not None:
             for r in records:  # the event id is the first field the worker writes
                 v = r.value
-                received[v[13:v.index(b'"', 13)].decode()] = now
+                received[v[13 : v.index(b'"', 13)].decode()] = now
 
     parts = load_topics()["recommendations"].partitions
-    return await read_until(bootstrap, topics, count=n, until=stop, timeout_s=timeout_s,
-                            partitions=dict.fromkeys(topics, parts), from_end=started is not None,
-                            positioned=started, on_records=note_arrivals, fetch_max_wait_ms=5,
-                            poll_ms=100, max_records=5000, max_poll_records=5000)
+    return await read_until(
+        bootstrap,
+        topics,
+        count=n,
+        until=stop,
+        timeout_s=timeout_s,
+        partitions=dict.fromkeys(topics, parts),
+        from_end=started is not None,
+        positioned=started,
+        on_records=note_arrivals,
+        fetch_max_wait_ms=5,
+        poll_ms=100,
+        max_records=5000,
+        max_poll_records=5000,
+    )
 
 
 def _rate_from_timestamps(records) -> float:  # noqa: ANN001
@@ -129,8 +184,15 @@ async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: flo
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     group = "passthrough-" + uuid.uuid4().hex[:6]
-    c = AIOKafkaConsumer(src, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                         enable_auto_commit=False, fetch_max_wait_ms=10, max_poll_records=1000)
+    c = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_poll_records=1000,
+    )
     p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1, linger_ms=0)
     await c.start()
     await p.start()
@@ -139,7 +201,9 @@ async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: flo
     try:
         while done < n and time.monotonic() < deadline:
             batch = await c.getmany(timeout_ms=100, max_records=1000)
-            futures = [await p.send(dst, key=r.key, value=r.value) for rs in batch.values() for r in rs]
+            futures = [
+                await p.send(dst, key=r.key, value=r.value) for rs in batch.values() for r in rs
+            ]
             if futures:
                 await asyncio.gather(*futures)
                 await c.commit()
@@ -153,14 +217,22 @@ async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: flo
 
 # ---------------------------------------------------------------------------- serve
 
+
 def _processed(metrics_text: str) -> float:
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines()
-               if line.startswith("coldstream_events_total{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("coldstream_events_total{")
+    )
 
 
 def _wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
-    wait_until(lambda: _processed(worker.get_text("/metrics")) >= n, timeout_s,
-               f"the worker to process {n} events", interval_s=1.0)
+    wait_until(
+        lambda: _processed(worker.get_text("/metrics")) >= n,
+        timeout_s,
+        f"the worker to process {n} events",
+        interval_s=1.0,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -192,29 +264,54 @@ def run(args: argparse.Namespace) -> int:
         names = topic_names(prefix)
         asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
         run = uuid.uuid4().hex[:6]
-        backlog = make_events(args.events, n_users=args.users, item_ids=item_ids, seed=1, run=run + "f")
+        backlog = make_events(
+            args.events, n_users=args.users, item_ids=item_ids, seed=1, run=run + "f"
+        )
 
         # -- ceiling: bare pass-through over the same backlog -----------------------------
         pt_names = topic_names(prefix + "pt-")
         asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix + "pt-"))
         flat_pt = [(("clicks", k, v)) for _, k, v in backlog]
         asyncio.run(_produce(bootstrap, pt_names, flat_pt))
-        pt_rate = asyncio.run(passthrough(bootstrap, pt_names["clicks"], pt_names["recommendations"],
-                                          len(flat_pt), timeout_s=300))
+        pt_rate = asyncio.run(
+            passthrough(
+                bootstrap,
+                pt_names["clicks"],
+                pt_names["recommendations"],
+                len(flat_pt),
+                timeout_s=300,
+            )
+        )
         print(f"pass-through ceiling: {pt_rate:,.0f} events/s", flush=True)
 
         # -- ours, flat out: load the backlog, then start the worker ----------------------
         asyncio.run(_produce(bootstrap, names, backlog))
         if args.worker_url:
             raise SystemExit("--worker-url: flat-out needs a fresh consumer group; start none")
-        worker = WorkerProcess(log_path=work / "worker.log", bootstrap=bootstrap, topic_prefix=prefix,
-                               app_id=prefix + "app", model_store=store, threads=args.threads,
-                               batch_size=args.batch_size, batch_window_ms=args.batch_window_ms,
-                               log_level="warning", ready_timeout_s=120)
+        worker = WorkerProcess(
+            log_path=work / "worker.log",
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            app_id=prefix + "app",
+            model_store=store,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            batch_window_ms=args.batch_window_ms,
+            log_level="warning",
+            ready_timeout_s=120,
+        )
         worker.start()
-        _wait_processed(worker, len(backlog), timeout_s=600)  # poll /metrics: no reader competes for CPU
-        out = asyncio.run(_collect(bootstrap, [names["recommendations"], names["events-dlq"]], len(backlog),
-                                   timeout_s=120))
+        _wait_processed(
+            worker, len(backlog), timeout_s=600
+        )  # poll /metrics: no reader competes for CPU
+        out = asyncio.run(
+            _collect(
+                bootstrap,
+                [names["recommendations"], names["events-dlq"]],
+                len(backlog),
+                timeout_s=120,
+            )
+        )
         ours = _rate_from_timestamps(out)
         n_dlq = sum(1 for r in out if r.topic == names["events-dlq"])
         print(f"ours, flat out: {ours:,.0f} events/s ({len(out)} outputs, {n_dlq} DLQ)", flush=True)
@@ -225,8 +322,13 @@ def run(args: argparse.Namespace) -> int:
         sent_at: dict[str, float] = {}
         received: dict[str, float] = {}
 
-        warm = make_events(int(args.rate * args.warmup_seconds), n_users=args.users, item_ids=item_ids,
-                           seed=3, run=run + "w")
+        warm = make_events(
+            int(args.rate * args.warmup_seconds),
+            n_users=args.users,
+            item_ids=item_ids,
+            seed=3,
+            run=run + "w",
+        )
 
         async def fixed_phase() -> tuple[float, list]:
             # warm-up at the same rate (a fresh broker JVM is still compiling), not measured
@@ -234,26 +336,46 @@ def run(args: argparse.Namespace) -> int:
             ready = asyncio.Event()
 
             def all_answered() -> bool:
-                return (len(sent_at) == n_fixed and len(received) >= n_fixed
-                        and all(e in received for e in sent_at))
+                return (
+                    len(sent_at) == n_fixed
+                    and len(received) >= n_fixed
+                    and all(e in received for e in sent_at)
+                )
 
-            collector = asyncio.create_task(_collect(bootstrap, [names["recommendations"]], 10 * n_fixed,
-                                                     args.seconds + 60, received, started=ready,
-                                                     stop=all_answered))
+            collector = asyncio.create_task(
+                _collect(
+                    bootstrap,
+                    [names["recommendations"]],
+                    10 * n_fixed,
+                    args.seconds + 60,
+                    received,
+                    started=ready,
+                    stop=all_answered,
+                )
+            )
             await asyncio.wait_for(ready.wait(), 60)
-            took = await _produce(bootstrap, names, fixed, rate=args.rate, sent_at=sent_at,
-                                  run_of_fixed=run + "r")
+            took = await _produce(
+                bootstrap, names, fixed, rate=args.rate, sent_at=sent_at, run_of_fixed=run + "r"
+            )
             return took, await collector
 
         took, fixed_out = asyncio.run(fixed_phase())
-        wlat = np.array([v["latency_ms"] for v in (json.loads(r.value) for r in fixed_out)
-                         if v["event_id"] in sent_at])
+        wlat = np.array(
+            [
+                v["latency_ms"]
+                for v in (json.loads(r.value) for r in fixed_out)
+                if v["event_id"] in sent_at
+            ]
+        )
         lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])
         achieved = n_fixed / took
         pct = {q: float(np.percentile(lat, q)) for q in (50, 95, 99)} if len(lat) else {}
-        print(f"fixed rate {achieved:,.0f} ev/s: p50 {pct.get(50, float('nan')):.1f} ms, "
-              f"p95 {pct.get(95, float('nan')):.1f} ms, p99 {pct.get(99, float('nan')):.1f} ms "
-              f"({len(lat)}/{n_fixed} answered)", flush=True)
+        print(
+            f"fixed rate {achieved:,.0f} ev/s: p50 {pct.get(50, float('nan')):.1f} ms, "
+            f"p95 {pct.get(95, float('nan')):.1f} ms, p99 {pct.get(99, float('nan')):.1f} ms "
+            f"({len(lat)}/{n_fixed} answered)",
+            flush=True,
+        )
         metrics_text = worker.get_text("/metrics")
         worker.stop(deadline_s=10)
         worker = None
@@ -263,39 +385,74 @@ def run(args: argparse.Namespace) -> int:
             stock_names = topic_names(sp)
             asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=sp))
             asyncio.run(_produce(bootstrap, stock_names, backlog))
-            worker = WorkerProcess(log_path=work / "worker-stock.log", bootstrap=bootstrap, topic_prefix=sp,
-                                   app_id=sp + "app", model_store=store, threads=args.threads,
-                                   batch_size=args.batch_size, batch_window_ms=args.batch_window_ms,
-                                   log_level="warning", ready_timeout_s=120, fast_path=False)
+            worker = WorkerProcess(
+                log_path=work / "worker-stock.log",
+                bootstrap=bootstrap,
+                topic_prefix=sp,
+                app_id=sp + "app",
+                model_store=store,
+                threads=args.threads,
+                batch_size=args.batch_size,
+                batch_window_ms=args.batch_window_ms,
+                log_level="warning",
+                ready_timeout_s=120,
+                fast_path=False,
+            )
             worker.start()
             _wait_processed(worker, len(backlog), timeout_s=900)
-            stock = _rate_from_timestamps(asyncio.run(_collect(
-                bootstrap, [stock_names["recommendations"]], len(backlog), timeout_s=120)))
-            print(f"same pipeline through a stock Faust take_events agent: {stock:,.0f} events/s", flush=True)
+            stock = _rate_from_timestamps(
+                asyncio.run(
+                    _collect(
+                        bootstrap, [stock_names["recommendations"]], len(backlog), timeout_s=120
+                    )
+                )
+            )
+            print(
+                f"same pipeline through a stock Faust take_events agent: {stock:,.0f} events/s",
+                flush=True,
+            )
         results = {
             "events_per_s": round(ours, 1),
             "passthrough_events_per_s": round(pt_rate, 1),
             "fraction_of_passthrough": round(ours / pt_rate, 3) if pt_rate else None,
             "stock_faust_agent_events_per_s": round(stock, 1) if stock else None,
-            "flat_out_events": len(backlog), "flat_out_outputs": len(out),
-            "fixed_rate_target_events_per_s": args.rate, "fixed_rate_achieved_events_per_s": round(achieved, 1),
-            "fixed_rate_events": n_fixed, "fixed_rate_answered": int(len(lat)),
+            "flat_out_events": len(backlog),
+            "flat_out_outputs": len(out),
+            "fixed_rate_target_events_per_s": args.rate,
+            "fixed_rate_achieved_events_per_s": round(achieved, 1),
+            "fixed_rate_events": n_fixed,
+            "fixed_rate_answered": int(len(lat)),
             "fixed_rate_warmup_s": args.warmup_seconds,
-            "p50_ms": round(pct.get(50, float("nan")), 2), "p95_ms": round(pct.get(95, float("nan")), 2),
+            "p50_ms": round(pct.get(50, float("nan")), 2),
+            "p95_ms": round(pct.get(95, float("nan")), 2),
             "p99_ms": round(pct.get(99, float("nan")), 2),
             "latency_definition": "benchmark consumer receipt of the recommendation - producer send time",
             "worker_p50_ms": round(float(np.percentile(wlat, 50)), 2) if len(wlat) else None,
             "worker_p99_ms": round(float(np.percentile(wlat, 99)), 2) if len(wlat) else None,
             "worker_latency_definition": "latency_ms field: input record timestamp to the worker's send",
-            "broker": broker_name, "cores": os.cpu_count(), "worker_threads": args.threads,
-            "batch_size": args.batch_size, "batch_window_ms": args.batch_window_ms,
-            "users": args.users, "items": len(item_ids),
-            "model": "random student (GRU, dim 64, text 384)" if not args.model_store else str(store),
+            "broker": broker_name,
+            "cores": os.cpu_count(),
+            "worker_threads": args.threads,
+            "batch_size": args.batch_size,
+            "batch_window_ms": args.batch_window_ms,
+            "users": args.users,
+            "items": len(item_ids),
+            "model": "random student (GRU, dim 64, text 384)"
+            if not args.model_store
+            else str(store),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "load_avg_1m_start": load_start, "load_avg_1m_end": round(os.getloadavg()[0], 2),
-            "machine": platform.platform(), "python": platform.python_version(),
-            "batch_size_histogram_count": next((line.split()[-1] for line in metrics_text.splitlines()
-                                                if line.startswith("coldstream_batch_size_count")), None),
+            "load_avg_1m_start": load_start,
+            "load_avg_1m_end": round(os.getloadavg()[0], 2),
+            "machine": platform.platform(),
+            "python": platform.python_version(),
+            "batch_size_histogram_count": next(
+                (
+                    line.split()[-1]
+                    for line in metrics_text.splitlines()
+                    if line.startswith("coldstream_batch_size_count")
+                ),
+                None,
+            ),
         }
     finally:
         if worker is not None:

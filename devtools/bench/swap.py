@@ -29,8 +29,16 @@ __all__ = ["add_arguments", "run"]
 KEY = "bench-key"
 
 
-async def stream(bootstrap: str, topics: dict[str, str], *, rate: float, seconds: float, n_items: int,
-                 update_at: float, update: bytes) -> tuple[int, float]:
+async def stream(
+    bootstrap: str,
+    topics: dict[str, str],
+    *,
+    rate: float,
+    seconds: float,
+    n_items: int,
+    update_at: float,
+    update: bytes,
+) -> tuple[int, float]:
     """Click events at ``rate`` for ``seconds``; ``update_at`` seconds in, the model update
     goes to ``model-updates``. Returns the events sent and when the update was acknowledged."""
     from devtools.kafka_io import new_event, produce
@@ -43,14 +51,27 @@ async def stream(bootstrap: str, topics: dict[str, str], *, rate: float, seconds
 
     async def send_update() -> float:
         await asyncio.sleep(update_at)
-        await produce(bootstrap, [(topics["model-updates"], None, update)], linger_ms=5, acks=1,
-                      request_timeout_ms=40_000)
+        await produce(
+            bootstrap,
+            [(topics["model-updates"], None, update)],
+            linger_ms=5,
+            acks=1,
+            request_timeout_ms=40_000,
+        )
         return time.time()
 
     updater = asyncio.create_task(send_update())
     try:
-        done = await produce(bootstrap, events(), rate=rate, min_sleep_s=0.002, settle_every=5000,
-                             linger_ms=5, acks=1, request_timeout_ms=40_000)
+        done = await produce(
+            bootstrap,
+            events(),
+            rate=rate,
+            min_sleep_s=0.002,
+            settle_every=5000,
+            linger_ms=5,
+            acks=1,
+            request_timeout_ms=40_000,
+        )
         return done.sent, await updater
     finally:
         updater.cancel()
@@ -79,28 +100,57 @@ def latency_part(args, work: Path) -> dict:
         n_items = 1682
         make_checkpoint(store, n_items=n_items, dim=64, text_dim=384, seed=1)
         os.environ["COLDSTREAM_MODEL_HMAC_KEY"] = KEY
-        with WorkerProcess(log_path=work / "worker.log", bootstrap=bootstrap, topic_prefix=prefix,
-                           app_id=prefix + "app", model_store=store, threads=1, log_level="warning"):
+        with WorkerProcess(
+            log_path=work / "worker.log",
+            bootstrap=bootstrap,
+            topic_prefix=prefix,
+            app_id=prefix + "app",
+            model_store=store,
+            threads=1,
+            log_level="warning",
+        ):
             v2 = make_checkpoint(store, n_items=n_items, dim=64, text_dim=384, seed=2)
-            upd = make_update(version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2),
-                              metrics={}, key=KEY).to_json()
-            sent, upd_at = asyncio.run(stream(bootstrap, topics, rate=args.rate, seconds=args.seconds,
-                                              n_items=n_items, update_at=args.seconds / 2, update=upd))
-            out = asyncio.run(read_until(bootstrap, [topics["recommendations"]], count=sent, timeout_s=90,
-                                         idle_s=1.0))
+            upd = make_update(
+                version=2,
+                checkpoint_dir=v2,
+                manifest_sha256=manifest_sha256(v2),
+                metrics={},
+                key=KEY,
+            ).to_json()
+            sent, upd_at = asyncio.run(
+                stream(
+                    bootstrap,
+                    topics,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    n_items=n_items,
+                    update_at=args.seconds / 2,
+                    update=upd,
+                )
+            )
+            out = asyncio.run(
+                read_until(
+                    bootstrap, [topics["recommendations"]], count=sent, timeout_s=90, idle_s=1.0
+                )
+            )
         vals = [json.loads(r.value) for r in out]
         first_new = min(v["produced_at"] for v in vals if v["model_version"] == "2")
         t_start = min(v["produced_at"] for v in vals)
         steady = [v["latency_ms"] for v in vals if t_start + 2.0 <= v["produced_at"] < upd_at]
         during = [v["latency_ms"] for v in vals if upd_at <= v["produced_at"] <= first_new + 1.0]
         versions = [v["model_version"] for v in vals]
-        return {"rate_eps": args.rate, "events": sent, "outputs": len(vals),
-                "outputs_v1": versions.count("1"), "outputs_v2": versions.count("2"),
-                "steady_p50_ms": round(float(np.percentile(steady, 50)), 2),
-                "steady_p99_ms": round(float(np.percentile(steady, 99)), 2),
-                "swap_p99_ms": round(float(np.percentile(during, 99)), 2),
-                "swap_window_outputs": len(during),
-                "swap_e2e_seconds": round(first_new - upd_at, 3)}
+        return {
+            "rate_eps": args.rate,
+            "events": sent,
+            "outputs": len(vals),
+            "outputs_v1": versions.count("1"),
+            "outputs_v2": versions.count("2"),
+            "steady_p50_ms": round(float(np.percentile(steady, 50)), 2),
+            "steady_p99_ms": round(float(np.percentile(steady, 99)), 2),
+            "swap_p99_ms": round(float(np.percentile(during, 99)), 2),
+            "swap_window_outputs": len(during),
+            "swap_e2e_seconds": round(first_new - upd_at, 3),
+        }
     finally:
         if broker is not None:
             broker.stop()
@@ -120,10 +170,14 @@ def swap_seconds(work: Path) -> float:
     v1 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=1)
     v2 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=2)
     rec = Recommender.from_checkpoint(v1, prefer_gpu_index=False)
-    sw = ModelSwapper(rec, store_root=store, key=KEY, metrics=Metrics(CollectorRegistry()),
-                      prefer_gpu_index=False)
-    res = sw.handle_sync(make_update(version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2),
-                                     metrics={}, key=KEY).to_json())
+    sw = ModelSwapper(
+        rec, store_root=store, key=KEY, metrics=Metrics(CollectorRegistry()), prefer_gpu_index=False
+    )
+    res = sw.handle_sync(
+        make_update(
+            version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2), metrics={}, key=KEY
+        ).to_json()
+    )
     assert res.outcome == "ok", res
     return round(res.seconds, 4)
 
@@ -148,8 +202,15 @@ def cycle_part(work: Path) -> dict:
     encode_s = time.perf_counter() - t0
     torch.manual_seed(0)
     model = Student(StudentConfig(n_items=len(items), text_dim=teacher.dim, dim=64, max_len=30))
-    ck = load_checkpoint(save_checkpoint(work / "store-cycle", model=model, item_ids=items.ids,
-                                         item_text_vecs=vecs, item_titles=items.titles))
+    ck = load_checkpoint(
+        save_checkpoint(
+            work / "store-cycle",
+            model=model,
+            item_ids=items.ids,
+            item_text_vecs=vecs,
+            item_titles=items.titles,
+        )
+    )
     buf = EventBuffer(len(inter))
     for u, i, e, ts in zip(inter.user, inter.item, inter.event, inter.ts, strict=True):
         buf.add(inter.user_ids[u], items.ids[i], int(e), float(ts))
@@ -158,26 +219,44 @@ def cycle_part(work: Path) -> dict:
     config = CycleConfig(teacher_prefixes=1024, train=cycle_train_config(epochs=4))
     t0 = time.perf_counter()
     res = redistill(ck, buf, new_items={}, scorer=scorer, config=config)
-    return {"trainer_cycle_seconds": round(time.perf_counter() - t0, 1),
-            "trainer_cycle_buffer_events": len(buf), "trainer_cycle_gate": res.gate.as_dict(),
-            "trainer_cycle_epochs": res.metrics["epochs"], "teacher_catalogue_encode_seconds": round(encode_s, 1)}
+    return {
+        "trainer_cycle_seconds": round(time.perf_counter() - t0, 1),
+        "trainer_cycle_buffer_events": len(buf),
+        "trainer_cycle_gate": res.gate.as_dict(),
+        "trainer_cycle_epochs": res.metrics["epochs"],
+        "teacher_catalogue_encode_seconds": round(encode_s, 1),
+    }
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rate", type=float, default=1000.0, help="events per second")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of the stream; the update goes out halfway")
-    ap.add_argument("--out", type=Path, default=Path("reports/bench-swap.json"), help="the JSON report")
-    ap.add_argument("--skip-cycle", action="store_true", help="skip the trainer cycle on MovieLens-100K")
+    ap.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="length of the stream; the update goes out halfway",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=Path("reports/bench-swap.json"), help="the JSON report"
+    )
+    ap.add_argument(
+        "--skip-cycle", action="store_true", help="skip the trainer cycle on MovieLens-100K"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-swap-") as d:
         work = Path(d)
-        report = {"machine": f"{os.cpu_count()} CPU cores (shared), no GPU", **latency_part(args, work)}
+        report = {
+            "machine": f"{os.cpu_count()} CPU cores (shared), no GPU",
+            **latency_part(args, work),
+        }
         report["swap_seconds"] = swap_seconds(work)
         if not args.skip_cycle:
             report.update(cycle_part(work))
-    report["swap_p99_over_steady_p99"] = round(report["swap_p99_ms"] / max(report["steady_p99_ms"], 1e-9), 2)
+    report["swap_p99_over_steady_p99"] = round(
+        report["swap_p99_ms"] / max(report["steady_p99_ms"], 1e-9), 2
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

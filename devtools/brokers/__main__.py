@@ -15,13 +15,17 @@ from devtools.brokers.tansu import TansuBroker
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.brokers", description="Run a local broker until Ctrl-C.",
+        prog="python -m devtools.brokers",
+        description="Run a local broker until Ctrl-C.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("kind", choices=["tansu", "kafka"], help="which broker")
     parser.add_argument("--port", type=int, default=None, help="listen port (None: a free one)")
-    parser.add_argument("--log-dir", default=None,
-                        help="kafka: persistent log dir (None: a temporary one, removed at exit)")
+    parser.add_argument(
+        "--log-dir",
+        default=None,
+        help="kafka: persistent log dir (None: a temporary one, removed at exit)",
+    )
     args = parser.parse_args(argv)
     broker: TansuBroker | KafkaBroker
     if args.kind == "tansu":

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from devtools.waiting import log_tail, wait_until
 
-__all__ = ["LOOPBACK", "BrokerError", "free_port", "metadata_brokers", "port_is_free", "wait_for_kafka"]
+__all__ = [
+    "LOOPBACK",
+    "BrokerError",
+    "free_port",
+    "metadata_brokers",
+    "port_is_free",
+    "wait_for_kafka",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -110,9 +117,14 @@ def wait_for_kafka(
         return bool(metadata_brokers(host, port, tls=tls))
 
     try:
-        wait_until(lists_a_broker, timeout_s, f"a Metadata answer listing a broker from {bootstrap}",
-                   interval_s=0.05, abort=exited,
-                   ignore=(OSError, ConnectionError, struct.error, UnicodeDecodeError))
+        wait_until(
+            lists_a_broker,
+            timeout_s,
+            f"a Metadata answer listing a broker from {bootstrap}",
+            interval_s=0.05,
+            abort=exited,
+            ignore=(OSError, ConnectionError, struct.error, UnicodeDecodeError),
+        )
     except TimeoutError as e:
         raise BrokerError(f"broker at {bootstrap} not ready: {e}" + log_tail(log_path)) from None
     return time.monotonic() - t0

@@ -22,8 +22,14 @@ from typing import Any
 
 from devtools.faults.inputs import Input
 
-__all__ = ["FaultResult", "Outputs", "account", "first_output_after", "order_violations",
-           "session_mismatches"]
+__all__ = [
+    "FaultResult",
+    "Outputs",
+    "account",
+    "first_output_after",
+    "order_violations",
+    "session_mismatches",
+]
 
 
 @dataclass
@@ -64,11 +70,20 @@ class Outputs:
         return sum(c - 1 for c in self.counts.values() if c > 1)
 
 
-def account(name: str, inputs: list[Input], out: Outputs, recovery_s: float | None,
-            **details: Any) -> FaultResult:
+def account(
+    name: str, inputs: list[Input], out: Outputs, recovery_s: float | None, **details: Any
+) -> FaultResult:
     details.setdefault("unmatched_outputs", out.unmatched)
-    return FaultResult(name, len(inputs), out.n_recs, out.n_dlq, out.lost(len(inputs)),
-                       out.duplicated(), recovery_s, details)
+    return FaultResult(
+        name,
+        len(inputs),
+        out.n_recs,
+        out.n_dlq,
+        out.lost(len(inputs)),
+        out.duplicated(),
+        recovery_s,
+        details,
+    )
 
 
 def first_output_after(out: Outputs, t: float) -> float | None:
@@ -100,8 +115,13 @@ def order_violations(inputs: list[Input], out: Outputs) -> int:
     return len(bad)
 
 
-def session_mismatches(sessions: dict[str, Any], inputs: list[Input], users: set[str],
-                       max_history: int = 50, examples: list[dict[str, Any]] | None = None) -> int:
+def session_mismatches(
+    sessions: dict[str, Any],
+    inputs: list[Input],
+    users: set[str],
+    max_history: int = 50,
+    examples: list[dict[str, Any]] | None = None,
+) -> int:
     """Users whose recovered session (``sessions``: the table's last changelog value per
     user) differs from their events in input order (ids exact, no entry twice). Within one
     user, clicks and purchases may interleave either way: the comparison is per topic order
@@ -118,8 +138,14 @@ def session_mismatches(sessions: dict[str, Any], inputs: list[Input], users: set
         if len(ids) != len(set(ids)) or sorted(ids) != sorted(exp):
             bad += 1
             if examples is not None:
-                examples.append({"user": user, "want": len(exp), "got": len(ids),
-                                 "repeated": len(ids) - len(set(ids)),
-                                 "missing": sorted(set(exp) - set(ids))[:5],
-                                 "extra": sorted(set(ids) - set(exp))[:5]})
+                examples.append(
+                    {
+                        "user": user,
+                        "want": len(exp),
+                        "got": len(ids),
+                        "repeated": len(ids) - len(set(ids)),
+                        "missing": sorted(set(exp) - set(ids))[:5],
+                        "extra": sorted(set(ids) - set(exp))[:5],
+                    }
+                )
     return bad

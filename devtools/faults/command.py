@@ -20,20 +20,30 @@ __all__ = ["add_arguments", "run", "table"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenarios", default=",".join(REGISTRY), help="comma-separated subset")
-    p.add_argument("--scale", type=float, default=2.0, help="stream size relative to the fault suite")
+    p.add_argument(
+        "--scale", type=float, default=2.0, help="stream size relative to the fault suite"
+    )
     p.add_argument("--out", default="reports/faults.json", help="the JSON report")
     p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
-    p.add_argument("--bootstrap", default=None,
-                   help="an Apache Kafka to use (default: start one); broker restarts always get a private one")
+    p.add_argument(
+        "--bootstrap",
+        default=None,
+        help="an Apache Kafka to use (default: start one); broker restarts always get a private one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        print(f"unknown scenarios: {sorted(set(unknown))}; known: {', '.join(REGISTRY)}", file=sys.stderr)
+        print(
+            f"unknown scenarios: {sorted(set(unknown))}; known: {', '.join(REGISTRY)}",
+            file=sys.stderr,
+        )
         return 2
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coldstream-faults-"))
+    workdir = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coldstream-faults-"))
+    )
     shared: dict[str, Any] = {"bootstrap": args.bootstrap}
     results: list[FaultResult] = []
     try:
@@ -42,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
             try:
                 r = run_scenario(name, scale=args.scale, workdir=workdir, shared=shared)
             except Exception as e:  # noqa: BLE001 - one failed scenario is a row, not a crash
-                r = FaultResult(name, 0, 0, 0, -1, -1, None, {"error": f"{type(e).__name__}: {e}"[:500]})
+                r = FaultResult(
+                    name, 0, 0, 0, -1, -1, None, {"error": f"{type(e).__name__}: {e}"[:500]}
+                )
             r.details["wall_seconds"] = round(time.monotonic() - t, 1)
             results.append(r)
             print(table([r], header=len(results) == 1), flush=True)

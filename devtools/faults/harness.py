@@ -34,8 +34,16 @@ __all__ = ["Feeder", "Harness", "collect", "read_changelog"]
 class Harness:
     """A broker, prefixed topics, a model store and the workers of one scenario."""
 
-    def __init__(self, *, bootstrap: str, prefix: str, topics: dict[str, str], workdir: Path,
-                 model_store: Path | None = None, worker_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        prefix: str,
+        topics: dict[str, str],
+        workdir: Path,
+        model_store: Path | None = None,
+        worker_options: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap, self.prefix, self.topics = bootstrap, prefix, topics
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -50,9 +58,16 @@ class Harness:
         self.logical = {v: k for k, v in topics.items()}
 
     def _worker(self, name: str, env: dict[str, str] | None = None, **opts: Any) -> WorkerProcess:
-        w = WorkerProcess(log_path=self.workdir / f"worker-{name}.log", bootstrap=self.bootstrap,
-                          topic_prefix=self.prefix, app_id=self.app_id, model_store=self.model_store,
-                          ready_timeout_s=120.0, env=env, **opts)
+        w = WorkerProcess(
+            log_path=self.workdir / f"worker-{name}.log",
+            bootstrap=self.bootstrap,
+            topic_prefix=self.prefix,
+            app_id=self.app_id,
+            model_store=self.model_store,
+            ready_timeout_s=120.0,
+            env=env,
+            **opts,
+        )
         self.workers.append(w)
         return w
 
@@ -76,11 +91,14 @@ class Harness:
         with ThreadPoolExecutor(len(names)) as pool:
             return list(pool.map(lambda n: self.start_worker(n, **options), names))
 
-    def spawn_worker(self, name: str, *, env: dict[str, str] | None = None,
-                     **options: Any) -> subprocess.Popen[bytes]:
+    def spawn_worker(
+        self, name: str, *, env: dict[str, str] | None = None, **options: Any
+    ) -> subprocess.Popen[bytes]:
         """A worker started without waiting for ``/ready`` (breaker scenario); ``env`` is
         added to the inherited environment."""
-        w = self._worker(name, env={**os.environ, **(env or {})}, **{**self.worker_options, **options})
+        w = self._worker(
+            name, env={**os.environ, **(env or {})}, **{**self.worker_options, **options}
+        )
         return w.spawn()
 
     def close(self) -> None:
@@ -100,21 +118,30 @@ class Harness:
 
     # -- reading back -----------------------------------------------------------------------
     def collect(self, inputs: list[Input], *, timeout_s: float, idle_s: float = 1.0) -> Outputs:
-        return run_coro(collect(self.bootstrap, self.topics, inputs, timeout_s=timeout_s, idle_s=idle_s),
-                        timeout_s + 60)
+        return run_coro(
+            collect(self.bootstrap, self.topics, inputs, timeout_s=timeout_s, idle_s=idle_s),
+            timeout_s + 60,
+        )
 
     def sessions(self, timeout_s: float = 20.0) -> dict[str, Any]:
         """Last changelog value per user of the ``sessions`` table (``None``: tombstone)."""
-        return run_coro(read_changelog(self.bootstrap, f"{self.app_id}-sessions-changelog", timeout_s),
-                        timeout_s + 60)
+        return run_coro(
+            read_changelog(self.bootstrap, f"{self.app_id}-sessions-changelog", timeout_s),
+            timeout_s + 60,
+        )
 
 
 class Feeder(threading.Thread):
     """Produces ``inputs`` in order at ``rate`` events/s (0: as fast as possible; a callable:
     rate by index), recording where each landed. Survives a broker restart (long timeouts)."""
 
-    def __init__(self, bootstrap: str, topics: dict[str, str], inputs: list[Input],
-                 rate: float | Callable[[int], float]) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: dict[str, str],
+        inputs: list[Input],
+        rate: float | Callable[[int], float],
+    ) -> None:
         super().__init__(daemon=True, name="fault-feeder")
         self.bootstrap, self.topics, self.inputs, self.rate = bootstrap, topics, inputs, rate
         self.sent = 0
@@ -132,7 +159,9 @@ class Feeder(threading.Thread):
     def join_checked(self, timeout_s: float) -> None:
         self.join(timeout_s)
         if self.is_alive():
-            raise TimeoutError(f"producer still sending after {timeout_s} s ({self.sent}/{len(self.inputs)})")
+            raise TimeoutError(
+                f"producer still sending after {timeout_s} s ({self.sent}/{len(self.inputs)})"
+            )
         if self.error is not None:
             raise self.error
 
@@ -146,21 +175,35 @@ class Feeder(threading.Thread):
 
     async def _main(self) -> None:
         records = ((self.topics[inp.topic], inp.key, inp.value, inp) for inp in self.inputs)
-        await produce(self.bootstrap, records, rate=self.rate, min_sleep_s=0.002,
-                      stop=lambda i: i >= self.limit, on_sent=self._on_sent, on_acked=self._on_acked,
-                      settle_every=2000, acks="all", linger_ms=5, request_timeout_ms=120_000,
-                      retry_backoff_ms=200, max_request_size=2_000_000)
+        await produce(
+            self.bootstrap,
+            records,
+            rate=self.rate,
+            min_sleep_s=0.002,
+            stop=lambda i: i >= self.limit,
+            on_sent=self._on_sent,
+            on_acked=self._on_acked,
+            settle_every=2000,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=120_000,
+            retry_backoff_ms=200,
+            max_request_size=2_000_000,
+        )
         self.finished_at = time.time()
 
 
-async def collect(bootstrap: str, topics: dict[str, str], inputs: list[Input], *, timeout_s: float,
-                  idle_s: float) -> Outputs:
+async def collect(
+    bootstrap: str, topics: dict[str, str], inputs: list[Input], *, timeout_s: float, idle_s: float
+) -> Outputs:
     """Read ``recommendations`` and ``events-dlq`` until every input has an output (then
     ``idle_s`` more, for duplicates) or ``timeout_s``; match each output to its input."""
     by_eid = {inp.event_id: i for i, inp in enumerate(inputs) if inp.event_id}
     by_pos = {inp.pos: i for i, inp in enumerate(inputs) if inp.pos is not None}
     if len(by_pos) != len(inputs):
-        raise RuntimeError(f"{len(inputs) - len(by_pos)} inputs were not acknowledged by the broker")
+        raise RuntimeError(
+            f"{len(inputs) - len(by_pos)} inputs were not acknowledged by the broker"
+        )
     rec_t, dlq_t = topics["recommendations"], topics["events-dlq"]
     counts: dict[int, int] = defaultdict(int)
     by_user: dict[str, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
@@ -185,19 +228,39 @@ async def collect(bootstrap: str, topics: dict[str, str], inputs: list[Input], *
             else:
                 counts[i] += 1
 
-    await read_until(bootstrap, [rec_t, dlq_t], until=lambda: len(counts) >= len(inputs),
-                     timeout_s=timeout_s, idle_s=idle_s, on_records=match, keep=False,
-                     fetch_max_wait_ms=100, poll_ms=200, max_records=10_000,
-                     max_partition_fetch_bytes=4 * 1024 * 1024)
-    ordered = {u: [v for _, _, v in sorted(rows, key=lambda x: (x[0], x[1]))] for u, rows in by_user.items()}
-    return Outputs(dict(counts), tally["recs"], tally["dlq"], ordered, dlq_values, tally["unmatched"],
-                   sorted(produced_at))
+    await read_until(
+        bootstrap,
+        [rec_t, dlq_t],
+        until=lambda: len(counts) >= len(inputs),
+        timeout_s=timeout_s,
+        idle_s=idle_s,
+        on_records=match,
+        keep=False,
+        fetch_max_wait_ms=100,
+        poll_ms=200,
+        max_records=10_000,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    ordered = {
+        u: [v for _, _, v in sorted(rows, key=lambda x: (x[0], x[1]))]
+        for u, rows in by_user.items()
+    }
+    return Outputs(
+        dict(counts),
+        tally["recs"],
+        tally["dlq"],
+        ordered,
+        dlq_values,
+        tally["unmatched"],
+        sorted(produced_at),
+    )
 
 
 async def read_changelog(bootstrap: str, topic: str, timeout_s: float) -> dict[str, Any]:
     """Last value per key of a table changelog, read to its current end (``None``: tombstone)."""
     last: dict[str, Any] = {}
-    for r in await read_until(bootstrap, [topic], to_end=True, timeout_s=timeout_s,
-                              fetch_max_wait_ms=100, poll_ms=200):
+    for r in await read_until(
+        bootstrap, [topic], to_end=True, timeout_s=timeout_s, fetch_max_wait_ms=100, poll_ms=200
+    ):
         last[json.loads(r.key)] = None if r.value is None else json.loads(r.value)
     return last

@@ -19,8 +19,15 @@ from typing import Any
 
 from coldstream.core.records import event_payload
 
-__all__ = ["N_ITEMS", "Input", "bad_events", "bad_payload", "expected_rejections", "good_events",
-           "interleave"]
+__all__ = [
+    "N_ITEMS",
+    "Input",
+    "bad_events",
+    "bad_payload",
+    "expected_rejections",
+    "good_events",
+    "interleave",
+]
 
 N_ITEMS = 200
 """Items of the scenarios' random model (ids ``"1" .. "200"``)."""
@@ -62,8 +69,12 @@ def bad_payload(rng: random.Random, now: float) -> tuple[bytes | None, bytes | N
     Deliberately not built with ``event_payload``: each kind starts from a valid event as a
     dict and breaks it (a field removed, retyped, or the serialised text itself corrupted)."""
     user = f"bad-{rng.randrange(1000)}"
-    base: dict[str, Any] = {"event_id": uuid.uuid4().hex, "user_id": user,
-                            "item_id": str(rng.randrange(1, N_ITEMS)), "ts": now}
+    base: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user,
+        "item_id": str(rng.randrange(1, N_ITEMS)),
+        "ts": now,
+    }
     kind = rng.randrange(14)
     key: bytes | None = user.encode()
     if kind == 0:
@@ -80,7 +91,9 @@ def bad_payload(rng: random.Random, now: float) -> tuple[bytes | None, bytes | N
     elif kind == 5:
         base["context"] = list(range(rng.randrange(1000, 10_000)))
     elif kind == 6:
-        raw = json.dumps(base).replace(f'"ts": {now!r}', '"ts": ' + rng.choice(["NaN", "Infinity", "-Infinity", "1e999"]))
+        raw = json.dumps(base).replace(
+            f'"ts": {now!r}', '"ts": ' + rng.choice(["NaN", "Infinity", "-Infinity", "1e999"])
+        )
         return key, raw.encode()
     elif kind == 7:
         base["ts"] = -rng.uniform(1, 1e9)
@@ -114,7 +127,9 @@ def bad_events(n: int, *, seed: int = 1) -> list[Input]:
         topic = rng.choice(["clicks", "purchases"])
         ev = validate_event(v, topic, key=k)
         valid = not isinstance(ev, Rejection)
-        out.append(Input(topic, k, v, ev.event_id if valid else None, ev.user_id if valid else None))
+        out.append(
+            Input(topic, k, v, ev.event_id if valid else None, ev.user_id if valid else None)
+        )
     return out
 
 

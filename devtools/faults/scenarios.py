@@ -51,8 +51,16 @@ from devtools.kafka_io import committed_offsets, create_compacted_topic, run_cor
 from devtools.processes import rss_mb
 from devtools.waiting import wait_until
 
-__all__ = ["COMMIT_INTERVAL_S", "REGISTRY", "Scenario", "UnknownScenario", "get_scenario", "run_scenario",
-           "scaled_count", "scenario"]
+__all__ = [
+    "COMMIT_INTERVAL_S",
+    "REGISTRY",
+    "Scenario",
+    "UnknownScenario",
+    "get_scenario",
+    "run_scenario",
+    "scaled_count",
+    "scenario",
+]
 
 COMMIT_INTERVAL_S = 2.8
 """Faust's default ``broker_commit_interval``: the uncommitted window is at most this long."""
@@ -80,15 +88,20 @@ class UnknownScenario(KeyError):
         return str(self.args[0])
 
 
-def scenario(name: str, *, broker: BrokerKind = "shared",
-             scaled: Callable[[float], dict[str, Any]] = lambda scale: {}) -> Callable[
-                 [Callable[..., FaultResult]], Callable[..., FaultResult]]:
+def scenario(
+    name: str,
+    *,
+    broker: BrokerKind = "shared",
+    scaled: Callable[[float], dict[str, Any]] = lambda scale: {},
+) -> Callable[[Callable[..., FaultResult]], Callable[..., FaultResult]]:
     """Register the decorated function in :data:`REGISTRY` under ``name``."""
+
     def add(func: Callable[..., FaultResult]) -> Callable[..., FaultResult]:
         if name in REGISTRY:
             raise ValueError(f"scenario {name!r} registered twice")
         REGISTRY[name] = Scenario(name, func, broker, scaled)
         return func
+
     return add
 
 
@@ -148,9 +161,16 @@ def run_scenario(name: str, *, scale: float, workdir: Path, shared: dict[str, An
 # ------------------------------------------------------------------------------ scenarios
 # (defined in the default order of ``coldstream bench faults --scenarios``)
 
+
 @scenario("kill9", scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)})
-def kill9(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float = 300.0,
-          kill_at: float = 0.4) -> FaultResult:
+def kill9(
+    h: Harness,
+    *,
+    n_events: int = 1500,
+    n_users: int = 40,
+    rate: float = 300.0,
+    kill_at: float = 0.4,
+) -> FaultResult:
     """SIGKILL the only worker mid-stream, start a new one. Recovery: kill -> first output
     of the new worker. Duplicates are bounded by the uncommitted window. Users get fewer
     events than ``max_history`` (more users if needed), so their sessions compare exactly."""
@@ -170,19 +190,37 @@ def kill9(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float = 
     h.start_worker("b")
     feeder.join_checked(300)
     out = h.collect(inputs, timeout_s=120)
-    users = {inp.user for inp in inputs[max(0, sent_at_kill - int(rate * 5)):sent_at_kill] if inp.user}
+    users = {
+        inp.user for inp in inputs[max(0, sent_at_kill - int(rate * 5)) : sent_at_kill] if inp.user
+    }
     bound = int(rate * (COMMIT_INTERVAL_S + 1.0)) + 512
-    return account("worker kill -9 + restart", inputs, out, first_output_after(out, t_kill),
-                   duplicate_bound=bound, affected_users=len(users),
-                   session_mismatches=session_mismatches(h.sessions(), inputs, users,
-                                                         examples=h.mismatch_examples),
-                   mismatch_examples=h.mismatch_examples[:3],
-                   order_violations=order_violations(inputs, out))
+    return account(
+        "worker kill -9 + restart",
+        inputs,
+        out,
+        first_output_after(out, t_kill),
+        duplicate_bound=bound,
+        affected_users=len(users),
+        session_mismatches=session_mismatches(
+            h.sessions(), inputs, users, examples=h.mismatch_examples
+        ),
+        mismatch_examples=h.mismatch_examples[:3],
+        order_violations=order_violations(inputs, out),
+    )
 
 
-@scenario("sigterm", scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)})
-def sigterm(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float = 300.0,
-            stop_at: float = 0.4, drain_budget_s: float = 30.0) -> FaultResult:
+@scenario(
+    "sigterm", scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)}
+)
+def sigterm(
+    h: Harness,
+    *,
+    n_events: int = 1500,
+    n_users: int = 40,
+    rate: float = 300.0,
+    stop_at: float = 0.4,
+    drain_budget_s: float = 30.0,
+) -> FaultResult:
     """SIGTERM the only worker mid-stream (a rolling deploy), start a new one. Recovery:
     old worker's exit -> first output of the new one. Drain: SIGTERM -> exit (``details``)."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "st")
@@ -205,14 +243,28 @@ def sigterm(h: Harness, *, n_events: int = 1500, n_users: int = 40, rate: float 
     feeder.join_checked(300)
     out = h.collect(inputs, timeout_s=120)
     log_tail = (h.workdir / "worker-a.log").read_text(errors="replace")[-2000:]
-    return account("graceful stop (SIGTERM) + restart", inputs, out, first_output_after(out, t_term + drain_s),
-                   exit_code=rc, drain_seconds=round(drain_s, 2), drain_budget_s=drain_budget_s,
-                   order_violations=order_violations(inputs, out), log_tail=log_tail if rc != 0 else "")
+    return account(
+        "graceful stop (SIGTERM) + restart",
+        inputs,
+        out,
+        first_output_after(out, t_term + drain_s),
+        exit_code=rc,
+        drain_seconds=round(drain_s, 2),
+        drain_budget_s=drain_budget_s,
+        order_violations=order_violations(inputs, out),
+        log_tail=log_tail if rc != 0 else "",
+    )
 
 
 @scenario("rebalance", scaled=lambda s: {"n_events": scaled_count(3000, s)})
-def rebalance(h: Harness, *, n_events: int = 3000, n_users: int = 60, rate: float = 200.0,
-              tail_events: int = 300) -> FaultResult:
+def rebalance(
+    h: Harness,
+    *,
+    n_events: int = 3000,
+    n_users: int = 60,
+    rate: float = 200.0,
+    tail_events: int = 300,
+) -> FaultResult:
     """A second and a third worker join, then the first leaves (SIGTERM), while events flow
     (the stream goes on until ``tail_events`` after the leave; ``n_events`` caps it).
     Recovery: the longest pause between consecutive outputs during the changes."""
@@ -224,26 +276,44 @@ def rebalance(h: Harness, *, n_events: int = 3000, n_users: int = 60, rate: floa
     wait_until(lambda: feeder.sent >= 3 * rate, 120, "the stream to be under way")
     h.start_workers("b", "c")
     joined_at = feeder.sent
-    wait_until(lambda: feeder.sent >= joined_at + 3 * rate or not feeder.is_alive(), 300, "more events")
+    wait_until(
+        lambda: feeder.sent >= joined_at + 3 * rate or not feeder.is_alive(), 300, "more events"
+    )
     left_at = feeder.sent
     rc_a = a.stop(deadline_s=30)
     feeder.limit = min(feeder.limit, feeder.sent + tail_events)
     feeder.join_checked(300)
-    inputs = inputs[:feeder.sent]
+    inputs = inputs[: feeder.sent]
     t1 = time.time()
     out = h.collect(inputs, timeout_s=180)
-    alive = [w.proc is not None and w.proc.poll() is None for w in h.workers if w is not a and w.ready_s]
+    alive = [
+        w.proc is not None and w.proc.poll() is None for w in h.workers if w is not a and w.ready_s
+    ]
     times = [p for p in out.produced_at if t0 <= p <= max(t1, max(out.produced_at, default=t1))]
     gap = max((b - a_ for a_, b in zip(times, times[1:], strict=False)), default=None)
-    return account("rebalance: +2 workers, -1 worker under load", inputs, out, gap,
-                   order_violations=order_violations(inputs, out), leaver_exit_code=rc_a,
-                   sent_when_joined=joined_at, sent_when_left=left_at,
-                   others_alive=all(alive))
+    return account(
+        "rebalance: +2 workers, -1 worker under load",
+        inputs,
+        out,
+        gap,
+        order_violations=order_violations(inputs, out),
+        leaver_exit_code=rc_a,
+        sent_when_joined=joined_at,
+        sent_when_left=left_at,
+        others_alive=all(alive),
+    )
 
 
 @scenario("broker_restart", broker="kafka", scaled=lambda s: {"n_events": scaled_count(1500, s)})
-def broker_restart(h: Harness, broker: Any, *, n_events: int = 1500, n_users: int = 40,
-                   rate: float = 200.0, down_s: float = 5.0) -> FaultResult:
+def broker_restart(
+    h: Harness,
+    broker: Any,
+    *,
+    n_events: int = 1500,
+    n_users: int = 40,
+    rate: float = 200.0,
+    down_s: float = 5.0,
+) -> FaultResult:
     """Apache Kafka (persistent log dir) killed mid-stream and restarted on the same ports.
     Recovery: broker back -> first output after it."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "br")
@@ -262,14 +332,22 @@ def broker_restart(h: Harness, broker: Any, *, n_events: int = 1500, n_users: in
     assert w.proc is not None
     alive = w.proc.poll() is None
     restarts = (h.workdir / "worker-a.log").read_text(errors="replace").count("serving model")
-    return account("Kafka broker kill + restart (persistent log)", inputs, out,
-                   first_output_after(out, t_up), worker_alive=alive, worker_starts=restarts,
-                   broker_down_seconds=round(t_up - t_down, 2),
-                   order_violations=order_violations(inputs, out))
+    return account(
+        "Kafka broker kill + restart (persistent log)",
+        inputs,
+        out,
+        first_output_after(out, t_up),
+        worker_alive=alive,
+        worker_starts=restarts,
+        broker_down_seconds=round(t_up - t_down, 2),
+        order_violations=order_violations(inputs, out),
+    )
 
 
 @scenario("tansu_restart", broker="tansu", scaled=lambda s: {"n_events": scaled_count(400, s)})
-def tansu_restart(h: Harness, broker: Any, *, n_events: int = 400, down_s: float = 2.0) -> FaultResult:
+def tansu_restart(
+    h: Harness, broker: Any, *, n_events: int = 400, down_s: float = 2.0
+) -> FaultResult:
     """The embedded Tansu broker (memory storage) restarted under a running worker: the
     worker must not crash-loop. Tansu loses every topic and offset on restart, so events
     produced before it are gone by design (``details.lost_with_broker``); events produced
@@ -291,18 +369,31 @@ def tansu_restart(h: Harness, broker: Any, *, n_events: int = 400, down_s: float
     # what an operator does after a Tansu restart: create the topics again, the worker's
     # table changelog included (Faust created it at start-up; Tansu forgot it)
     run_coro(create_topics(h.bootstrap, load_topics(), replication_factor=1, prefix=h.prefix), 120)
-    run_coro(create_compacted_topic(h.bootstrap, f"{h.app_id}-sessions-changelog",
-                           load_topics()["clicks"].partitions), 60)
+    run_coro(
+        create_compacted_topic(
+            h.bootstrap, f"{h.app_id}-sessions-changelog", load_topics()["clicks"].partitions
+        ),
+        60,
+    )
     h.produce(after)
     out = h.collect(after, timeout_s=120)
     assert w.proc is not None
     alive = w.proc.poll() is None
     starts = (h.workdir / "worker-a.log").read_text(errors="replace").count("serving model")
-    return account("Tansu broker restart (memory storage)", after, out, first_output_after(out, t_up),
-                   worker_alive=alive, worker_starts=starts, lost_with_broker=len(before))
+    return account(
+        "Tansu broker restart (memory storage)",
+        after,
+        out,
+        first_output_after(out, t_up),
+        worker_alive=alive,
+        worker_starts=starts,
+        lost_with_broker=len(before),
+    )
 
 
-@scenario("bad_input", scaled=lambda s: {"n_bad": scaled_count(300, s), "n_good": scaled_count(400, s)})
+@scenario(
+    "bad_input", scaled=lambda s: {"n_bad": scaled_count(300, s), "n_good": scaled_count(400, s)}
+)
 def bad_input(h: Harness, *, n_bad: int = 300, n_good: int = 400, seed: int = 1) -> FaultResult:
     """Hostile payloads mixed with good events through a real worker (below the breaker's
     ratio): no crash, one output per input, every bad one in the DLQ with a reason."""
@@ -322,10 +413,19 @@ def bad_input(h: Harness, *, n_bad: int = 300, n_good: int = 400, seed: int = 1)
     want = expected_rejections(inputs)
     got = {(d["source_topic"], d["partition"], d["offset"]): d["error"] for d in out.dlq_values}
     wrong = sum(1 for i, reason in want.items() if got.get(inputs[i].pos) != reason)
-    return account("bad input through a worker", inputs, out, None, worker_alive=w.proc.poll() is None,
-                   n_bad=n_bad, n_rejected=len(want), rejected_not_in_dlq_with_reason=wrong,
-                   dlq_not_expected=len(got) - (len(want) - wrong),
-                   unknown_reasons=sorted(set(reasons) - set(REASONS)), reasons=dict(reasons))
+    return account(
+        "bad input through a worker",
+        inputs,
+        out,
+        None,
+        worker_alive=w.proc.poll() is None,
+        n_bad=n_bad,
+        n_rejected=len(want),
+        rejected_not_in_dlq_with_reason=wrong,
+        dlq_not_expected=len(got) - (len(want) - wrong),
+        unknown_reasons=sorted(set(reasons) - set(REASONS)),
+        reasons=dict(reasons),
+    )
 
 
 @scenario("dlq_breaker", scaled=lambda s: {"n_events": scaled_count(1000, s)})
@@ -334,12 +434,14 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
     exit. Lost counts only *consumed* inputs without an output; unread ones stay in the
     topic (``details.unread``). Recovery: start -> exit."""
     n_bad = int(n_events * bad_share)
-    inputs = interleave(good_events(n_events - n_bad, n_users=20, tag=h.prefix + "db"),
-                        bad_events(n_bad, seed=3), 4)
+    inputs = interleave(
+        good_events(n_events - n_bad, n_users=20, tag=h.prefix + "db"), bad_events(n_bad, seed=3), 4
+    )
     h.produce(inputs)
     t0 = time.time()
-    proc = h.spawn_worker("a", env={"COLDSTREAM_DLQ_MIN_EVENTS": "100", "COLDSTREAM_DLQ_WINDOW": "200"},
-                          batch_size=50)
+    proc = h.spawn_worker(
+        "a", env={"COLDSTREAM_DLQ_MIN_EVENTS": "100", "COLDSTREAM_DLQ_WINDOW": "200"}, batch_size=50
+    )
     try:
         rc = proc.wait(120)
     except subprocess.TimeoutExpired:
@@ -347,20 +449,39 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
     exit_s = time.time() - t0
     log_text = (h.workdir / "worker-a.log").read_text(errors="replace")
     out = h.collect(inputs, timeout_s=5, idle_s=0.5)
-    committed = run_coro(committed_offsets(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60)
-    consumed = [i for i, inp in enumerate(inputs)
-                if inp.pos and committed.get((h.topics[inp.pos[0]], inp.pos[1]), 0) > inp.pos[2]]
+    committed = run_coro(
+        committed_offsets(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60
+    )
+    consumed = [
+        i
+        for i, inp in enumerate(inputs)
+        if inp.pos and committed.get((h.topics[inp.pos[0]], inp.pos[1]), 0) > inp.pos[2]
+    ]
     lost = sum(1 for i in consumed if out.counts.get(i, 0) == 0)
-    res = account("DLQ circuit breaker (90% bad input)", inputs, out, exit_s, exit_code=rc,
-                  message="DLQ circuit breaker tripped" in log_text,
-                  committed_inputs=len(consumed), unread=len(inputs) - len(out.counts))
+    res = account(
+        "DLQ circuit breaker (90% bad input)",
+        inputs,
+        out,
+        exit_s,
+        exit_code=rc,
+        message="DLQ circuit breaker tripped" in log_text,
+        committed_inputs=len(consumed),
+        unread=len(inputs) - len(out.counts),
+    )
     res.lost = lost
     return res
 
 
 @scenario("burst", scaled=lambda s: {"steady_rate": 50.0, "burst_s": 2.0 * min(s, 5)})
-def burst(h: Harness, *, steady_rate: float = 20.0, steady_s: float = 4.0, burst_factor: int = 100,
-          burst_s: float = 2.0, n_users: int = 500) -> FaultResult:
+def burst(
+    h: Harness,
+    *,
+    steady_rate: float = 20.0,
+    steady_s: float = 4.0,
+    burst_factor: int = 100,
+    burst_s: float = 2.0,
+    n_users: int = 500,
+) -> FaultResult:
     """Steady rate, then ``burst_factor`` x that rate for ``burst_s``, then steady again. RSS of
     the worker sampled every 0.2 s. Recovery: burst end -> every input answered (lag drained)."""
     n1 = int(steady_rate * steady_s)
@@ -398,14 +519,24 @@ def burst(h: Harness, *, steady_rate: float = 20.0, steady_s: float = 4.0, burst
     finally:
         stop.set()
         sampler.join(2)
-    burst_ids = {inp.event_id for inp in inputs[n1:n1 + n2]}
-    last_burst_answer = max((v["produced_at"] for vs in out.by_user.values() for v in vs
-                             if v["event_id"] in burst_ids), default=None)
+    burst_ids = {inp.event_id for inp in inputs[n1 : n1 + n2]}
+    last_burst_answer = max(
+        (v["produced_at"] for vs in out.by_user.values() for v in vs if v["event_id"] in burst_ids),
+        default=None,
+    )
     drained = (last_burst_answer - t_burst_end) if last_burst_answer else None
-    return account(f"burst {burst_factor}x steady rate", inputs, out, max(0.0, drained) if drained is not None else None,
-                   steady_rate=steady_rate, burst_rate=steady_rate * burst_factor, burst_events=n2,
-                   rss_before_mb=round(rss_before, 1), rss_peak_mb=round(max(rss, default=0.0), 1),
-                   rss_after_mb=round(rss[-1] if rss else 0.0, 1))
+    return account(
+        f"burst {burst_factor}x steady rate",
+        inputs,
+        out,
+        max(0.0, drained) if drained is not None else None,
+        steady_rate=steady_rate,
+        burst_rate=steady_rate * burst_factor,
+        burst_events=n2,
+        rss_before_mb=round(rss_before, 1),
+        rss_peak_mb=round(max(rss, default=0.0), 1),
+        rss_after_mb=round(rss[-1] if rss else 0.0, 1),
+    )
 
 
 @scenario("forget", scaled=lambda s: {"n_users": scaled_count(5, s) // 10 or 5})
@@ -419,8 +550,11 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
         user = f"{h.prefix}fg-u{u}"
         for j in range(before + 1 + after):
             eid = f"{h.prefix}fg-{u}-{j}"
-            value = (forget_request(user, event_id=eid, ts=now) if j == before else
-                     event_payload(user, str(1 + (u * 7 + j) % N_ITEMS), event_id=eid, ts=now))
+            value = (
+                forget_request(user, event_id=eid, ts=now)
+                if j == before
+                else event_payload(user, str(1 + (u * 7 + j) % N_ITEMS), event_id=eid, ts=now)
+            )
             inputs.append(Input("clicks", user.encode(), value, eid, user))
     h.start_worker("a")
     w = h.workers[-1]
@@ -446,10 +580,22 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
             problems.append(f"{user}: /recommend says {status} {body}")
     # a user forgotten with nothing after it: gone from the table (tombstone)
     lone = f"{h.prefix}fg-lone"
-    extra = [Input("clicks", lone.encode(), event_payload(lone, "5", event_id=lone + "-1", ts=now),
-                   lone + "-1", lone),
-             Input("clicks", lone.encode(), forget_request(lone, event_id=lone + "-2", ts=now),
-                   lone + "-2", lone)]
+    extra = [
+        Input(
+            "clicks",
+            lone.encode(),
+            event_payload(lone, "5", event_id=lone + "-1", ts=now),
+            lone + "-1",
+            lone,
+        ),
+        Input(
+            "clicks",
+            lone.encode(),
+            forget_request(lone, event_id=lone + "-2", ts=now),
+            lone + "-2",
+            lone,
+        ),
+    ]
     h.produce(extra)
     out2 = h.collect(inputs + extra, timeout_s=60)
     sessions = h.sessions()
@@ -461,8 +607,10 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
 def forget_request(user_id: str, *, event_id: str, ts: float) -> bytes:
     """A forget request: ``event_type: forget`` and no ``item_id`` (``docs/privacy.md``).
     Not built by ``event_payload``, whose ``item_id`` is required."""
-    return json.dumps({"event_id": event_id, "user_id": user_id, "event_type": "forget", "ts": ts},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"event_id": event_id, "user_id": user_id, "event_type": "forget", "ts": ts},
+        separators=(",", ":"),
+    ).encode()
 
 
 @scenario("hostile_checkpoint", broker="none")
@@ -477,27 +625,54 @@ def hostile_checkpoint(workdir: Path) -> FaultResult:
         root = workdir / attack
         path = make_checkpoint(root, n_items=50, dim=8, text_dim=8)
         _make_hostile(path, attack)
-        code = ("import resource,time,sys,json\n"
-                "from coldstream.core.checkpoint import load_checkpoint, CheckpointError\n"
-                "import torch, numpy\n"
-                "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-                "t=time.perf_counter()\n"
-                "try:\n"
-                f"    load_checkpoint({str(path)!r}); res='loaded'\n"
-                "except CheckpointError as e:\n"
-                "    res=e.reason\n"
-                "r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-                "print(json.dumps({'result':res,'grew_mb':(r1-r0)/1024,'s':time.perf_counter()-t}))\n")
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                           cwd=str(Path(st.__file__).resolve().parents[2]))
+        code = (
+            "import resource,time,sys,json\n"
+            "from coldstream.core.checkpoint import load_checkpoint, CheckpointError\n"
+            "import torch, numpy\n"
+            "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "t=time.perf_counter()\n"
+            "try:\n"
+            f"    load_checkpoint({str(path)!r}); res='loaded'\n"
+            "except CheckpointError as e:\n"
+            "    res=e.reason\n"
+            "r1=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(json.dumps({'result':res,'grew_mb':(r1-r0)/1024,'s':time.perf_counter()-t}))\n"
+        )
+        p = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=str(Path(st.__file__).resolve().parents[2]),
+        )
         if p.returncode != 0:
-            rows.append({"attack": attack, "result": f"crashed rc={p.returncode}", "stderr": p.stderr[-500:]})
+            rows.append(
+                {
+                    "attack": attack,
+                    "result": f"crashed rc={p.returncode}",
+                    "stderr": p.stderr[-500:],
+                }
+            )
             continue
         rows.append({"attack": attack, **json.loads(p.stdout.strip().splitlines()[-1])})
-    refused = sum(1 for r in rows if r.get("result") not in ("loaded",) and "crash" not in str(r.get("result")))
-    return FaultResult("hostile checkpoints (model store)", len(rows), 0, refused, len(rows) - refused, 0,
-                       max((r.get("s", 0.0) for r in rows), default=None),
-                       {"attacks": rows, "max_rss_growth_mb": round(max((r.get("grew_mb", 0.0) for r in rows), default=0.0), 1)})
+    refused = sum(
+        1
+        for r in rows
+        if r.get("result") not in ("loaded",) and "crash" not in str(r.get("result"))
+    )
+    return FaultResult(
+        "hostile checkpoints (model store)",
+        len(rows),
+        0,
+        refused,
+        len(rows) - refused,
+        0,
+        max((r.get("s", 0.0) for r in rows), default=None),
+        {
+            "attacks": rows,
+            "max_rss_growth_mb": round(max((r.get("grew_mb", 0.0) for r in rows), default=0.0), 1),
+        },
+    )
 
 
 def _make_hostile(path: Path, attack: str) -> None:

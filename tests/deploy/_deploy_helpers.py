@@ -37,11 +37,15 @@ def find_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    pytest.fail(f"{name} not found in {tools_dir()}/bin, {tools_dir()}/venv/bin or PATH: "
-                f"{INSTALL_HINT}", pytrace=False)
+    pytest.fail(
+        f"{name} not found in {tools_dir()}/bin, {tools_dir()}/venv/bin or PATH: {INSTALL_HINT}",
+        pytrace=False,
+    )
 
 
-def run_tool(args: list[str], *, timeout: float = 120, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run_tool(
+    args: list[str], *, timeout: float = 120, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -54,6 +58,8 @@ def build(kustomize: str, directory: str) -> str:
 
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
     """The one resource of ``kind`` (and ``name``) in ``docs``."""
-    hits = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    hits = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(hits) == 1, f"expected one {kind} {name or ''}, found {len(hits)}"
     return hits[0]

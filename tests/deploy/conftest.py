@@ -33,7 +33,6 @@ def kubernetes_validate() -> str:
     return find_tool("kubernetes-validate")
 
 
-
 @pytest.fixture(scope="session")
 def rendered_text(kustomize: str) -> dict[str, str]:
     """``{overlay: kustomize build output}`` for deploy/k8s/cpu and deploy/k8s/gpu."""

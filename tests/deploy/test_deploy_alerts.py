@@ -13,9 +13,14 @@ RULE_TESTS = REPO / "deploy" / "prometheus" / "rules.test.yaml"
 OPERATIONS = REPO / "docs" / "operations.md"
 
 REQUIRED_ALERTS = {
-    "ColdstreamConsumerLagHigh", "ColdstreamConsumerGroupEmpty", "ColdstreamConsumerStalled",
-    "ColdstreamDLQRatioHigh", "ColdstreamLatencyP99High", "ColdstreamModelTooOld",
-    "ColdstreamModelSwapFailures", "ColdstreamOnlineHitRateDropping",
+    "ColdstreamConsumerLagHigh",
+    "ColdstreamConsumerGroupEmpty",
+    "ColdstreamConsumerStalled",
+    "ColdstreamDLQRatioHigh",
+    "ColdstreamLatencyP99High",
+    "ColdstreamModelTooOld",
+    "ColdstreamModelSwapFailures",
+    "ColdstreamOnlineHitRateDropping",
 }
 
 

@@ -19,9 +19,21 @@ DOCKERFILES = (REPO / "deploy/docker/Dockerfile", REPO / "deploy/docker/Dockerfi
 
 
 def _checkov(checkov: str, directory: Path) -> list[dict[str, Any]]:
-    res = run_tool([checkov, "--directory", str(directory), "--framework", "kubernetes",
-                    "dockerfile", "--output", "json", "--skip-download",
-                    "--soft-fail"], timeout=300)
+    res = run_tool(
+        [
+            checkov,
+            "--directory",
+            str(directory),
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "--output",
+            "json",
+            "--skip-download",
+            "--soft-fail",
+        ],
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout)
     return out if isinstance(out, list) else [out]
@@ -50,7 +62,8 @@ def test_checkov_finds_no_failures(checkov_reports: list[dict[str, Any]]) -> Non
     failed = _results(checkov_reports, "failed_checks")
     assert len(passed) > 300, "checkov checked suspiciously little"
     assert failed == [], "\n".join(
-        f"{c['check_id']} {c['check_name']}: {c['resource']} ({c['file_path']})" for c in failed)
+        f"{c['check_id']} {c['check_name']}: {c['resource']} ({c['file_path']})" for c in failed
+    )
 
 
 def test_every_skip_has_a_documented_reason(checkov_reports: list[dict[str, Any]]) -> None:

@@ -15,19 +15,26 @@ from tests.deploy._deploy_helpers import REPO
 
 def test_committed_files_match_the_generator() -> None:
     stale = generate.stale_files()
-    assert stale == [], f"out of date: {[str(p.relative_to(REPO)) for p in stale]}; " \
-                        "run: python -m deploy.generate"
+    assert stale == [], (
+        f"out of date: {[str(p.relative_to(REPO)) for p in stale]}; run: python -m deploy.generate"
+    )
 
 
 def test_generate_check_cli_reports_stale_files(tmp_path, monkeypatch) -> None:
-    res = subprocess.run([sys.executable, "-m", "deploy.generate", "--check"], cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "deploy.generate", "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     # a changed source makes a file stale
     rendered = generate.render_all()
     target = REPO / "kafka/strimzi/topics.yaml"
-    monkeypatch.setattr(generate, "render_all",
-                        lambda: {**rendered, target: rendered[target] + "# changed\n"})
+    monkeypatch.setattr(
+        generate, "render_all", lambda: {**rendered, target: rendered[target] + "# changed\n"}
+    )
     assert generate.stale_files() == [target]
 
 
@@ -51,10 +58,14 @@ def test_strimzi_topics_match_the_topic_definitions() -> None:
 
 
 def test_strimzi_cluster_is_kraft_with_node_pools() -> None:
-    docs = {d["kind"]: d for d in yaml.safe_load_all((REPO / "kafka/strimzi/kafka.yaml").read_text())}
+    docs = {
+        d["kind"]: d for d in yaml.safe_load_all((REPO / "kafka/strimzi/kafka.yaml").read_text())
+    }
     kafka, pool = docs["Kafka"], docs["KafkaNodePool"]
     assert kafka["metadata"]["annotations"] == {
-        "strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}
+        "strimzi.io/node-pools": "enabled",
+        "strimzi.io/kraft": "enabled",
+    }
     assert "zookeeper" not in kafka["spec"]
     assert kafka["spec"]["kafka"]["version"] == generate.kafka_version()
     assert set(pool["spec"]["roles"]) == {"controller", "broker"}

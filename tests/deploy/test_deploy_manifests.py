@@ -34,8 +34,9 @@ def _is_custom(doc: dict[str, Any]) -> bool:
     return (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS
 
 
-def _validate(kubernetes_validate: str, docs: list[dict[str, Any]], tmp_path: Path,
-              version: str) -> tuple[int, str]:
+def _validate(
+    kubernetes_validate: str, docs: list[dict[str, Any]], tmp_path: Path, version: str
+) -> tuple[int, str]:
     path = tmp_path / f"core-{version}.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
     res = run_tool([kubernetes_validate, "--strict", "-k", version, str(path)])
@@ -48,8 +49,11 @@ def _validate(kubernetes_validate: str, docs: list[dict[str, Any]], tmp_path: Pa
 @pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_core_resources_pass_kubernetes_validate_strict(
-    rendered: dict[str, list[dict[str, Any]]], kubernetes_validate: str, tmp_path: Path,
-    overlay: str, version: str,
+    rendered: dict[str, list[dict[str, Any]]],
+    kubernetes_validate: str,
+    tmp_path: Path,
+    overlay: str,
+    version: str,
 ) -> None:
     docs = rendered[overlay]
     core = [d for d in docs if not _is_custom(d)]
@@ -64,7 +68,9 @@ def test_core_resources_pass_kubernetes_validate_strict(
 
 
 def test_kubernetes_validate_strict_rejects_unknown_fields(
-    rendered: dict[str, list[dict[str, Any]]], kubernetes_validate: str, tmp_path: Path,
+    rendered: dict[str, list[dict[str, Any]]],
+    kubernetes_validate: str,
+    tmp_path: Path,
 ) -> None:
     """The validation above can fail: a typo'd field is refused."""
     dep = copy.deepcopy(find(rendered["cpu"], "Deployment", "coldstream-worker"))
@@ -78,40 +84,85 @@ def test_kubernetes_validate_strict_rejects_unknown_fields(
 # (monitoring.coreos.com/v1), Strimzi 0.45+ (kafka.strimzi.io/v1beta2).
 STR, INT, BOOL, ANY = str, int, bool, object
 META = {"name": STR, "namespace": STR, "labels": {STR: STR}, "annotations": {STR: STR}}
-RULE = {"alert": STR, "record": STR, "expr": STR, "for": STR,
-        "labels": {STR: STR}, "annotations": {STR: STR}}
+RULE = {
+    "alert": STR,
+    "record": STR,
+    "expr": STR,
+    "for": STR,
+    "labels": {STR: STR},
+    "annotations": {STR: STR},
+}
 SHAPES: dict[str, dict[Any, Any]] = {
-    "ScaledObject": {"spec": {
-        "scaleTargetRef": {"apiVersion": STR, "kind": STR, "name": STR},
-        "minReplicaCount": INT, "maxReplicaCount": INT, "pollingInterval": INT,
-        "cooldownPeriod": INT, "idleReplicaCount": INT,
-        "advanced": {"restoreToOriginalReplicaCount": BOOL,
-                     "horizontalPodAutoscalerConfig": {"name": STR, "behavior": ANY}},
-        "triggers": [{"type": STR, "name": STR, "metadata": {STR: STR},
-                      "authenticationRef": {"name": STR, "kind": STR}}],
-    }},
-    "TriggerAuthentication": {"spec": {
-        "secretTargetRef": [{"parameter": STR, "name": STR, "key": STR}],
-    }},
-    "ServiceMonitor": {"spec": {
-        "selector": {"matchLabels": {STR: STR}},
-        "namespaceSelector": ANY,
-        "endpoints": [{"port": STR, "path": STR, "interval": STR, "scrapeTimeout": STR}],
-    }},
+    "ScaledObject": {
+        "spec": {
+            "scaleTargetRef": {"apiVersion": STR, "kind": STR, "name": STR},
+            "minReplicaCount": INT,
+            "maxReplicaCount": INT,
+            "pollingInterval": INT,
+            "cooldownPeriod": INT,
+            "idleReplicaCount": INT,
+            "advanced": {
+                "restoreToOriginalReplicaCount": BOOL,
+                "horizontalPodAutoscalerConfig": {"name": STR, "behavior": ANY},
+            },
+            "triggers": [
+                {
+                    "type": STR,
+                    "name": STR,
+                    "metadata": {STR: STR},
+                    "authenticationRef": {"name": STR, "kind": STR},
+                }
+            ],
+        }
+    },
+    "TriggerAuthentication": {
+        "spec": {
+            "secretTargetRef": [{"parameter": STR, "name": STR, "key": STR}],
+        }
+    },
+    "ServiceMonitor": {
+        "spec": {
+            "selector": {"matchLabels": {STR: STR}},
+            "namespaceSelector": ANY,
+            "endpoints": [{"port": STR, "path": STR, "interval": STR, "scrapeTimeout": STR}],
+        }
+    },
     "PrometheusRule": {"spec": {"groups": [{"name": STR, "interval": STR, "rules": [RULE]}]}},
-    "Kafka": {"spec": {
-        "kafka": {"version": STR, "metadataVersion": STR, "config": {STR: ANY},
-                  "listeners": [{"name": STR, "port": INT, "type": STR, "tls": BOOL,
-                                 "authentication": {"type": STR}}]},
-        "entityOperator": {"topicOperator": ANY, "userOperator": ANY},
-    }},
-    "KafkaNodePool": {"spec": {
-        "replicas": INT, "roles": [STR], "resources": ANY,
-        "storage": {"type": STR, "volumes": [{
-            "id": INT, "type": STR, "size": STR, "deleteClaim": BOOL, "kraftMetadata": STR}]},
-    }},
-    "KafkaTopic": {"spec": {"topicName": STR, "partitions": INT, "replicas": INT,
-                            "config": {STR: ANY}}},
+    "Kafka": {
+        "spec": {
+            "kafka": {
+                "version": STR,
+                "metadataVersion": STR,
+                "config": {STR: ANY},
+                "listeners": [
+                    {
+                        "name": STR,
+                        "port": INT,
+                        "type": STR,
+                        "tls": BOOL,
+                        "authentication": {"type": STR},
+                    }
+                ],
+            },
+            "entityOperator": {"topicOperator": ANY, "userOperator": ANY},
+        }
+    },
+    "KafkaNodePool": {
+        "spec": {
+            "replicas": INT,
+            "roles": [STR],
+            "resources": ANY,
+            "storage": {
+                "type": STR,
+                "volumes": [
+                    {"id": INT, "type": STR, "size": STR, "deleteClaim": BOOL, "kraftMetadata": STR}
+                ],
+            },
+        }
+    },
+    "KafkaTopic": {
+        "spec": {"topicName": STR, "partitions": INT, "replicas": INT, "config": {STR: ANY}}
+    },
     "KafkaUser": {"spec": {"authentication": {"type": STR}}},
 }
 
@@ -125,12 +176,18 @@ def shape_errors(obj: Any, shape: Any, path: str = "") -> list[str]:
         if STR in shape:  # a map of arbitrary keys
             return [e for k, v in obj.items() for e in shape_errors(v, shape[STR], f"{path}.{k}")]
         errors = [f"{path}.{k}: unknown field" for k in obj if k not in shape]
-        return errors + [e for k, v in obj.items() if k in shape
-                         for e in shape_errors(v, shape[k], f"{path}.{k}")]
+        return errors + [
+            e
+            for k, v in obj.items()
+            if k in shape
+            for e in shape_errors(v, shape[k], f"{path}.{k}")
+        ]
     if isinstance(shape, list):
         if not isinstance(obj, list) or not obj:
             return [f"{path}: expected a non-empty list"]
-        return [e for i, item in enumerate(obj) for e in shape_errors(item, shape[0], f"{path}[{i}]")]
+        return [
+            e for i, item in enumerate(obj) for e in shape_errors(item, shape[0], f"{path}[{i}]")
+        ]
     if shape is INT and isinstance(obj, bool) or not isinstance(obj, shape):
         return [f"{path}: expected {shape.__name__}, got {obj!r}"]
     return []
@@ -151,7 +208,11 @@ def test_custom_resources_have_the_documented_shape(
 ) -> None:
     custom = [d for d in rendered[overlay] if _is_custom(d)]
     assert {d["kind"] for d in custom} == {
-        "ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+        "ScaledObject",
+        "TriggerAuthentication",
+        "ServiceMonitor",
+        "PrometheusRule",
+    }
     for doc in custom:
         assert custom_resource_errors(doc) == []
 
@@ -243,7 +304,9 @@ def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]], overlay
         # the model store is a volume (never in the image); only the trainer writes it
         mounts = {m["mountPath"]: m for c in pod["containers"] for m in c["volumeMounts"]}
         assert "/models" in mounts and "/tmp" in mounts
-        assert mounts["/models"].get("readOnly", False) is (dep["metadata"]["name"] == "coldstream-worker")
+        assert mounts["/models"].get("readOnly", False) is (
+            dep["metadata"]["name"] == "coldstream-worker"
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -258,15 +321,20 @@ def test_gpus_only_in_the_gpu_overlay_and_only_in_limits(
             if overlay == "gpu":
                 assert gpus == 1
                 assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-                assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} \
-                    in pod["tolerations"]
+                assert {
+                    "key": "nvidia.com/gpu",
+                    "operator": "Exists",
+                    "effect": "NoSchedule",
+                } in pod["tolerations"]
             else:
                 assert gpus is None
                 assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_trainer_is_a_single_writer(rendered: dict[str, list[dict[str, Any]]], overlay: str) -> None:
+def test_trainer_is_a_single_writer(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
     dep = find(rendered[overlay], "Deployment", "coldstream-trainer")
     assert dep["spec"]["replicas"] == 1
     assert dep["spec"]["strategy"] == {"type": "Recreate"}
@@ -289,15 +357,18 @@ def test_disruption_budget_and_model_store(rendered: dict[str, list[dict[str, An
 
 
 def test_keda_scales_on_lag_up_to_the_partition_count(
-    rendered: dict[str, list[dict[str, Any]]]
+    rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     from coldstream.core.topics import load_topics
 
     topics = load_topics(REPO / "kafka" / "topics.yaml")
     docs = rendered["cpu"]
     so = find(docs, "ScaledObject")
-    cm = next(d for d in docs if d["kind"] == "ConfigMap"
-              and d["metadata"]["name"].startswith("coldstream-settings"))
+    cm = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("coldstream-settings")
+    )
     assert so["spec"]["scaleTargetRef"]["name"] == "coldstream-worker"
     assert so["spec"]["maxReplicaCount"] == topics["clicks"].partitions
     pdb = find(docs, "PodDisruptionBudget")
@@ -311,8 +382,9 @@ def test_keda_scales_on_lag_up_to_the_partition_count(
         assert t["metadata"]["bootstrapServers"] == cm["data"]["COLDSTREAM_BOOTSTRAP"]
         assert t["metadata"]["allowIdleConsumers"] == "false"
         find(docs, "TriggerAuthentication", t["authenticationRef"]["name"])
-    assert "replicas" not in find(docs, "Deployment", "coldstream-worker")["spec"], \
+    assert "replicas" not in find(docs, "Deployment", "coldstream-worker")["spec"], (
         "KEDA owns the worker's replica count"
+    )
 
 
 # --------------------------------------------------------------------------- settings, secrets
@@ -334,8 +406,11 @@ def test_secrets_and_settings_are_wired(
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         pod = _pod(dep)
         for c in pod["containers"]:
-            assert {"COLDSTREAM_MODEL_HMAC_KEY", "COLDSTREAM_SASL_USERNAME",
-                    "COLDSTREAM_SASL_PASSWORD"} <= _env_names(c)
+            assert {
+                "COLDSTREAM_MODEL_HMAC_KEY",
+                "COLDSTREAM_SASL_USERNAME",
+                "COLDSTREAM_SASL_PASSWORD",
+            } <= _env_names(c)
             for e in c["env"]:
                 ref = e["valueFrom"]["secretKeyRef"]  # no secret value inline
                 assert ref["key"] in secrets[ref["name"]]["stringData"]
@@ -346,7 +421,7 @@ def test_secrets_and_settings_are_wired(
 
 
 def test_worker_settings_exist_in_stream_app_settings(
-    rendered: dict[str, list[dict[str, Any]]]
+    rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     from stream_app.settings import Settings
 
@@ -358,7 +433,7 @@ def test_worker_settings_exist_in_stream_app_settings(
 
 
 def test_trainer_settings_exist_in_trainer_settings(
-    rendered: dict[str, list[dict[str, Any]]]
+    rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
     from trainer.settings import TrainerSettings
 
@@ -380,8 +455,11 @@ def test_service_monitor_scrapes_the_services(rendered: dict[str, list[dict[str,
     docs = rendered["cpu"]
     sm = find(docs, "ServiceMonitor")
     selector = sm["spec"]["selector"]["matchLabels"]
-    services = [d for d in docs if d["kind"] == "Service"
-                and selector.items() <= d["metadata"]["labels"].items()]
+    services = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and selector.items() <= d["metadata"]["labels"].items()
+    ]
     assert {s["metadata"]["name"] for s in services} == {"coldstream-worker", "coldstream-trainer"}
     ports = {p["name"] for s in services for p in s["spec"]["ports"]}
     assert {e["port"] for e in sm["spec"]["endpoints"]} == ports
@@ -406,6 +484,8 @@ def test_network_policies_admit_named_peers_only(rendered: dict[str, list[dict[s
             for peer in rule["from"]:
                 assert peer.get("podSelector", {}).get("matchLabels"), peer
     worker = next(p for p in policies if p["metadata"]["name"] == "coldstream-worker")
-    peers = [peer["podSelector"]["matchLabels"] for r in worker["spec"]["ingress"] for peer in r["from"]]
+    peers = [
+        peer["podSelector"]["matchLabels"] for r in worker["spec"]["ingress"] for peer in r["from"]
+    ]
     assert {"coldstream.io/recommend-client": "true"} in peers
     assert {"app.kubernetes.io/name": "prometheus"} in peers

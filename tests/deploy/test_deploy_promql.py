@@ -24,19 +24,24 @@ from deploy.promql import (
 from tests.deploy._deploy_helpers import REPO
 
 
-@pytest.mark.parametrize(("expr", "names"), [
-    ("up", {"up"}),
-    ('rate(a_total{job="x", le=~"0.1|1"}[5m])', {"a_total"}),
-    ("sum by (topic, partition) (max without (pod) (lag)) > on (topic) group_left(x) b",
-     {"lag", "b"}),
-    ("histogram_quantile(0.99, sum by (le) (rate(h_bucket[$__rate_interval])))", {"h_bucket"}),
-    ("a offset 1h and b[1d:5m] offset 2h unless bool_metric", {"a", "b", "bool_metric"}),
-    ('label_replace(x, "dst", "$1", "src", "(.*)") / scalar(y) * 1e3 + inf', {"x", "y"}),
-    ('{__name__="by_name", job="j"} or sum(topk(3, c))', {"by_name", "c"}),
-    ("absent_over_time(m[5m]) or vector(0) ^ -2", {"m"}),
-    ("count_values(\"v\", x) @ start()", {"x"}),
-    ("sum(rate(x[${interval}])) / sum(rate(y[$__interval]))", {"x", "y"}),
-])
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        ("up", {"up"}),
+        ('rate(a_total{job="x", le=~"0.1|1"}[5m])', {"a_total"}),
+        (
+            "sum by (topic, partition) (max without (pod) (lag)) > on (topic) group_left(x) b",
+            {"lag", "b"},
+        ),
+        ("histogram_quantile(0.99, sum by (le) (rate(h_bucket[$__rate_interval])))", {"h_bucket"}),
+        ("a offset 1h and b[1d:5m] offset 2h unless bool_metric", {"a", "b", "bool_metric"}),
+        ('label_replace(x, "dst", "$1", "src", "(.*)") / scalar(y) * 1e3 + inf', {"x", "y"}),
+        ('{__name__="by_name", job="j"} or sum(topk(3, c))', {"by_name", "c"}),
+        ("absent_over_time(m[5m]) or vector(0) ^ -2", {"m"}),
+        ('count_values("v", x) @ start()', {"x"}),
+        ("sum(rate(x[${interval}])) / sum(rate(y[$__interval]))", {"x", "y"}),
+    ],
+)
 def test_promql_metric_names(expr: str, names: set[str]) -> None:
     assert promql_metric_names(expr) == names
 
@@ -86,8 +91,10 @@ def test_scrape_series_names_reads_the_text_format() -> None:
         'coldstream_event_latency_seconds_bucket{le="0.05"} 1.0\n'
     )
     assert scrape_series_names(body) == {
-        "coldstream_events_total", "coldstream_events_created",
-        "coldstream_event_latency_seconds_bucket"}
+        "coldstream_events_total",
+        "coldstream_events_created",
+        "coldstream_event_latency_seconds_bucket",
+    }
 
 
 # --------------------------------------------------------------------------- dashboard
@@ -97,10 +104,16 @@ def test_dashboard_covers_the_required_views() -> None:
     doc = json.loads((REPO / "deploy/grafana/dashboards/coldstream.json").read_text())
     panels = [p for p in doc["panels"] if p["type"] != "row"]
     exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
-    for metric in ("coldstream_events_total", "coldstream_event_latency_seconds_bucket",
-                   "coldstream_consumer_lag", "coldstream_dlq_total", "coldstream_model_version",
-                   "coldstream_online_hits_total", "coldstream_trainer_topk_agreement",
-                   "coldstream_inference_seconds_bucket"):
+    for metric in (
+        "coldstream_events_total",
+        "coldstream_event_latency_seconds_bucket",
+        "coldstream_consumer_lag",
+        "coldstream_dlq_total",
+        "coldstream_model_version",
+        "coldstream_online_hits_total",
+        "coldstream_trainer_topk_agreement",
+        "coldstream_inference_seconds_bucket",
+    ):
         assert metric in exprs, metric
     assert "sum by (le, device)" in exprs  # inference time per device (GPU/CPU)
     ids = [p["id"] for p in doc["panels"]]
@@ -114,10 +127,12 @@ def test_dashboard_covers_the_required_views() -> None:
 
 def test_provisioned_datasource_uid_matches_the_dashboard() -> None:
     prov = yaml.safe_load(
-        (REPO / "deploy/grafana/provisioning/datasources/coldstream.yaml").read_text())
+        (REPO / "deploy/grafana/provisioning/datasources/coldstream.yaml").read_text()
+    )
     (ds,) = prov["datasources"]
     assert ds["uid"] == dashboard.DATASOURCE_UID and ds["type"] == "prometheus"
     dash = yaml.safe_load(
-        (REPO / "deploy/grafana/provisioning/dashboards/coldstream.yaml").read_text())
+        (REPO / "deploy/grafana/provisioning/dashboards/coldstream.yaml").read_text()
+    )
     (provider,) = dash["providers"]
     assert provider["type"] == "file" and provider["options"]["path"]

@@ -22,14 +22,21 @@ def fault_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def harness_factory(make_topics, topic_prefix: str, tmp_path: Path,
-                    fault_model_store: Path) -> Iterator[Callable[..., Harness]]:
+def harness_factory(
+    make_topics, topic_prefix: str, tmp_path: Path, fault_model_store: Path
+) -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
     def factory(bootstrap: str, **options: object) -> Harness:
         topics = make_topics(bootstrap, topic_prefix)
-        h = Harness(bootstrap=bootstrap, prefix=topic_prefix, topics=topics, workdir=tmp_path / "h",
-                    model_store=fault_model_store, worker_options=options or None)
+        h = Harness(
+            bootstrap=bootstrap,
+            prefix=topic_prefix,
+            topics=topics,
+            workdir=tmp_path / "h",
+            model_store=fault_model_store,
+            worker_options=options or None,
+        )
         made.append(h)
         return h
 

@@ -110,8 +110,11 @@ def test_hostile_checkpoints_are_refused_before_allocating(tmp_path):
     t = time.monotonic()
     r = faults.hostile_checkpoint(tmp_path)
     results = {a["attack"]: a.get("result") for a in r.details["attacks"]}
-    assert results == {"oversize_file": "too_large", "absurd_config": "shape_mismatch",
-                       "path_escape": "path_escape"}, _show(r)
+    assert results == {
+        "oversize_file": "too_large",
+        "absurd_config": "shape_mismatch",
+        "path_escape": "path_escape",
+    }, _show(r)
     # the absurd config asks for ~1.9e9 parameters (~7 GB): peak RSS may grow by < 256 MB
     assert r.details["max_rss_growth_mb"] < 256, _show(r)
     assert time.monotonic() - t < 120

@@ -27,8 +27,13 @@ EVENTS = [
 
 
 async def produce(bootstrap: str, topic: str, events: list[tuple[str, dict]]) -> None:
-    await kafka_io.produce(bootstrap, [(topic, key.encode(), event_payload(**value)) for key, value in events],
-                           acks="all", linger_ms=5, request_timeout_ms=40_000)
+    await kafka_io.produce(
+        bootstrap,
+        [(topic, key.encode(), event_payload(**value)) for key, value in events],
+        acks="all",
+        linger_ms=5,
+        request_timeout_ms=40_000,
+    )
 
 
 async def consume(

@@ -41,31 +41,71 @@ async def steady_stream(bootstrap, topics, *, rate, duration_s, n_users, actions
             sent.append(eid)
             yield topics["purchases"] if i % 5 == 4 else topics["clicks"], user.encode(), value
 
-    await produce(bootstrap, records(), rate=rate, min_sleep_s=0.005, linger_ms=5, acks="all",
-                  request_timeout_ms=40_000)
+    await produce(
+        bootstrap,
+        records(),
+        rate=rate,
+        min_sleep_s=0.005,
+        linger_ms=5,
+        acks="all",
+        request_timeout_ms=40_000,
+    )
     return sent
 
 
-def test_swap_under_steady_stream(kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch):
+def test_swap_under_steady_stream(
+    kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch
+):
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
     make_checkpoint(store, n_items=N_ITEMS, seed=1)
     monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", KEY)  # inherited by the worker
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
-                           topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store,
-                           log_level="warning", threads=1)
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+        log_level="warning",
+        threads=1,
+    )
     with worker:
         v2 = make_checkpoint(store, n_items=N_ITEMS, seed=2)
-        good = make_update(version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2),
-                           metrics={"gate": "test"}, key=KEY).to_json()
-        forged = make_update(version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2),
-                             metrics={"gate": "test"}, key="wrong-key").to_json()
+        good = make_update(
+            version=2,
+            checkpoint_dir=v2,
+            manifest_sha256=manifest_sha256(v2),
+            metrics={"gate": "test"},
+            key=KEY,
+        ).to_json()
+        forged = make_update(
+            version=2,
+            checkpoint_dir=v2,
+            manifest_sha256=manifest_sha256(v2),
+            metrics={"gate": "test"},
+            key="wrong-key",
+        ).to_json()
         actions = [(3.0, topics["model-updates"], forged), (5.0, topics["model-updates"], good)]
         t_sent = time.time()
-        sent = asyncio.run(steady_stream(kafka_bootstrap, topics, rate=RATE, duration_s=DURATION_S,
-                                         n_users=40, actions=actions))
-        out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"]], count=len(sent),
-                                     timeout_s=45, idle_s=2.0))
+        sent = asyncio.run(
+            steady_stream(
+                kafka_bootstrap,
+                topics,
+                rate=RATE,
+                duration_s=DURATION_S,
+                n_users=40,
+                actions=actions,
+            )
+        )
+        out = asyncio.run(
+            read_until(
+                kafka_bootstrap,
+                [topics["recommendations"]],
+                count=len(sent),
+                timeout_s=45,
+                idle_s=2.0,
+            )
+        )
         metrics = worker.get_text("/metrics")
         status, ready = worker.get_json("/ready")
     log_tail = (tmp_path / "worker.log").read_text(errors="replace")[-2000:]

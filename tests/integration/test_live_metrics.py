@@ -51,7 +51,12 @@ MALFORMED = [  # (logical topic, key, value, DLQ reason)
     ("clicks", b"k", b"", "empty"),
     ("clicks", b"k", b"{not json", "invalid_json"),
     ("clicks", b"k", b'["a"]', "not_object"),
-    ("purchases", b"someone-else", event_payload("u-1", "3", event_id="m1", ts=1.0), "key_mismatch"),
+    (
+        "purchases",
+        b"someone-else",
+        event_payload("u-1", "3", event_id="m1", ts=1.0),
+        "key_mismatch",
+    ),
 ]
 
 
@@ -65,7 +70,9 @@ class Live:
     n_good: int
 
 
-def _good_events(topics: dict[str, str], n_users: int, per_user: int, tag: str) -> list[tuple[str, bytes, bytes]]:
+def _good_events(
+    topics: dict[str, str], n_users: int, per_user: int, tag: str
+) -> list[tuple[str, bytes, bytes]]:
     out = []
     for u in range(n_users):
         user = f"{tag}-user-{u}"
@@ -89,8 +96,15 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     asyncio.run(create_topics(kafka_bootstrap, specs, replication_factor=1, prefix=prefix))
     store = tmp / "store"
     make_checkpoint(store, n_items=N_ITEMS)
-    worker = WorkerProcess(log_path=tmp / "worker.log", bootstrap=kafka_bootstrap, topic_prefix=prefix,
-                           app_id=prefix + "app", model_store=store, threads=1, ready_timeout_s=60)
+    worker = WorkerProcess(
+        log_path=tmp / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=prefix,
+        app_id=prefix + "app",
+        model_store=store,
+        threads=1,
+        ready_timeout_s=60,
+    )
     try:
         worker.start()
         idle = worker.get_text("/metrics")
@@ -98,12 +112,26 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
         bad = [(topics[t], k, v) for t, k, v, _ in MALFORMED]
         records = good[:20] + bad + good[20:]
         # an unsigned model-updates record: the worker (no HMAC key) must refuse it
-        update = json.dumps({"version": 2, "uri": "file:///nowhere/v000002", "sha256": "0" * 64,
-                             "created_at": time.time(), "metrics": {}}).encode()
+        update = json.dumps(
+            {
+                "version": 2,
+                "uri": "file:///nowhere/v000002",
+                "sha256": "0" * 64,
+                "created_at": time.time(),
+                "metrics": {},
+            }
+        ).encode()
         asyncio.run(produce(kafka_bootstrap, records + [(topics["model-updates"], None, update)]))
-        out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
-                                     count=len(records), timeout_s=45))
+        out = asyncio.run(
+            read_until(
+                kafka_bootstrap,
+                [topics["recommendations"], topics["events-dlq"]],
+                count=len(records),
+                timeout_s=45,
+            )
+        )
         assert len(out) == len(records), f"{len(out)} outputs for {len(records)} inputs"
+
         def refused_swap_visible() -> str | None:
             text = worker.get_text("/metrics")
             return text if "coldstream_model_swap_failures_total{" in text else None
@@ -129,26 +157,33 @@ def test_idle_worker_exports_labelled_series_at_zero(live: Live) -> None:
     ``absent_over_time(coldstream_events_total[5m])`` (consumer group empty) stays quiet on
     an idle worker and ``rate()`` has samples from the start."""
     idle = live.idle
-    for series in ('coldstream_events_total{outcome="recommended",topic="clicks"}',
-                   'coldstream_events_total{outcome="dlq",topic="purchases"}',
-                   'coldstream_events_total{outcome="duplicate",topic="clicks"}',
-                   'coldstream_dlq_total{reason="invalid_json"}',
-                   'coldstream_model_swaps_total{outcome="ok"}',
-                   'coldstream_model_swaps_total{outcome="refused"}',
-                   'coldstream_consumer_lag{partition="0",topic="clicks"}',
-                   'coldstream_inference_seconds_count{device="cpu"}',
-                   'coldstream_online_requests_total{model_version="1"}',
-                   "coldstream_event_latency_seconds_count"):
+    for series in (
+        'coldstream_events_total{outcome="recommended",topic="clicks"}',
+        'coldstream_events_total{outcome="dlq",topic="purchases"}',
+        'coldstream_events_total{outcome="duplicate",topic="clicks"}',
+        'coldstream_dlq_total{reason="invalid_json"}',
+        'coldstream_model_swaps_total{outcome="ok"}',
+        'coldstream_model_swaps_total{outcome="refused"}',
+        'coldstream_consumer_lag{partition="0",topic="clicks"}',
+        'coldstream_inference_seconds_count{device="cpu"}',
+        'coldstream_online_requests_total{model_version="1"}',
+        "coldstream_event_latency_seconds_count",
+    ):
         assert _sample(idle, series) == 0.0, f"{series} missing or not 0 on an idle worker"
     n_parts = load_topics()["clicks"].partitions
-    assert len(re.findall(r'^coldstream_consumer_lag\{partition="\d+",topic="clicks"\}', idle, re.M)) == n_parts
+    assert (
+        len(re.findall(r'^coldstream_consumer_lag\{partition="\d+",topic="clicks"\}', idle, re.M))
+        == n_parts
+    )
     assert _sample(idle, "coldstream_model_version") == 1.0
 
 
 def test_busy_scrape_counts_what_happened(live: Live) -> None:
     busy = live.busy
-    rec = sum(_sample(busy, f'coldstream_events_total{{outcome="recommended",topic="{t}"}}') or 0
-              for t in ("clicks", "purchases"))
+    rec = sum(
+        _sample(busy, f'coldstream_events_total{{outcome="recommended",topic="{t}"}}') or 0
+        for t in ("clicks", "purchases")
+    )
     assert rec == live.n_good
     for _, _, _, reason in MALFORMED:
         assert _sample(busy, f'coldstream_dlq_total{{reason="{reason}"}}') == 1.0, reason
@@ -164,14 +199,17 @@ def promtool() -> str:
 
 
 def test_promtool_check_metrics_is_clean_on_live_exposition(live: Live, promtool: str) -> None:
-    res = subprocess.run([promtool, "check", "metrics"], input=live.busy, capture_output=True,
-                         text=True, timeout=60)
-    assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), \
+    res = subprocess.run(
+        [promtool, "check", "metrics"], input=live.busy, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), (
         f"promtool check metrics (rc {res.returncode}):\n{res.stdout}{res.stderr}"
+    )
     # the same check is not a no-op: a bad exposition is reported
     bad = "# HELP x_requests A counter.\n# TYPE x_requests counter\nx_requests 1\n"
-    res = subprocess.run([promtool, "check", "metrics"], input=bad, capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        [promtool, "check", "metrics"], input=bad, capture_output=True, text=True, timeout=60
+    )
     assert res.returncode != 0 and "_total" in res.stdout + res.stderr
 
 
@@ -181,21 +219,37 @@ def test_promtool_check_metrics_is_clean_on_live_exposition(live: Live, promtool
 class Prometheus:
     """``/usr/bin/prometheus`` on a free loopback port, tmp storage; stopped by PID with a deadline."""
 
-    def __init__(self, binary: str, workdir: Path, targets: dict[str, str], rule_files: list[Path]) -> None:
+    def __init__(
+        self, binary: str, workdir: Path, targets: dict[str, str], rule_files: list[Path]
+    ) -> None:
         self.port = free_port()
         self.workdir = workdir
         config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [{"job_name": job, "metrics_path": "/metrics",
-                                "static_configs": [{"targets": [target]}]}
-                               for job, target in targets.items()],
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "metrics_path": "/metrics",
+                    "static_configs": [{"targets": [target]}],
+                }
+                for job, target in targets.items()
+            ],
         }
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / "prometheus.log"
-        self.argv = [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
+        self.argv = [
+            binary,
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Prometheus:
@@ -218,8 +272,10 @@ class Prometheus:
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n"
-                                 f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(
+                f"prometheus exited with {self.proc.returncode}:\n"
+                f"{self.log_path.read_text(errors='replace')[-3000:]}"
+            )
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
                 return r.status == 200
@@ -252,8 +308,9 @@ class Prometheus:
 def test_prometheus_scrapes_worker_and_answers_promql(live: Live, tmp_path: Path) -> None:
     binary = find_tool("prometheus")
     t0 = time.monotonic()
-    with Prometheus(binary, tmp_path, {"coldstream-worker": f"127.0.0.1:{live.worker.port}"},
-                    [RULES_FILE]) as prom:
+    with Prometheus(
+        binary, tmp_path, {"coldstream-worker": f"127.0.0.1:{live.worker.port}"}, [RULES_FILE]
+    ) as prom:
         _wait_for(lambda: prom.scalar('up{job="coldstream-worker"}') == 1.0, 20, "up == 1")
         # a second wave while Prometheus watches, so that rate() sees the counters move
         before = prom.scalar("sum(coldstream_event_latency_seconds_count)")
@@ -261,24 +318,36 @@ def test_prometheus_scrapes_worker_and_answers_promql(live: Live, tmp_path: Path
         wave = _good_events(live.topics, n_users=5, per_user=4, tag="w2")
         asyncio.run(produce(live.bootstrap, wave))
         total = live.n_good + len(wave)
-        _wait_for(lambda: prom.scalar("sum(coldstream_event_latency_seconds_count)") == total, 30,
-                  "Prometheus to see the second wave")
+        _wait_for(
+            lambda: prom.scalar("sum(coldstream_event_latency_seconds_count)") == total,
+            30,
+            "Prometheus to see the second wave",
+        )
         events = prom.scalar('sum(coldstream_events_total{outcome="recommended"})')
         assert events == total
         dlq = prom.scalar('sum(coldstream_events_total{outcome="dlq"})')
         assert dlq == len(MALFORMED)
-        p99 = _wait_for(lambda: prom.scalar("histogram_quantile(0.99, sum by (le) "
-                                            "(rate(coldstream_event_latency_seconds_bucket[1m])))"),
-                        15, "a p99 latency from rate() over the latency histogram")
+        p99 = _wait_for(
+            lambda: prom.scalar(
+                "histogram_quantile(0.99, sum by (le) "
+                "(rate(coldstream_event_latency_seconds_bucket[1m])))"
+            ),
+            15,
+            "a p99 latency from rate() over the latency histogram",
+        )
         assert 0 < p99 <= 10.0, p99
         rate = prom.scalar("sum(rate(coldstream_events_total[1m]))")
         assert rate is not None and rate > 0
+
         # the alert rules load, evaluate without error against the live series, and the
         # "consumer group empty" alert is quiet while a worker reports
         def evaluated_groups() -> list | None:
             groups = prom.api("rules")["groups"]
-            done = groups and all(r.get("lastEvaluation", "0001").startswith("2")
-                                  for grp in groups for r in grp["rules"])
+            done = groups and all(
+                r.get("lastEvaluation", "0001").startswith("2")
+                for grp in groups
+                for r in grp["rules"]
+            )
             return groups if done else None
 
         groups = _wait_for(evaluated_groups, 15, "every rule evaluated once")
@@ -298,8 +367,14 @@ def _declared_series(exposition: str) -> set[str]:
     """Series names of the metric families a scrape declares (``# TYPE``), samples or not."""
     from deploy.promql import series_names
 
-    kinds = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "summary": "summary",
-             "info": "info", "untyped": "gauge"}
+    kinds = {
+        "counter": "counter",
+        "gauge": "gauge",
+        "histogram": "histogram",
+        "summary": "summary",
+        "info": "info",
+        "untyped": "gauge",
+    }
     fams = {}
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.MULTILINE):
         fams[name] = kinds.get(kind, "gauge")
@@ -326,7 +401,9 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
         thread.join(5)
     worker_names = scrape_series_names(live.busy)
     trainer_samples = scrape_series_names(trainer_text)
-    trainer_declared = {n for n in _declared_series(trainer_text) if n.startswith("coldstream_trainer_")}
+    trainer_declared = {
+        n for n in _declared_series(trainer_text) if n.startswith("coldstream_trainer_")
+    }
     assert worker_names and trainer_samples
     assert not {n for n in worker_names if n.startswith("coldstream_trainer_")}
 
@@ -338,5 +415,7 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     worker_used = {n for n in used if not n.startswith("coldstream_trainer_")}
     assert worker_used and worker_used <= worker_names
     # and it can fail: without the lag gauge the lag alerts are reported
-    gone = unknown_metric_names((worker_names | trainer_samples | trainer_declared) - {"coldstream_consumer_lag"})
+    gone = unknown_metric_names(
+        (worker_names | trainer_samples | trainer_declared) - {"coldstream_consumer_lag"}
+    )
     assert "rules:ColdstreamConsumerLagHigh" in gone

@@ -25,8 +25,12 @@ from devtools.processes import WorkerProcess, start_process, stop_process, wait_
 BOUND_S = 15.0
 N_ITEMS = 300
 NEW_ID = "new-episode-1"
-NEW_RECORD = {"item_id": NEW_ID, "title": "Star Wars: Episode I - The Phantom Menace (1999)",
-              "category": ["Action", "Adventure", "Sci-Fi"], "ts": 0}
+NEW_RECORD = {
+    "item_id": NEW_ID,
+    "title": "Star Wars: Episode I - The Phantom Menace (1999)",
+    "category": ["Action", "Adventure", "Sci-Fi"],
+    "ts": 0,
+}
 CLICKS = ("50", "172", "181")  # Star Wars (1977), Empire Strikes Back, Return of the Jedi
 
 
@@ -40,18 +44,36 @@ def text_student_checkpoint(root: Path) -> Path:
     teacher = Teacher(device="cpu")
     vecs = teacher.encode(items.texts[:N_ITEMS])
     d = teacher.dim
-    model = Student(StudentConfig(n_items=N_ITEMS, text_dim=d, dim=d, encoder="mean", id_embeddings=False,
-                                  dropout=0.0, max_len=20))
+    model = Student(
+        StudentConfig(
+            n_items=N_ITEMS,
+            text_dim=d,
+            dim=d,
+            encoder="mean",
+            id_embeddings=False,
+            dropout=0.0,
+            max_len=20,
+        )
+    )
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
         model.text_proj.weight.copy_(torch.eye(d))
         model.out.weight.copy_(torch.eye(d))
-    return save_checkpoint(root, model=model, item_ids=items.ids[:N_ITEMS], item_text_vecs=vecs,
-                           item_titles=items.titles[:N_ITEMS], metrics={}, teacher=teacher.describe())
+    return save_checkpoint(
+        root,
+        model=model,
+        item_ids=items.ids[:N_ITEMS],
+        item_text_vecs=vecs,
+        item_titles=items.titles[:N_ITEMS],
+        metrics={},
+        teacher=teacher.describe(),
+    )
 
 
-def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch):
+def test_new_item_recommended_within_bound(
+    kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch
+):
     import sys
 
     topics = make_topics(kafka_bootstrap, topic_prefix)
@@ -60,17 +82,48 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
     monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", "k")
     trainer_log = tmp_path / "trainer.log"
     trainer = start_process(
-        [sys.executable, "-m", "coldstream", "trainer", "--bootstrap", kafka_bootstrap,
-         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--model-store", str(store),
-         "--cycle-events", "0", "--cycle-seconds", "0", "--metrics-port", str(free_port()),
-         "--threads", "1"], log_path=trainer_log)
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
-                           topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store,
-                           threads=1)
+        [
+            sys.executable,
+            "-m",
+            "coldstream",
+            "trainer",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic-prefix",
+            topic_prefix,
+            "--group-id",
+            topic_prefix + "trainer",
+            "--model-store",
+            str(store),
+            "--cycle-events",
+            "0",
+            "--cycle-seconds",
+            "0",
+            "--metrics-port",
+            str(free_port()),
+            "--threads",
+            "1",
+        ],
+        log_path=trainer_log,
+    )
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+        threads=1,
+    )
     try:
         with worker:
-            wait_for_log(trainer_log, r"trainer: consuming", proc=trainer, timeout_s=60, interval_s=0.2,
-                         name="trainer")
+            wait_for_log(
+                trainer_log,
+                r"trainer: consuming",
+                proc=trainer,
+                timeout_s=60,
+                interval_s=0.2,
+                name="trainer",
+            )
             # a user clicking the Star Wars films before the new item exists: it is not there
             eids = []
             recs = []
@@ -80,14 +133,26 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
                 eids.append(eid)
             asyncio.run(produce(kafka_bootstrap, recs))
             t0 = time.time()
-            asyncio.run(produce(kafka_bootstrap, [(topics["items"], NEW_ID.encode(),
-                                                   json.dumps({**NEW_RECORD, "ts": t0}).encode())]))
+            asyncio.run(
+                produce(
+                    kafka_bootstrap,
+                    [
+                        (
+                            topics["items"],
+                            NEW_ID.encode(),
+                            json.dumps({**NEW_RECORD, "ts": t0}).encode(),
+                        )
+                    ],
+                )
+            )
             found_at = None
             n = 0
             while time.time() - t0 < BOUND_S + 10 and found_at is None:
                 n += 1
                 user = f"fan-{n}"
-                batch = [(topics["clicks"], user.encode(), new_event(user, item)[1]) for item in CLICKS]
+                batch = [
+                    (topics["clicks"], user.encode(), new_event(user, item)[1]) for item in CLICKS
+                ]
                 asyncio.run(produce(kafka_bootstrap, batch))
                 deadline = time.time() + 5
                 while time.time() < deadline:
@@ -103,8 +168,15 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
             final_ids = [new_event("final-fan", item) for item in CLICKS]
             final = [(topics["clicks"], b"final-fan", v) for _, v in final_ids]
             asyncio.run(produce(kafka_bootstrap, final))
-            out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["item-vectors"]],
-                                         count=3 * (n + 2) + 1, timeout_s=20, idle_s=1.0))
+            out = asyncio.run(
+                read_until(
+                    kafka_bootstrap,
+                    [topics["recommendations"], topics["item-vectors"]],
+                    count=3 * (n + 2) + 1,
+                    timeout_s=20,
+                    idle_s=1.0,
+                )
+            )
             metrics = worker.get_text("/metrics")
     finally:
         stop_process(trainer, deadline_s=10)
@@ -116,8 +188,11 @@ def test_new_item_recommended_within_bound(kafka_bootstrap, topic_prefix, make_t
     vectors = [json.loads(r.value) for r in out if r.topic == topics["item-vectors"]]
     assert [v["item_id"] for v in vectors] == [NEW_ID] and vectors[0]["model_version"] == "1"
     assert len(vectors[0]["vector"]) == 384 and np.isfinite(vectors[0]["vector"]).all()
-    by_event = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in out
-                if r.topic == topics["recommendations"]}
+    by_event = {
+        json.loads(r.value)["event_id"]: json.loads(r.value)
+        for r in out
+        if r.topic == topics["recommendations"]
+    }
     early = by_event[eids[-1]]  # produced before the item existed
     assert NEW_ID not in [i["item_id"] for i in early["items"]]
     last = [v for v in by_event.values() if v["user_id"] == "final-fan"]

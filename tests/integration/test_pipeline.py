@@ -27,10 +27,16 @@ N_ITEMS = 200
 
 def malformed(now: float) -> list[tuple[str, bytes, bytes, str]]:
     """``(logical topic, key, value, expected reason)``: at least ten distinct reasons."""
+
     def ev(**over):
         body = {"user_id": "bad-user", "item_id": "3", "ts": now, **over}
-        return event_payload(body.pop("user_id"), body.pop("item_id"), event_id=uuid.uuid4().hex,
-                             ts=body.pop("ts"), **body)
+        return event_payload(
+            body.pop("user_id"),
+            body.pop("item_id"),
+            event_id=uuid.uuid4().hex,
+            ts=body.pop("ts"),
+            **body,
+        )
 
     return [
         ("clicks", b"k", b"", "empty"),
@@ -38,9 +44,18 @@ def malformed(now: float) -> list[tuple[str, bytes, bytes, str]]:
         ("clicks", b"k", b'{"event_id": "\xff"}', "invalid_utf8"),
         ("clicks", b"k", b"{not json", "invalid_json"),
         ("clicks", b"k", b'["a", "list"]', "not_object"),
-        ("clicks", b"bad-user", b'{"event_id":"x1","user_id":"bad-user","item_id":"3","ts":NaN}', "non_finite"),
-        ("clicks", b"bad-user", json.dumps({"event_id": "x2", "user_id": "bad-user", "ts": now}).encode(),
-         "missing_field"),
+        (
+            "clicks",
+            b"bad-user",
+            b'{"event_id":"x1","user_id":"bad-user","item_id":"3","ts":NaN}',
+            "non_finite",
+        ),
+        (
+            "clicks",
+            b"bad-user",
+            json.dumps({"event_id": "x2", "user_id": "bad-user", "ts": now}).encode(),
+            "missing_field",
+        ),
         ("clicks", b"bad-user", ev(ts="now"), "wrong_type"),
         ("clicks", b"bad user", ev(user_id="bad user"), "bad_id"),
         ("clicks", b"bad-user", ev(ts=-1), "ts_negative"),
@@ -48,8 +63,12 @@ def malformed(now: float) -> list[tuple[str, bytes, bytes, str]]:
         ("purchases", b"bad-user", ev(quantity=0), "out_of_range"),
         ("clicks", b"bad-user", ev(event_type="like"), "unknown_event_type"),
         ("clicks", b"someone-else", ev(), "key_mismatch"),
-        ("clicks", b"bad-user", b'{"event_id":"d","event_id":"e","user_id":"bad-user","item_id":"1","ts":1}',
-         "duplicate_field"),
+        (
+            "clicks",
+            b"bad-user",
+            b'{"event_id":"d","event_id":"e","user_id":"bad-user","item_id":"1","ts":1}',
+            "duplicate_field",
+        ),
     ]
 
 
@@ -63,9 +82,16 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
     store = tmp_path / "store"
     ck_path = make_checkpoint(store, n_items=N_ITEMS)
     app_id = topic_prefix + "app"
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
-                           topic_prefix=topic_prefix, app_id=app_id, model_store=store,
-                           log_level="warning", threads=1, fast_path=fast_path)
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=app_id,
+        model_store=store,
+        log_level="warning",
+        threads=1,
+        fast_path=fast_path,
+    )
     now = time.time()
     # -- good events: 30 users x 4 events, mixed topics, some unknown items ----------------
     good: list[tuple[str, bytes, bytes]] = []
@@ -99,8 +125,15 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
 
     with worker:
         metas = run(produce(kafka_bootstrap, records, keep_metadata=True)).metadata
-        out = run(read_until(kafka_bootstrap, [topics["recommendations"], topics["events-dlq"]],
-                             count=len(records), timeout_s=60, idle_s=1.5))
+        out = run(
+            read_until(
+                kafka_bootstrap,
+                [topics["recommendations"], topics["events-dlq"]],
+                count=len(records),
+                timeout_s=60,
+                idle_s=1.5,
+            )
+        )
         recs = [r for r in out if r.topic == topics["recommendations"]]
         dlq = [r for r in out if r.topic == topics["events-dlq"]]
 
@@ -110,7 +143,9 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
         assert sorted(v["event_id"] for v in rec_values) == sorted(expected_user)
         meta_by_pos = {(m.topic, m.partition, m.offset) for m in metas}
         dlq_values = [json.loads(r.value) for r in dlq]
-        dlq_pos = {(topic_prefix + d["source_topic"], d["partition"], d["offset"]) for d in dlq_values}
+        dlq_pos = {
+            (topic_prefix + d["source_topic"], d["partition"], d["offset"]) for d in dlq_values
+        }
         assert len(dlq_pos) == len(bad) and dlq_pos <= meta_by_pos
         reasons = {d["error"] for d in dlq_values}
         assert reasons == {b[3] for b in bad}
@@ -133,7 +168,9 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
             rows.sort(key=lambda x: x[1])
             got_order = [v["event_id"] for _, _, v in rows]
             for t in (topics["clicks"], topics["purchases"]):  # order kept per input topic
-                assert [e for e in got_order if e in set(order_in[(user, t)])] == order_in[(user, t)]
+                assert [e for e in got_order if e in set(order_in[(user, t)])] == order_in[
+                    (user, t)
+                ]
             processed[user] = [event_of[e] for e in got_order]
             for n, (_, _, v) in enumerate(rows, start=1):
                 seen = {item for item, _ in processed[user][:n]}
@@ -153,7 +190,10 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
         assert not set(history["user-5"]) & {i["item_id"] for i in body["items"]}
         assert worker.get_json("/recommend/user-5?k=0")[0] == 400
         metrics = worker.get_text("/metrics")
-        assert f'coldstream_events_total{{outcome="recommended",topic="clicks"}} {len(good) - 30}.0' in metrics
+        assert (
+            f'coldstream_events_total{{outcome="recommended",topic="clicks"}} {len(good) - 30}.0'
+            in metrics
+        )
         assert 'coldstream_dlq_total{reason="invalid_json"} 1.0' in metrics
         assert f"coldstream_event_latency_seconds_count {len(good)}.0" in metrics
         assert "user-" not in metrics
@@ -162,15 +202,24 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
         dup = good[0]
         run(produce(kafka_bootstrap, [dup]))
         time.sleep(1.0)
-        assert 'coldstream_events_total{outcome="duplicate",topic="clicks"} 1.0' in worker.get_text("/metrics")
+        assert 'coldstream_events_total{outcome="duplicate",topic="clicks"} 1.0' in worker.get_text(
+            "/metrics"
+        )
 
     # -- clean restart: state recovered from the changelog, offsets committed -------------
     user = "user-7"
     eid, value = new_event(user, "150")
     with worker:
         run(produce(kafka_bootstrap, [(topics["clicks"], user.encode(), value)]))
-        out2 = run(read_until(kafka_bootstrap, [topics["recommendations"]], count=len(recs) + 1,
-                              timeout_s=45, idle_s=1.5))
+        out2 = run(
+            read_until(
+                kafka_bootstrap,
+                [topics["recommendations"]],
+                count=len(recs) + 1,
+                timeout_s=45,
+                idle_s=1.5,
+            )
+        )
     values = [json.loads(r.value) for r in out2]
     assert len(values) == len(recs) + 1  # nothing re-processed, the new event answered once
     new = [v for v in values if v["event_id"] == eid]
@@ -183,23 +232,53 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
 
 
 def test_kcat_round_trip(kafka_bootstrap, topic_prefix, make_topics, tmp_path):
-    assert shutil.which("kcat"), "kcat missing: .ci/install-kafka.sh installs it (apt-get install -y kcat)"
-    topics = make_topics(kafka_bootstrap, topic_prefix, names=["clicks", "purchases", "recommendations",
-                                                               "events-dlq"])
+    assert shutil.which("kcat"), (
+        "kcat missing: .ci/install-kafka.sh installs it (apt-get install -y kcat)"
+    )
+    topics = make_topics(
+        kafka_bootstrap,
+        topic_prefix,
+        names=["clicks", "purchases", "recommendations", "events-dlq"],
+    )
     store = tmp_path / "store"
     make_checkpoint(store, n_items=50)
     eid = "kcat-" + uuid.uuid4().hex[:8]
     line = b"kcat-user:" + event_payload("kcat-user", "7", event_id=eid, ts=time.time()) + b"\n"
-    with WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap,
-                       topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store):
-        subprocess.run(["kcat", "-b", kafka_bootstrap, "-t", topics["clicks"], "-P", "-K:"],
-                       input=line, check=True, timeout=30)
+    with WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+    ):
+        subprocess.run(
+            ["kcat", "-b", kafka_bootstrap, "-t", topics["clicks"], "-P", "-K:"],
+            input=line,
+            check=True,
+            timeout=30,
+        )
         deadline = time.time() + 30
         found = None
         while found is None and time.time() < deadline:
-            res = subprocess.run(["kcat", "-b", kafka_bootstrap, "-C", "-t", topics["recommendations"],
-                                  "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n"],
-                                 capture_output=True, timeout=30, check=True)
+            res = subprocess.run(
+                [
+                    "kcat",
+                    "-b",
+                    kafka_bootstrap,
+                    "-C",
+                    "-t",
+                    topics["recommendations"],
+                    "-o",
+                    "beginning",
+                    "-e",
+                    "-q",
+                    "-f",
+                    "%k\t%s\n",
+                ],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            )
             for row in res.stdout.decode().splitlines():
                 key, _, value = row.partition("\t")
                 if value and json.loads(value)["event_id"] == eid:

@@ -43,17 +43,29 @@ def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     inter, items = load_movielens()
     vecs = Teacher(device="cpu").encode(items.texts[:N_ITEMS])
     torch.manual_seed(0)
-    model = Student(StudentConfig(n_items=N_ITEMS, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0))
-    path = save_checkpoint(root, model=model, item_ids=items.ids[:N_ITEMS], item_text_vecs=vecs,
-                           item_titles=items.titles[:N_ITEMS], metrics={"note": "random v1"},
-                           teacher={"name": "all-MiniLM-L6-v2"})
-    stream = [(inter.user_ids[int(u)], items.ids[int(i)]) for u, i in zip(inter.user, inter.item, strict=True)
-              if int(i) < N_ITEMS][:N_EVENTS]
+    model = Student(
+        StudentConfig(n_items=N_ITEMS, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0)
+    )
+    path = save_checkpoint(
+        root,
+        model=model,
+        item_ids=items.ids[:N_ITEMS],
+        item_text_vecs=vecs,
+        item_titles=items.titles[:N_ITEMS],
+        metrics={"note": "random v1"},
+        teacher={"name": "all-MiniLM-L6-v2"},
+    )
+    stream = [
+        (inter.user_ids[int(u)], items.ids[int(i)])
+        for u, i in zip(inter.user, inter.item, strict=True)
+        if int(i) < N_ITEMS
+    ][:N_EVENTS]
     return path, stream
 
 
-def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, make_topics, tmp_path,
-                                                 monkeypatch):
+def test_trainer_cycle_promotes_and_worker_swaps(
+    kafka_bootstrap, topic_prefix, make_topics, tmp_path, monkeypatch
+):
     t_start = time.monotonic()
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
@@ -64,24 +76,60 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     trainer_log, trainer_port = tmp_path / "trainer.log", free_port()
     trainer = start_process(
-        [sys.executable, "-m", "coldstream", "trainer", "--bootstrap", kafka_bootstrap,
-         "--topic-prefix", topic_prefix, "--group-id", topic_prefix + "trainer", "--model-store", str(store),
-         "--cycle-events", str(N_EVENTS - 200), "--cycle-seconds", "0", "--min-buffer-events", "500",
-         "--teacher-prefixes", "64", "--metrics-port", str(trainer_port), "--threads", "1"],
-        log_path=trainer_log)
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=kafka_bootstrap, topic_prefix=topic_prefix,
-                           app_id=topic_prefix + "app", model_store=store, threads=1)
+        [
+            sys.executable,
+            "-m",
+            "coldstream",
+            "trainer",
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic-prefix",
+            topic_prefix,
+            "--group-id",
+            topic_prefix + "trainer",
+            "--model-store",
+            str(store),
+            "--cycle-events",
+            str(N_EVENTS - 200),
+            "--cycle-seconds",
+            "0",
+            "--min-buffer-events",
+            "500",
+            "--teacher-prefixes",
+            "64",
+            "--metrics-port",
+            str(trainer_port),
+            "--threads",
+            "1",
+        ],
+        log_path=trainer_log,
+    )
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+        threads=1,
+    )
     try:
         with worker:
-            wait_for_log(trainer_log, r"trainer: consuming", proc=trainer, timeout_s=60, name="trainer")
+            wait_for_log(
+                trainer_log, r"trainer: consuming", proc=trainer, timeout_s=60, name="trainer"
+            )
             records, first_ids = [], []
             for n, (user, item) in enumerate(stream):
                 eid, value = new_event(user, item, event_id=f"s-{n}", ts=880_000_000.0 + n)
                 records.append((topics["clicks"], user.encode(), value))
                 first_ids.append(eid)
             asyncio.run(produce(kafka_bootstrap, records))
-            m = wait_for_log(trainer_log, r"promoted and announced v(\d+)", proc=trainer, timeout_s=90,
-                             name="trainer")
+            m = wait_for_log(
+                trainer_log,
+                r"promoted and announced v(\d+)",
+                proc=trainer,
+                timeout_s=90,
+                name="trainer",
+            )
             assert m.group(1) == "2"
             # new users after the announcement: their outputs must come from v2 (swap is < 1 s)
             after_ids: list[str] = []
@@ -91,17 +139,28 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
             while not seen_v2 and time.monotonic() < deadline:
                 n += 1
                 eid, value = new_event(f"late-{n}", "50")
-                asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], f"late-{n}".encode(), value)]))
+                asyncio.run(
+                    produce(kafka_bootstrap, [(topics["clicks"], f"late-{n}".encode(), value)])
+                )
                 after_ids.append(eid)
                 time.sleep(0.5)
                 status, body = worker.get_json("/ready")
                 seen_v2 = status == 200 and body.get("model_version") == "2"
             eid, value = new_event("final", "50")
             asyncio.run(produce(kafka_bootstrap, [(topics["clicks"], b"final", value)]))
-            out = asyncio.run(read_until(kafka_bootstrap, [topics["recommendations"], topics["model-updates"]],
-                                         count=len(first_ids) + len(after_ids) + 2, timeout_s=40, idle_s=0.5))
+            out = asyncio.run(
+                read_until(
+                    kafka_bootstrap,
+                    [topics["recommendations"], topics["model-updates"]],
+                    count=len(first_ids) + len(after_ids) + 2,
+                    timeout_s=40,
+                    idle_s=0.5,
+                )
+            )
             metrics = worker.get_text("/metrics")
-            with urllib.request.urlopen(f"http://127.0.0.1:{trainer_port}/metrics", timeout=10) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{trainer_port}/metrics", timeout=10
+            ) as r:
                 trainer_metrics = r.read().decode()
     finally:
         rc = stop_process(trainer, deadline_s=10)
@@ -114,12 +173,17 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
     assert rec.version == 2 and path == (store / "v000002").resolve()
     assert rec.metrics["promote"] is True and rec.metrics["parent_version"] == 1
     assert rec.metrics["holdout_users"] > 0 and "snapshot_at" in rec.metrics
-    assert rec.metrics["candidate_ndcg@10"] >= rec.metrics["current_ndcg@10"] - rec.metrics["margin"]
+    assert (
+        rec.metrics["candidate_ndcg@10"] >= rec.metrics["current_ndcg@10"] - rec.metrics["margin"]
+    )
     with pytest.raises(UpdateRefused):
         verify_update(updates[0], key="another-key", store_root=store)
 
-    recs = {json.loads(r.value)["event_id"]: json.loads(r.value) for r in out
-            if r.topic == topics["recommendations"]}
+    recs = {
+        json.loads(r.value)["event_id"]: json.loads(r.value)
+        for r in out
+        if r.topic == topics["recommendations"]
+    }
     assert recs[first_ids[0]]["model_version"] == "1"  # served by v1 before the cycle
     final = next(v for v in recs.values() if v["user_id"] == "final")
     assert final["model_version"] == "2", tail  # outputs now carry the new version
@@ -132,5 +196,7 @@ def test_trainer_cycle_promotes_and_worker_swaps(kafka_bootstrap, topic_prefix, 
     assert 'coldstream_trainer_cycles_total{outcome="promoted"} 1.0' in trainer_metrics
     cand = re.search(r'coldstream_trainer_gate_ndcg\{model="candidate"\} (\S+)', trainer_metrics)
     assert cand and np.isclose(float(cand.group(1)), rec.metrics["candidate_ndcg@10"], atol=1e-4)
-    print(f"redistill e2e: gate {rec.metrics['candidate_ndcg@10']} vs {rec.metrics['current_ndcg@10']}, "
-          f"{time.monotonic() - t_start:.0f} s")
+    print(
+        f"redistill e2e: gate {rec.metrics['candidate_ndcg@10']} vs {rec.metrics['current_ndcg@10']}, "
+        f"{time.monotonic() - t_start:.0f} s"
+    )

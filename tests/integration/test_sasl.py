@@ -47,20 +47,20 @@ def sasl_kafka(kafka_broker_factory):
         "inter.broker.listener.name": "PLAINTEXT",
         "controller.listener.names": "CONTROLLER",
         "sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.sasl.plain.sasl.jaas.config":
-            "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            f'username="admin" password="admin-secret" {users};',
+        "listener.name.sasl.plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required "
+        f'username="admin" password="admin-secret" {users};',
     }
     broker = kafka_broker_factory(port=port, controller_port=cport, properties=props)
     return broker, f"127.0.0.1:{sport}"
 
 
 def _sasl_kwargs(username: str, password: str) -> dict:
-    return Settings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username=username,
-                    sasl_password=password).kafka_client_kwargs()
-
-
-
+    return Settings(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username=username,
+        sasl_password=password,
+    ).kafka_client_kwargs()
 
 
 def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monkeypatch, caplog):
@@ -68,13 +68,25 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
     t0 = time.monotonic()
     props = broker.server_properties()
     assert props["listener.security.protocol.map"].split(",") == [
-        "CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", "SASL:SASL_PLAINTEXT"]
+        "CONTROLLER:PLAINTEXT",
+        "PLAINTEXT:PLAINTEXT",
+        "SASL:SASL_PLAINTEXT",
+    ]
     assert props["inter.broker.listener.name"] == "PLAINTEXT"
     assert props["controller.listener.names"] == "CONTROLLER"
 
-    topics = make_topics(broker.bootstrap, topic_prefix,  # topic set-up over the PLAINTEXT port
-                         names=["clicks", "purchases", "recommendations", "events-dlq",
-                                "model-updates", "item-vectors"])
+    topics = make_topics(
+        broker.bootstrap,
+        topic_prefix,  # topic set-up over the PLAINTEXT port
+        names=[
+            "clicks",
+            "purchases",
+            "recommendations",
+            "events-dlq",
+            "model-updates",
+            "item-vectors",
+        ],
+    )
     store = tmp_path / "store"
     make_checkpoint(store, n_items=50)
     monkeypatch.setenv("COLDSTREAM_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
@@ -82,33 +94,48 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
     monkeypatch.setenv("COLDSTREAM_SASL_USERNAME", "alice")
     monkeypatch.setenv("COLDSTREAM_SASL_PASSWORD", USERS["alice"])
     monkeypatch.setenv("COLDSTREAM_HOT_SWAP", "true")
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=sasl_bootstrap,
-                           topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store,
-                           threads=1, ready_timeout_s=60)
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=sasl_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+        threads=1,
+        ready_timeout_s=60,
+    )
     alice = _sasl_kwargs("alice", USERS["alice"])
     with worker:
         ready_s = worker.ready_s
         eid, value = new_event("sasl-user", "7")
         asyncio.run(produce(sasl_bootstrap, [(topics["clicks"], b"sasl-user", value)], **alice))
-        out = asyncio.run(read_until(sasl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **alice))
+        out = asyncio.run(
+            read_until(sasl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **alice)
+        )
         log_text = worker.log_path.read_text()
         assert len(out) == 1, f"no recommendation over SASL; worker log:\n{log_text[-3000:]}"
         rec = json.loads(out[0].value)
-        assert rec["event_id"] == eid and rec["user_id"] == "sasl-user" and out[0].key == b"sasl-user"
+        assert (
+            rec["event_id"] == eid and rec["user_id"] == "sasl-user" and out[0].key == b"sasl-user"
+        )
         assert rec["items"] and "7" not in {i["item_id"] for i in rec["items"]}
         metrics = worker.get_text("/metrics")
         assert 'coldstream_events_total{outcome="recommended",topic="clicks"} 1.0' in metrics
         # the control followers (own aiokafka consumers) authenticated too: no failed task
-        assert not any(s in log_text for s in ("does not exist", "Authentication failed", "Unable to bootstrap")), \
-            log_text[-3000:]
+        assert not any(
+            s in log_text
+            for s in ("does not exist", "Authentication failed", "Unable to bootstrap")
+        ), log_text[-3000:]
         assert USERS["alice"] not in log_text  # the password is never logged
 
     # a wrong password is refused by the broker; a client that skips SASL cannot bootstrap
     with caplog.at_level(logging.ERROR, logger="aiokafka"):
-        err = asyncio.run(bootstrap_fails(sasl_bootstrap, **_sasl_kwargs("alice", "wrong-password")))
+        err = asyncio.run(
+            bootstrap_fails(sasl_bootstrap, **_sasl_kwargs("alice", "wrong-password"))
+        )
     assert "bootstrap" in err.lower(), err
-    assert "SaslAuthenticationFailed" in caplog.text and "Invalid username or password" in caplog.text, \
-        (err, caplog.text)
+    assert (
+        "SaslAuthenticationFailed" in caplog.text and "Invalid username or password" in caplog.text
+    ), (err, caplog.text)
     err = asyncio.run(bootstrap_fails(sasl_bootstrap, security_protocol="PLAINTEXT"))
     assert "bootstrap" in err.lower() or "timeout" in err.lower(), err
     # ... while alice still gets in (the refusals were about credentials, not the broker)

@@ -51,21 +51,69 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 def make_ca(d: Path, name: str) -> tuple[Path, Path]:
     """A self-signed CA: ``(cert, key)`` PEM files in ``d``."""
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=d,
+    )
     return d / f"{name}.pem", d / f"{name}.key"
 
 
 def make_server_cert(d: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
     """A server certificate for 127.0.0.1/localhost signed by ``ca``: ``(chain, PKCS#8 key)``."""
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
-    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                               "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf", cwd=d)
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=d,
+    )
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        cwd=d,
+    )
     chain = d / "server-chain.pem"
     chain.write_text((d / "server.pem").read_text() + ca[0].read_text())
     key = d / "server.key"
@@ -112,9 +160,6 @@ def _ssl_kwargs(cafile: Path) -> dict:
     return Settings(security_protocol="SSL", ssl_cafile=cafile).kafka_client_kwargs()
 
 
-
-
-
 def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, monkeypatch):
     broker, ssl_bootstrap = ssl_kafka
     t0 = time.monotonic()
@@ -122,34 +167,59 @@ def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, mo
     host, port = ssl_bootstrap.split(":")
     ctx = Settings(security_protocol="SSL", ssl_cafile=pki["ca"]).ssl_context()
     assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=host) as tls:
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=host) as tls,
+    ):
         assert tls.version() in ("TLSv1.2", "TLSv1.3")
         assert dict(x[0] for x in tls.getpeercert()["subject"])["commonName"] == "localhost"
     # another CA: the handshake fails on certificate verification
     wrong = Settings(security_protocol="SSL", ssl_cafile=pki["wrong_ca"]).ssl_context()
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            pytest.raises(ssl.SSLCertVerificationError):
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
         wrong.wrap_socket(raw, server_hostname=host)
 
-    topics = make_topics(broker.bootstrap, topic_prefix,  # topic set-up over the PLAINTEXT port
-                         names=["clicks", "purchases", "recommendations", "events-dlq",
-                                "model-updates", "item-vectors"])
+    topics = make_topics(
+        broker.bootstrap,
+        topic_prefix,  # topic set-up over the PLAINTEXT port
+        names=[
+            "clicks",
+            "purchases",
+            "recommendations",
+            "events-dlq",
+            "model-updates",
+            "item-vectors",
+        ],
+    )
     store = tmp_path / "store"
     make_checkpoint(store, n_items=50)
     monkeypatch.setenv("COLDSTREAM_SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("COLDSTREAM_SSL_CAFILE", str(pki["ca"]))
     monkeypatch.setenv("COLDSTREAM_HOT_SWAP", "false")
-    worker = WorkerProcess(log_path=tmp_path / "worker.log", bootstrap=ssl_bootstrap,
-                           topic_prefix=topic_prefix, app_id=topic_prefix + "app", model_store=store,
-                           threads=1, ready_timeout_s=60)
+    worker = WorkerProcess(
+        log_path=tmp_path / "worker.log",
+        bootstrap=ssl_bootstrap,
+        topic_prefix=topic_prefix,
+        app_id=topic_prefix + "app",
+        model_store=store,
+        threads=1,
+        ready_timeout_s=60,
+    )
     tls_kwargs = _ssl_kwargs(pki["ca"])
     with worker:
         ready_s = worker.ready_s
         eid, value = new_event("tls-user", "7")
         asyncio.run(produce(ssl_bootstrap, [(topics["clicks"], b"tls-user", value)], **tls_kwargs))
-        out = asyncio.run(read_until(ssl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **tls_kwargs))
-        assert len(out) == 1, f"no recommendation over TLS; worker log:\n{worker.log_path.read_text()[-3000:]}"
+        out = asyncio.run(
+            read_until(
+                ssl_bootstrap, [topics["recommendations"]], count=1, timeout_s=30, **tls_kwargs
+            )
+        )
+        assert len(out) == 1, (
+            f"no recommendation over TLS; worker log:\n{worker.log_path.read_text()[-3000:]}"
+        )
         rec = json.loads(out[0].value)
         assert rec["event_id"] == eid and rec["user_id"] == "tls-user" and out[0].key == b"tls-user"
         assert rec["items"] and "7" not in {i["item_id"] for i in rec["items"]}

@@ -29,8 +29,10 @@ def strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
     out: list[list[str]] = []
     counter = 0
     nodes = sorted(graph.modules)
-    edges = {m: sorted(n for n in graph.find_modules_directly_imported_by(m) if n in graph.modules)
-             for m in nodes}
+    edges = {
+        m: sorted(n for n in graph.find_modules_directly_imported_by(m) if n in graph.modules)
+        for m in nodes
+    }
     for root in nodes:
         if root in index:
             continue
@@ -85,16 +87,28 @@ def test_no_import_cycles(graph: grimp.ImportGraph) -> None:
 
 
 def test_layer_contracts_hold() -> None:
-    res = subprocess.run([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "0 broken" in res.stdout
 
 
 def test_only_the_cli_composes_the_layers(graph: grimp.ImportGraph) -> None:
-    importers = {m for m in graph.modules if not m.startswith("devtools")
-                 and any(graph.direct_import_exists(importer=m, imported=other)
-                         for other in graph.modules if other.startswith("devtools"))}
+    importers = {
+        m
+        for m in graph.modules
+        if not m.startswith("devtools")
+        and any(
+            graph.direct_import_exists(importer=m, imported=other)
+            for other in graph.modules
+            if other.startswith("devtools")
+        )
+    }
     assert importers == {"coldstream.cli"}
 
 
@@ -123,9 +137,17 @@ def _documented_modules() -> tuple[set[str], set[str]]:
 
 def test_module_map_in_the_docs_matches_the_tree() -> None:
     files, folders = _documented_modules()
-    tree = {str(p.relative_to(REPO)) for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
-            if p.name not in ("__init__.py", "__main__.py")}
-    undocumented = {m for m in tree if m not in files and not any(m.startswith(f + "/") for f in folders)}
-    assert undocumented == set(), f"modules missing from docs/architecture.md: {sorted(undocumented)}"
+    tree = {
+        str(p.relative_to(REPO))
+        for pkg in PACKAGES
+        for p in (REPO / pkg).rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    }
+    undocumented = {
+        m for m in tree if m not in files and not any(m.startswith(f + "/") for f in folders)
+    }
+    assert undocumented == set(), (
+        f"modules missing from docs/architecture.md: {sorted(undocumented)}"
+    )
     missing = {f for f in files if f not in tree} | {d for d in folders if not (REPO / d).is_dir()}
     assert missing == set(), f"docs/architecture.md names what does not exist: {sorted(missing)}"

@@ -7,8 +7,15 @@ import pytest
 from coldstream.cli import main
 
 
-@pytest.mark.parametrize(("cmd", "option"), [("train", "--model-store"), ("evaluate", "--out"),
-                                             ("trainer", "--model-store"), ("worker", "--model-store")])
+@pytest.mark.parametrize(
+    ("cmd", "option"),
+    [
+        ("train", "--model-store"),
+        ("evaluate", "--out"),
+        ("trainer", "--model-store"),
+        ("worker", "--model-store"),
+    ],
+)
 def test_help(cmd, option, capsys):
     with pytest.raises(SystemExit) as e:
         main([cmd, "--help"])

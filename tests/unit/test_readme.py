@@ -23,8 +23,14 @@ def test_the_readme_has_python_examples():
 @pytest.mark.parametrize("block", range(len(BLOCKS)))
 def test_readme_example_runs_as_written(block: int, tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLDSTREAM_TRAINER_PROGRESS": "false"}
-    res = subprocess.run([sys.executable, "-c", BLOCKS[block]], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", BLOCKS[block]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     if "trainer.fit(" in BLOCKS[block]:  # the default model store, in the working directory
         assert sorted(p.name for p in (tmp_path / "model-store").iterdir())[:1] == ["v000001"]

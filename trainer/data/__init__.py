@@ -6,11 +6,21 @@ from __future__ import annotations
 from trainer.data.interactions import Interactions, Items, tie_share
 from trainer.data.movielens import item_text, load_movielens, recbole_ml100k_dir
 from trainer.data.synthetic import (
-           SyntheticConfig,
-           synthetic_dataset,
-           synthetic_events,
-           synthetic_items,
+    SyntheticConfig,
+    synthetic_dataset,
+    synthetic_events,
+    synthetic_items,
 )
 
-__all__ = ["Interactions", "Items", "SyntheticConfig", "item_text", "load_movielens",
-           "recbole_ml100k_dir", "synthetic_dataset", "synthetic_events", "synthetic_items", "tie_share"]
+__all__ = [
+    "Interactions",
+    "Items",
+    "SyntheticConfig",
+    "item_text",
+    "load_movielens",
+    "recbole_ml100k_dir",
+    "synthetic_dataset",
+    "synthetic_events",
+    "synthetic_items",
+    "tie_share",
+]

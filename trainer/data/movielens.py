@@ -31,8 +31,10 @@ def recbole_ml100k_dir() -> Path:
     """The ``ml-100k`` folder shipped by the ``recbole`` package (not imported)."""
     spec = importlib.util.find_spec("recbole")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the PyPI package 'recbole' is not installed "
-                                "(pip install --no-deps recbole); it ships MovieLens-100K")
+        raise FileNotFoundError(
+            "the PyPI package 'recbole' is not installed "
+            "(pip install --no-deps recbole); it ships MovieLens-100K"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
     if not (path / "ml-100k.inter").is_file():
         raise FileNotFoundError(f"{path / 'ml-100k.inter'} not found in the recbole package")
@@ -74,7 +76,9 @@ def load_movielens(path: Path | str | None = None) -> tuple[Interactions, Items]
             year = parts[col["release_year"]] if "release_year" in col else ""
             genres = parts[col["class"]] if "class" in col else ""
             ids.append(iid)
-            titles.append(f"{title.strip()} ({year.strip()})" if year.strip().isdigit() else title.strip())
+            titles.append(
+                f"{title.strip()} ({year.strip()})" if year.strip().isdigit() else title.strip()
+            )
             texts.append(item_text(title, year, genres))
     items = Items(ids=ids, titles=titles, texts=texts)
     row_of = {iid: i for i, iid in enumerate(ids)}
@@ -92,6 +96,11 @@ def load_movielens(path: Path | str | None = None) -> tuple[Interactions, Items]
     event = np.where(rating >= PURCHASE_MIN_RATING, EVENT_TYPES["purchase"], EVENT_TYPES["click"])
     # stable sort by (timestamp, original file order)
     order = np.lexsort((np.arange(len(ts)), ts))
-    inter = Interactions(user=user[order], item=item[order], ts=ts[order],
-                         event=event[order].astype(np.int64), user_ids=user_ids)
+    inter = Interactions(
+        user=user[order],
+        item=item[order],
+        ts=ts[order],
+        event=event[order].astype(np.int64),
+        user_ids=user_ids,
+    )
     return inter, items

@@ -24,10 +24,54 @@ import numpy as np
 
 from trainer.data.interactions import Interactions, Items
 
-_SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "zu", "shi", "an", "el", "or", "ith", "ber", "nu", "pa",
-              "qui", "dor", "fen", "gal", "hap", "jor", "lin", "mor", "nek", "pol", "rus", "sol", "tar"]
-_GENERIC = ["classic", "new", "deluxe", "edition", "pack", "set", "mini", "pro", "lite", "max", "original",
-            "special", "vintage", "modern", "premium", "basic"]
+_SYLLABLES = [
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "ten",
+    "vo",
+    "zu",
+    "shi",
+    "an",
+    "el",
+    "or",
+    "ith",
+    "ber",
+    "nu",
+    "pa",
+    "qui",
+    "dor",
+    "fen",
+    "gal",
+    "hap",
+    "jor",
+    "lin",
+    "mor",
+    "nek",
+    "pol",
+    "rus",
+    "sol",
+    "tar",
+]
+_GENERIC = [
+    "classic",
+    "new",
+    "deluxe",
+    "edition",
+    "pack",
+    "set",
+    "mini",
+    "pro",
+    "lite",
+    "max",
+    "original",
+    "special",
+    "vintage",
+    "modern",
+    "premium",
+    "basic",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +96,9 @@ def _vocabulary(cfg: SyntheticConfig) -> np.ndarray:
     n = cfg.n_topics * cfg.words_per_topic
     a, b = rng.integers(0, len(_SYLLABLES), (2, n))
     c = rng.integers(0, len(_SYLLABLES), n)
-    words = np.char.add(np.char.add(np.array(_SYLLABLES)[a], np.array(_SYLLABLES)[b]), np.array(_SYLLABLES)[c])
+    words = np.char.add(
+        np.char.add(np.array(_SYLLABLES)[a], np.array(_SYLLABLES)[b]), np.array(_SYLLABLES)[c]
+    )
     return words.reshape(cfg.n_topics, cfg.words_per_topic)
 
 
@@ -60,7 +106,9 @@ def item_topics(cfg: SyntheticConfig) -> np.ndarray:
     return np.random.default_rng(cfg.seed + 2).integers(0, cfg.n_topics, cfg.n_items)
 
 
-def synthetic_items(cfg: SyntheticConfig, chunk_size: int = 100_000) -> Iterator[tuple[list[str], list[str], list[str]]]:
+def synthetic_items(
+    cfg: SyntheticConfig, chunk_size: int = 100_000
+) -> Iterator[tuple[list[str], list[str], list[str]]]:
     """Chunks of ``(ids, titles, texts)``; ids are ``"s0"``, ``"s1"``, ..."""
     vocab = _vocabulary(cfg)
     topics = item_topics(cfg)
@@ -80,7 +128,9 @@ def synthetic_items(cfg: SyntheticConfig, chunk_size: int = 100_000) -> Iterator
 
 def _topic_sampler(cfg: SyntheticConfig):
     topics = item_topics(cfg)
-    rank = np.random.default_rng(cfg.seed + 4).permutation(cfg.n_items) + 1  # popularity rank of each item
+    rank = (
+        np.random.default_rng(cfg.seed + 4).permutation(cfg.n_items) + 1
+    )  # popularity rank of each item
     weight = 1.0 / rank.astype(np.float64) ** cfg.zipf_a
     order = np.lexsort((rank, topics))  # items grouped by topic
     cum = np.cumsum(weight[order])
@@ -130,7 +180,12 @@ def synthetic_events(cfg: SyntheticConfig) -> Iterator[dict[str, np.ndarray]]:
         ts += len(user)
         event = (rng.random(len(user)) < cfg.purchase_rate).astype(np.int64)
         done += len(user)
-        yield {"user": user.astype(np.int64), "item": item.astype(np.int64), "ts": t, "event": event}
+        yield {
+            "user": user.astype(np.int64),
+            "item": item.astype(np.int64),
+            "ts": t,
+            "event": event,
+        }
 
 
 def synthetic_dataset(cfg: SyntheticConfig):
@@ -142,6 +197,11 @@ def synthetic_dataset(cfg: SyntheticConfig):
         ids += a
         titles += b
         texts += c
-    inter = Interactions(user=cat["user"], item=cat["item"], ts=cat["ts"], event=cat["event"],
-                         user_ids=[f"u{i}" for i in range(cfg.n_users)])
+    inter = Interactions(
+        user=cat["user"],
+        item=cat["item"],
+        ts=cat["ts"],
+        event=cat["event"],
+        user_ids=[f"u{i}" for i in range(cfg.n_users)],
+    )
     return inter, Items(ids=ids, titles=titles, texts=texts)

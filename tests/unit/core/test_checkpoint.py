@@ -27,8 +27,14 @@ def _make(tmp_path, n_known=30, n_text_only=5, seed=0):
     rng = np.random.default_rng(seed)
     ids = [f"i{i}" for i in range(n_known + n_text_only)]
     text = rng.normal(size=(len(ids), 16)).astype(np.float32)
-    path = save_checkpoint(tmp_path, model=model, item_ids=ids, item_text_vecs=text,
-                           item_titles=[f"title {i}" for i in ids], metrics={"ndcg@10": 0.5})
+    path = save_checkpoint(
+        tmp_path,
+        model=model,
+        item_ids=ids,
+        item_text_vecs=text,
+        item_titles=[f"title {i}" for i in ids],
+        metrics={"ndcg@10": 0.5},
+    )
     return model, ids, text, path
 
 
@@ -70,15 +76,18 @@ def test_new_item_without_id_embedding_is_placed_by_text(tmp_path):
     assert ids[int(np.argmax(scores))] in ids
 
 
-@pytest.mark.parametrize("damage,reason,file", [
-    ("flip", "checksum_mismatch", "weights.safetensors"),
-    ("truncate", "truncated", "weights.safetensors"),
-    ("pickle", "not_safetensors", "weights.safetensors"),
-    ("delete", "missing_file", "items.safetensors"),
-    ("escape", "path_escape", "manifest.json"),
-    ("absurd", "bad_config", "config.json"),
-    ("oversize", "too_large", "items.safetensors"),
-])
+@pytest.mark.parametrize(
+    "damage,reason,file",
+    [
+        ("flip", "checksum_mismatch", "weights.safetensors"),
+        ("truncate", "truncated", "weights.safetensors"),
+        ("pickle", "not_safetensors", "weights.safetensors"),
+        ("delete", "missing_file", "items.safetensors"),
+        ("escape", "path_escape", "manifest.json"),
+        ("absurd", "bad_config", "config.json"),
+        ("oversize", "too_large", "items.safetensors"),
+    ],
+)
 def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, reason, file):
     _, _, _, path = _make(tmp_path)
     w = path / "weights.safetensors"
@@ -93,10 +102,15 @@ def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, reason,
         (path / "manifest.json").write_text(json.dumps(man))
     elif damage == "pickle":
         import pickle
+
         blob = pickle.dumps({"x": 1})
         w.write_bytes(blob)
         import hashlib
-        man["files"]["weights.safetensors"] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+
+        man["files"]["weights.safetensors"] = {
+            "bytes": len(blob),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
         (path / "manifest.json").write_text(json.dumps(man))
     elif damage == "delete":
         (path / "items.safetensors").unlink()
@@ -109,6 +123,7 @@ def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, reason,
         raw = json.dumps(cfg).encode()
         (path / "config.json").write_bytes(raw)
         import hashlib
+
         man["files"]["config.json"] = {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
         (path / "manifest.json").write_text(json.dumps(man))
     elif damage == "oversize":

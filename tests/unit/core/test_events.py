@@ -28,11 +28,21 @@ CASES = [
     ("oversize", ok(item_id="x" * 100), "clicks", {"max_bytes": 64}),
     ("invalid_utf8", b'{"event_id": "\xff\xfe"}', "clicks", {}),
     ("invalid_json", b'{"event_id": ', "clicks", {}),
-    ("duplicate_field", b'{"event_id":"a","event_id":"b","user_id":"u","item_id":"i","ts":1}', "clicks", {}),
+    (
+        "duplicate_field",
+        b'{"event_id":"a","event_id":"b","user_id":"u","item_id":"i","ts":1}',
+        "clicks",
+        {},
+    ),
     ("not_object", b"[1, 2, 3]", "clicks", {}),
     ("non_finite", b'{"event_id":"e","user_id":"u","item_id":"i","ts":NaN}', "clicks", {}),
     ("unknown_topic", ok(), "items", {}),
-    ("missing_field", json.dumps({"event_id": "e", "user_id": "u", "ts": 1}).encode(), "clicks", {}),
+    (
+        "missing_field",
+        json.dumps({"event_id": "e", "user_id": "u", "ts": 1}).encode(),
+        "clicks",
+        {},
+    ),
     ("wrong_type", ok(ts="yesterday"), "clicks", {}),
     ("bad_id", ok(user_id="has space"), "clicks", {}),
     ("ts_negative", ok(ts=-5), "clicks", {}),
@@ -58,21 +68,33 @@ def test_at_least_ten_distinct_reasons_covered():
     assert {c[0] for c in CASES} <= set(REASONS)
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"event_id":"e","user_id":"u","item_id":"i","ts":1e999}',
-    b'{"event_id":"e","user_id":"u","item_id":"i","ts":-Infinity}',
-    b'{"event_id":"e","user_id":"u","item_id":"i","ts":' + b"9" * 400 + b"}",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"event_id":"e","user_id":"u","item_id":"i","ts":1e999}',
+        b'{"event_id":"e","user_id":"u","item_id":"i","ts":-Infinity}',
+        b'{"event_id":"e","user_id":"u","item_id":"i","ts":' + b"9" * 400 + b"}",
+    ],
+)
 def test_non_finite_numbers(raw):
     r = check(raw)
     assert isinstance(r, Rejection) and r.reason == "non_finite"
 
 
-@pytest.mark.parametrize(("field", "value", "reason"), [
-    ("user_id", "", "bad_id"), ("user_id", "a\x00b", "bad_id"), ("item_id", "x" * 129, "bad_id"),
-    ("item_id", -3, "bad_id"), ("item_id", True, "wrong_type"), ("user_id", 1.5, "wrong_type"),
-    ("ts", True, "wrong_type"), ("event_id", None, "missing_field"), ("context", [1], "wrong_type"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("user_id", "", "bad_id"),
+        ("user_id", "a\x00b", "bad_id"),
+        ("item_id", "x" * 129, "bad_id"),
+        ("item_id", -3, "bad_id"),
+        ("item_id", True, "wrong_type"),
+        ("user_id", 1.5, "wrong_type"),
+        ("ts", True, "wrong_type"),
+        ("event_id", None, "missing_field"),
+        ("context", [1], "wrong_type"),
+    ],
+)
 def test_field_checks(field, value, reason):
     r = check(ok(**{field: value}))
     assert isinstance(r, Rejection) and r.reason == reason, r
@@ -116,9 +138,13 @@ def test_never_raises_on_arbitrary_bytes(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
-                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=5),
-                    max_leaves=20))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=5),
+        max_leaves=20,
+    )
+)
 def test_never_raises_on_arbitrary_json(value):
     raw = json.dumps(value).encode()
     r = check(raw)
@@ -138,8 +164,14 @@ def test_event_schema_is_the_topics_file():
         assert allowed_fields(topic) == set(specs[topic].value.field_names())
     # a field the file does not declare is refused, one it declares is accepted
     base = {"event_id": "e", "user_id": "u", "item_id": "i", "ts": 1.0}
-    assert validate_event(json.dumps({**base, "price": 2.5}).encode(), "purchases").__class__.__name__ == "Event"
-    assert validate_event(json.dumps({**base, "price": 2.5}).encode(), "clicks").reason == "unknown_field"
+    assert (
+        validate_event(json.dumps({**base, "price": 2.5}).encode(), "purchases").__class__.__name__
+        == "Event"
+    )
+    assert (
+        validate_event(json.dumps({**base, "price": 2.5}).encode(), "clicks").reason
+        == "unknown_field"
+    )
 
 
 def test_record_types_match_the_topics_file():

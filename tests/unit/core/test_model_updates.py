@@ -19,8 +19,13 @@ def store(tmp_path):
 
 
 def _record(store, **over):
-    upd = make_update(version=1, checkpoint_dir=store / "v000001", manifest_sha256="ab" * 32,
-                      metrics={"ndcg@10": 0.3}, key=KEY)
+    upd = make_update(
+        version=1,
+        checkpoint_dir=store / "v000001",
+        manifest_sha256="ab" * 32,
+        metrics={"ndcg@10": 0.3},
+        key=KEY,
+    )
     data = json.loads(upd.to_json())
     data.update(over)
     return data
@@ -39,21 +44,28 @@ def test_good_record_verifies_and_resolves(store):
 
 def test_signature_covers_every_field(store):
     rec = _record(store)
-    for field, value in [("version", 2), ("sha256", "cd" * 32), ("metrics", {"ndcg@10": 0.9}),
-                         ("created_at", 1.0)]:
+    for field, value in [
+        ("version", 2),
+        ("sha256", "cd" * 32),
+        ("metrics", {"ndcg@10": 0.9}),
+        ("created_at", 1.0),
+    ]:
         tampered = {**rec, field: value}
         assert _reason(tampered, store) == "bad_signature", field
 
 
-@pytest.mark.parametrize("case,reason", [
-    ("unsigned", "unsigned"),
-    ("wrong_key", "bad_signature"),
-    ("not_json", "bad_record"),
-    ("missing_field", "bad_record"),
-    ("http", "bad_scheme"),
-    ("dotdot", "uri_outside_store"),
-    ("elsewhere", "uri_outside_store"),
-])
+@pytest.mark.parametrize(
+    "case,reason",
+    [
+        ("unsigned", "unsigned"),
+        ("wrong_key", "bad_signature"),
+        ("not_json", "bad_record"),
+        ("missing_field", "bad_record"),
+        ("http", "bad_scheme"),
+        ("dotdot", "uri_outside_store"),
+        ("elsewhere", "uri_outside_store"),
+    ],
+)
 def test_refusals_have_distinct_reasons(store, tmp_path, case, reason):
     rec = _record(store)
     if case == "unsigned":
@@ -65,9 +77,11 @@ def test_refusals_have_distinct_reasons(store, tmp_path, case, reason):
     elif case == "missing_field":
         rec.pop("sha256")
     else:
-        uri = {"http": "http://evil.example/v1",
-               "dotdot": (store / "v000001").as_uri() + "/../../etc",
-               "elsewhere": (tmp_path / "other").as_uri()}[case]
+        uri = {
+            "http": "http://evil.example/v1",
+            "dotdot": (store / "v000001").as_uri() + "/../../etc",
+            "elsewhere": (tmp_path / "other").as_uri(),
+        }[case]
         rec = {**rec, "uri": uri}
         rec["signature"] = sign(rec, KEY)
     assert _reason(rec, store) == reason

@@ -27,12 +27,16 @@ def test_pack_histories_matches_the_definition():
     for max_len in (1, 5, 50):
         rows = [list(rng.integers(0, 100, rng.integers(0, 70))) for _ in range(9)] + [[]]
         types = [list(rng.integers(0, 2, len(r))) for r in rows]
-        for a, b in zip(pack_histories(rows, types, max_len), _reference(rows, types, max_len), strict=True):
+        for a, b in zip(
+            pack_histories(rows, types, max_len), _reference(rows, types, max_len), strict=True
+        ):
             assert torch.equal(a, b)
 
 
 def test_pack_histories_hand_example():
-    idx, typ, mask = pack_histories([[3, 4, 5], [7], np.array([], dtype=np.int64)], [[0, 1, 1], [1], []], 2)
+    idx, typ, mask = pack_histories(
+        [[3, 4, 5], [7], np.array([], dtype=np.int64)], [[0, 1, 1], [1], []], 2
+    )
     assert idx.tolist() == [[4, 5], [7, 0], [0, 0]]
     assert typ.tolist() == [[1, 1], [1, 0], [0, 0]]
     assert mask.tolist() == [[True, True], [True, False], [False, False]]

@@ -15,7 +15,11 @@ def _checkpoint(tmp_path, n_known=20, n_text_only=3):
     rng = np.random.default_rng(0)
     ids = [f"i{i}" for i in range(n_known + n_text_only)]
     text = rng.normal(size=(len(ids), 16)).astype(np.float32)
-    return model, text, load_checkpoint(save_checkpoint(tmp_path, model=model, item_ids=ids, item_text_vecs=text))
+    return (
+        model,
+        text,
+        load_checkpoint(save_checkpoint(tmp_path, model=model, item_ids=ids, item_text_vecs=text)),
+    )
 
 
 def test_new_item_vector_is_the_text_projection(tmp_path):
@@ -27,7 +31,9 @@ def test_new_item_vector_is_the_text_projection(tmp_path):
     assert v.shape == (8,) and np.allclose(v, expected, atol=1e-6)
     assert ck.item_vector_for_text(np.stack([t, t])).shape == (2, 8)
     # text-only rows stored in the checkpoint are placed the same way
-    assert np.allclose(ck.item_vectors[-1], ck.item_vector_for_text(ck.item_text_vecs[-1]), atol=1e-6)
+    assert np.allclose(
+        ck.item_vectors[-1], ck.item_vector_for_text(ck.item_text_vecs[-1]), atol=1e-6
+    )
 
 
 def test_new_item_can_be_recommended(tmp_path):

@@ -51,10 +51,13 @@ def test_storage_tool_failure_carries_its_output(tmp_path: Path, jars: Path) -> 
 
 
 def test_server_failure_carries_the_tail_of_its_log(tmp_path: Path, jars: Path) -> None:
-    java = _script(tmp_path / "java", 'case "$*" in\n'
-                                      '  *kafka.tools.StorageTool*) echo formatted; exit 0;;\n'
-                                      '  *) echo "FATAL server: controller quorum unreachable"; exit 1;;\n'
-                                      'esac\n')
+    java = _script(
+        tmp_path / "java",
+        'case "$*" in\n'
+        "  *kafka.tools.StorageTool*) echo formatted; exit 0;;\n"
+        '  *) echo "FATAL server: controller quorum unreachable"; exit 1;;\n'
+        "esac\n",
+    )
     broker = KafkaBroker(tmp_path / "log", jars=jars, java=str(java), startup_timeout_s=30)
     t0 = time.monotonic()
     with pytest.raises(BrokerError) as info:
@@ -74,7 +77,9 @@ def test_a_missing_java_is_a_broker_error(tmp_path: Path, jars: Path) -> None:
 
 
 def test_tansu_failure_carries_its_log_and_removes_it(tmp_path: Path) -> None:
-    tansu = _script(tmp_path / "tansu", 'echo "tansu: Address already in use (os error 98)"\nexit 2\n')
+    tansu = _script(
+        tmp_path / "tansu", 'echo "tansu: Address already in use (os error 98)"\nexit 2\n'
+    )
     broker = TansuBroker(binary=tansu, startup_timeout_s=30)
     with pytest.raises(BrokerError) as info:
         broker.start()
@@ -87,7 +92,9 @@ def test_a_start_that_times_out_stops_the_process(tmp_path: Path) -> None:
     """A stand-in that never answers Metadata: the start times out and the process is killed."""
     tansu = _script(tmp_path / "tansu", 'echo "listening (not really) as $$"\nexec sleep 60\n')
     broker = TansuBroker(binary=tansu, startup_timeout_s=0.5, log_path=tmp_path / "t.log")
-    with pytest.raises(BrokerError, match=r"(?s)not ready: timed out after 0\.5 s.*listening \(not really\)"):
+    with pytest.raises(
+        BrokerError, match=r"(?s)not ready: timed out after 0\.5 s.*listening \(not really\)"
+    ):
         broker.start()
     assert not broker.running and (tmp_path / "t.log").exists()  # a given log is kept
     pid = int((tmp_path / "t.log").read_text().split()[-1])
@@ -97,7 +104,9 @@ def test_a_start_that_times_out_stops_the_process(tmp_path: Path) -> None:
 
 def test_probe_timeout_names_the_bootstrap_and_the_last_error() -> None:
     port = free_port()
-    with pytest.raises(BrokerError, match=rf"broker at 127\.0\.0\.1:{port} not ready: .*ConnectionRefusedError"):
+    with pytest.raises(
+        BrokerError, match=rf"broker at 127\.0\.0\.1:{port} not ready: .*ConnectionRefusedError"
+    ):
         wait_for_kafka(f"127.0.0.1:{port}", timeout_s=0.2)
 
 

@@ -22,13 +22,26 @@ def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser
 def _dev_parsers() -> dict[str, argparse.ArgumentParser]:
     top = _subparsers(build_parser())
     bench = _subparsers(top["bench"])
-    return {"broker": top["broker"], "demo": top["demo"], "replay": top["replay"],
-            **{f"bench {n}": b for n, b in bench.items()}}
+    return {
+        "broker": top["broker"],
+        "demo": top["demo"],
+        "replay": top["replay"],
+        **{f"bench {n}": b for n, b in bench.items()},
+    }
 
 
 def test_every_dev_command_is_there() -> None:
-    assert sorted(_dev_parsers()) == ["bench faults", "bench inference", "bench recommend", "bench serve",
-                                      "bench soak", "bench swap", "broker", "demo", "replay"]
+    assert sorted(_dev_parsers()) == [
+        "bench faults",
+        "bench inference",
+        "bench recommend",
+        "bench serve",
+        "bench soak",
+        "bench swap",
+        "broker",
+        "demo",
+        "replay",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(_dev_parsers()))
@@ -41,8 +54,9 @@ def test_every_option_help_shows_its_default(name: str, monkeypatch: pytest.Monk
             continue
         assert action.help, f"{name} {action.option_strings[0]}: no help"
         if action.default is None:  # the help says in words what happens without the option
-            assert "(default: " in action.help, \
+            assert "(default: " in action.help, (
                 f"{name} {action.option_strings[0]}: help does not say the default: {action.help!r}"
+            )
         else:
             shown = " ".join(f"{action.help} (default: {action.default})".split())
             assert shown in text, f"{name} {action.option_strings[0]}: {shown!r} not in the help"

@@ -21,8 +21,18 @@ def _defaults() -> argparse.Namespace:
 def test_every_default_scenario_is_registered_in_order() -> None:
     names = _defaults().scenarios.split(",")
     assert names == list(REGISTRY)
-    assert names == ["kill9", "sigterm", "rebalance", "broker_restart", "tansu_restart", "bad_input",
-                     "dlq_breaker", "burst", "forget", "hostile_checkpoint"]
+    assert names == [
+        "kill9",
+        "sigterm",
+        "rebalance",
+        "broker_restart",
+        "tansu_restart",
+        "bad_input",
+        "dlq_breaker",
+        "burst",
+        "forget",
+        "hostile_checkpoint",
+    ]
     for name in names:
         assert REGISTRY[name].name == name
         assert REGISTRY[name].func is getattr(scenarios, name)
@@ -33,7 +43,12 @@ def test_every_default_scenario_is_registered_in_order() -> None:
 def test_the_bench_arguments_fit_each_scenario(name: str, scale: float) -> None:
     """run_scenario calls func(harness[, private broker], **scaled(scale)): the call must bind."""
     sc = REGISTRY[name]
-    positional = {"none": ("workdir",), "shared": ("h",), "kafka": ("h", "broker"), "tansu": ("h", "broker")}
+    positional = {
+        "none": ("workdir",),
+        "shared": ("h",),
+        "kafka": ("h", "broker"),
+        "tansu": ("h", "broker"),
+    }
     kwargs = sc.scaled(scale)
     inspect.signature(sc.func).bind(*positional[sc.broker], **kwargs)
     assert all(v > 0 for v in kwargs.values())
@@ -61,7 +76,11 @@ def test_an_unknown_scenario_is_a_clear_error(tmp_path) -> None:
 
 def test_the_command_refuses_unknown_names_before_running_anything(tmp_path, capsys) -> None:
     args = _defaults()
-    args.scenarios, args.out, args.workdir = "bad_input,nope", str(tmp_path / "r.json"), str(tmp_path / "w")
+    args.scenarios, args.out, args.workdir = (
+        "bad_input,nope",
+        str(tmp_path / "r.json"),
+        str(tmp_path / "w"),
+    )
     assert command.run(args) == 2
     err = capsys.readouterr().err
     assert "unknown scenarios: ['nope']" in err and "known: kill9, sigterm" in err

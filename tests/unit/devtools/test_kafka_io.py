@@ -65,8 +65,14 @@ def test_new_event_is_the_kernel_payload_with_a_fresh_id_and_now() -> None:
 def test_new_event_keeps_given_fields() -> None:
     eid, value = new_event("u2", "9", event_id="e-1", ts=123.5, event_type="purchase", price=2.5)
     assert eid == "e-1"
-    assert json.loads(value) == {"event_id": "e-1", "user_id": "u2", "item_id": "9", "ts": 123.5,
-                                 "event_type": "purchase", "price": 2.5}
+    assert json.loads(value) == {
+        "event_id": "e-1",
+        "user_id": "u2",
+        "item_id": "9",
+        "ts": 123.5,
+        "event_type": "purchase",
+        "price": 2.5,
+    }
 
 
 def test_record_is_topic_key_value() -> None:
@@ -124,20 +130,37 @@ def test_produce_paces_sends_at_the_rate(fake_producer: type[FakeProducer]) -> N
 def test_produce_callbacks_stop_and_metadata(fake_producer: type[FakeProducer]) -> None:
     sent: list[tuple[int, str]] = []
     acked: list[tuple[int, int]] = []
-    records = (("t", None, f"v{i}".encode(), f"extra-{i}") for i in range(100))  # lazy, longer tuples
-    done = asyncio.run(produce("b:1", records, stop=lambda i: i >= 7, settle_every=3, keep_metadata=True,
-                               on_sent=lambda i, rec, t: sent.append((i, rec[3])),
-                               on_acked=lambda i, rec, md: acked.append((i, md.offset))))
+    records = (
+        ("t", None, f"v{i}".encode(), f"extra-{i}") for i in range(100)
+    )  # lazy, longer tuples
+    done = asyncio.run(
+        produce(
+            "b:1",
+            records,
+            stop=lambda i: i >= 7,
+            settle_every=3,
+            keep_metadata=True,
+            on_sent=lambda i, rec, t: sent.append((i, rec[3])),
+            on_acked=lambda i, rec, md: acked.append((i, md.offset)),
+        )
+    )
     assert done.sent == 7
     assert sent == [(i, f"extra-{i}") for i in range(7)]
     assert acked == [(i, i) for i in range(7)]
     assert [md.offset for md in done.metadata] == list(range(7))
 
 
-def test_produce_passes_client_arguments_and_always_stops(fake_producer: type[FakeProducer]) -> None:
+def test_produce_passes_client_arguments_and_always_stops(
+    fake_producer: type[FakeProducer],
+) -> None:
     asyncio.run(produce("b:1", [], acks=1, security_protocol="SSL"))
     kwargs = fake_producer.made[0].kwargs
-    assert kwargs == {"bootstrap_servers": "b:1", **PRODUCER_DEFAULTS, "acks": 1, "security_protocol": "SSL"}
+    assert kwargs == {
+        "bootstrap_servers": "b:1",
+        **PRODUCER_DEFAULTS,
+        "acks": 1,
+        "security_protocol": "SSL",
+    }
     with pytest.raises(RuntimeError, match="broker said no"):
         asyncio.run(produce("b:1", [("t", None, b"ok"), ("t", None, b"boom")]))
     assert fake_producer.made[1].stopped
@@ -159,7 +182,9 @@ class FakeConsumer:
     async def start(self) -> None:
         pass
 
-    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Any]]:
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[Any, list[Any]]:
         self.polls += 1
         if self.script:
             return {("tp", 0): self.script.pop(0)}
@@ -190,8 +215,13 @@ def test_read_until_a_count_then_lingers_for_extras(fake_consumer: type[FakeCons
     assert [r.value for r in out] == [b"a", b"b", b"c", b"extra"]
     c = fake_consumer.made[0]
     assert c.topics == ("out",) and c.stopped
-    assert c.kwargs == {"bootstrap_servers": "b:1", "group_id": None, "auto_offset_reset": "earliest",
-                        "enable_auto_commit": False, "fetch_max_wait_ms": 50}
+    assert c.kwargs == {
+        "bootstrap_servers": "b:1",
+        "group_id": None,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "fetch_max_wait_ms": 50,
+    }
 
 
 def test_read_until_a_predicate_sees_every_poll(fake_consumer: type[FakeConsumer]) -> None:
@@ -203,8 +233,16 @@ def test_read_until_a_predicate_sees_every_poll(fake_consumer: type[FakeConsumer
         polls.append(len(seen))
         return b"b" in seen
 
-    out = asyncio.run(read_until("b:1", ["out"], until=until, keep=False, poll_ms=10,
-                                 on_records=lambda recs, now: seen.extend(r.value for r in recs)))
+    out = asyncio.run(
+        read_until(
+            "b:1",
+            ["out"],
+            until=until,
+            keep=False,
+            poll_ms=10,
+            on_records=lambda recs, now: seen.extend(r.value for r in recs),
+        )
+    )
     assert out == [] and seen == [b"a", b"b"]  # kept nothing, stopped at the predicate
     assert polls == [1, 1, 2]  # asked after the empty poll too
 
@@ -212,8 +250,9 @@ def test_read_until_a_predicate_sees_every_poll(fake_consumer: type[FakeConsumer
 def test_read_until_times_out_with_what_it_has(fake_consumer: type[FakeConsumer]) -> None:
     fake_consumer.script = [_recs("a")]
     t0 = time.monotonic()
-    out = asyncio.run(read_until("b:1", ["out"], count=5, timeout_s=0.3, poll_ms=20,
-                                 security_protocol="SSL"))
+    out = asyncio.run(
+        read_until("b:1", ["out"], count=5, timeout_s=0.3, poll_ms=20, security_protocol="SSL")
+    )
     assert [r.value for r in out] == [b"a"] and 0.3 <= time.monotonic() - t0 < 2.0
     assert fake_consumer.made[0].kwargs["security_protocol"] == "SSL"
     with pytest.raises(ValueError, match="from_end needs partitions"):

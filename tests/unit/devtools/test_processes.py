@@ -42,8 +42,9 @@ def _py(code: str) -> list[str]:
 
 def test_child_runs_in_its_own_group_with_its_output_in_the_log(tmp_path: Path) -> None:
     log = tmp_path / "logs" / "child.log"  # the folder is created
-    proc = start_process(_py("import os; print('pgid', os.getpgid(0), flush=True)"), log_path=log,
-                         cwd=tmp_path)
+    proc = start_process(
+        _py("import os; print('pgid', os.getpgid(0), flush=True)"), log_path=log, cwd=tmp_path
+    )
     try:
         assert proc.wait(20) == 0
         assert os.getpgid(0) != proc.pid
@@ -53,14 +54,18 @@ def test_child_runs_in_its_own_group_with_its_output_in_the_log(tmp_path: Path) 
     assert proc not in processes._live
 
 
-def test_stop_kills_a_child_that_ignores_sigterm_within_the_deadline_and_reaps_it(tmp_path: Path) -> None:
+def test_stop_kills_a_child_that_ignores_sigterm_within_the_deadline_and_reaps_it(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "stubborn.log"
-    code = ("import signal, subprocess, sys, time\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)'])\n"
-            "print('grandchild', g.pid, flush=True)\n"
-            "time.sleep(120)\n")
+    code = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)'])\n"
+        "print('grandchild', g.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
     proc = start_process(_py(code), log_path=log)
     assert proc in processes._live
     m = wait_for_log(log, r"grandchild (\d+)", proc=proc, timeout_s=20, interval_s=0.05)
@@ -85,18 +90,22 @@ def test_stop_lets_a_cooperative_child_exit_on_sigterm() -> None:
 
 
 def test_kill_is_sigkill_now() -> None:
-    proc = start_process(_py("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"))
+    proc = start_process(
+        _py("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)")
+    )
     assert kill_process(proc) == -signal.SIGKILL
     assert _gone(proc.pid) and proc not in processes._live
 
 
 def test_children_die_with_their_parent() -> None:
     """PR_SET_PDEATHSIG: a hard kill of the parent still takes its children down."""
-    code = ("import sys, time\n"
-            "from devtools.processes import start_process\n"
-            "p = start_process([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-            "print(p.pid, flush=True)\n"
-            "time.sleep(120)\n")
+    code = (
+        "import sys, time\n"
+        "from devtools.processes import start_process\n"
+        "p = start_process([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
     parent = subprocess.Popen(_py(code), stdout=subprocess.PIPE, cwd=REPO)
     try:
         assert parent.stdout is not None
@@ -112,9 +121,14 @@ def test_children_die_with_their_parent() -> None:
 
 def test_wait_for_log_fails_fast_with_the_tail_when_the_process_exits(tmp_path: Path) -> None:
     log = tmp_path / "t.log"
-    proc = start_process(_py("print('starting up'); print('fatal: no broker', flush=True)"), log_path=log)
+    proc = start_process(
+        _py("print('starting up'); print('fatal: no broker', flush=True)"), log_path=log
+    )
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"(?s)trainer exited with 0 before 'consuming' was logged.*fatal: no broker"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)trainer exited with 0 before 'consuming' was logged.*fatal: no broker",
+    ):
         wait_for_log(log, "consuming", proc=proc, timeout_s=30, interval_s=0.05, name="trainer")
     assert time.monotonic() - t0 < 10
     stop_process(proc)
@@ -122,8 +136,12 @@ def test_wait_for_log_fails_fast_with_the_tail_when_the_process_exits(tmp_path: 
 
 def test_wait_ready_fails_fast_when_the_worker_exits(tmp_path: Path) -> None:
     log = tmp_path / "w.log"
-    proc = start_process(_py("print('Address already in use', flush=True); raise SystemExit(1)"), log_path=log)
-    with pytest.raises(RuntimeError, match=r"(?s)worker exited with 1 before it was ready.*Address already in use"):
+    proc = start_process(
+        _py("print('Address already in use', flush=True); raise SystemExit(1)"), log_path=log
+    )
+    with pytest.raises(
+        RuntimeError, match=r"(?s)worker exited with 1 before it was ready.*Address already in use"
+    ):
         wait_ready("http://127.0.0.1:9/ready", proc=proc, timeout_s=30, log_path=log)
     stop_process(proc)
 
@@ -134,7 +152,9 @@ def test_worker_argv() -> None:
     assert argv[4:] == ["--bootstrap", "b:1", "--threads", "1", "--no-fast-path", "--verbose"]
 
 
-def test_worker_runs_in_its_log_folder_with_an_absolute_model_store(tmp_path: Path, monkeypatch) -> None:
+def test_worker_runs_in_its_log_folder_with_an_absolute_model_store(
+    tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     w = WorkerProcess(log_path=Path("run") / "worker.log", model_store="store", app_id="a")
     assert w.cwd == tmp_path / "run"  # Faust's "<app_id>-data" lands here, not in the caller's cwd
@@ -142,5 +162,8 @@ def test_worker_runs_in_its_log_folder_with_an_absolute_model_store(tmp_path: Pa
     assert w.options["model_store"] == str(tmp_path / "store")
     assert w.options["web_bind"] == "127.0.0.1" and isinstance(w.options["web_port"], int)
     assert w.url("/ready") == f"http://127.0.0.1:{w.port}/ready"
-    assert WorkerProcess(log_path=tmp_path / "x.log", cwd=tmp_path / "elsewhere").cwd == tmp_path / "elsewhere"
+    assert (
+        WorkerProcess(log_path=tmp_path / "x.log", cwd=tmp_path / "elsewhere").cwd
+        == tmp_path / "elsewhere"
+    )
     assert w.stop() is None  # never started

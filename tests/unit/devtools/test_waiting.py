@@ -25,8 +25,13 @@ def test_returns_the_first_truthy_value_as_soon_as_it_comes() -> None:
 def test_times_out_saying_what_for_how_long_and_the_last_value() -> None:
     t0 = time.monotonic()
     with pytest.raises(TimeoutError) as info:
-        wait_until(lambda: 0, 0.2, "the answer to appear", interval_s=0.02,
-                   detail=lambda: "\n--- the log ---")
+        wait_until(
+            lambda: 0,
+            0.2,
+            "the answer to appear",
+            interval_s=0.02,
+            detail=lambda: "\n--- the log ---",
+        )
     took = time.monotonic() - t0
     assert 0.2 <= took < 2.0
     msg = str(info.value)

@@ -54,23 +54,33 @@ def test_unwired_options_refused():
 
 
 def test_serving_path_never_imports_transformers():
-    code = ("import sys, stream_app.worker, stream_app.agents, stream_app.web, stream_app.recommender; "
-            "import stream_app.commands; assert 'transformers' not in sys.modules, 'transformers imported'")
+    code = (
+        "import sys, stream_app.worker, stream_app.agents, stream_app.web, stream_app.recommender; "
+        "import stream_app.commands; assert 'transformers' not in sys.modules, 'transformers imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # -- broker security: SASL --------------------------------------------------------------------
 
+
 def _sasl(**kw):
-    base = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="alice",
-                sasl_password="alice-secret")
+    base = dict(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="alice",
+        sasl_password="alice-secret",
+    )
     return Settings(**{**base, **kw})
 
 
 def test_sasl_plain_kwargs():
     assert _sasl().kafka_client_kwargs() == {
-        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
-        "sasl_plain_username": "alice", "sasl_plain_password": "alice-secret"}
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": "alice-secret",
+    }
     assert "alice-secret" not in repr(_sasl())  # SecretStr: never in logs
     assert Settings().kafka_client_kwargs() == {"security_protocol": "PLAINTEXT"}
 
@@ -81,9 +91,17 @@ def test_sasl_ssl_scram_kwargs(mechanism):
 
     kw = _sasl(security_protocol="SASL_SSL", sasl_mechanism=mechanism).kafka_client_kwargs()
     ctx = kw.pop("ssl_context")
-    assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    assert kw == {"security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
-                  "sasl_plain_username": "alice", "sasl_plain_password": "alice-secret"}
+    assert (
+        isinstance(ctx, ssl.SSLContext)
+        and ctx.verify_mode == ssl.CERT_REQUIRED
+        and ctx.check_hostname
+    )
+    assert kw == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": "alice-secret",
+    }
 
 
 @pytest.mark.parametrize("missing", ["sasl_mechanism", "sasl_username", "sasl_password"])
@@ -104,11 +122,21 @@ def test_sasl_fields_ignored_without_sasl():
 async def test_worker_clients_get_sasl(protocol):
     import faust
 
-    app = create_app(_sasl(bootstrap="127.0.0.1:1", app_id="t-sasl", security_protocol=protocol,
-                           sasl_mechanism="SCRAM-SHA-256"))
+    app = create_app(
+        _sasl(
+            bootstrap="127.0.0.1:1",
+            app_id="t-sasl",
+            security_protocol=protocol,
+            sasl_mechanism="SCRAM-SHA-256",
+        )
+    )
     creds = app.conf.broker_credentials
     assert isinstance(creds, faust.SASLCredentials)
-    assert (creds.username, creds.password, creds.mechanism.value) == ("alice", "alice-secret", "SCRAM-SHA-256")
+    assert (creds.username, creds.password, creds.mechanism.value) == (
+        "alice",
+        "alice-secret",
+        "SCRAM-SHA-256",
+    )
     assert (creds.ssl_context is not None) == (protocol == "SASL_SSL")
     client = app.consumer._thread._create_worker_consumer(app.transport)._client
     assert client._security_protocol == protocol and client._sasl_mechanism == "SCRAM-SHA-256"
@@ -136,8 +164,13 @@ async def test_control_followers_use_security_kwargs(monkeypatch):
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", FakeConsumer)
     monkeypatch.setattr(control, "topic_partitions", partitions)
     with pytest.raises(RuntimeError, match="stop here"):
-        await control.broadcast_consumer("127.0.0.1:1", "t", from_end=None, fetch_max_wait_ms=50,
-                                          client_kwargs=_sasl().kafka_client_kwargs())
+        await control.broadcast_consumer(
+            "127.0.0.1:1",
+            "t",
+            from_end=None,
+            fetch_max_wait_ms=50,
+            client_kwargs=_sasl().kafka_client_kwargs(),
+        )
     assert seen["security_protocol"] == "SASL_PLAINTEXT" and seen["sasl_plain_username"] == "alice"
     assert seen["admin"]["sasl_plain_username"] == "alice"  # the metadata lookup is secured too
 
@@ -145,13 +178,25 @@ async def test_control_followers_use_security_kwargs(monkeypatch):
 def test_trainer_reads_the_worker_security_env(monkeypatch):
     from trainer.settings import TrainerSettings
 
-    for k, v in {"SECURITY_PROTOCOL": "SASL_SSL", "SASL_MECHANISM": "SCRAM-SHA-512",
-                 "SASL_USERNAME": "alice", "SASL_PASSWORD": "alice-secret"}.items():
+    for k, v in {
+        "SECURITY_PROTOCOL": "SASL_SSL",
+        "SASL_MECHANISM": "SCRAM-SHA-512",
+        "SASL_USERNAME": "alice",
+        "SASL_PASSWORD": "alice-secret",
+    }.items():
         monkeypatch.setenv("COLDSTREAM_" + k, v)
     worker, trainer = Settings().kafka_client_kwargs(), TrainerSettings().kafka_client_kwargs()
     assert worker.pop("ssl_context") is not None and trainer.pop("ssl_context") is not None
-    assert trainer == worker == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                                 "sasl_plain_username": "alice", "sasl_plain_password": "alice-secret"}
+    assert (
+        trainer
+        == worker
+        == {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "alice",
+            "sasl_plain_password": "alice-secret",
+        }
+    )
     monkeypatch.delenv("COLDSTREAM_SASL_PASSWORD")
     with pytest.raises(ValidationError, match="COLDSTREAM_SASL_PASSWORD"):
         TrainerSettings()

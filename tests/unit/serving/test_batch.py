@@ -17,8 +17,9 @@ NOW = 1_700_000_000.0
 
 @pytest.fixture(scope="module")
 def recommender(tmp_path_factory):
-    return Recommender.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("s"), n_items=60),
-                                       prefer_gpu_index=False)
+    return Recommender.from_checkpoint(
+        make_checkpoint(tmp_path_factory.mktemp("s"), n_items=60), prefer_gpu_index=False
+    )
 
 
 def rec(topic, user, item, offset, eid=None, partition=0):
@@ -28,10 +29,16 @@ def rec(topic, user, item, offset, eid=None, partition=0):
 
 def test_batch_outputs_sessions_and_dedupe(recommender):
     store: dict = {"u1": [["1", 0, 1.0], ["2", 1, 2.0]]}
-    p = BatchProcessor(recommender, Settings(k=5, max_history=3), get_session=store.get, clock=lambda: NOW)
-    batch = [rec("clicks", "u1", "3", 0, "e1"), rec("purchases", "u2", "4", 1, "e2", partition=2),
-             rec("clicks", "u1", "ghost", 2, "e3"), rec("clicks", "u1", "5", 3, "e1"),  # dup of e1
-             Incoming("clicks", 0, 4, b"u9", b"{oops", NOW)]
+    p = BatchProcessor(
+        recommender, Settings(k=5, max_history=3), get_session=store.get, clock=lambda: NOW
+    )
+    batch = [
+        rec("clicks", "u1", "3", 0, "e1"),
+        rec("purchases", "u2", "4", 1, "e2", partition=2),
+        rec("clicks", "u1", "ghost", 2, "e3"),
+        rec("clicks", "u1", "5", 3, "e1"),  # dup of e1
+        Incoming("clicks", 0, 4, b"u9", b"{oops", NOW),
+    ]
     out = p.process(batch)
     assert len(out.recommendations) == 3 and len(out.dlq) == 1
     assert out.outcomes[("clicks", "duplicate")] == 1 and out.dlq_reasons == {"invalid_json": 1}
@@ -39,16 +46,26 @@ def test_batch_outputs_sessions_and_dedupe(recommender):
     assert [v["event_id"] for v in vals] == ["e1", "e2", "e3"]
     assert [k for k, _ in out.recommendations] == [b"u1", b"u2", b"u1"]
     # history capped at max_history=3, unknown item kept; one table write per user
-    assert out.sessions["u1"] == (0, [["2", 1, 2.0], ["3", 0, NOW - 1, "e1"], ["ghost", 0, NOW - 1, "e3"]])
+    assert out.sessions["u1"] == (
+        0,
+        [["2", 1, 2.0], ["3", 0, NOW - 1, "e1"], ["ghost", 0, NOW - 1, "e3"]],
+    )
     assert out.sessions["u2"][0] == 2
     assert not {"2", "3"} & {i["item_id"] for i in vals[0]["items"]}
     assert vals[0]["cold_start"] is True and vals[1]["cold_start"] is True
     assert vals[0]["latency_ms"] == pytest.approx(500.0)
     assert store["u1"] == [["1", 0, 1.0], ["2", 1, 2.0]]  # the processor never writes the store
     dlq = json.loads(out.dlq[0])
-    assert (dlq["source_topic"], dlq["offset"], dlq["error"], dlq["payload"]) == ("clicks", 4, "invalid_json", "{oops")
+    assert (dlq["source_topic"], dlq["offset"], dlq["error"], dlq["payload"]) == (
+        "clicks",
+        4,
+        "invalid_json",
+        "{oops",
+    )
     # next batch: e2 is a duplicate now
-    assert p.process([rec("purchases", "u2", "9", 5, "e2")]).outcomes[("purchases", "duplicate")] == 1
+    assert (
+        p.process([rec("purchases", "u2", "9", 5, "e2")]).outcomes[("purchases", "duplicate")] == 1
+    )
 
 
 def test_ranking_failure_goes_to_dlq(recommender):
@@ -85,18 +102,43 @@ def test_breaker_trips_on_ratio_and_respects_window():
 def test_recommendation_payload_is_the_record_schema():
     from coldstream.core.records import Recommendation, field_names, recommendation_payload
 
-    raw = recommendation_payload(event_id='e"1', user_id="ü", items=[("a\\b", 0.1234567), ("7", -2.0)],
-                                 model_version="3", cold_start=True, produced_at=1.5, latency_ms=2.25,
-                                 fallback=None)
+    raw = recommendation_payload(
+        event_id='e"1',
+        user_id="ü",
+        items=[("a\\b", 0.1234567), ("7", -2.0)],
+        model_version="3",
+        cold_start=True,
+        produced_at=1.5,
+        latency_ms=2.25,
+        fallback=None,
+    )
     v = json.loads(raw)
-    assert v == {"event_id": 'e"1', "user_id": "ü", "items": [{"item_id": "a\\b", "score": 0.123457},
-                                                              {"item_id": "7", "score": -2.0}],
-                 "model_version": "3", "cold_start": True, "produced_at": 1.5, "latency_ms": 2.25,
-                 "fallback": None}
+    assert v == {
+        "event_id": 'e"1',
+        "user_id": "ü",
+        "items": [{"item_id": "a\\b", "score": 0.123457}, {"item_id": "7", "score": -2.0}],
+        "model_version": "3",
+        "cold_start": True,
+        "produced_at": 1.5,
+        "latency_ms": 2.25,
+        "fallback": None,
+    }
     assert set(v) == set(field_names(Recommendation))
-    assert json.loads(recommendation_payload(event_id="e", user_id="u", items=[], model_version="1",
-                                             cold_start=False, produced_at=2.0, latency_ms=1.0,
-                                             fallback="popular"))["fallback"] == "popular"
+    assert (
+        json.loads(
+            recommendation_payload(
+                event_id="e",
+                user_id="u",
+                items=[],
+                model_version="1",
+                cold_start=False,
+                produced_at=2.0,
+                latency_ms=1.0,
+                fallback="popular",
+            )
+        )["fallback"]
+        == "popular"
+    )
 
 
 async def test_fast_path_take_batches_and_backpressure():

@@ -34,23 +34,56 @@ COUNT = {"payloads": 0}
 FIELDS = ["event_id", "user_id", "item_id", "ts", "price", "quantity", "event_type", "context"]
 # text that st.text() never makes on its own: lone surrogates (valid JSON as \\ud800 escapes),
 # bidi controls, zero-width and format characters, decomposed (non-NFC) letters
-odd_chars = st.sampled_from(["\ud800", "\udfff", "\u202e", "\u2066", "\u200b", "\ufeff", "\u00ad",
-                             "u\u0308", "\ue000", "\U0010ffff", "\u0085", "\u3000"])
+odd_chars = st.sampled_from(
+    [
+        "\ud800",
+        "\udfff",
+        "\u202e",
+        "\u2066",
+        "\u200b",
+        "\ufeff",
+        "\u00ad",
+        "u\u0308",
+        "\ue000",
+        "\U0010ffff",
+        "\u0085",
+        "\u3000",
+    ]
+)
 odd_text = st.lists(st.one_of(odd_chars, st.text(max_size=3)), min_size=1, max_size=6).map("".join)
-ids = st.one_of(st.text(min_size=0, max_size=140), st.integers(-5, 10**20), st.just("u1"), odd_text,
-                st.sampled_from(["1", "2", "59", "999999", "unknown-item"]))
-numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30),
-                    st.sampled_from([NOW, NOW + 10**9, -1.0, 0.0, NOW + 3599]))
-junk = st.recursive(st.none() | st.booleans() | numbers | st.text(max_size=50),
-                    lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=5), c, max_size=5),
-                    max_leaves=10)
+ids = st.one_of(
+    st.text(min_size=0, max_size=140),
+    st.integers(-5, 10**20),
+    st.just("u1"),
+    odd_text,
+    st.sampled_from(["1", "2", "59", "999999", "unknown-item"]),
+)
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**30), 10**30),
+    st.sampled_from([NOW, NOW + 10**9, -1.0, 0.0, NOW + 3599]),
+)
+junk = st.recursive(
+    st.none() | st.booleans() | numbers | st.text(max_size=50),
+    lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=5), c, max_size=5),
+    max_leaves=10,
+)
 HUGE_STRING = "é" * 20_000
-DEEP = [b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000,
-        b'{"event_id":"e","user_id":"u","item_id":"1","ts":1,"context":' + b"[" * 40 + b"]" * 40 + b"}"]
+DEEP = [
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    b'{"event_id":"e","user_id":"u","item_id":"1","ts":1,"context":' + b"[" * 40 + b"]" * 40 + b"}",
+]
 HUGE_ARRAY = list(range(5000))
-values = st.one_of(ids, numbers, junk, st.just(HUGE_STRING), st.just(HUGE_ARRAY),
-                   st.text(max_size=10).map(lambda t: t * 1000),
-                   st.sampled_from(["click", "purchase", "forget", "like", ""]))
+values = st.one_of(
+    ids,
+    numbers,
+    junk,
+    st.just(HUGE_STRING),
+    st.just(HUGE_ARRAY),
+    st.text(max_size=10).map(lambda t: t * 1000),
+    st.sampled_from(["click", "purchase", "forget", "like", ""]),
+)
 
 
 @st.composite
@@ -78,11 +111,13 @@ def _encode(obj: dict, mode: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def processor(tmp_path_factory) -> BatchProcessor:
-    rec = Recommender.from_checkpoint(make_checkpoint(tmp_path_factory.mktemp("f"), n_items=60),
-                                      prefer_gpu_index=False)
+    rec = Recommender.from_checkpoint(
+        make_checkpoint(tmp_path_factory.mktemp("f"), n_items=60), prefer_gpu_index=False
+    )
     store: dict = {}
-    return BatchProcessor(rec, Settings(max_event_bytes=16_384), get_session=store.get,
-                          clock=lambda: NOW)
+    return BatchProcessor(
+        rec, Settings(max_event_bytes=16_384), get_session=store.get, clock=lambda: NOW
+    )
 
 
 def _check_result(r: object, raw: bytes | None) -> None:
@@ -114,9 +149,15 @@ def test_random_text_never_raises(text: str) -> None:
 
 
 @settings(max_examples=N_OBJECTS, deadline=None, suppress_health_check=list(HealthCheck))
-@given(obj=objects(), mode=st.integers(0, 4), topic=st.sampled_from(["clicks", "purchases"]),
-       keyed=st.booleans())
-def test_hostile_objects_are_accepted_only_when_valid(obj: dict, mode: int, topic: str, keyed: bool) -> None:
+@given(
+    obj=objects(),
+    mode=st.integers(0, 4),
+    topic=st.sampled_from(["clicks", "purchases"]),
+    keyed=st.booleans(),
+)
+def test_hostile_objects_are_accepted_only_when_valid(
+    obj: dict, mode: int, topic: str, keyed: bool
+) -> None:
     COUNT["payloads"] += 1
     raw = _encode(obj, mode)
     key = str(obj.get("user_id")).encode("utf-8", "surrogatepass") if keyed else None
@@ -127,7 +168,9 @@ def test_hostile_objects_are_accepted_only_when_valid(obj: dict, mode: int, topi
         assert mode in (0, 3, 4)
         assert isinstance(obj["ts"], int | float) and not isinstance(obj["ts"], bool)
         assert set(obj) <= set(FIELDS)
-        assert r.event_type == obj.get("event_type", {"clicks": "click", "purchases": "purchase"}[topic])
+        assert r.event_type == obj.get(
+            "event_type", {"clicks": "click", "purchases": "purchase"}[topic]
+        )
 
 
 def test_deep_nesting_and_surrogates_are_refused_with_a_reason() -> None:
@@ -144,10 +187,23 @@ def test_deep_nesting_and_surrogates_are_refused_with_a_reason() -> None:
 
 
 @settings(max_examples=N_BATCHES, deadline=None, suppress_health_check=list(HealthCheck))
-@given(batch=st.lists(st.tuples(st.one_of(objects().map(lambda o: _encode(o, 0)), st.binary(max_size=200),
-                                          st.just(b""), st.just(b"x" * 20_000), st.sampled_from(DEEP)),
-                                st.sampled_from(["clicks", "purchases"]), st.booleans()),
-                      min_size=1, max_size=16))
+@given(
+    batch=st.lists(
+        st.tuples(
+            st.one_of(
+                objects().map(lambda o: _encode(o, 0)),
+                st.binary(max_size=200),
+                st.just(b""),
+                st.just(b"x" * 20_000),
+                st.sampled_from(DEEP),
+            ),
+            st.sampled_from(["clicks", "purchases"]),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=16,
+    )
+)
 def test_batch_yields_one_output_per_record(processor: BatchProcessor, batch: list) -> None:
     COUNT["payloads"] += len(batch)
     records = []
@@ -165,7 +221,11 @@ def test_batch_yields_one_output_per_record(processor: BatchProcessor, batch: li
     for value in out.dlq:
         d = json.loads(value)
         assert d["error"] in REASONS
-        payload = base64.b64decode(d["payload"]) if d["payload_encoding"] == "base64" else d["payload"].encode()
+        payload = (
+            base64.b64decode(d["payload"])
+            if d["payload_encoding"] == "base64"
+            else d["payload"].encode()
+        )
         assert payload == records[d["offset"]].value[:65_536]
     for key, value in out.recommendations:
         v = json.loads(value)  # strict JSON: no NaN/Infinity

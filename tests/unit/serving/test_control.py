@@ -31,14 +31,20 @@ def world(tmp_path):
     v2 = make_checkpoint(store, n_items=60, seed=2)
     rec = Recommender.from_checkpoint(v1, device="cpu", prefer_gpu_index=False)
     metrics = Metrics(CollectorRegistry())
-    swapper = ModelSwapper(rec, store_root=store, key=KEY, metrics=metrics, device="cpu",
-                           prefer_gpu_index=False)
+    swapper = ModelSwapper(
+        rec, store_root=store, key=KEY, metrics=metrics, device="cpu", prefer_gpu_index=False
+    )
     return store, v1, v2, rec, metrics, swapper
 
 
 def _update(path, *, key=KEY, version=2, sha=None):
-    upd = make_update(version=version, checkpoint_dir=path, manifest_sha256=sha or manifest_sha256(path),
-                      metrics={"ndcg@10": 0.1}, key=key)
+    upd = make_update(
+        version=version,
+        checkpoint_dir=path,
+        manifest_sha256=sha or manifest_sha256(path),
+        metrics={"ndcg@10": 0.1},
+        key=key,
+    )
     return json.loads(upd.to_json())
 
 
@@ -47,7 +53,10 @@ def _reseal(path):
     manifest sha256 / the file-format checks can catch what follows."""
     m = json.loads((path / MANIFEST).read_text())
     for name in m["files"]:
-        m["files"][name] = {"sha256": sha256_file(path / name), "bytes": (path / name).stat().st_size}
+        m["files"][name] = {
+            "sha256": sha256_file(path / name),
+            "bytes": (path / name).stat().st_size,
+        }
     (path / MANIFEST).write_text(json.dumps(m))
 
 
@@ -91,6 +100,7 @@ def _symlink_escape(store, v2):
     d = _update(outside)
     d["uri"] = link.absolute().as_uri()  # lexically inside the store, really outside
     from coldstream.core.model_updates import sign
+
     d["signature"] = sign(d, KEY)
     return d
 
@@ -114,6 +124,7 @@ def _bad_scheme(store, v2):
     d = _update(v2)
     d["uri"] = "https://example.com/v000002"
     from coldstream.core.model_updates import sign
+
     d["signature"] = sign(d, KEY)
     return d
 
@@ -122,6 +133,7 @@ def _dotdot(store, v2):
     d = _update(v2)
     d["uri"] = (store / "v000002" / ".." / ".." / "x").as_posix()
     from coldstream.core.model_updates import sign
+
     d["signature"] = sign(d, KEY)
     return d
 
@@ -169,7 +181,9 @@ def test_good_update_swaps_and_serves_new_version(world):
     assert rec.model is not old and rec.model.version == "2"
     offline = Recommender.from_checkpoint(v2, device="cpu", prefer_gpu_index=False)
     assert rec.recommend_batch(HISTORIES, 5) == offline.recommend_batch(HISTORIES, 5)
-    assert metrics.registry.get_sample_value("coldstream_model_swaps_total", {"outcome": "ok"}) == 1.0
+    assert (
+        metrics.registry.get_sample_value("coldstream_model_swaps_total", {"outcome": "ok"}) == 1.0
+    )
     assert metrics.registry.get_sample_value("coldstream_model_version") == 2.0
     # replaying the same (or an older) record is a no-op, not a failure
     again = asyncio.run(swapper.handle(json.dumps(_update(v2))))
@@ -221,8 +235,15 @@ def test_item_vectors_only_for_the_served_version(world):
     def rec_json(item, ver, vec):
         return json.dumps({"item_id": item, "model_version": ver, "vector": vec}).encode()
 
-    n = sink.add_many([rec_json("new-1", "1", new_vec), rec_json("stale", "0", [0.0] * dim),
-                       rec_json("later", "2", new_vec), b"junk", rec_json("bad-dim", "1", [1.0])])
+    n = sink.add_many(
+        [
+            rec_json("new-1", "1", new_vec),
+            rec_json("stale", "0", [0.0] * dim),
+            rec_json("later", "2", new_vec),
+            b"junk",
+            rec_json("bad-dim", "1", [1.0]),
+        ]
+    )
     assert n == 1 and "new-1" in rec.model.index_of and "stale" not in rec.model.index_of
     assert "later" not in rec.model.index_of and sink.pending["2"].keys() == {"later"}
     assert rec.recommend_batch([["1", "2"]], 3)[0][0][0] == "new-1"

@@ -9,10 +9,16 @@ from stream_app.index import FaissCpuIndex, FaissGpuIndex, ItemIndex, gpu_availa
 
 IMPLS = [
     pytest.param(FaissCpuIndex, id="faiss-cpu"),
-    pytest.param(FaissGpuIndex, id="faiss-gpu", marks=[
-        pytest.mark.gpu,
-        pytest.mark.skipif(not gpu_available(), reason="faiss sees no GPU here (faiss.get_num_gpus() == 0)"),
-    ]),
+    pytest.param(
+        FaissGpuIndex,
+        id="faiss-gpu",
+        marks=[
+            pytest.mark.gpu,
+            pytest.mark.skipif(
+                not gpu_available(), reason="faiss sees no GPU here (faiss.get_num_gpus() == 0)"
+            ),
+        ],
+    ),
 ]
 
 

@@ -11,11 +11,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.metrics import LATENCY_BUCKETS, BatchHistogram, Metrics
 
 DOC_NAMES = {
-    "coldstream_events_total", "coldstream_dlq_total", "coldstream_batch_size",
-    "coldstream_event_latency_seconds", "coldstream_inference_seconds", "coldstream_search_seconds",
-    "coldstream_model_info", "coldstream_model_version", "coldstream_model_swaps_total",
-    "coldstream_model_swap_failures_total", "coldstream_index_items", "coldstream_active_sessions",
-    "coldstream_consumer_lag", "coldstream_online_hits_total", "coldstream_online_requests_total",
+    "coldstream_events_total",
+    "coldstream_dlq_total",
+    "coldstream_batch_size",
+    "coldstream_event_latency_seconds",
+    "coldstream_inference_seconds",
+    "coldstream_search_seconds",
+    "coldstream_model_info",
+    "coldstream_model_version",
+    "coldstream_model_swaps_total",
+    "coldstream_model_swap_failures_total",
+    "coldstream_index_items",
+    "coldstream_active_sessions",
+    "coldstream_consumer_lag",
+    "coldstream_online_hits_total",
+    "coldstream_online_requests_total",
     "coldstream_fallback_total",
 }
 
@@ -44,9 +54,11 @@ def test_exposition_has_documented_names():
     names = {s.name for fam in text_string_to_metric_families(text) for s in fam.samples}
     for name in DOC_NAMES:
         assert any(n == name or n.startswith(name + "_") for n in names) or name in names, name
-    assert "coldstream_model_info{version=\"7\"} 1.0" in text
+    assert 'coldstream_model_info{version="7"} 1.0' in text
     assert "coldstream_model_version 7.0" in text
-    labels = {k for fam in text_string_to_metric_families(text) for s in fam.samples for k in s.labels}
+    labels = {
+        k for fam in text_string_to_metric_families(text) for s in fam.samples for k in s.labels
+    }
     assert not {"user", "user_id", "item_id", "event_id"} & labels
 
 
@@ -71,11 +83,22 @@ def test_observe_many_equals_observe():
     h2.observe_many(values[:100])
     h2.observe_many([])
     h2.observe_many(values[100:])
-    s1 = {(s.name, tuple(sorted(s.labels.items()))): s.value
-          for f in r1.collect() for s in f.samples if not s.name.endswith("_created")}
-    s2 = {(s.name, tuple(sorted(s.labels.items()))): s.value
-          for f in r2.collect() for s in f.samples if not s.name.endswith("_created")}
+    s1 = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in r1.collect()
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
+    s2 = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in r2.collect()
+        for s in f.samples
+        if not s.name.endswith("_created")
+    }
     assert s1.keys() == s2.keys()
     for key in s1:
         assert s1[key] == pytest.approx(s2[key]), key
-    assert generate_latest(r1).replace(b"_created", b"").split(b"\n")[:3] == generate_latest(r2).split(b"\n")[:3]
+    assert (
+        generate_latest(r1).replace(b"_created", b"").split(b"\n")[:3]
+        == generate_latest(r2).split(b"\n")[:3]
+    )

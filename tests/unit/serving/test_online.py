@@ -16,10 +16,10 @@ from stream_app.settings import Settings
 def test_next_event_joined_to_previous_recommendation_per_version():
     m = Metrics(CollectorRegistry())
     q = OnlineQuality(window_s=10.0, metrics=m)
-    q.step("u", "1", [("2", 1.0), ("3", 0.5)], "1", now=0.0)   # first event: nothing to join
-    q.step("u", "3", [("4", 1.0)], "1", now=1.0)               # hit for v1
-    q.step("u", "9", [("5", 1.0)], "2", now=2.0)               # miss for v1
-    q.step("u", "5", [], "2", now=30.0)                        # outside the window: not counted
+    q.step("u", "1", [("2", 1.0), ("3", 0.5)], "1", now=0.0)  # first event: nothing to join
+    q.step("u", "3", [("4", 1.0)], "1", now=1.0)  # hit for v1
+    q.step("u", "9", [("5", 1.0)], "2", now=2.0)  # miss for v1
+    q.step("u", "5", [], "2", now=30.0)  # outside the window: not counted
     q.step("w", "5", [], "2", now=30.0)
     q.flush()
     reg = m.registry
@@ -48,7 +48,9 @@ def test_windowed_popularity_forgets_old_events():
 
 
 def test_pipeline_feeds_online_quality(tmp_path):
-    rec = Recommender.from_checkpoint(make_checkpoint(tmp_path / "s", n_items=50), prefer_gpu_index=False)
+    rec = Recommender.from_checkpoint(
+        make_checkpoint(tmp_path / "s", n_items=50), prefer_gpu_index=False
+    )
     rec.popularity = WindowedCounter(3600.0)
     settings = Settings()
     sessions: dict = {}
@@ -61,5 +63,6 @@ def test_pipeline_feeds_online_quality(tmp_path):
     assert p.online.requests["1"] == 1 and p.online.hits["1"] == 1
     ghost = p.process([Incoming("clicks", 0, 2, b"g", new_event("g", "nope", ts=999.0)[1], None)])
     import json
+
     body = json.loads(ghost.recommendations[0][1])
     assert body["fallback"] == "popular" and body["items"][0]["item_id"] in ("1", top[0])

@@ -47,7 +47,9 @@ def test_unknown_items_tolerated(rec):
     assert len(mixed.items[0]) == 5
     assert not {"1", "2", "no-such-item"} & {i for i, _ in mixed.items[0]}
     # unknown items do not change the user vector
-    assert [i for i, _ in mixed.items[0]] == [i for i, _ in rec.recommend_batch([["1", "2"]], k=5)[0]]
+    assert [i for i, _ in mixed.items[0]] == [
+        i for i, _ in rec.recommend_batch([["1", "2"]], k=5)[0]
+    ]
 
 
 def test_only_unknown_items_gets_popular_fallback(rec):
@@ -93,8 +95,10 @@ def test_upsert_items_new_and_replaced(rec):
 
 
 def test_swap_is_one_reference(rec, ckpt_path, tmp_path):
-    other = ServingModel.from_checkpoint(load_checkpoint(make_checkpoint(tmp_path, n_items=30, dim=32,
-                                                                         seed=3)), prefer_gpu_index=False)
+    other = ServingModel.from_checkpoint(
+        load_checkpoint(make_checkpoint(tmp_path, n_items=30, dim=32, seed=3)),
+        prefer_gpu_index=False,
+    )
     before = rec.model
     assert rec.swap(other) is before
     assert rec.model is other

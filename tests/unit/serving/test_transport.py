@@ -40,7 +40,13 @@ def _without_fast_path(fn: ast.AsyncFunctionDef) -> ast.AsyncFunctionDef:
         body = body[1:]  # docstring
 
     def binds_fast_name(stmt: ast.stmt) -> bool:
-        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+        targets = (
+            stmt.targets
+            if isinstance(stmt, ast.Assign)
+            else [stmt.target]
+            if isinstance(stmt, ast.AnnAssign)
+            else []
+        )
         return any(isinstance(t, ast.Name) and t.id in transport.FAST_PATH_NAMES for t in targets)
 
     fn.body = [s for s in body if not binds_fast_name(s)]
@@ -58,7 +64,8 @@ def test_faust_drain_loop_is_the_one_we_copied() -> None:
     upstream = textwrap.dedent(inspect.getsource(faust_consumer.Consumer._drain_messages))
     assert hashlib.sha256(upstream.encode()).hexdigest() == transport.UPSTREAM_DRAIN_SHA256, (
         "Faust's Consumer._drain_messages changed: copy it again into stream_app/transport.py "
-        "(keep the marked fast-path change) and update UPSTREAM_DRAIN_SHA256")
+        "(keep the marked fast-path change) and update UPSTREAM_DRAIN_SHA256"
+    )
 
 
 def test_our_loop_is_faust_plus_the_marked_change_only() -> None:
@@ -66,13 +73,17 @@ def test_our_loop_is_faust_plus_the_marked_change_only() -> None:
     upstream = _function(inspect.getsource(faust_consumer.Consumer._drain_messages))
     ours.returns = upstream.returns = None
     ours.decorator_list = upstream.decorator_list = []
-    assert [a.arg for a in ours.args.args] == [a.arg for a in upstream.args.args]  # annotations aside
+    assert [a.arg for a in ours.args.args] == [
+        a.arg for a in upstream.args.args
+    ]  # annotations aside
     assert [ast.dump(s) for s in ours.body] == [ast.dump(s) for s in upstream.body]
 
 
 def test_strip_notices_any_other_change() -> None:
     # the comparison above is not vacuous: one changed line in our copy makes it differ
-    src = inspect.getsource(transport.Consumer._drain_messages).replace("yield_every = 100", "yield_every = 99")
+    src = inspect.getsource(transport.Consumer._drain_messages).replace(
+        "yield_every = 100", "yield_every = 99"
+    )
     ours = _without_fast_path(_function(src))
     upstream = _function(inspect.getsource(faust_consumer.Consumer._drain_messages))
     assert [ast.dump(s) for s in ours.body] != [ast.dump(s) for s in upstream.body]

@@ -25,14 +25,20 @@ def make_world() -> tuple[list[str], np.ndarray]:
     """Item ids and their (unit) text vectors."""
     rng = np.random.default_rng(0)
     centroids = rng.standard_normal((N_TOPICS, TEXT_DIM))
-    text = np.vstack([centroids[t] + 0.3 * rng.standard_normal((PER_TOPIC, TEXT_DIM))
-                      for t in range(N_TOPICS)]).astype(np.float32)
+    text = np.vstack(
+        [centroids[t] + 0.3 * rng.standard_normal((PER_TOPIC, TEXT_DIM)) for t in range(N_TOPICS)]
+    ).astype(np.float32)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
     return [f"it{i}" for i in range(len(text))], text
 
 
-def session_events(ids: Sequence[str], n_users: int = 300, per_user: int = 8, seed: int = 1,
-                   rng: np.random.Generator | None = None) -> list[tuple[str, str]]:
+def session_events(
+    ids: Sequence[str],
+    n_users: int = 300,
+    per_user: int = 8,
+    seed: int = 1,
+    rng: np.random.Generator | None = None,
+) -> list[tuple[str, str]]:
     """``(user, item)`` in arrival order: one session after the other, each in one topic
     (drawn from ``rng``, default: a generator seeded with ``seed``)."""
     rng = np.random.default_rng(seed) if rng is None else rng
@@ -44,8 +50,14 @@ def session_events(ids: Sequence[str], n_users: int = 300, per_user: int = 8, se
     return events
 
 
-def make_buffer(ids: Sequence[str], n_users: int = 300, per_user: int = 8, seed: int = 1,
-                shuffle_train: bool = False, holdout_share: float = 0.2) -> EventBuffer:
+def make_buffer(
+    ids: Sequence[str],
+    n_users: int = 300,
+    per_user: int = 8,
+    seed: int = 1,
+    shuffle_train: bool = False,
+    holdout_share: float = 0.2,
+) -> EventBuffer:
     """A buffer of :func:`session_events`; ``shuffle_train`` damages the training part (labels
     shuffled across the catalogue), the holdout stays intact."""
     rng = np.random.default_rng(seed)
@@ -63,15 +75,24 @@ def cosine_scorer(text: np.ndarray):
     def score(histories):
         u = np.stack([text[h].mean(0) if len(h) else np.zeros(text.shape[1]) for h in histories])
         return 10.0 * u @ text.T
+
     return score
 
 
 def random_checkpoint(root, ids: Sequence[str], text: np.ndarray):
     """v1 (or the next version): a random student; the last 10 items have no id embedding."""
     torch.manual_seed(0)
-    model = Student(StudentConfig(n_items=len(ids) - 10, text_dim=TEXT_DIM, dim=16, max_len=20, dropout=0.0))
-    return save_checkpoint(root, model=model, item_ids=list(ids), item_text_vecs=text, metrics={},
-                           teacher={"name": "fake"})
+    model = Student(
+        StudentConfig(n_items=len(ids) - 10, text_dim=TEXT_DIM, dim=16, max_len=20, dropout=0.0)
+    )
+    return save_checkpoint(
+        root,
+        model=model,
+        item_ids=list(ids),
+        item_text_vecs=text,
+        metrics={},
+        teacher={"name": "fake"},
+    )
 
 
 class FakeTeacher:

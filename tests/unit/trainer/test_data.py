@@ -21,7 +21,9 @@ def test_movielens_shape_order_and_events(ml):
     assert len(inter) == 100_000 and len(inter.user_ids) == 943 and len(items) == 1682
     assert "recbole" not in sys.modules  # located, never imported
     assert np.all(np.diff(inter.ts) >= 0)
-    assert items.ids[0] == "1" and items.texts[0] == "Toy Story (1995) - Animation, Children's, Comedy"
+    assert (
+        items.ids[0] == "1" and items.texts[0] == "Toy Story (1995) - Animation, Children's, Comedy"
+    )
     assert set(np.unique(inter.event)) == {0, 1}
     assert 0.5 < inter.event.mean() < 0.6  # share of ratings >= 4
     assert 0.7 < tie_share(inter) < 0.8
@@ -50,10 +52,13 @@ def test_synthetic_streams_exact_counts_deterministically():
 
 
 def test_synthetic_items_and_sessions_share_topics():
-    cfg = SyntheticConfig(n_users=50, n_items=3000, n_events=4000, n_topics=20, noise=0.0, drift=0.0)
+    cfg = SyntheticConfig(
+        n_users=50, n_items=3000, n_events=4000, n_topics=20, noise=0.0, drift=0.0
+    )
     inter, items = synthetic_dataset(cfg)
     assert len(items) == 3000 and items.ids[:2] == ["s0", "s1"] and all(items.texts)
     from trainer.data.synthetic import item_topics
+
     topics = item_topics(cfg)
     items_u0 = inter.sequences()[int(inter.user[0])][0]
     assert len(set(topics[items_u0])) == 1  # no drift, no noise: one interest

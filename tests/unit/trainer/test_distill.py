@@ -22,7 +22,7 @@ def test_kl_matches_hand_computed_formula_including_t_squared(temperature):
     s, t = [1.0, 2.0, 0.5], [0.2, -1.0, 3.0]
     ps = _softmax([x / temperature for x in s])
     pt = _softmax([x / temperature for x in t])
-    expected = temperature ** 2 * sum(a * math.log(a / b) for a, b in zip(pt, ps, strict=True))
+    expected = temperature**2 * sum(a * math.log(a / b) for a, b in zip(pt, ps, strict=True))
     got = kd_kl(torch.tensor([s]), torch.tensor([t]), temperature)
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -39,7 +39,9 @@ def test_kl_is_zero_for_identical_logits_and_averages_rows():
     assert kd_kl(x, x, 3.0).item() == pytest.approx(0.0, abs=1e-6)
     y = torch.randn(3, 7)
     rows = kd_kl(x, y, 1.5, reduction="none")
-    assert rows.shape == (3,) and kd_kl(x, y, 1.5).item() == pytest.approx(rows.mean().item(), rel=1e-6)
+    assert rows.shape == (3,) and kd_kl(x, y, 1.5).item() == pytest.approx(
+        rows.mean().item(), rel=1e-6
+    )
 
 
 def test_uniform_teacher_is_label_smoothing():

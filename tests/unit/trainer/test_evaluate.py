@@ -16,13 +16,22 @@ from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
 from trainer.evaluate import CELLS, MODELS, EvalConfig, Evaluation
 from trainer.features import teacher_features, teacher_positions
 
-REPORT_KEYS = ["protocol", "results", "validation", "kd_minus_ce", "kd_minus_uniform", "timing", "curves"]
+REPORT_KEYS = [
+    "protocol",
+    "results",
+    "validation",
+    "kd_minus_ce",
+    "kd_minus_uniform",
+    "timing",
+    "curves",
+]
 METRICS = {"ndcg@10", "recall@10", "hr@10", "ndcg@20", "recall@20", "hr@20"}
 
 
 @pytest.fixture(scope="module")
 def teacher():
     from trainer.teacher import Teacher
+
     torch.set_num_threads(2)
     return Teacher(batch_size=32)
 
@@ -30,24 +39,40 @@ def teacher():
 @pytest.fixture(scope="module")
 def tiny():
     """95 users with data (the generator's users without events dropped), 120 items."""
-    inter, items = synthetic_dataset(SyntheticConfig(n_users=100, n_items=120, n_events=3000, n_topics=6))
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=100, n_items=120, n_events=3000, n_topics=6)
+    )
     present, user = np.unique(inter.user, return_inverse=True)
-    inter = Interactions(user=user, item=inter.item, ts=inter.ts, event=inter.event,
-                         user_ids=[inter.user_ids[u] for u in present])
+    inter = Interactions(
+        user=user,
+        item=inter.item,
+        ts=inter.ts,
+        event=inter.event,
+        user_ids=[inter.user_ids[u] for u in present],
+    )
     return inter, items
 
 
 def _config(**over) -> EvalConfig:
-    cfg = EvalConfig(device="cpu", progress=False, student={"dim": 16, "max_len": 10, "dropout": 0.0},
-                     train={"epochs": 2, "max_prefix": 5, "extra_per_user": 1}, teacher_first=2,
-                     teacher_random_more=1, kd_grid=[(1.0, 2.0), (0.5, 1.0)], n_boot=50)
+    cfg = EvalConfig(
+        device="cpu",
+        progress=False,
+        student={"dim": 16, "max_len": 10, "dropout": 0.0},
+        train={"epochs": 2, "max_prefix": 5, "extra_per_user": 1},
+        teacher_first=2,
+        teacher_random_more=1,
+        kd_grid=[(1.0, 2.0), (0.5, 1.0)],
+        n_boot=50,
+    )
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
 
 
 def test_the_steps_report_every_model_and_cell(teacher, tiny, tmp_path):
-    ev = Evaluation(_config(cache_dir=str(tmp_path)), load=lambda: tiny, teacher=teacher, dataset="tiny")
+    ev = Evaluation(
+        _config(cache_dir=str(tmp_path)), load=lambda: tiny, teacher=teacher, dataset="tiny"
+    )
     report = ev.run()
     assert list(report) == REPORT_KEYS
     json.dumps(report, allow_nan=False)  # what write_coldstart_report writes: plain, finite
@@ -56,26 +81,51 @@ def test_the_steps_report_every_model_and_cell(teacher, tiny, tmp_path):
         for model, cells in report[part].items():
             assert list(cells) == list(CELLS), model
             for cell, metrics in cells.items():
-                assert set(metrics) == METRICS and all(0 <= v <= 1 for v in metrics.values()), (model, cell)
+                assert set(metrics) == METRICS and all(0 <= v <= 1 for v in metrics.values()), (
+                    model,
+                    cell,
+                )
     p, d = report["protocol"], ev.data
     assert p["dataset"] == "tiny" and p["users"] == 95 and p["items"] == 120
     assert p["split"]["train_users"] + p["split"]["val_users"] + p["split"]["test_users"] == 95
     assert p["test_users_per_cell"] == {c: len(es.histories) for c, es in d.sets["test"].items()}
     assert all(n > 0 for n in p["test_users_per_cell"].values())
     tpos = teacher_positions(d.train_seqs, first=2, random_more=1, max_prefix=5, seed=0)
-    assert p["teacher"]["teacher_prefixes"] == len(tpos) == len(ev.tfeats) and p["teacher"]["tau"] > 0
-    assert p["train"]["epochs"] == 2 and p["train"]["max_prefix"] == 5 and p["train"]["teacher"] == "none"
-    for name in ("student_kd", "student_uniform"):  # the best of the grid on validation (first of equals)
+    assert (
+        p["teacher"]["teacher_prefixes"] == len(tpos) == len(ev.tfeats) and p["teacher"]["tau"] > 0
+    )
+    assert (
+        p["train"]["epochs"] == 2
+        and p["train"]["max_prefix"] == 5
+        and p["train"]["teacher"] == "none"
+    )
+    for name in (
+        "student_kd",
+        "student_uniform",
+    ):  # the best of the grid on validation (first of equals)
         grid = p["kd_selection"][name]
         assert [(g["alpha"], g["T"]) for g in grid] == [(1.0, 2.0), (0.5, 1.0)]
         best = max(grid, key=lambda g: g["val"])
         assert p["kd_selection"][name + "_chosen"] == {"alpha": best["alpha"], "T": best["T"]}
     assert list(report["timing"]["stages_seconds"]) == [
-        "data", "baselines", "teacher item vectors", "teacher zero-shot",
-        f"teacher on {len(tpos)} training prefixes", "teacher adaptation", "train student_ce",
-        "train student_kd a=1.0 T=2.0", "train student_kd a=0.5 T=1.0",
-        "train student_uniform a=1.0 T=2.0", "train student_uniform a=0.5 T=1.0"]
-    assert set(report["curves"]) == {"teacher_adapted", "student_ce", "student_kd", "student_uniform"}
+        "data",
+        "baselines",
+        "teacher item vectors",
+        "teacher zero-shot",
+        f"teacher on {len(tpos)} training prefixes",
+        "teacher adaptation",
+        "train student_ce",
+        "train student_kd a=1.0 T=2.0",
+        "train student_kd a=0.5 T=1.0",
+        "train student_uniform a=1.0 T=2.0",
+        "train student_uniform a=0.5 T=1.0",
+    ]
+    assert set(report["curves"]) == {
+        "teacher_adapted",
+        "student_ce",
+        "student_kd",
+        "student_uniform",
+    }
     assert len(report["curves"]["student_ce"]) == 2
     for cell in CELLS:
         assert set(report["kd_minus_ce"][cell]) >= {"mean", "ci95"}
@@ -89,8 +139,10 @@ def test_the_steps_report_every_model_and_cell(teacher, tiny, tmp_path):
     again.teacher_on_prefixes()
     assert again.cache == cache and again.cached
     assert np.array_equal(again.item_vecs, ev.item_vecs) and np.array_equal(again.tfeats, ev.tfeats)
-    assert np.array_equal(again.results["teacher_zero_shot"]["test"]["k=3"]["ndcg@10"],
-                          ev.results["teacher_zero_shot"]["test"]["k=3"]["ndcg@10"])
+    assert np.array_equal(
+        again.results["teacher_zero_shot"]["test"]["k=3"]["ndcg@10"],
+        ev.results["teacher_zero_shot"]["test"]["k=3"]["ndcg@10"],
+    )
 
 
 def test_each_step_fills_what_the_next_one_reads(teacher, tiny):
@@ -115,7 +167,9 @@ def test_each_step_fills_what_the_next_one_reads(teacher, tiny):
     assert np.allclose(ev.feats["val"]["cold_items"], feats, atol=1e-5)
     assert ev.feats["test"]["cold_items_mixed"] is ev.feats["test"]["cold_items"]
     zs = es.metrics(zero_shot_logits(feats, ev.item_vecs))
-    assert np.allclose(ev.results["teacher_zero_shot"]["val"]["cold_items"]["ndcg@10"], zs["ndcg@10"])
+    assert np.allclose(
+        ev.results["teacher_zero_shot"]["val"]["cold_items"]["ndcg@10"], zs["ndcg@10"]
+    )
 
     ev.teacher_on_prefixes()
     ev.adapt_teacher()
@@ -124,7 +178,11 @@ def test_each_step_fills_what_the_next_one_reads(teacher, tiny):
 
     ev.student_examples()
     kd_rows = ev.ex.kd_row[ev.ex.kd_row >= 0]
-    assert len(kd_rows) == len(set(ev.tpos) & set(ev.positions)) and len(ev.ex.target) == len(ev.positions)
+    assert len(kd_rows) == len(set(ev.tpos) & set(ev.positions)) and len(ev.ex.target) == len(
+        ev.positions
+    )
     model, curve, val = ev.train("model", 1.0, 2.0, "kd")
     assert len(curve) == 2 and val == max(r["val"] for r in curve) and curve[0]["kd"] > 0
-    assert val == pytest.approx(ev.student_val_score(model))  # the best epoch's weights are returned
+    assert val == pytest.approx(
+        ev.student_val_score(model)
+    )  # the best epoch's weights are returned

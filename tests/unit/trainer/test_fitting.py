@@ -21,8 +21,13 @@ def _seqs(lengths):
 def _without_users(inter: Interactions, users) -> Interactions:
     """The same listed users (``user_ids``), but ``users`` have no interaction left."""
     keep = ~np.isin(inter.user, users)
-    return Interactions(user=inter.user[keep], item=inter.item[keep], ts=inter.ts[keep],
-                        event=inter.event[keep], user_ids=inter.user_ids)
+    return Interactions(
+        user=inter.user[keep],
+        item=inter.item[keep],
+        ts=inter.ts[keep],
+        event=inter.event[keep],
+        user_ids=inter.user_ids,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
@@ -42,9 +47,13 @@ def test_fit_users_leaves_out_users_with_fewer_than_two_events():
 
 
 def test_fit_refuses_when_too_few_users_have_data(tmp_path):
-    inter, items = synthetic_dataset(SyntheticConfig(n_users=30, n_items=80, n_events=600, n_topics=5))
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=30, n_items=80, n_events=600, n_topics=5)
+    )
     lonely = _without_users(inter, np.arange(1, 30))  # one user with data: no one to validate on
-    with pytest.raises(ValueError, match=r"too few users with data to train and validate: 1 of 30 users"):
+    with pytest.raises(
+        ValueError, match=r"too few users with data to train and validate: 1 of 30 users"
+    ):
         fit(lonely, items, QUICK, store_root=tmp_path, progress=False)
     with pytest.raises(ValueError, match="at least 2 events"):
         fit_users(_seqs([1, 1, 0, 1]), 0, 0.1)
@@ -57,7 +66,9 @@ def test_fit_trains_when_the_validation_users_have_no_events(tmp_path):
     to stack" with the teacher); now it validates on users that have data."""
     from coldstream.core.checkpoint import load_checkpoint
 
-    inter, items = synthetic_dataset(SyntheticConfig(n_users=60, n_items=150, n_events=3000, n_topics=10))
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=60, n_items=150, n_events=3000, n_topics=10)
+    )
     _, old_val, _ = split_users(len(inter.user_ids), 0, (0.9, 0.1, 0.0))
     data = _without_users(inter, old_val)
     ck = load_checkpoint(fit(data, items, QUICK, store_root=tmp_path, progress=False))
@@ -66,7 +77,9 @@ def test_fit_trains_when_the_validation_users_have_no_events(tmp_path):
     assert np.isfinite(val) and val > 0
     # the id embeddings are those of the items the training users (users with data) saw
     seqs = data.sequences()
-    train_u, val_u = fit_users([seqs.get(u, (np.zeros(0, np.int64),) * 2) for u in range(60)], 0, 0.1)
+    train_u, val_u = fit_users(
+        [seqs.get(u, (np.zeros(0, np.int64),) * 2) for u in range(60)], 0, 0.1
+    )
     assert not set(old_val) & (set(train_u) | set(val_u))
     seen = set(np.concatenate([seqs[u][0] for u in train_u]).tolist())
     assert ck.config.n_items == len(seen)

@@ -20,7 +20,11 @@ def test_hand_computed_ranking():
     assert recall_at_k(ranked, gt, 5) == pytest.approx(2 / 3)
     assert hr_at_k(ranked, gt, 5) == 1.0
     # cut at 1: no hit
-    assert ndcg_at_k(ranked, gt, 1) == 0.0 and recall_at_k(ranked, gt, 1) == 0.0 and hr_at_k(ranked, gt, 1) == 0.0
+    assert (
+        ndcg_at_k(ranked, gt, 1) == 0.0
+        and recall_at_k(ranked, gt, 1) == 0.0
+        and hr_at_k(ranked, gt, 1) == 0.0
+    )
     # IDCG is capped at K: cut at 2 with one hit at rank 2
     assert ndcg_at_k(ranked, gt, 2) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
 

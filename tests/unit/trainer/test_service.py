@@ -50,26 +50,58 @@ def test_the_service_cycle_configuration_is_the_old_one(clean_env, tmp_path):
     patience 2, id_dropout 0.25, max_seconds 600, KD alpha 1 and T 2."""
     service = TrainerService(settings(tmp_path))
     cfg = service.cycle_config()
-    assert (cfg.holdout_share, cfg.margin, cfg.teacher_prefixes, cfg.alpha, cfg.temperature) == \
-        (0.2, 0.01, 1024, 1.0, 2.0)
-    old = TrainConfig(epochs=4, batch_size=256, lr=1e-3, patience=2, seed=0, max_prefix=20, extra_per_user=2,
-                      id_dropout=0.25, max_seconds=600.0, device="auto")
+    assert (cfg.holdout_share, cfg.margin, cfg.teacher_prefixes, cfg.alpha, cfg.temperature) == (
+        0.2,
+        0.01,
+        1024,
+        1.0,
+        2.0,
+    )
+    old = TrainConfig(
+        epochs=4,
+        batch_size=256,
+        lr=1e-3,
+        patience=2,
+        seed=0,
+        max_prefix=20,
+        extra_per_user=2,
+        id_dropout=0.25,
+        max_seconds=600.0,
+        device="auto",
+    )
     assert asdict(cfg.train_config(kd=False)) == asdict(old)
     old.teacher, old.alpha, old.temperature = "model", 1.0, 2.0
     assert asdict(cfg.train_config(kd=True)) == asdict(old)
     service.cycles = 3
-    tuned = TrainerService(settings(tmp_path, cycle_epochs=7, seed=10, device="cpu", holdout_share=0.3,
-                                    gate_margin=0.05, teacher_prefixes=64))
+    tuned = TrainerService(
+        settings(
+            tmp_path,
+            cycle_epochs=7,
+            seed=10,
+            device="cpu",
+            holdout_share=0.3,
+            gate_margin=0.05,
+            teacher_prefixes=64,
+        )
+    )
     tuned.cycles = 2
     t = tuned.cycle_config()
     assert service.cycle_config().train.seed == 3
-    assert (t.train.epochs, t.train.seed, t.train.device, t.holdout_share, t.margin, t.teacher_prefixes) == \
-        (7, 12, "cpu", 0.3, 0.05, 64)
+    assert (
+        t.train.epochs,
+        t.train.seed,
+        t.train.device,
+        t.holdout_share,
+        t.margin,
+        t.teacher_prefixes,
+    ) == (7, 12, "cpu", 0.3, 0.05, 64)
     assert asdict(t.train) == {**asdict(cfg.train), "epochs": 7, "seed": 12, "device": "cpu"}
 
 
 def test_a_cycle_is_due_after_enough_new_events_or_time(clean_env, tmp_path):
-    service = TrainerService(settings(tmp_path, min_buffer_events=10, cycle_events=5, cycle_seconds=0))
+    service = TrainerService(
+        settings(tmp_path, min_buffer_events=10, cycle_events=5, cycle_seconds=0)
+    )
     for n in range(9):
         service.buffer.add("u", f"i{n}")
     assert not service.cycle_due()  # fewer than min_buffer_events
@@ -80,7 +112,9 @@ def test_a_cycle_is_due_after_enough_new_events_or_time(clean_env, tmp_path):
     for n in range(4):
         service.buffer.add("u", f"j{n}")
     assert not service.cycle_due()  # 4 < cycle_events
-    timed = TrainerService(settings(tmp_path, min_buffer_events=10, cycle_events=0, cycle_seconds=60))
+    timed = TrainerService(
+        settings(tmp_path, min_buffer_events=10, cycle_events=0, cycle_seconds=60)
+    )
     for n in range(10):
         timed.buffer.add("u", f"i{n}")
     assert not timed.cycle_due()
@@ -94,17 +128,24 @@ def test_items_records_the_student_lacks_are_fresh(clean_env, world, tmp_path):
     service.ck = load_checkpoint(random_checkpoint(tmp_path, ids, text))
     fresh: dict[str, str] = {}
     service.on_item(None, json.dumps({"item_id": "it3", "title": "Known"}).encode(), fresh)
-    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), fresh)
+    service.on_item(
+        None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), fresh
+    )
     service.on_item(None, b"{not json", fresh)
     service.on_item(None, json.dumps({"title": "no id"}).encode(), fresh)
     service.on_item(None, json.dumps({"item_id": "n2", "title": ""}).encode(), fresh)
     assert fresh == {"n1": "New - A, B"} and service.texts["it3"] == "Known"
     service.new_items["n1"] = (text[0], "New - A, B")  # embedded
     again: dict[str, str] = {}
-    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), again)
+    service.on_item(
+        None, json.dumps({"item_id": "n1", "title": "New", "category": ["A", "B"]}).encode(), again
+    )
     assert again == {}
-    service.on_item(None, json.dumps({"item_id": "n1", "title": "New", "description": "Now longer"}).encode(),
-                    again)
+    service.on_item(
+        None,
+        json.dumps({"item_id": "n1", "title": "New", "description": "Now longer"}).encode(),
+        again,
+    )
     assert again == {"n1": "New. Now longer"}
 
 
@@ -174,14 +215,38 @@ async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_
     store = tmp_path / "store"
     random_checkpoint(store, ids, text)
     # gate_margin 1: every candidate is promoted (the gate itself: test_redistill.py)
-    s = settings(store, model_hmac_key=KEY, min_buffer_events=10, cycle_events=2000, cycle_seconds=0,
-                 teacher_prefixes=200, cycle_epochs=2, device="cpu", gate_margin=1.0, buffer_events=5000)
+    s = settings(
+        store,
+        model_hmac_key=KEY,
+        min_buffer_events=10,
+        cycle_events=2000,
+        cycle_seconds=0,
+        teacher_prefixes=200,
+        cycle_epochs=2,
+        device="cpu",
+        gate_margin=1.0,
+        buffer_events=5000,
+    )
     service = TrainerService(s, teacher=FakeTeacher())
-    events = [(user, json.dumps({"event_id": f"e{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}).encode())
-              for n, (user, item) in enumerate(session_events(ids, n_users=300, seed=1))]
-    first = {**_records("t-items", [(b"brand-new", json.dumps({"item_id": "brand-new", "title": "Brand new"}).encode())]),
-             **_records("t-clicks", [(u.encode(), v) for u, v in events] + [(b"x", b"{broken")])}
-    late = _records("t-items", [(b"late", json.dumps({"item_id": "late", "title": "Late arrival"}).encode())])
+    events = [
+        (
+            user,
+            json.dumps(
+                {"event_id": f"e{n}", "user_id": user, "item_id": item, "ts": 1000.0 + n}
+            ).encode(),
+        )
+        for n, (user, item) in enumerate(session_events(ids, n_users=300, seed=1))
+    ]
+    first = {
+        **_records(
+            "t-items",
+            [(b"brand-new", json.dumps({"item_id": "brand-new", "title": "Brand new"}).encode())],
+        ),
+        **_records("t-clicks", [(u.encode(), v) for u, v in events] + [(b"x", b"{broken")]),
+    }
+    late = _records(
+        "t-items", [(b"late", json.dumps({"item_id": "late", "title": "Late arrival"}).encode())]
+    )
     consumer, producer = FakeConsumer([first, late]), FakeProducer()
 
     async def connect():
@@ -191,7 +256,10 @@ async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     deadline = time.monotonic() + 120
-    while not any(t == "t-model-updates" for t, _, _ in producer.sent) or service.running_cycle is not None:
+    while (
+        not any(t == "t-model-updates" for t, _, _ in producer.sent)
+        or service.running_cycle is not None
+    ):
         assert time.monotonic() < deadline and not task.done(), "no announced cycle"
         await asyncio.sleep(0.05)
     stop.set()  # read between steps: the step announcing v2 (and re-placing "late") completes
@@ -200,14 +268,24 @@ async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_
     assert consumer.stopped and producer.stopped
     assert len(service.buffer) == len(events)  # the broken record is not buffered
     vectors = [(k.decode(), json.loads(v)) for t, k, v in producer.sent if t == "t-item-vectors"]
-    assert [(k, r["model_version"]) for k, r in vectors] == [("brand-new", "1"), ("late", "1"), ("late", "2")]
+    assert [(k, r["model_version"]) for k, r in vectors] == [
+        ("brand-new", "1"),
+        ("late", "1"),
+        ("late", "2"),
+    ]
     assert all(len(r["vector"]) == service.ck.config.dim for _, r in vectors)
     [update] = [v for t, _, v in producer.sent if t == "t-model-updates"]
     rec, where = verify_update(update, key=KEY, store_root=store)
     assert rec.version == 2 and service.ck.version == 2 and where == service.ck.path.resolve()
-    assert "popular_items" not in rec.metrics and rec.metrics["new_items"] == 1 and "snapshot_at" in rec.metrics
+    assert (
+        "popular_items" not in rec.metrics
+        and rec.metrics["new_items"] == 1
+        and "snapshot_at" in rec.metrics
+    )
     assert "brand-new" in service.ck.index_of and "late" not in service.ck.index_of
-    assert load_teacher_head(store, 2) is not None and service.head is not None  # fitted in the first cycle
+    assert (
+        load_teacher_head(store, 2) is not None and service.head is not None
+    )  # fitted in the first cycle
     get = service.metrics.registry.get_sample_value
     assert get("coldstream_trainer_cycles_total", {"outcome": "promoted"}) == 1.0
     assert get("coldstream_trainer_new_items_total") == 2.0

@@ -22,12 +22,16 @@ from trainer.training import (
 @pytest.fixture(scope="module")
 def teacher():
     from trainer.teacher import Teacher
+
     torch.set_num_threads(2)
     return Teacher(batch_size=32)
 
 
 def test_teacher_encodes_normalised_vectors_and_caches_items(teacher):
-    texts = ["Toy Story (1995) - Animation, Children's, Comedy", "Heat (1995) - Action, Crime, Thriller"]
+    texts = [
+        "Toy Story (1995) - Animation, Children's, Comedy",
+        "Heat (1995) - Action, Crime, Thriller",
+    ]
     v = teacher.encode_items(texts)
     assert v.shape == (2, 384) and v.dtype == np.float32
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -39,16 +43,28 @@ def test_teacher_encodes_normalised_vectors_and_caches_items(teacher):
 
 def test_catalog_text_is_title_category_description():
     from trainer.teacher import catalog_text
-    assert catalog_text({"item_id": "9", "title": "Alien (1979)", "category": ["Horror", "Sci-Fi"],
-                         "description": "In space."}) == "Alien (1979) - Horror, Sci-Fi. In space."
+
+    assert (
+        catalog_text(
+            {
+                "item_id": "9",
+                "title": "Alien (1979)",
+                "category": ["Horror", "Sci-Fi"],
+                "description": "In space.",
+            }
+        )
+        == "Alien (1979) - Horror, Sci-Fi. In space."
+    )
     assert catalog_text({"title": " Heat ", "category": "Crime"}) == "Heat - Crime"
     assert catalog_text({"description": "x" * 3000}) == (". " + "x" * 3000)[:2000]
     assert catalog_text({}) == ""
 
 
 def test_serving_modules_do_not_import_transformers():
-    code = ("import sys, trainer, coldstream.core.student, coldstream.core.checkpoint; "
-            "assert 'transformers' not in sys.modules, 'transformers imported'")
+    code = (
+        "import sys, trainer, coldstream.core.student, coldstream.core.checkpoint; "
+        "assert 'transformers' not in sys.modules, 'transformers imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -64,9 +80,12 @@ def _toy(n_users=40, n_items=30, length=12, seed=0):
 
 def test_student_learns_and_kd_runs_with_teacher_and_uniform():
     from coldstream.core.student import StudentConfig
+
     seqs = _toy()
     n = 30
-    text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(0, 0.1, (n, 16)).astype(np.float32)
+    text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(
+        0, 0.1, (n, 16)
+    ).astype(np.float32)
     pos = prefix_positions(seqs, max_prefix=8, extra_per_user=0, seed=0)
     ex = build_examples(seqs, pos, 8)
     ex.kd_row = torch.arange(len(pos))
@@ -77,24 +96,50 @@ def test_student_learns_and_kd_runs_with_teacher_and_uniform():
     cat = np.ones(n, dtype=bool)
     for kind in ("none", "uniform", "model"):
         epochs = 12 if kind == "none" else 2
-        cfg = TrainConfig(epochs=epochs, lr=1e-2, patience=100, teacher=kind, alpha=0.5, temperature=2.0,
-                          id_dropout=0.0, batch_size=64)
-        model, curve = train_student(ex, text_vecs=text, id_index=ids, catalogue=cat, student_config=scfg,
-                                     config=cfg, teacher_logits=tl, progress=False)
+        cfg = TrainConfig(
+            epochs=epochs,
+            lr=1e-2,
+            patience=100,
+            teacher=kind,
+            alpha=0.5,
+            temperature=2.0,
+            id_dropout=0.0,
+            batch_size=64,
+        )
+        model, curve = train_student(
+            ex,
+            text_vecs=text,
+            id_index=ids,
+            catalogue=cat,
+            student_config=scfg,
+            config=cfg,
+            teacher_logits=tl,
+            progress=False,
+        )
         assert len(curve) == epochs and curve[-1]["ce"] < curve[0]["ce"]
         assert (curve[-1]["kd"] > 0) == (kind != "none")
         if kind == "none":
             learned = model
-    scores = student_scores(learned, torch.as_tensor(text), torch.as_tensor(ids), [(np.array([3, 4]), np.array([0, 1]))])
+    scores = student_scores(
+        learned, torch.as_tensor(text), torch.as_tensor(ids), [(np.array([3, 4]), np.array([0, 1]))]
+    )
     assert int(np.argmax(scores[0])) == 5
 
 
 def test_fit_api_writes_a_checkpoint_that_recommends(tmp_path):
     from trainer import fit, load_checkpoint
     from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
-    inter, items = synthetic_dataset(SyntheticConfig(n_users=60, n_items=150, n_events=3000, n_topics=10))
-    path = fit(inter, items, {"quick": True, "train": {"epochs": 2, "max_prefix": 5}, "device": "cpu"},
-               store_root=tmp_path, progress=False)
+
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=60, n_items=150, n_events=3000, n_topics=10)
+    )
+    path = fit(
+        inter,
+        items,
+        {"quick": True, "train": {"epochs": 2, "max_prefix": 5}, "device": "cpu"},
+        store_root=tmp_path,
+        progress=False,
+    )
     ck = load_checkpoint(path)
     assert ck.version == 1 and set(ck.item_ids) == set(items.ids) and ck.config.text_dim == 384
     history = [items.ids[3], (items.ids[7], "purchase")]

@@ -22,7 +22,9 @@ def test_teacher_head_round_trip(tmp_path):
     for p in head.parameters():
         torch.nn.init.normal_(p)
     path = save_teacher_head(tmp_path, 3, head, 0.25)
-    assert path == tmp_path / "teacher-heads" / "v000003.safetensors" == teacher_head_path(tmp_path, 3)
+    assert (
+        path == tmp_path / "teacher-heads" / "v000003.safetensors" == teacher_head_path(tmp_path, 3)
+    )
     got, tau = load_teacher_head(tmp_path, None)
     assert tau == 0.25
     x, v = np.random.rand(4, 16).astype(np.float32), np.random.rand(5, 8).astype(np.float32)
@@ -36,7 +38,9 @@ def test_teacher_head_round_trip(tmp_path):
 def scorer_world():
     ids, text = make_world()
     rng = np.random.default_rng(3)
-    histories = [rng.choice(len(ids), size=int(rng.integers(1, 6)), replace=False) for _ in range(120)]
+    histories = [
+        rng.choice(len(ids), size=int(rng.integers(1, 6)), replace=False) for _ in range(120)
+    ]
     targets = [rng.choice(len(ids), size=3, replace=False) for _ in histories]
     return ids, text, histories, targets
 
