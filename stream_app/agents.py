@@ -184,8 +184,7 @@ async def handle_batch(
     producer = w.app.producer
     # sessions: the table's store and its own changelog API, with the event's input
     # partition (the changelog is co-partitioned with clicks/purchases)
-    write_sessions(w.sessions, out.sessions)
-    futures = []
+    futures = await write_sessions(w.sessions, out.sessions, producer)
     for key, value in out.recommendations:
         futures.append(await producer.send(rec_topic, key, value, None, None, None))
     for value in out.dlq:
