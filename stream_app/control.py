@@ -6,38 +6,55 @@ through the worker's shared Faust consumer group). Each runs as a Faust ``app.ta
 inside the worker:
 
 * ``model-updates`` (one partition) is read from its end, minus the newest record: the
-  worker has already loaded the newest checkpoint of the store at start, and re-reading
-  the last record closes the gap between that load and the consumer's start (versions
-  not newer than the served one are skipped).
+  worker has already loaded the checkpoint the store's signed pointer names at start
+  (:func:`coldstream.core.pointer.select_checkpoint`), and re-reading the last record closes
+  the gap between that load and the consumer's start (records whose ``seq`` is not above
+  the served one are skipped).
 * ``item-vectors`` (compacted) is read from the beginning; a vector counts only for the
-  model version it was computed with (others are dropped, newer ones kept until that
-  version is served).
+  model version it was computed with (older ones are dropped, newer ones kept, bounded,
+  until that version is served).
 
-A swap (:class:`ModelSwapper`): verify the record (signature, URI containment), verify
-the checkpoint files against the announced manifest sha256, load the student, build the
+Every record is signed by the trainer's private key and verified here with the configured
+public keys (:mod:`coldstream.core.signing`). A swap (:class:`ModelSwapper`): verify the
+record (size cap, signature, ``seq`` above the served one, URI containment), load the
+checkpoint against the announced manifest sha256 with its own signature checked, build the
 item table and FAISS index -- all in a thread (``loop.run_in_executor``) -- then replace
 the recommender's one reference on the event loop. The serving agent reads
-``recommender.model`` once per micro-batch and ranks a batch without yielding to the
-loop, so a swap always falls between two micro-batches. A refused or failed update is
-logged, counted (``coldstream_model_swap_failures_total{reason}``,
-``coldstream_model_swaps_total{outcome="refused"}``) and the current model keeps serving.
+``recommender.model`` once per micro-batch and ranks a batch without yielding to the loop,
+so a swap always falls between two micro-batches. An item vector (:class:`ItemVectorSink`)
+must be signed, carry a valid id and version, be finite, of the served model's dimension,
+with a norm at most :data:`NORM_FACTOR` times the largest item-vector norm of the served
+checkpoint, and not replace one of the checkpoint's own items.
+
+Per-record isolation: any exception from one record is caught, counted
+(``coldstream_control_records_total{topic, outcome, reason}``; swaps also in
+``coldstream_model_swaps_total`` / ``coldstream_model_swap_failures_total{reason}``) and the
+loop goes on; the current model keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coldstream.core.checkpoint import CheckpointError, load_checkpoint
-from coldstream.core.model_updates import UpdateRefused, verify_update
+from coldstream.core.checkpoint import load_checkpoint
+from coldstream.core.errors import Refused
+from coldstream.core.model_updates import (
+    ItemVector,
+    UpdateRefused,
+    VectorRefused,
+    verify_item_vector,
+    verify_update,
+)
+from coldstream.core.signing import Keyring
 from coldstream.core.topics import topic_partitions
 from stream_app.metrics import Metrics
 from stream_app.recommender import Recommender, ServingModel
@@ -45,7 +62,16 @@ from stream_app.recommender import Recommender, ServingModel
 log = logging.getLogger(__name__)
 
 MAX_PENDING_VECTORS = 200_000
-"""Item vectors kept for a model version that is not served yet (bounded memory)."""
+"""Item vectors kept, over all versions, for model versions not served yet (bounded memory)."""
+MAX_PENDING_VERSIONS = 4
+"""Model versions with pending vectors; a vector for a fifth newer version is dropped."""
+MAX_RESULTS = 256
+"""Swap results kept in :attr:`ModelSwapper.results` (the newest)."""
+NORM_FACTOR = 2.0
+"""An item vector's L2 norm may be at most this times the largest item-vector norm of the
+served checkpoint (a vector far longer than every real item would rank first for everyone)."""
+
+UPDATES, VECTORS = "model-updates", "item-vectors"
 
 
 @dataclass(frozen=True)
@@ -53,26 +79,34 @@ class SwapResult:
     """What became of one ``model-updates`` record."""
 
     outcome: str
-    """``ok``, ``refused`` or ``skipped`` (not newer than the served version)."""
+    """``ok``, ``refused`` or ``skipped`` (``seq`` not above the served one)."""
     reason: str | None = None
     version: int | None = None
     seconds: float = 0.0
     """Verify + load + index build (off the loop) + swap."""
     detail: str = ""
+    seq: int | None = None
+
+
+def _count(metrics: Metrics | None, topic: str, outcome: str, reason: str, n: int = 1) -> None:
+    if metrics is not None and n:
+        metrics.control_records.labels(topic, outcome, reason).inc(n)
 
 
 class ModelSwapper:
     """Verifies, loads and swaps in announced checkpoints; refuses anything suspicious.
 
-    ``key`` is the HMAC secret (``Settings.model_hmac_key``); ``store_root`` the model store
-    the URI must resolve into."""
+    ``keys``: the public keys (``Settings.verify_keyring()``); ``store_root``: the model store
+    the URI must resolve into; ``served_seq``: the pointer sequence number of the model served
+    at start (:class:`coldstream.core.pointer.Selection`)."""
 
     def __init__(
         self,
         recommender: Recommender,
         *,
         store_root: Path | str,
-        key: bytes | str | None,
+        keys: Keyring,
+        served_seq: int = 0,
         metrics: Metrics | None = None,
         device: str = "cpu",
         prefer_gpu_index: bool = True,
@@ -80,13 +114,16 @@ class ModelSwapper:
     ) -> None:
         self.recommender = recommender
         self.store_root = Path(store_root)
-        self.key = key
+        self.keys = keys
+        self.served_seq = served_seq
         self.metrics = metrics
         self.device = device
         self.prefer_gpu_index = prefer_gpu_index
         self.on_swap = on_swap
-        self.results: list[SwapResult] = []
+        self.results: deque[SwapResult] = deque(maxlen=MAX_RESULTS)
         self._lock = asyncio.Lock()
+        if metrics is not None:
+            metrics.model_seq.set(served_seq)
 
     @property
     def served_version(self) -> int:
@@ -96,51 +133,77 @@ class ModelSwapper:
             return -1
 
     # -- the off-loop part -----------------------------------------------------------------
-    def prepare(self, raw: bytes | str | dict[str, Any]) -> ServingModel | None:
+    def prepare(self, raw: bytes | str | dict[str, Any]) -> tuple[ServingModel, int] | None:
         """Verify and build the new bundle (blocking; run it in a thread). Returns ``None``
-        for a version not newer than the served one; raises :class:`UpdateRefused` or
-        :class:`~coldstream.core.checkpoint.CheckpointError` on refusal."""
-        update, path = verify_update(raw, key=self.key, store_root=self.store_root)
-        if update.version <= self.served_version:
+        for a record whose ``seq`` is not above the served one; raises
+        :class:`UpdateRefused` or :class:`~coldstream.core.checkpoint.CheckpointError`."""
+        update, path = verify_update(raw, keys=self.keys, store_root=self.store_root)
+        if update.seq <= self.served_seq:
             return None
-        ck = load_checkpoint(path, device=self.device, expected_sha256=update.sha256)
+        ck = load_checkpoint(
+            path, device=self.device, expected_sha256=update.sha256, verify_keys=self.keys
+        )
         if ck.version != update.version:
             raise UpdateRefused(
                 "version_mismatch",
                 f"record announces v{update.version}, checkpoint is v{ck.version}",
             )
-        return ServingModel.from_checkpoint(ck, prefer_gpu_index=self.prefer_gpu_index)
+        # the served recommender's index settings; quantizer trained here, off the loop
+        return self.recommender.build_model(ck, prefer_gpu_index=self.prefer_gpu_index), update.seq
 
     # -- the on-loop part ------------------------------------------------------------------
-    def apply(self, new: ServingModel) -> None:
+    def apply(self, new: ServingModel, seq: int) -> None:
         """Swap one reference (call on the event loop, between micro-batches)."""
         old = self.recommender.swap(new)
+        self.served_seq = seq
         if self.metrics is not None:
             self.metrics.set_model(new.version, new.n_items)
+            self.metrics.set_index(new.index_report)
+            self.metrics.model_seq.set(seq)
         if self.on_swap is not None:
             self.on_swap(new)
-        log.warning("hot swap: model %s -> %s (%d items)", old.version, new.version, new.n_items)
+        log.warning(
+            "hot swap: model %s -> %s (%d items, seq %d)",
+            old.version,
+            new.version,
+            new.n_items,
+            seq,
+        )
 
     def _record(self, result: SwapResult) -> SwapResult:
         self.results.append(result)
-        if self.metrics is not None and result.outcome != "skipped":
-            self.metrics.model_swaps.labels(result.outcome).inc()
+        if self.metrics is not None:
+            if result.outcome != "skipped":
+                self.metrics.model_swaps.labels(result.outcome).inc()
             if result.outcome == "refused" and result.reason:
                 self.metrics.model_swap_failures.labels(result.reason).inc()
+            if result.outcome == "ok":  # verify + load + index build of the swapped-in model
+                self.metrics.model_load_seconds.set(result.seconds)
+        outcome = {"ok": "applied"}.get(result.outcome, result.outcome)
+        _count(self.metrics, UPDATES, outcome, result.reason or "")
         return result
+
+    def _skipped(self) -> SwapResult:
+        return self._record(
+            SwapResult(
+                "skipped", reason="not_newer", version=self.served_version, seq=self.served_seq
+            )
+        )
 
     def handle_sync(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
         """Verify, load and swap in the calling thread (tests, tools)."""
         t0 = time.perf_counter()
         try:
-            new = self.prepare(raw)
+            got = self.prepare(raw)
+            if got is None:
+                return self._skipped()
+            self.apply(*got)
         except Exception as e:  # noqa: BLE001 - every failure is a refusal; serving goes on
             return self._refused(e, t0)
-        if new is None:
-            return self._record(SwapResult("skipped", version=self.served_version))
-        self.apply(new)
         return self._record(
-            SwapResult("ok", version=int(new.version), seconds=time.perf_counter() - t0)
+            SwapResult(
+                "ok", version=int(got[0].version), seconds=time.perf_counter() - t0, seq=got[1]
+            )
         )
 
     async def handle(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
@@ -149,25 +212,26 @@ class ModelSwapper:
             t0 = time.perf_counter()
             loop = asyncio.get_running_loop()
             try:
-                new = await loop.run_in_executor(None, self.prepare, raw)
-            except Exception as e:  # noqa: BLE001
+                got = await loop.run_in_executor(None, self.prepare, raw)
+                if got is None or got[1] <= self.served_seq:  # raced with another swap
+                    return self._skipped()
+                self.apply(*got)  # no await between here and the return: atomic w.r.t. batches
+            except Exception as e:  # noqa: BLE001 - every failure is a refusal; serving goes on
                 return self._refused(e, t0)
-            if new is None:
-                return self._record(SwapResult("skipped", version=self.served_version))
-            if int(new.version) <= self.served_version:  # raced with another swap
-                return self._record(SwapResult("skipped", version=self.served_version))
-            self.apply(new)  # no await between here and the return: atomic w.r.t. batches
             return self._record(
-                SwapResult("ok", version=int(new.version), seconds=time.perf_counter() - t0)
+                SwapResult(
+                    "ok", version=int(got[0].version), seconds=time.perf_counter() - t0, seq=got[1]
+                )
             )
 
     def _refused(self, e: Exception, t0: float) -> SwapResult:
-        reason = e.reason if isinstance(e, UpdateRefused | CheckpointError) else "load_error"
+        reason = e.reason if isinstance(e, Refused) else "load_error"
         log.error(
-            "model update refused (%s): %s; still serving model %s",
+            "model update refused (%s): %s; still serving model %s (seq %d)",
             reason,
-            e,
+            str(e)[:300],
             self.recommender.model.version,
+            self.served_seq,
         )
         return self._record(
             SwapResult(
@@ -176,72 +240,132 @@ class ModelSwapper:
         )
 
 
-class ItemVectorSink:
-    """Applies ``item-vectors`` records (``item_id, model_version, vector``) to the served
-    bundle: vectors of the served version are upserted, older ones dropped, newer ones
-    kept (bounded) until their version is swapped in."""
+Checked = ItemVector | VectorRefused
+"""One ``item-vectors`` record after :meth:`ItemVectorSink.check_many`."""
 
-    def __init__(self, recommender: Recommender, metrics: Metrics | None = None) -> None:
+
+class ItemVectorSink:
+    """Applies ``item-vectors`` records (``item_id, model_version, vector``, signed) to the
+    served bundle: vectors of the served version are upserted, older ones dropped, newer ones
+    kept (bounded: :data:`MAX_PENDING_VECTORS`, :data:`MAX_PENDING_VERSIONS`) until their
+    version is swapped in. Every refusal is counted with its reason."""
+
+    def __init__(
+        self,
+        recommender: Recommender,
+        metrics: Metrics | None = None,
+        *,
+        keys: Keyring,
+        norm_factor: float = NORM_FACTOR,
+    ) -> None:
         self.recommender = recommender
         self.metrics = metrics
+        self.keys = keys
+        self.norm_factor = norm_factor
         self.pending: dict[str, dict[str, np.ndarray]] = {}
         self.applied = 0
         self.dropped = 0
+        self.reasons: dict[str, int] = {}
 
-    @staticmethod
-    def _parse(raw: bytes | str) -> tuple[str, str, np.ndarray] | None:
-        try:
-            d = json.loads(raw)
-            iid, ver, vec = (
-                str(d["item_id"]),
-                str(d["model_version"]),
-                np.asarray(d["vector"], np.float32),
-            )
-        except (ValueError, KeyError, TypeError):
-            return None
-        if vec.ndim != 1 or not np.isfinite(vec).all():
-            return None
-        return iid, ver, vec
+    def drop(self, reason: str, outcome: str = "refused", n: int = 1) -> None:
+        self.dropped += n
+        self.reasons[reason] = self.reasons.get(reason, 0) + n
+        _count(self.metrics, VECTORS, outcome, reason, n)
 
-    def add_many(self, raws: list[bytes | str]) -> int:
-        """Apply a batch of records (one upsert, one swap of the bundle); returns items upserted."""
-        served = self.recommender.model.version
-        now: dict[str, np.ndarray] = {}
+    def check_many(self, raws: Sequence[bytes | str | None]) -> list[Checked]:
+        """Verify each record on its own (size, shape, id, version, finiteness, signature);
+        thread-safe (touches nothing served): run it off the event loop."""
+        out: list[Checked] = []
         for raw in raws:
-            parsed = self._parse(raw)
-            if parsed is None:
-                self.dropped += 1
+            try:
+                out.append(verify_item_vector(raw if raw is not None else b"", keys=self.keys))
+            except VectorRefused as e:
+                out.append(e)
+            except Exception as e:  # noqa: BLE001 - one record never stops the follower
+                out.append(VectorRefused("error", f"{type(e).__name__}: {str(e)[:200]}"))
+        return out
+
+    def add_many(self, raws: Sequence[bytes | str | None]) -> int:
+        """Check and apply a batch of records (one upsert); returns items upserted."""
+        return self.apply(self.check_many(raws))
+
+    def _bound(self, m: ServingModel) -> float:
+        return float(m.checkpoint.max_item_norm) * self.norm_factor
+
+    def _admissible(self, m: ServingModel, v: ItemVector, vec: np.ndarray) -> str | None:
+        """Why ``vec`` may not join the served model ``m`` (``None``: it may)."""
+        if vec.shape != (m.table.shape[1],):
+            return "bad_dim"
+        if float(np.linalg.norm(vec.astype(np.float64))) > self._bound(m):
+            return "norm_too_large"
+        if v.item_id in m.checkpoint.index_of:
+            return "checkpoint_item"
+        return None
+
+    def apply(self, checked: Sequence[Checked]) -> int:
+        """Apply checked records to the served bundle (call on the event loop)."""
+        m = self.recommender.model
+        served = m.version
+        now: dict[str, np.ndarray] = {}
+        for c in checked:
+            if isinstance(c, VectorRefused):
+                self.drop(c.reason)
                 continue
-            iid, ver, vec = parsed
-            if ver == served:
-                now[iid] = vec
-            elif _newer(ver, served):
-                slot = self.pending.setdefault(ver, {})
-                if sum(len(p) for p in self.pending.values()) < MAX_PENDING_VECTORS:
-                    slot[iid] = vec
+            vec = np.asarray(c.vector, dtype=np.float32)
+            if not np.isfinite(vec).all():  # finite in float64, not in float32
+                self.drop("non_finite")
+                continue
+            if c.model_version == served:
+                why = self._admissible(m, c, vec)
+                if why is not None:
+                    self.drop(why)
+                    continue
+                now[c.item_id] = vec
+            elif _newer(c.model_version, served):
+                self._keep_pending(c.model_version, c.item_id, vec)
             else:
-                self.dropped += 1
+                self.drop("stale_version", outcome="skipped")
         return self._upsert(now)
 
+    def _keep_pending(self, version: str, item_id: str, vec: np.ndarray) -> None:
+        slot = self.pending.get(version)
+        if slot is None:
+            if len(self.pending) >= MAX_PENDING_VERSIONS:
+                self.drop("pending_versions_full")
+                return
+            slot = self.pending[version] = {}
+        if (
+            item_id not in slot
+            and sum(len(p) for p in self.pending.values()) >= MAX_PENDING_VECTORS
+        ):
+            self.drop("pending_full")
+            return
+        slot[item_id] = vec
+        _count(self.metrics, VECTORS, "pending", "")
+
     def on_swap(self, new: ServingModel) -> None:
-        """Called after a swap: apply vectors that were waiting for this version."""
+        """Called after a swap: apply vectors that were waiting for this version (checked
+        against the new model's dimension and norm bound)."""
         ready = self.pending.pop(new.version, {})
         for ver in [v for v in self.pending if not _newer(v, new.version)]:
-            del self.pending[ver]
-        if ready:
-            self._upsert(ready)
+            self.drop("stale_version", outcome="skipped", n=len(self.pending.pop(ver)))
+        ok: dict[str, np.ndarray] = {}
+        for iid, vec in ready.items():
+            why = self._admissible(new, ItemVector(iid, new.version, [], ""), vec)
+            if why is None:
+                ok[iid] = vec
+            else:
+                self.drop(why)
+        if ok:
+            self._upsert(ok)
 
     def _upsert(self, vecs: dict[str, np.ndarray]) -> int:
         if not vecs:
             return 0
-        m = self.recommender.model
-        dim = m.table.shape[1]
-        ids = [i for i, v in vecs.items() if v.shape == (dim,)]
-        self.dropped += len(vecs) - len(ids)
-        if not ids:
-            return 0
+        ids = list(vecs)
         new = self.recommender.upsert_items(ids, np.stack([vecs[i] for i in ids]))
         self.applied += len(ids)
+        _count(self.metrics, VECTORS, "applied", "", len(ids))
         if self.metrics is not None:
             self.metrics.index_items.set(new.n_items)
         return len(ids)
@@ -303,15 +427,17 @@ async def broadcast_consumer(
     return consumer
 
 
-def attach(w: Any) -> Control:
-    """Register the control tasks on a wired worker (:class:`stream_app.agents.Wiring`)."""
+def attach(w: Any, *, served_seq: int = 0) -> Control:
+    """Register the control tasks on a wired worker (:class:`stream_app.agents.Wiring`);
+    ``served_seq``: the pointer sequence number of the model it started with."""
     s = w.settings
-    key = s.hmac_key()
-    sink = ItemVectorSink(w.recommender, w.metrics)
+    keys = s.verify_keyring()
+    sink = ItemVectorSink(w.recommender, w.metrics, keys=keys)
     swapper = ModelSwapper(
         w.recommender,
         store_root=s.model_store,
-        key=key,
+        keys=keys,
+        served_seq=served_seq,
         metrics=w.metrics,
         device=str(w.recommender.model.device),
         on_swap=sink.on_swap,
@@ -326,7 +452,7 @@ def attach(w: Any) -> Control:
     ):  # popularity of the current window
         w.recommender.popularity = WindowedCounter(s.popular_window_s)
     app = w.app
-    updates_topic, vectors_topic = w.names["model-updates"], w.names["item-vectors"]
+    updates_topic, vectors_topic = w.names[UPDATES], w.names[VECTORS]
 
     @app.task
     async def follow_model_updates() -> None:
@@ -339,11 +465,15 @@ def attach(w: Any) -> Control:
         )
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500)
+                try:
+                    batch = await consumer.getmany(timeout_ms=500)
+                except Exception:  # noqa: BLE001 - a fetch error never ends the follower
+                    log.exception("model-updates: fetch failed; retrying in 1 s")
+                    await asyncio.sleep(1.0)
+                    continue
                 for records in batch.values():
                     for r in records:
-                        res = await swapper.handle(r.value)
-                        log.info("model-updates offset %d: %s", r.offset, res)
+                        await handle_update(swapper, r.value, r.offset)
         finally:
             await consumer.stop()
 
@@ -358,17 +488,44 @@ def attach(w: Any) -> Control:
         )
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-                raws = [r.value for records in batch.values() for r in records if r.value]
+                try:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+                except Exception:  # noqa: BLE001 - a fetch error never ends the follower
+                    log.exception("item-vectors: fetch failed; retrying in 1 s")
+                    await asyncio.sleep(1.0)
+                    continue
+                raws = [r.value for records in batch.values() for r in records]
                 if raws:
-                    n = sink.add_many(raws)
-                    if n:
-                        log.info(
-                            "item-vectors: %d items upserted (model %s)",
-                            n,
-                            w.recommender.model.version,
-                        )
+                    await handle_vectors(sink, raws)
         finally:
             await consumer.stop()
 
     return control
+
+
+async def handle_update(swapper: ModelSwapper, raw: Any, offset: int = -1) -> SwapResult | None:
+    """One ``model-updates`` record, isolated: nothing it does ends the follower."""
+    try:
+        res = await swapper.handle(raw)
+    except Exception as e:  # noqa: BLE001 - handle() refuses; this is the last guard
+        log.exception("model-updates offset %d: unexpected error", offset)
+        _count(swapper.metrics, UPDATES, "refused", "error")
+        swapper.results.append(SwapResult("refused", reason="error", detail=str(e)[:500]))
+        return None
+    log.info("model-updates offset %d: %s", offset, res)
+    return res
+
+
+async def handle_vectors(sink: ItemVectorSink, raws: Sequence[Any]) -> int:
+    """A batch of ``item-vectors`` records: verified off the loop, applied on it; nothing
+    one record does ends the follower."""
+    try:
+        checked = await asyncio.get_running_loop().run_in_executor(None, sink.check_many, raws)
+        n = sink.apply(checked)
+    except Exception:  # noqa: BLE001 - check_many isolates records; this is the last guard
+        log.exception("item-vectors: a batch of %d records failed", len(raws))
+        sink.drop("error", n=len(raws))
+        return 0
+    if n:
+        log.info("item-vectors: %d items upserted (model %s)", n, sink.recommender.model.version)
+    return n

@@ -22,15 +22,19 @@ import numpy as np
 import torch
 
 from coldstream.core.checkpoint import Checkpoint, save_checkpoint
+from coldstream.core.signing import Signer
 from trainer.buffer import EventBuffer
+from trainer.features import kd_rows
 from trainer.gate import GateResult, gate
 from trainer.teacher_heads import TeacherScorer, save_teacher_head
+from trainer.topk import TopK, inner_product_topk, scorer_topk
 from trainer.training import (
     Seq,
     TrainConfig,
     build_examples,
+    encode_users,
     prefix_positions,
-    student_scores,
+    student_item_vectors,
     train_student,
 )
 
@@ -170,8 +174,10 @@ def cycle_data(
 
 def teacher_targets(
     scorer: Scorer, data: CycleData, config: CycleConfig
-) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """Teacher logits on a random budget of the training prefixes, and those prefixes. A
+) -> tuple[torch.Tensor | TopK, list[tuple[int, int]]]:
+    """Teacher targets on a random budget of the training prefixes, and those prefixes: dense
+    logits ``[P, N]`` on the full-softmax path, the top-``teacher_topk`` (:class:`TopK`,
+    scored in blocks: never ``[P, N]``) on the sampled one (``config.train.mode(N)``). A
     :class:`~trainer.teacher_heads.TeacherScorer` without a head fits one on them first."""
     rng = np.random.default_rng(config.train.seed)
     positions, seqs = data.positions, data.seqs
@@ -180,13 +186,19 @@ def teacher_targets(
     )
     tpos = [positions[i] for i in pick]
     histories = [seqs[u][0][:t] for u, t in tpos]
+    n_items = len(data.table.ids)
+    sampled = config.train.mode(n_items) == "sampled"
+    feats = None
     if isinstance(scorer, TeacherScorer):
         feats = scorer.features(histories)
         if scorer.head is None:
             scorer.fit_head(histories, [seqs[u][0][t : t + 10] for u, t in tpos], feats)
-        logits = scorer(histories, feats)
-    else:
-        logits = scorer(histories)
+    if sampled:
+        top = scorer_topk(
+            scorer, histories, config.train.teacher_topk, feats=feats, n_items=n_items
+        )
+        return top, tpos
+    logits = scorer(histories, feats) if feats is not None else scorer(histories)
     return torch.as_tensor(logits, dtype=torch.float32), tpos
 
 
@@ -208,8 +220,7 @@ def redistill(
     info: dict[str, Any] = {}
     if scorer is not None and cfg.teacher_prefixes > 0 and cfg.alpha > 0:
         teacher_logits, tpos = teacher_targets(scorer, data, cfg)
-        where = {p: i for i, p in enumerate(tpos)}
-        ex.kd_row = torch.as_tensor([where.get(p, -1) for p in data.positions], dtype=torch.long)
+        ex.kd_row = kd_rows(data.positions, tpos)
         info["teacher_prefixes"] = len(tpos)
     candidate, curve = train_student(
         ex,
@@ -283,24 +294,36 @@ def topk_agreement(
     k: int = 10,
     limit: int = 256,
 ) -> float:
-    """Mean share of the teacher's top-``k`` in the student's top-``k`` (revealed items excluded)."""
+    """Mean share of the teacher's top-``k`` in the student's top-``k`` (revealed items
+    excluded), both found in blocks (no ``[users x items]`` matrix)."""
     hs = histories[:limit]
-    s = student_scores(
-        student, torch.as_tensor(table.text_vecs), torch.as_tensor(table.id_index), hs
-    )
-    t = np.asarray(scorer([h[0] for h in hs]), dtype=np.float64)
+    if not hs:
+        return 0.0
+    extra = max(len(h[0]) for h in hs)
+    n = len(table.ids)
+    vecs = student_item_vectors(student, table.text_vecs, table.id_index)
+    users = encode_users(student, vecs, hs)
+    s_top = inner_product_topk(users, vecs, min(n, k + extra)).ids.numpy()
+    t_top = scorer_topk(scorer, [h[0] for h in hs], min(n, k + extra), n_items=n).ids.numpy()
     agree = []
     for b, h in enumerate(hs):
-        s[b, h[0]] = -np.inf
-        t[b, h[0]] = -np.inf
-        agree.append(len(set(np.argsort(-s[b])[:k]) & set(np.argsort(-t[b])[:k])) / k)
+        seen = set(np.asarray(h[0]).tolist())
+        s_k = [i for i in s_top[b] if i not in seen][:k]
+        t_k = [i for i in t_top[b] if i not in seen][:k]
+        agree.append(len(set(s_k) & set(t_k)) / k)
     return round(float(np.mean(agree)), 5)
 
 
 def publish_checkpoint(
-    store_root: Path | str, result: CycleResult, *, teacher: dict[str, Any]
+    store_root: Path | str,
+    result: CycleResult,
+    *,
+    teacher: dict[str, Any],
+    signer: Signer | None = None,
 ) -> Path:
-    """Write the promoted candidate (and the teacher head it was distilled from)."""
+    """Write the promoted candidate (and the teacher head it was distilled from), signed by
+    ``signer`` (the trainer's private key) when given. Moving the store's pointer to it and
+    announcing it are the service's (:meth:`trainer.service.TrainerService.announce`)."""
     path = save_checkpoint(
         store_root,
         model=result.candidate,
@@ -309,6 +332,7 @@ def publish_checkpoint(
         item_titles=result.titles,
         metrics=result.metrics,
         teacher=teacher,
+        signer=signer,
     )
     if result.head is not None:
         save_teacher_head(store_root, int(path.name[1:]), result.head, result.tau)

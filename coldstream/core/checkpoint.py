@@ -9,21 +9,29 @@ A checkpoint is a directory ``<root>/v000007/`` holding
 ``config.json``             ``{"student": StudentConfig, "teacher": {...}}``
 ``metrics.json``            training / gate metrics
 ``manifest.json``           ``format``, ``version``, ``created_at``, ``files: {name: {sha256, bytes}}``
+``signature.json``          Ed25519 signature over the sha256 of ``manifest.json`` (when
+                            written with the private key; :func:`sign_checkpoint`)
 ==========================  ==============================================================
 
 It is written atomically (a temp dir inside the root, fsync, rename) and read by one
 function, :func:`load_checkpoint`, used by training, evaluation and serving alike. Every
-file is checked against the manifest (size first, then sha256) and every size against
-limits *before* anything large is allocated. Pickle is never read.
+file is opened once -- never through a symlink (``O_NOFOLLOW``), never with a second hard
+link, regular files only -- its size checked on the open descriptor against the manifest
+and the limits *before* anything large is allocated, read into memory once and hashed;
+tensors and JSON are parsed from those same bytes. Pickle is never read. Which checkpoint
+a process serves is decided by the store's signed pointer (:mod:`coldstream.core.pointer`);
+:func:`prune_store` bounds the store.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import time
@@ -35,11 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from coldstream.core.errors import Refused
 from coldstream.core.events import EVENT_TYPES
+from coldstream.core.signing import Keyring, SignatureRefused, Signer
 from coldstream.core.student import Student, StudentConfig, pack_histories
 
 FORMAT = "coldstream-checkpoint/1"
@@ -58,6 +66,12 @@ DEFAULT_MAX_FILE_BYTES = 4 * 1024**3
 """Largest single file accepted (4 GiB: a 1M-item table at 384+64 floats is ~1.8 GB)."""
 MAX_JSON_BYTES = 256 * 1024**2
 MAX_MANIFEST_BYTES = 1024**2
+SIGNATURE = "signature.json"
+"""The checkpoint's own signature (over its manifest's sha256); not listed in the manifest."""
+SIGNATURE_KIND = "checkpoint"
+SIGNATURE_FORMAT = "coldstream-checkpoint-signature/1"
+MAX_SIGNATURE_BYTES = 64 * 1024
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class CheckpointError(Refused):
@@ -129,8 +143,12 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     teacher: dict[str, Any] | None = None,
     version: int | None = None,
+    signer: Signer | None = None,
 ) -> Path:
     """Write a checkpoint atomically and return its directory.
+
+    ``signer``: also write ``signature.json`` (the private key's signature over the
+    manifest's sha256) before the directory appears under its version name.
 
     ``item_ids[i]`` is the item whose id embedding is row ``i`` (``i < n_items``); rows
     beyond ``n_items`` are items without an id embedding (placed by text only).
@@ -190,6 +208,10 @@ def save_checkpoint(
                     "dim": model.config.dim,
                 },
             )
+            if signer is not None:
+                _write_json(
+                    tmp / SIGNATURE, _signature_record(signer, v, sha256_file(tmp / MANIFEST))
+                )
             _fsync_dir(tmp)
             dest = version_path(root, v)
             try:
@@ -209,41 +231,147 @@ def save_checkpoint(
 
 
 # -------------------------------------------------------------------------------------
-# reading
+# signing (the private key's holder: the trainer service, ``coldstream train`` with a key)
 # -------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path, name: str, limit: int) -> Any:
-    if path.stat().st_size > limit:
-        raise CheckpointError("too_large", f"{path.stat().st_size} bytes > limit {limit}", name)
+def _signature_record(signer: Signer, version: int, manifest_sha: str) -> dict[str, Any]:
+    return signer.sign(
+        SIGNATURE_KIND,
+        {
+            "format": SIGNATURE_FORMAT,
+            "version": int(version),
+            "manifest_sha256": manifest_sha,
+            "created_at": round(time.time(), 3),
+        },
+    )
+
+
+def sign_checkpoint(path: Path | str, signer: Signer) -> dict[str, Any]:
+    """Write ``signature.json`` into an existing checkpoint: the signer's signature over the
+    sha256 of its ``manifest.json`` (read once, through the same checks as loading)."""
+    path = Path(path)
+    dfd = _open_dir(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        raw = _read_member(dfd, MANIFEST, limit=MAX_MANIFEST_BYTES)
+    finally:
+        os.close(dfd)
+    manifest = _parse_json(raw, MANIFEST)
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError("bad_manifest", f"bad version {version!r}", MANIFEST)
+    rec = _signature_record(signer, version, _sha256(raw))
+    tmp = path / f".{SIGNATURE}.{uuid.uuid4().hex[:8]}"
+    _write_json(tmp, rec)
+    os.replace(tmp, path / SIGNATURE)
+    _fsync_dir(path)
+    return rec
+
+
+# -------------------------------------------------------------------------------------
+# reading: every file opened once (no symlink, no hard link, regular files only), read into
+# memory once; the bytes that were hashed are the bytes that are parsed
+# -------------------------------------------------------------------------------------
+
+
+def _sha256(data: bytes | bytearray | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _open_dir(path: Path) -> int:
+    """The checkpoint directory, opened without following a symlink as its last component."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _O_CLOEXEC)
+    except FileNotFoundError:
+        raise CheckpointError("missing", f"{path} does not exist") from None
+    except NotADirectoryError:
+        raise CheckpointError("missing", f"{path} is not a directory") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CheckpointError("path_escape", f"{path} is a symlink") from None
+        raise CheckpointError("unreadable", f"{path}: {e.strerror}") from None
+
+
+def _read_member(
+    dfd: int, name: str, *, limit: int, expected_bytes: int | None = None
+) -> bytearray:
+    """Open ``name`` inside the directory ``dfd`` once and read it whole.
+
+    Refused: a symlink (``O_NOFOLLOW``), anything but a regular file, a file with another
+    hard link (its bytes could be changed through the other name), a size above ``limit`` or
+    different from ``expected_bytes`` -- all checked on the open descriptor before a byte of
+    it is read."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dfd)
+    except FileNotFoundError:
+        raise CheckpointError("missing_file", "absent", name) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CheckpointError("path_escape", "file is a symlink (refused)", name) from None
+        raise CheckpointError("unreadable", e.strerror or str(e), name) from None
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError("not_regular_file", "not a regular file (refused)", name)
+        if st.st_nlink != 1:
+            raise CheckpointError(
+                "hard_link", f"file has {st.st_nlink} hard links (refused: exactly 1)", name
+            )
+        size = st.st_size
+        if size > limit or (expected_bytes is not None and expected_bytes > limit):
+            raise CheckpointError(
+                "too_large", f"{max(size, expected_bytes or 0)} bytes > limit {limit}", name
+            )
+        if expected_bytes is not None and size != expected_bytes:
+            reason = "truncated" if size < expected_bytes else "size_mismatch"
+            raise CheckpointError(
+                reason, f"{size} bytes on disk, manifest says {expected_bytes}", name
+            )
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        view.release()
+        if got < size:
+            raise CheckpointError("truncated", f"file shrank while read ({got} < {size})", name)
+        if f.read(1):
+            raise CheckpointError("size_mismatch", "file grew while read", name)
+    return buf
+
+
+def _parse_json(raw: bytes | bytearray, name: str) -> Any:
+    try:
+        return json.loads(bytes(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError("bad_json", str(e), name) from None
+        raise CheckpointError("bad_json", str(e)[:200], name) from None
+    except RecursionError:
+        raise CheckpointError("bad_json", "nested too deeply", name) from None
 
 
-def _check_safetensors_header(path: Path, name: str) -> dict[str, Any]:
-    """Parse a safetensors header without loading tensors; refuse pickles and junk."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError("truncated", "file shorter than a safetensors header", name)
-        (hlen,) = struct.unpack("<Q", head)
-        # a pickle (0x80 proto) or zip ("PK") start is only one if it is not a header length
-        # that fits: a real header of e.g. 0x0380 bytes also starts with 0x80
-        if (head[:1] == b"\x80" or head[:2] == b"PK") and hlen > min(size - 8, 100 * 1024**2):
-            raise CheckpointError(
-                "not_safetensors", "pickle/zip data, not safetensors (refused)", name
-            )
-        if hlen > min(size - 8, 100 * 1024**2):
-            raise CheckpointError(
-                "not_safetensors", f"header length {hlen} does not fit the file", name
-            )
-        raw = f.read(hlen)
+def _safetensors_header(buf: bytes | bytearray, name: str) -> tuple[dict[str, Any], int]:
+    """Parse a safetensors header from the file's bytes; refuse pickles and junk. Returns the
+    header and the offset where tensor data starts."""
+    size = len(buf)
+    if size < 8:
+        raise CheckpointError("truncated", "file shorter than a safetensors header", name)
+    head = bytes(buf[:8])
+    (hlen,) = struct.unpack("<Q", head)
+    # a pickle (0x80 proto) or zip ("PK") start is only one if it is not a header length
+    # that fits: a real header of e.g. 0x0380 bytes also starts with 0x80
+    if (head[:1] == b"\x80" or head[:2] == b"PK") and hlen > min(size - 8, 100 * 1024**2):
+        raise CheckpointError("not_safetensors", "pickle/zip data, not safetensors (refused)", name)
+    if hlen > min(size - 8, 100 * 1024**2):
+        raise CheckpointError(
+            "not_safetensors", f"header length {hlen} does not fit the file", name
+        )
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(bytes(buf[8 : 8 + hlen]))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError("not_safetensors", "header is not JSON", name) from None
     if not isinstance(header, dict):
         raise CheckpointError("not_safetensors", "header is not an object", name)
@@ -259,7 +387,150 @@ def _check_safetensors_header(path: Path, name: str) -> dict[str, Any]:
         raise CheckpointError(
             "truncated", f"tensor data ends at {8 + hlen + end}, file has {size} bytes", name
         )
-    return header
+    return header, 8 + hlen
+
+
+_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+def _tensors(
+    buf: bytearray, header: dict[str, Any], start: int, name: str
+) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as numpy views of its (already hashed) bytes: no
+    copy, no second read."""
+    out: dict[str, np.ndarray] = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_DTYPES[meta["dtype"]])
+            shape = tuple(int(d) for d in meta["shape"])
+            begin, stop = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(
+                "not_safetensors", f"tensor {key!r}: unsupported dtype or bad entry", name
+            ) from None
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(d < 0 for d in shape) or begin < 0 or stop - begin != count * dtype.itemsize:
+            raise CheckpointError(
+                "not_safetensors", f"tensor {key!r}: offsets and shape differ", name
+            )
+        out[key] = np.frombuffer(buf, dtype=dtype, count=count, offset=start + begin).reshape(shape)
+    return out
+
+
+@dataclass
+class _Verified:
+    """A checkpoint directory read once and checked: the manifest and every file's bytes."""
+
+    manifest: dict[str, Any]
+    manifest_sha256: str
+    data: dict[str, bytearray]
+    headers: dict[str, tuple[dict[str, Any], int]]
+    signed_by: str | None
+
+
+def _check_signature(dfd: int, keyring: Keyring, manifest_sha: str, version: int) -> str:
+    try:
+        raw = _read_member(dfd, SIGNATURE, limit=MAX_SIGNATURE_BYTES)
+    except CheckpointError as e:
+        if e.reason == "missing_file":
+            raise CheckpointError("unsigned", "no signature.json (refused)", SIGNATURE) from None
+        raise
+    rec = _parse_json(raw, SIGNATURE)
+    if not isinstance(rec, dict) or rec.get("format") != SIGNATURE_FORMAT:
+        raise CheckpointError("bad_signature", f"format is not {SIGNATURE_FORMAT!r}", SIGNATURE)
+    try:
+        key_id = keyring.verify(SIGNATURE_KIND, rec)
+    except SignatureRefused as e:
+        raise CheckpointError(e.reason, e.message, SIGNATURE) from None
+    if rec.get("manifest_sha256") != manifest_sha or rec.get("version") != version:
+        raise CheckpointError(
+            "bad_signature", "the signature is for another manifest or version", SIGNATURE
+        )
+    return key_id
+
+
+def _read_verified(
+    path: Path,
+    *,
+    max_file_bytes: int,
+    expected_sha256: str | None,
+    verify_keys: Keyring | None,
+) -> _Verified:
+    dfd = _open_dir(path)
+    try:
+        mraw = _read_member(dfd, MANIFEST, limit=MAX_MANIFEST_BYTES)
+        msha = _sha256(mraw)
+        if expected_sha256 is not None and msha != expected_sha256:
+            raise CheckpointError(
+                "checksum_mismatch", "manifest sha256 differs from the announced one", MANIFEST
+            )
+        manifest = _parse_json(mraw, MANIFEST)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise CheckpointError("bad_manifest", f"format is not {FORMAT!r}", MANIFEST)
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise CheckpointError("bad_manifest", "no files table", MANIFEST)
+        version = manifest.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise CheckpointError("bad_manifest", f"bad version {version!r}", MANIFEST)
+        for name in files:
+            if (
+                not isinstance(name, str)
+                or name != os.path.basename(name)
+                or name in ("", ".", "..")
+                or "\\" in name
+                or name.startswith(".")
+                or name == SIGNATURE
+            ):
+                raise CheckpointError(
+                    "path_escape",
+                    f"manifest lists a file outside the checkpoint: {name!r}",
+                    MANIFEST,
+                )
+        missing = [n for n in REQUIRED_FILES if n not in files]
+        if missing:
+            raise CheckpointError("bad_manifest", f"manifest lacks {missing}", MANIFEST)
+        for name, meta in files.items():
+            if (
+                not isinstance(meta, dict)
+                or not isinstance(meta.get("bytes"), int)
+                or isinstance(meta.get("bytes"), bool)
+                or not isinstance(meta.get("sha256"), str)
+            ):
+                raise CheckpointError("bad_manifest", "entry lacks bytes/sha256", name)
+            if meta["bytes"] > max_file_bytes or meta["bytes"] < 0:
+                raise CheckpointError(
+                    "too_large", f"{meta['bytes']} bytes > limit {max_file_bytes}", name
+                )
+        # the signature first: an unsigned directory costs one small read, nothing more
+        signed_by = (
+            _check_signature(dfd, verify_keys, msha, version) if verify_keys is not None else None
+        )
+        data: dict[str, bytearray] = {}
+        headers: dict[str, tuple[dict[str, Any], int]] = {}
+        for name, meta in files.items():
+            limit = MAX_JSON_BYTES if name in JSON_FILES else max_file_bytes
+            buf = _read_member(dfd, name, limit=limit, expected_bytes=meta["bytes"])
+            if name.endswith(".safetensors"):
+                headers[name] = _safetensors_header(buf, name)
+            if _sha256(buf) != meta["sha256"]:
+                raise CheckpointError("checksum_mismatch", "sha256 differs from the manifest", name)
+            data[name] = buf
+    finally:
+        os.close(dfd)
+    return _Verified(manifest, msha, data, headers, signed_by)
 
 
 def verify_checkpoint(
@@ -267,74 +538,19 @@ def verify_checkpoint(
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     expected_sha256: str | None = None,
+    verify_keys: Keyring | None = None,
 ) -> dict[str, Any]:
-    """Check a checkpoint directory against its manifest without loading tensors.
+    """Check a checkpoint directory against its manifest without building the model.
 
-    Returns the manifest. ``expected_sha256`` (from a ``model-updates`` record) must
-    equal the sha256 of ``manifest.json`` when given."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError("missing", f"{path} is not a directory")
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise CheckpointError("missing_file", "no manifest", MANIFEST)
-    if expected_sha256 is not None and sha256_file(mpath) != expected_sha256:
-        raise CheckpointError(
-            "checksum_mismatch", "manifest sha256 differs from the announced one", MANIFEST
-        )
-    manifest = _read_json(mpath, MANIFEST, MAX_MANIFEST_BYTES)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError("bad_manifest", f"format is not {FORMAT!r}", MANIFEST)
-    files = manifest.get("files")
-    if not isinstance(files, dict):
-        raise CheckpointError("bad_manifest", "no files table", MANIFEST)
-    version = manifest.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise CheckpointError("bad_manifest", f"bad version {version!r}", MANIFEST)
-    for name in files:
-        if (
-            not isinstance(name, str)
-            or name != os.path.basename(name)
-            or name in ("", ".", "..")
-            or "\\" in name
-            or name.startswith(".")
-        ):
-            raise CheckpointError(
-                "path_escape", f"manifest lists a file outside the checkpoint: {name!r}", MANIFEST
-            )
-    missing = [n for n in REQUIRED_FILES if n not in files]
-    if missing:
-        raise CheckpointError("bad_manifest", f"manifest lacks {missing}", MANIFEST)
-    real_root = path.resolve()
-    for name, meta in files.items():
-        fpath = path / name
-        if fpath.is_symlink() or fpath.resolve().parent != real_root:
-            raise CheckpointError(
-                "path_escape", "file is a symlink or resolves outside the checkpoint", name
-            )
-        if not fpath.is_file():
-            raise CheckpointError("missing_file", "listed in the manifest but absent", name)
-        if (
-            not isinstance(meta, dict)
-            or not isinstance(meta.get("bytes"), int)
-            or not isinstance(meta.get("sha256"), str)
-        ):
-            raise CheckpointError("bad_manifest", "entry lacks bytes/sha256", name)
-        size = fpath.stat().st_size
-        if meta["bytes"] > max_file_bytes or size > max_file_bytes:
-            raise CheckpointError(
-                "too_large", f"{max(size, meta['bytes'])} bytes > limit {max_file_bytes}", name
-            )
-        if size != meta["bytes"]:
-            reason = "truncated" if size < meta["bytes"] else "size_mismatch"
-            raise CheckpointError(
-                reason, f"{size} bytes on disk, manifest says {meta['bytes']}", name
-            )
-        if name.endswith(".safetensors"):
-            _check_safetensors_header(fpath, name)
-        if sha256_file(fpath) != meta["sha256"]:
-            raise CheckpointError("checksum_mismatch", "sha256 differs from the manifest", name)
-    return manifest
+    Returns the manifest. ``expected_sha256`` (from a ``model-updates`` record or the
+    pointer) must equal the sha256 of ``manifest.json`` when given; with ``verify_keys``,
+    ``signature.json`` must be a valid signature of one of those keys over that sha256."""
+    return _read_verified(
+        Path(path),
+        max_file_bytes=max_file_bytes,
+        expected_sha256=expected_sha256,
+        verify_keys=verify_keys,
+    ).manifest
 
 
 @dataclass
@@ -354,11 +570,22 @@ class Checkpoint:
     manifest: dict[str, Any]
     device: torch.device
     index_of: dict[str, int] = field(default_factory=dict)
+    manifest_sha256: str = ""
+    """sha256 of the ``manifest.json`` bytes this checkpoint was loaded from."""
+    signed_by: str | None = None
+    """Key id of the verified ``signature.json`` (``None``: loaded without verifying one)."""
     table: torch.Tensor = field(init=False, repr=False)
     """The student item vectors as a tensor on ``device`` (what the student encodes with)."""
+    max_item_norm: float = field(init=False, repr=False, default=0.0)
+    """The largest L2 norm among ``item_vectors`` (bounds the vectors ``item-vectors`` may add)."""
 
     def __post_init__(self) -> None:
         self.index_of = {iid: i for i, iid in enumerate(self.item_ids)}
+        self.max_item_norm = (
+            float(np.linalg.norm(self.item_vectors, axis=1).max())
+            if len(self.item_vectors)
+            else 0.0
+        )
         self.table = torch.from_numpy(self.item_vectors).to(self.device)
 
     # -- encoding ------------------------------------------------------------------------
@@ -424,22 +651,32 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     expected_sha256: str | None = None,
+    verify_keys: Keyring | None = None,
 ) -> Checkpoint:
     """Verify and rebuild a checkpoint exactly. Raises :class:`CheckpointError` (with a
     reason code and the offending file) on anything suspicious; nothing large is
-    allocated before the manifest, sizes, headers and config bounds are checked."""
+    allocated before the manifest, sizes, headers and config bounds are checked.
+
+    Every file is read once into memory and hashed; tensors and JSON are parsed from those
+    very bytes (a file swapped on disk after it was hashed is never what gets loaded).
+    ``verify_keys``: require ``signature.json`` signed by one of these keys over the
+    manifest's sha256 (``unsigned``, ``unknown_key``, ``bad_signature`` otherwise)."""
     path = Path(path)
-    manifest = verify_checkpoint(
-        path, max_file_bytes=max_file_bytes, expected_sha256=expected_sha256
+    got = _read_verified(
+        path,
+        max_file_bytes=max_file_bytes,
+        expected_sha256=expected_sha256,
+        verify_keys=verify_keys,
     )
-    cfg_raw = _read_json(path / "config.json", "config.json", MAX_JSON_BYTES)
+    manifest, data = got.manifest, got.data
+    cfg_raw = _parse_json(data["config.json"], "config.json")
     if not isinstance(cfg_raw, dict):
         raise CheckpointError("bad_config", "config.json is not an object", "config.json")
     try:
         config = StudentConfig.from_dict(cfg_raw.get("student"))  # refuses a non-object
     except (TypeError, ValueError) as e:
         raise CheckpointError("bad_config", str(e), "config.json") from None
-    items = _read_json(path / "items.json", "items.json", MAX_JSON_BYTES)
+    items = _parse_json(data["items.json"], "items.json")
     if not isinstance(items, dict) or not isinstance(items.get("ids"), list):
         raise CheckpointError("bad_items", "items.json lacks ids", "items.json")
     ids = [str(i) for i in items["ids"]]
@@ -447,7 +684,7 @@ def load_checkpoint(
     n = len(ids)
     if len(titles) != n or len(set(ids)) != n or n < config.n_items:
         raise CheckpointError("bad_items", "item table inconsistent with the config", "items.json")
-    metrics = _read_json(path / "metrics.json", "metrics.json", MAX_JSON_BYTES)
+    metrics = _parse_json(data["metrics.json"], "metrics.json")
 
     dev = torch.device(device)
     # The config's shapes on the meta device (nothing allocated) must match the weights
@@ -455,7 +692,7 @@ def load_checkpoint(
     # beside a small file is refused here, not after allocating them.
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Student(config).state_dict().items()}
-    header = _check_safetensors_header(path / "weights.safetensors", "weights.safetensors")
+    header, start = got.headers["weights.safetensors"]
     declared = {
         k: tuple(v.get("shape") or ())
         for k, v in header.items()
@@ -468,36 +705,20 @@ def load_checkpoint(
             f"{sorted(set(declared) ^ set(expected))[:5] or 'shapes differ'}",
             "weights.safetensors",
         )
+    arrays = _tensors(data.pop("weights.safetensors"), header, start, "weights.safetensors")
     model = Student(config)
-    state: dict[str, torch.Tensor] = {}
-    with safe_open(str(path / "weights.safetensors"), framework="pt") as f:
-        keys = set(f.keys())
-        if keys != set(expected):
-            raise CheckpointError(
-                "shape_mismatch",
-                f"weights keys differ from the config's model: {sorted(keys ^ set(expected))[:5]}",
-                "weights.safetensors",
-            )
-        for k in keys:
-            t = f.get_tensor(k)
-            if tuple(t.shape) != expected[k]:
-                raise CheckpointError(
-                    "shape_mismatch",
-                    f"{k}: {tuple(t.shape)} != {expected[k]}",
-                    "weights.safetensors",
-                )
-            state[k] = t
-    model.load_state_dict(state)
+    model.load_state_dict({k: torch.from_numpy(a) for k, a in arrays.items()})
+    del arrays
     model.to(dev).eval()
-    with safe_open(str(path / "items.safetensors"), framework="np") as f:
-        if set(f.keys()) != {"text_vecs", "item_vectors"}:
-            raise CheckpointError(
-                "shape_mismatch",
-                "items.safetensors must hold text_vecs and item_vectors",
-                "items.safetensors",
-            )
-        text = f.get_tensor("text_vecs")
-        vecs = f.get_tensor("item_vectors")
+    iheader, istart = got.headers["items.safetensors"]
+    tensors = _tensors(data.pop("items.safetensors"), iheader, istart, "items.safetensors")
+    if set(tensors) != {"text_vecs", "item_vectors"}:
+        raise CheckpointError(
+            "shape_mismatch",
+            "items.safetensors must hold text_vecs and item_vectors",
+            "items.safetensors",
+        )
+    text, vecs = tensors["text_vecs"], tensors["item_vectors"]
     if text.shape != (n, config.text_dim) or vecs.shape != (n, config.dim):
         raise CheckpointError(
             "shape_mismatch",
@@ -517,7 +738,34 @@ def load_checkpoint(
         teacher=cfg_raw.get("teacher") or {},
         manifest=manifest,
         device=dev,
+        manifest_sha256=got.manifest_sha256,
+        signed_by=got.signed_by,
     )
+
+
+def prune_store(root: Path | str, *, keep: int, protect: Sequence[int] = ()) -> list[int]:
+    """Delete all version directories but the newest ``keep`` and those in ``protect`` (the
+    pointer's); also temp dirs of interrupted writes older than an hour. Returns the
+    versions deleted."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    root = Path(root)
+    versions = list_versions(root)
+    kept = set(versions[-keep:]) | {int(v) for v in protect}
+    gone = []
+    for v in versions:
+        if v in kept:
+            continue
+        shutil.rmtree(version_path(root, v))
+        gone.append(v)
+    if root.is_dir():
+        for p in root.iterdir():
+            stale = p.name.startswith(".tmp-") and p.is_dir() and not p.is_symlink()
+            if stale and time.time() - p.stat().st_mtime > 3600:
+                shutil.rmtree(p, ignore_errors=True)
+    if gone:
+        _fsync_dir(root)
+    return gone
 
 
 def manifest_sha256(path: Path | str) -> str:

@@ -8,6 +8,10 @@
   when there is one.
 * :class:`UsageError` -- a user mistake (a wrong path, a bad option value): the CLI prints
   it on one line, without a traceback, and exits with status 2.
+* :class:`Unavailable` -- something the command needs is not there yet (the broker is
+  unreachable, the topics are missing, the port is taken): one line, exit status 6.
+
+Every class carries the ``exit_code`` that ``coldstream.cli`` exits with (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -16,9 +20,14 @@ from __future__ import annotations
 class ColdstreamError(Exception):
     """Root of every error coldstream raises on purpose."""
 
+    exit_code: int = 1
+    """The status ``coldstream`` exits with when this error ends a command."""
+
 
 class Refused(ColdstreamError):
     """An input was refused; ``reason`` is a stable code, ``file`` the offending file."""
+
+    exit_code = 2
 
     def __init__(self, reason: str, message: str, file: str | None = None) -> None:
         self.reason = reason
@@ -30,3 +39,12 @@ class Refused(ColdstreamError):
 
 class UsageError(ColdstreamError):
     """A user mistake (wrong path, bad option value): printed without a traceback, exit 2."""
+
+    exit_code = 2
+
+
+class Unavailable(ColdstreamError):
+    """What the command needs is not there (broker unreachable, topics missing, port in use):
+    printed on one line, exit 6."""
+
+    exit_code = 6

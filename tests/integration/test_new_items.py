@@ -18,10 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coldstream.core.model_updates import verify_item_vector
+from coldstream.core.signing import Signer
 from devtools.brokers import free_port
+from devtools.checkpoints import key_env, point_store
 from devtools.kafka_io import new_event, produce, read_until
 from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
 
+SIGNER = Signer.generate()
 BOUND_S = 15.0
 N_ITEMS = 300
 NEW_ID = "new-episode-1"
@@ -60,7 +64,7 @@ def text_student_checkpoint(root: Path) -> Path:
             p.zero_()
         model.text_proj.weight.copy_(torch.eye(d))
         model.out.weight.copy_(torch.eye(d))
-    return save_checkpoint(
+    path = save_checkpoint(
         root,
         model=model,
         item_ids=items.ids[:N_ITEMS],
@@ -68,7 +72,18 @@ def text_student_checkpoint(root: Path) -> Path:
         item_titles=items.titles[:N_ITEMS],
         metrics={},
         teacher=teacher.describe(),
+        signer=SIGNER,
     )
+    point_store(path, SIGNER)
+    return path
+
+
+def _recommended_clicks(worker: WorkerProcess) -> float:
+    """``coldstream_events_total{outcome="recommended",topic="clicks"}`` of the worker."""
+    for line in worker.get_text("/metrics").splitlines():
+        if line.startswith('coldstream_events_total{outcome="recommended",topic="clicks"} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_new_item_recommended_within_bound(
@@ -79,7 +94,8 @@ def test_new_item_recommended_within_bound(
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
     text_student_checkpoint(store)
-    monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", "k")
+    for name, value in key_env(tmp_path / "keys", SIGNER).items():  # both subprocesses
+        monkeypatch.setenv(name, value)
     trainer_log = tmp_path / "trainer.log"
     trainer = start_process(
         [
@@ -156,8 +172,13 @@ def test_new_item_recommended_within_bound(
                 asyncio.run(produce(kafka_bootstrap, batch))
                 deadline = time.time() + 5
                 while time.time() < deadline:
+                    # every click so far answered (early's 3, then 3 per fan): the fan's
+                    # session holds their 3 clicks (/recommend never says a history length)
+                    if _recommended_clicks(worker) < len(CLICKS) * (n + 1):
+                        time.sleep(0.1)
+                        continue
                     status, body = worker.get_json(f"/recommend/{user}?k=10")
-                    if status == 200 and body["history_length"] == 3:
+                    if status == 200 and body["fallback"] is None:
                         if NEW_ID in [i["item_id"] for i in body["items"]]:
                             found_at = time.time()  # upper bound: seen by a query
                         break
@@ -188,6 +209,10 @@ def test_new_item_recommended_within_bound(
     vectors = [json.loads(r.value) for r in out if r.topic == topics["item-vectors"]]
     assert [v["item_id"] for v in vectors] == [NEW_ID] and vectors[0]["model_version"] == "1"
     assert len(vectors[0]["vector"]) == 384 and np.isfinite(vectors[0]["vector"]).all()
+    signed = verify_item_vector(
+        next(r.value for r in out if r.topic == topics["item-vectors"]), keys=SIGNER.keyring
+    )
+    assert signed.key_id == SIGNER.key_id  # signed by the trainer's private key
     by_event = {
         json.loads(r.value)["event_id"]: json.loads(r.value)
         for r in out

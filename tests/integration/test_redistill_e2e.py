@@ -24,11 +24,14 @@ import pytest
 import torch
 
 from coldstream.core.model_updates import UpdateRefused, verify_update
+from coldstream.core.pointer import read_pointer
+from coldstream.core.signing import Signer
 from devtools.brokers import free_port
+from devtools.checkpoints import key_env, point_store
 from devtools.kafka_io import new_event, produce, read_until
 from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
 
-KEY = "redistill-e2e-key"
+SIGNER = Signer.generate()
 N_ITEMS = 300
 N_EVENTS = 3000
 
@@ -54,7 +57,9 @@ def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
         item_titles=items.titles[:N_ITEMS],
         metrics={"note": "random v1"},
         teacher={"name": "all-MiniLM-L6-v2"},
+        signer=SIGNER,
     )
+    point_store(path, SIGNER)  # CURRENT.json: v1, seq 1
     stream = [
         (inter.user_ids[int(u)], items.ids[int(i)])
         for u, i in zip(inter.user, inter.item, strict=True)
@@ -70,7 +75,8 @@ def test_trainer_cycle_promotes_and_worker_swaps(
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
     _, stream = random_student_checkpoint(store)
-    monkeypatch.setenv("COLDSTREAM_MODEL_HMAC_KEY", KEY)  # inherited by both subprocesses
+    for name, value in key_env(tmp_path / "keys", SIGNER).items():  # both subprocesses
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("COLDSTREAM_TRAINER_CYCLE_EPOCHS", "4")
     monkeypatch.setenv("COLDSTREAM_TRAINER_DEVICE", "cpu")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -169,15 +175,17 @@ def test_trainer_cycle_promotes_and_worker_swaps(
 
     updates = [r.value for r in out if r.topic == topics["model-updates"]]
     assert len(updates) == 1, tail
-    rec, path = verify_update(updates[0], key=KEY, store_root=store)  # signed with the shared key
+    rec, path = verify_update(updates[0], keys=SIGNER.keyring, store_root=store)
     assert rec.version == 2 and path == (store / "v000002").resolve()
+    ptr = read_pointer(store, SIGNER.keyring)  # the pointer moved before the announcement
+    assert (ptr.version, ptr.seq, rec.seq) == (2, 2, 2)
     assert rec.metrics["promote"] is True and rec.metrics["parent_version"] == 1
     assert rec.metrics["holdout_users"] > 0 and "snapshot_at" in rec.metrics
     assert (
         rec.metrics["candidate_ndcg@10"] >= rec.metrics["current_ndcg@10"] - rec.metrics["margin"]
     )
     with pytest.raises(UpdateRefused):
-        verify_update(updates[0], key="another-key", store_root=store)
+        verify_update(updates[0], keys=Signer.generate().keyring, store_root=store)
 
     recs = {
         json.loads(r.value)["event_id"]: json.loads(r.value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 
 import numpy as np
@@ -153,3 +155,128 @@ def test_expected_manifest_sha_is_enforced(tmp_path):
     with pytest.raises(CheckpointError) as ei:
         load_checkpoint(path, expected_sha256="0" * 64)
     assert ei.value.reason == "checksum_mismatch"
+
+
+# --------------------------------------------------------------------------- files opened once
+
+
+def test_symlinked_manifest_is_refused(tmp_path):
+    """A manifest.json that is a symlink (even to an identical copy) is never followed."""
+    _, _, _, path = _make(tmp_path / "store")
+    copy = tmp_path / "manifest-copy.json"
+    shutil.copy(path / "manifest.json", copy)
+    (path / "manifest.json").unlink()
+    (path / "manifest.json").symlink_to(copy)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert (ei.value.reason, ei.value.file) == ("path_escape", "manifest.json")
+
+
+def test_hard_linked_weights_are_refused(tmp_path):
+    """A second name for the weights could change them after the check: refused."""
+    _, _, _, path = _make(tmp_path / "store")
+    os.link(path / "weights.safetensors", tmp_path / "other-name")
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert (ei.value.reason, ei.value.file) == ("hard_link", "weights.safetensors")
+
+
+def test_a_fifo_in_place_of_a_file_is_refused_without_blocking(tmp_path):
+    _, _, _, path = _make(tmp_path / "store")
+    (path / "metrics.json").unlink()
+    os.mkfifo(path / "metrics.json")
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path)
+    assert (ei.value.reason, ei.value.file) == ("not_regular_file", "metrics.json")
+
+
+def test_a_file_swapped_after_hashing_is_not_what_gets_loaded(tmp_path, monkeypatch):
+    """The weights file is replaced (same size, other values) right after its sha256 was
+    computed: the loaded weights must be the hashed ones (or the load refused). Before the
+    files were read once, the check hashed the file and the load re-opened it by path."""
+    model, _, _, path = _make(tmp_path / "a")
+    other, _, _, other_path = _make(tmp_path / "b", seed=7)
+    good = (path / "weights.safetensors").read_bytes()
+    evil = (other_path / "weights.safetensors").read_bytes()
+    assert len(good) == len(evil) and good != evil
+    good_sha = hashlib.sha256(good).hexdigest()
+    real_sha256 = hashlib.sha256
+    swapped = []
+
+    class SwapAfterHash:
+        def __init__(self, *args):
+            self.h = real_sha256(*args)
+
+        def update(self, data):
+            self.h.update(data)
+
+        def hexdigest(self):
+            digest = self.h.hexdigest()
+            if digest == good_sha and not swapped:
+                (path / "weights.safetensors").write_bytes(evil)  # in place, same size
+                swapped.append(True)
+            return digest
+
+    monkeypatch.setattr(hashlib, "sha256", SwapAfterHash)
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError:
+        ck = None  # refusing is fine too
+    monkeypatch.setattr(hashlib, "sha256", real_sha256)
+    assert swapped, "the hash of the weights was never computed"
+    if ck is not None:
+        model.eval()
+        for name, t in model.state_dict().items():
+            assert torch.equal(t, ck.model.state_dict()[name]), f"{name}: swapped bytes loaded"
+
+
+# --------------------------------------------------------------------------- signatures, pruning
+
+
+def test_signed_checkpoint_verifies_and_unsigned_or_foreign_is_refused(tmp_path):
+    from coldstream.core.checkpoint import sign_checkpoint
+    from coldstream.core.signing import Signer
+
+    ours, theirs = Signer.generate(), Signer.generate()
+    _, _, _, path = _make(tmp_path)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path, verify_keys=ours.keyring)
+    assert (ei.value.reason, ei.value.file) == ("unsigned", "signature.json")
+    sign_checkpoint(path, theirs)
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path, verify_keys=ours.keyring)
+    assert ei.value.reason == "unknown_key"
+    sign_checkpoint(path, ours)
+    ck = load_checkpoint(path, verify_keys=ours.keyring)
+    assert ck.signed_by == ours.key_id and ck.manifest_sha256 == manifest_sha256(path)
+    # the signature is over this manifest: a resealed manifest (new sums) breaks it
+    man = json.loads((path / "manifest.json").read_text())
+    man["created_at"] = 0.0
+    (path / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(CheckpointError) as ei:
+        load_checkpoint(path, verify_keys=ours.keyring)
+    assert ei.value.reason == "bad_signature"
+
+
+def test_save_with_a_signer_signs_before_the_directory_appears(tmp_path):
+    from coldstream.core.signing import Signer
+
+    signer = Signer.generate()
+    torch.manual_seed(0)
+    model = Student(StudentConfig(n_items=5, text_dim=4, dim=4, max_len=5))
+    path = save_checkpoint(
+        tmp_path, model=model, item_ids=list("abcde"), item_text_vecs=np.ones((5, 4)), signer=signer
+    )
+    assert load_checkpoint(path, verify_keys=signer.keyring).signed_by == signer.key_id
+
+
+def test_prune_keeps_the_newest_and_the_protected(tmp_path):
+    from coldstream.core.checkpoint import prune_store
+
+    torch.manual_seed(0)
+    model = Student(StudentConfig(n_items=3, text_dim=4, dim=4, max_len=5))
+    for _ in range(6):
+        save_checkpoint(tmp_path, model=model, item_ids=list("abc"), item_text_vecs=np.ones((3, 4)))
+    assert prune_store(tmp_path, keep=2, protect=[1]) == [2, 3, 4]
+    assert list_versions(tmp_path) == [1, 5, 6]
+    assert prune_store(tmp_path, keep=2, protect=[1]) == []

@@ -1,5 +1,7 @@
-"""Hot swap (``stream_app.control``) against real checkpoints: every hostile or broken update
-is refused with its own reason, counted, and the old model keeps serving; a good one swaps."""
+"""Hot swap and item upserts (``stream_app.control``) against real checkpoints and real
+Ed25519 keys: every hostile or broken update is refused with its own reason, counted, and
+the old model keeps serving; a good one swaps; a replayed one is skipped; a rollback (older
+version, higher seq) is followed; item vectors are signed, bounded and isolated per record."""
 
 from __future__ import annotations
 
@@ -13,39 +15,59 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
-from coldstream.core.checkpoint import MANIFEST, manifest_sha256, sha256_file
-from coldstream.core.model_updates import make_update
+from coldstream.core.checkpoint import MANIFEST, manifest_sha256, sha256_file, sign_checkpoint
+from coldstream.core.model_updates import make_item_vector, make_update
+from coldstream.core.signing import Signer
 from devtools.checkpoints import make_checkpoint
-from stream_app.control import ItemVectorSink, ModelSwapper
+from stream_app.control import (
+    MAX_PENDING_VERSIONS,
+    MAX_RESULTS,
+    ItemVectorSink,
+    ModelSwapper,
+    handle_update,
+    handle_vectors,
+)
 from stream_app.metrics import Metrics
 from stream_app.recommender import Recommender
 
-KEY = "hot-swap-secret"
+SIGNER = Signer.generate()
+OTHER = Signer.generate()
 HISTORIES = [["1", "2", "3"], [("5", 1)], ["ghost"]]
 
 
 @pytest.fixture
 def world(tmp_path):
     store = tmp_path / "store"
-    v1 = make_checkpoint(store, n_items=60, seed=1)
-    v2 = make_checkpoint(store, n_items=60, seed=2)
+    v1 = make_checkpoint(store, n_items=60, seed=1, signer=SIGNER)  # CURRENT.json: v1, seq 1
+    v2 = make_checkpoint(store, n_items=60, seed=2, signer=SIGNER, point=False)
     rec = Recommender.from_checkpoint(v1, device="cpu", prefer_gpu_index=False)
     metrics = Metrics(CollectorRegistry())
     swapper = ModelSwapper(
-        rec, store_root=store, key=KEY, metrics=metrics, device="cpu", prefer_gpu_index=False
+        rec,
+        store_root=store,
+        keys=SIGNER.keyring,
+        served_seq=1,
+        metrics=metrics,
+        device="cpu",
+        prefer_gpu_index=False,
     )
     return store, v1, v2, rec, metrics, swapper
 
 
-def _update(path, *, key=KEY, version=2, sha=None):
+def _update(path, *, signer=SIGNER, version=2, seq=2, sha=None):
     upd = make_update(
         version=version,
+        seq=seq,
         checkpoint_dir=path,
         manifest_sha256=sha or manifest_sha256(path),
         metrics={"ndcg@10": 0.1},
-        key=key,
+        signer=signer,
     )
     return json.loads(upd.to_json())
+
+
+def _resign(d):
+    return SIGNER.sign("model-update", d)
 
 
 def _reseal(path):
@@ -58,6 +80,7 @@ def _reseal(path):
             "bytes": (path / name).stat().st_size,
         }
     (path / MANIFEST).write_text(json.dumps(m))
+    sign_checkpoint(path, SIGNER)  # signed again: the file checks themselves must catch it
 
 
 def _unsigned(store, v2):
@@ -66,8 +89,27 @@ def _unsigned(store, v2):
     return d
 
 
-def _wrong_signature(store, v2):
-    return _update(v2, key="not-the-key")
+def _forged(store, v2):
+    return _update(v2, signer=OTHER)  # signed by a key the worker does not have
+
+
+def _tampered(store, v2):
+    d = _update(v2)
+    d["metrics"] = {"ndcg@10": 0.99}  # any change after signing
+    return d
+
+
+def _unsigned_checkpoint(store, v2):
+    (v2 / "signature.json").unlink()  # the record is signed, the directory is not
+    return _update(v2)
+
+
+def _oversize(store, v2):
+    return {**_update(v2), "metrics": {"pad": "x" * 300_000}}
+
+
+def _nested(store, v2):
+    return b"[" * 100_000 + b"]" * 100_000  # 200 KB of nesting: the RecursionError is caught
 
 
 def _checksum_mismatch(store, v2):
@@ -99,10 +141,7 @@ def _symlink_escape(store, v2):
     os.symlink(outside, link)
     d = _update(outside)
     d["uri"] = link.absolute().as_uri()  # lexically inside the store, really outside
-    from coldstream.core.model_updates import sign
-
-    d["signature"] = sign(d, KEY)
-    return d
+    return _resign(d)
 
 
 def _pickle_weights(store, v2):
@@ -123,24 +162,22 @@ def _bare_pickle_weights(store, v2):
 def _bad_scheme(store, v2):
     d = _update(v2)
     d["uri"] = "https://example.com/v000002"
-    from coldstream.core.model_updates import sign
-
-    d["signature"] = sign(d, KEY)
-    return d
+    return _resign(d)
 
 
 def _dotdot(store, v2):
     d = _update(v2)
     d["uri"] = (store / "v000002" / ".." / ".." / "x").as_posix()
-    from coldstream.core.model_updates import sign
-
-    d["signature"] = sign(d, KEY)
-    return d
+    return _resign(d)
 
 
 CASES = [
     (_unsigned, "unsigned"),
-    (_wrong_signature, "bad_signature"),
+    (_forged, "unknown_key"),
+    (_tampered, "bad_signature"),
+    (_unsigned_checkpoint, "unsigned"),
+    (_oversize, "oversize"),
+    (_nested, "bad_record"),
     (_checksum_mismatch, "checksum_mismatch"),
     (_truncated_weights, "truncated"),
     (_outside_store, "uri_outside_store"),
@@ -156,7 +193,8 @@ CASES = [
 def test_bad_update_is_refused_and_old_model_serves(world, make, reason):
     store, v1, v2, rec, metrics, swapper = world
     before = rec.recommend_batch(HISTORIES, 5)
-    raw = json.dumps(make(store, v2)).encode()
+    made = make(store, v2)
+    raw = made if isinstance(made, bytes) else json.dumps(made).encode()
     res = asyncio.run(swapper.handle(raw))
     assert res.outcome == "refused" and res.reason == reason, res
     assert rec.model.version == "1"
@@ -168,9 +206,13 @@ def test_bad_update_is_refused_and_old_model_serves(world, make, reason):
 
 
 def test_refusal_reasons_are_distinct():
-    """The seven failures the issue names map to seven different reason codes."""
-    named = [r for f, r in CASES if f not in (_bare_pickle_weights, _bad_scheme, _dotdot)]
-    assert len(named) == len(set(named)) == 7
+    """The failures the issues name map to different reason codes."""
+    named = [
+        r
+        for f, r in CASES
+        if f not in (_bare_pickle_weights, _bad_scheme, _dotdot, _unsigned_checkpoint, _nested)
+    ]
+    assert len(named) == len(set(named)) == 9
 
 
 def test_good_update_swaps_and_serves_new_version(world):
@@ -185,16 +227,69 @@ def test_good_update_swaps_and_serves_new_version(world):
         metrics.registry.get_sample_value("coldstream_model_swaps_total", {"outcome": "ok"}) == 1.0
     )
     assert metrics.registry.get_sample_value("coldstream_model_version") == 2.0
-    # replaying the same (or an older) record is a no-op, not a failure
+    assert metrics.registry.get_sample_value("coldstream_model_seq") == 2.0
+    # replaying the same record, or an old one, is a no-op, not a failure
     again = asyncio.run(swapper.handle(json.dumps(_update(v2))))
     assert again.outcome == "skipped" and rec.model.version == "2"
-    old_rec = asyncio.run(swapper.handle(json.dumps(_update(v1, version=1))))
-    assert old_rec.outcome == "skipped"
+    old_rec = asyncio.run(swapper.handle(json.dumps(_update(v1, version=1, seq=1))))
+    assert old_rec.outcome == "skipped" and rec.model.version == "2"
+
+
+def test_a_replayed_old_update_is_not_followed(world):
+    """A valid, signed record from the past (seq 1: the v1 promotion) replayed while v2 is
+    served with seq 2: skipped. Before sequence numbers, a record of a *newer* version was
+    enough, so a replayed v2 record moved a worker that had been rolled back to v1."""
+    store, v1, v2, rec, metrics, swapper = world
+    assert swapper.handle_sync(json.dumps(_update(v2, seq=2))).outcome == "ok"
+    assert swapper.handle_sync(json.dumps(_update(v1, version=1, seq=3))).outcome == "ok"
+    assert rec.model.version == "1"  # rolled back
+    replay = swapper.handle_sync(json.dumps(_update(v2, seq=2)))
+    assert (replay.outcome, replay.reason, rec.model.version) == ("skipped", "not_newer", "1")
+    get = metrics.registry.get_sample_value
+    assert (
+        get(
+            "coldstream_control_records_total",
+            {"topic": "model-updates", "outcome": "skipped", "reason": "not_newer"},
+        )
+        == 1.0
+    )
+
+
+def test_a_rollback_to_an_older_version_is_followed(world):
+    store, v1, v2, rec, metrics, swapper = world
+    assert swapper.handle_sync(json.dumps(_update(v2, seq=2))).outcome == "ok"
+    back = swapper.handle_sync(json.dumps(_update(v1, version=1, seq=3)))
+    assert (back.outcome, back.version, back.seq) == ("ok", 1, 3)
+    offline = Recommender.from_checkpoint(v1, device="cpu", prefer_gpu_index=False)
+    assert rec.recommend_batch(HISTORIES, 5) == offline.recommend_batch(HISTORIES, 5)
+    assert swapper.served_seq == 3
+
+
+def test_swap_results_are_bounded(world):
+    store, v1, v2, rec, metrics, swapper = world
+    for _ in range(MAX_RESULTS + 50):
+        swapper.handle_sync(b"junk")
+    assert len(swapper.results) == MAX_RESULTS
+    assert metrics.registry.get_sample_value(
+        "coldstream_model_swap_failures_total", {"reason": "bad_record"}
+    ) == float(MAX_RESULTS + 50)
+
+
+def test_one_bad_update_record_never_ends_the_follower(world):
+    store, v1, v2, rec, metrics, swapper = world
+
+    async def main():
+        first = await handle_update(swapper, b"[" * 200_000)
+        second = await handle_update(swapper, json.dumps(_update(v2)).encode())
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first.outcome == "refused" and second.outcome == "ok" and rec.model.version == "2"
 
 
 def test_version_mismatch_is_refused(world):
     store, v1, v2, rec, metrics, swapper = world
-    res = swapper.handle_sync(json.dumps(_update(v2, version=7)))
+    res = swapper.handle_sync(json.dumps(_update(v2, version=7, seq=2)))
     assert (res.outcome, res.reason) == ("refused", "version_mismatch") and rec.model.version == "1"
 
 
@@ -224,24 +319,27 @@ def test_load_runs_off_the_event_loop(world, monkeypatch):
     assert res.outcome == "ok" and ticks >= 20
 
 
+def _vec(item, ver, vec, signer=SIGNER):
+    return make_item_vector(item, ver, vec, signer)
+
+
 def test_item_vectors_only_for_the_served_version(world):
     store, v1, v2, rec, metrics, swapper = world
-    sink = ItemVectorSink(rec, metrics)
+    sink = ItemVectorSink(rec, metrics, keys=SIGNER.keyring)
     swapper.on_swap = sink.on_swap
     dim = rec.model.table.shape[1]
     target = np.asarray(rec.model.checkpoint.embed_users([["1", "2"]])[0], np.float32)
-    new_vec = (target * 100).tolist()  # the best possible item for that user
-
-    def rec_json(item, ver, vec):
-        return json.dumps({"item_id": item, "model_version": ver, "vector": vec}).encode()
+    bound = rec.model.checkpoint.max_item_norm
+    best = target / np.linalg.norm(target) * bound  # as long as the longest real item
+    new_vec = best.tolist()
 
     n = sink.add_many(
         [
-            rec_json("new-1", "1", new_vec),
-            rec_json("stale", "0", [0.0] * dim),
-            rec_json("later", "2", new_vec),
+            _vec("new-1", "1", new_vec),
+            _vec("stale", "0", [0.0] * dim),
+            _vec("later", "2", new_vec),
             b"junk",
-            rec_json("bad-dim", "1", [1.0]),
+            _vec("bad-dim", "1", [1.0]),
         ]
     )
     assert n == 1 and "new-1" in rec.model.index_of and "stale" not in rec.model.index_of
@@ -250,3 +348,70 @@ def test_item_vectors_only_for_the_served_version(world):
     assert swapper.handle_sync(json.dumps(_update(v2))).outcome == "ok"
     assert "later" in rec.model.index_of and "new-1" not in rec.model.index_of
     assert not sink.pending
+    assert sink.reasons == {"stale_version": 1, "bad_record": 1, "bad_dim": 1}
+
+
+def _ranked_anywhere(rec, item, users=(["1", "2"], ["3"], [("5", 1)], ["7", "9", "11"])):
+    return any(item in [i for i, _ in items] for items in rec.recommend_batch(list(users), 10))
+
+
+@pytest.mark.parametrize(
+    "make,reason",
+    [
+        # hand-written, unsigned: the finding's "rank 1 for every user"
+        (
+            lambda t, d: json.dumps({"item_id": "evil", "model_version": "1", "vector": t}),
+            "unsigned",
+        ),
+        (lambda t, d: _vec("evil", "1", t, signer=OTHER), "unknown_key"),
+        # near float32 max: signed, finite in JSON, scores would be inf
+        (lambda t, d: _vec("evil", "1", [3.0e38] * d), "norm_too_large"),
+        (lambda t, d: _vec("evil", "1", (np.asarray(t) * 1000).tolist()), "norm_too_large"),
+        (lambda t, d: _vec("1", "1", t), "checkpoint_item"),  # replacing a checkpoint item
+        (lambda t, d: _vec("e\u0301vil", "1", t), "bad_id"),
+    ],
+    ids=["unsigned", "forged", "float32_max", "long", "replace_existing", "bad_id"],
+)
+def test_hostile_item_vectors_are_refused_and_never_ranked(world, make, reason):
+    store, v1, v2, rec, metrics, swapper = world
+    sink = ItemVectorSink(rec, metrics, keys=SIGNER.keyring)
+    dim = rec.model.table.shape[1]
+    target = rec.model.checkpoint.embed_users([["1", "2"]])[0]
+    target = (target / np.linalg.norm(target) * rec.model.checkpoint.max_item_norm).tolist()
+    before = rec.recommend_batch([["1", "2"], ["3"]], 10)
+    assert sink.add_many([make(target, dim)]) == 0
+    assert sink.reasons == {reason: 1}
+    assert not _ranked_anywhere(rec, "evil")
+    assert rec.recommend_batch([["1", "2"], ["3"]], 10) == before  # nothing changed
+    assert all(np.isfinite(s) for items in before for _, s in items)
+    assert (
+        metrics.registry.get_sample_value(
+            "coldstream_control_records_total",
+            {"topic": "item-vectors", "outcome": "refused", "reason": reason},
+        )
+        == 1.0
+    )
+
+
+def test_a_flood_of_future_versions_cannot_grow_the_pending_slots(world):
+    store, v1, v2, rec, metrics, swapper = world
+    sink = ItemVectorSink(rec, metrics, keys=SIGNER.keyring)
+    dim = rec.model.table.shape[1]
+    sink.add_many([_vec(f"n{i}", str(10 + i), [0.01] * dim) for i in range(50)])
+    assert len(sink.pending) == MAX_PENDING_VERSIONS
+    assert sink.reasons == {"pending_versions_full": 50 - MAX_PENDING_VERSIONS}
+
+
+def test_a_deeply_nested_item_vector_record_is_counted_and_the_batch_goes_on(world):
+    """200 KB of '[' on item-vectors raised RecursionError out of the follower (the worker
+    exited, and every new one re-read it from offset 0). Now: refused, counted, the good
+    record of the same batch applied."""
+    store, v1, v2, rec, metrics, swapper = world
+    sink = ItemVectorSink(rec, metrics, keys=SIGNER.keyring)
+    dim = rec.model.table.shape[1]
+    nested_small = b"[" * 60_000  # under the size cap: the parser's recursion is caught
+    nested_big = b"[" * 200_000  # over the cap: dropped before parsing
+    good = _vec("new-1", "1", [0.01] * dim)
+    n = asyncio.run(handle_vectors(sink, [nested_big, nested_small, None, good]))
+    assert n == 1 and "new-1" in rec.model.index_of
+    assert sink.reasons == {"oversize": 1, "bad_record": 2}

@@ -3,10 +3,11 @@ and publishing (the synthetic world of :mod:`tests.unit.trainer._world`)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import numpy as np
 import pytest
+import torch
 
 from coldstream.core.checkpoint import load_checkpoint, manifest_sha256
 from coldstream.core.model_updates import make_update, verify_update
@@ -39,8 +40,14 @@ OLD_CYCLE_TRAINING = {
     "temperature": 1.0,
     "rank_weight": 0.0,
     "rank_k": 20,
+    "rank_kind": "bpr",
     "max_seconds": 600.0,
     "device": "auto",
+    # catalogue scale (decided: a cycle picks its path by catalogue size, exact up to 20k items)
+    "softmax": "auto",
+    "full_softmax_max_items": 20_000,
+    "negatives": 1024,
+    "teacher_topk": 100,
 }
 OLD_CYCLE_KD = {"teacher": "model", "alpha": 1.0, "temperature": 2.0}
 
@@ -184,16 +191,51 @@ def test_a_buffer_without_two_known_events_per_session_is_refused(world, tmp_pat
 
 
 def test_publish_is_signed_and_verifiable(world, tmp_path):
+    from coldstream.core.signing import Signer
+
     ids, text = world
     store = tmp_path / "store"
-    path = random_checkpoint(store, ids, text)
+    ck = load_checkpoint(random_checkpoint(store, ids, text))
+    res = redistill(ck, make_buffer(ids, seed=1), new_items={}, scorer=None, config=CFG)
+    signer = Signer.generate()
+    path = publish_checkpoint(store, res, teacher={"name": "fake"}, signer=signer)
+    assert load_checkpoint(path, verify_keys=signer.keyring).signed_by == signer.key_id
     upd = make_update(
-        version=1,
+        version=int(path.name[1:]),
+        seq=1,
         checkpoint_dir=path,
         manifest_sha256=manifest_sha256(path),
         metrics={"candidate_ndcg@10": 0.3, "current_ndcg@10": 0.2},
-        key="k",
+        signer=signer,
     )
-    rec, where = verify_update(upd.to_json(), key="k", store_root=store)
+    rec, where = verify_update(upd.to_json(), keys=signer.keyring, store_root=store)
     assert where == path.resolve() and rec.metrics["current_ndcg@10"] == 0.2
-    load_checkpoint(where, expected_sha256=rec.sha256)
+    load_checkpoint(where, expected_sha256=rec.sha256, verify_keys=signer.keyring)
+
+
+def test_a_sampled_cycle_distils_from_the_teachers_top_k_and_is_promoted(world, tmp_path):
+    """softmax="sampled" (what ``auto`` picks above 20k items): the teacher's targets are its
+    top-K, never a dense [prefixes x items] matrix, and the cycle still beats a random model."""
+    from trainer.redistill import cycle_data, teacher_targets
+    from trainer.topk import TopK
+
+    ids, text = world
+    ck = load_checkpoint(random_checkpoint(tmp_path / "s", ids, text))
+    cfg = CycleConfig(
+        teacher_prefixes=400,
+        train=cycle_train_config(
+            epochs=8, lr=5e-3, seed=0, softmax="sampled", negatives=32, teacher_topk=12
+        ),
+    )
+    buf = make_buffer(ids, seed=1)
+    scorer = cosine_scorer(text)
+    data = cycle_data(ck, buf, {}, cfg)
+    top, tpos = teacher_targets(scorer, data, cfg)
+    assert isinstance(top, TopK) and top.ids.shape == (400, 12)
+    dense, tpos_dense = teacher_targets(scorer, data, replace(cfg, train=cycle_train_config()))
+    assert tpos == tpos_dense and torch.equal(top.logits, dense.topk(12, dim=1).values)
+    assert torch.equal(dense.gather(1, top.ids), top.logits)  # the ids carry those logits
+    res = redistill(ck, buf, new_items={}, scorer=scorer, config=cfg)
+    assert res.gate.promote and res.gate.candidate_ndcg > res.gate.current_ndcg + 0.1, res.gate
+    assert res.metrics["distill_loss"] > 0 and res.metrics["teacher_prefixes"] == 400
+    assert 0 <= res.metrics["topk_agreement@10"] <= 1
