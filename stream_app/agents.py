@@ -3,34 +3,37 @@
 :func:`wire` registers, on an app from :func:`stream_app.app.create_app`:
 
 * the ``sessions`` table (user -> last ``max_history`` events, changelog-backed);
-* one agent over ``clicks`` + ``purchases``: ``take_events`` micro-batches ->
-  :class:`~stream_app.batch.BatchProcessor` -> table writes (one per user per batch),
-  ``recommendations`` and ``events-dlq`` sends (awaited once per batch);
+* the serving task over ``clicks`` + ``purchases``: micro-batches from the fast path
+  (:mod:`stream_app.fastpath`) -> :class:`~stream_app.batch.BatchProcessor` -> session
+  writes (one per user per batch), ``recommendations`` and ``events-dlq`` sends; a
+  :class:`~stream_app.delivery.Delivery` task acknowledges a batch's inputs, and commits,
+  only after all of its outputs were delivered (``COLDSTREAM_FAST_PATH=false``: a stock
+  Faust agent with ``take_events`` that awaits each batch's delivery instead);
 * a timer that exports consumer lag and session counts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from coldstream.core.events import INPUT_TOPICS
 from coldstream.core.topics import load_topics, topic_names
-from stream_app.batch import BatchProcessor, DlqBreaker, Incoming
+from stream_app.batch import BatchProcessor, Incoming, PartitionBreakers
+from stream_app.delivery import Delivery
 from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
 from stream_app.recommender import Recommender
-from stream_app.sessions import STORE_URL as SESSION_STORE
-from stream_app.sessions import write_sessions
+from stream_app.sessions import expired_sessions, write_sessions
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
-INPUT_TOPICS = ("clicks", "purchases")
-MAX_INFLIGHT = 20_000
+
+EXIT_DELIVERY_FAILED = 5
+"""Exit code of a worker stopped because an output record could not be delivered."""
 
 
 @dataclass
@@ -45,10 +48,14 @@ class Wiring:
     processor: BatchProcessor
     names: dict[str, str]
     logical: dict[str, str]
-    breaker: DlqBreaker
+    breakers: PartitionBreakers
     changelog_topic: str = ""
-    inflight: deque = field(default_factory=deque)
-    send_failures: int = 0
+    delivery: Delivery | None = None
+    """The fast path's delivery tracker (``None`` on the stock-agent path)."""
+    progress: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
+    """``(logical topic, partition) -> (last processed offset, monotonic time)``."""
+    paused: set[tuple[str, int]] = field(default_factory=set)
+    """Input partitions the DLQ breaker paused (``(logical topic, partition)``)."""
     batches: int = 0
     last_batch_at: float = 0.0
     stop_reason: str | None = None
@@ -62,9 +69,9 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     names = topic_names(settings.topic_prefix, specs)
     logical = {v: k for k, v in names.items()}
     partitions = specs["clicks"].partitions
-    if specs["purchases"].partitions != partitions:
+    if any(specs[t].partitions != partitions for t in INPUT_TOPICS):
         raise RuntimeError(
-            "clicks and purchases must have the same partition count (co-partitioned)"
+            f"{', '.join(INPUT_TOPICS)} must have the same partition count (co-partitioned)"
         )
 
     import faust
@@ -73,15 +80,18 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
         "sessions",
         default=None,
         partitions=partitions,
-        store=SESSION_STORE,
+        extra_topic_configs={
+            "max.compaction.lag.ms": str(settings.changelog_compaction_lag_ms),
+            "delete.retention.ms": str(settings.changelog_delete_retention_ms),
+        },
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="user_id -> last events [item_id, event_type, ts, event_id]",
     )
     source = app.topic(
-        names["clicks"], names["purchases"], key_serializer="raw", value_serializer="raw"
+        *(names[t] for t in INPUT_TOPICS), key_serializer="raw", value_serializer="raw"
     )
     processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
-    breaker = DlqBreaker(
+    breakers = PartitionBreakers(
         window=settings.dlq_window,
         max_ratio=settings.dlq_max_ratio,
         min_events=settings.dlq_min_events,
@@ -95,7 +105,7 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
         processor,
         names,
         logical,
-        breaker,
+        breakers,
         changelog_topic=sessions.changelog_topic.get_topic_name(),
     )
     device = str(recommender.model.device.type)
@@ -105,16 +115,53 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     within = settings.batch_window_ms / 1000.0
     if settings.fast_path:
         fast = FastPath(
-            [names["clicks"], names["purchases"]], max_buffered=max(4 * settings.batch_size, 10_000)
+            [names[t] for t in INPUT_TOPICS], max_buffered=max(4 * settings.batch_size, 10_000)
         )
         app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
         app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
 
+        async def delivery_failed(exc: BaseException) -> None:
+            # No graceful drain: it would wait for the acknowledgements this batch never
+            # gets. Exiting now is what a kill -9 does, and at-least-once holds: nothing was
+            # committed past the failure, the next owner answers those events again.
+            import os
+            import sys
+
+            w.stop_reason = (
+                f"an output record could not be delivered ({exc!r}); no offset was committed "
+                f"past it. Exiting (code {EXIT_DELIVERY_FAILED}): the events from the last "
+                f"committed offset are answered again on restart. Check the broker and the "
+                f"output topics."
+            )
+            w.exit_code = EXIT_DELIVERY_FAILED
+            log.critical(w.stop_reason)
+            print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
+            logging.shutdown()
+            os._exit(EXIT_DELIVERY_FAILED)
+
+        delivery = Delivery(
+            ack=lambda m: app.consumer.ack(m),
+            commit=lambda: app.consumer.commit(),
+            max_uncommitted_batches=settings.max_uncommitted_batches,
+            on_send_failure=delivery_failed,
+            count_failure=lambda n: metrics.send_failures.inc(n),
+        )
+        w.delivery = delivery
+
+        @app.task
+        async def deliver() -> None:
+            await delivery.run()
+
         @app.task
         async def serve_fast() -> None:
-            consumer = app.consumer
-            while not app.should_stop:
-                messages = await fast.take(settings.batch_size, within)
+            # On a stop Faust waits until every tracked record is acknowledged: the records
+            # already in the fast-path buffer are answered and delivered before this ends.
+            while delivery.failure is None:
+                if app.should_stop and not fast.messages:
+                    break
+                messages = await fast.take(settings.batch_size, within, idle_s=0.2)
+                if not messages:
+                    continue
                 batch = [
                     Incoming(
                         logical.get(m.topic, m.topic),
@@ -127,13 +174,17 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
                     for m in messages
                 ]
                 try:
-                    await handle_batch(w, batch, rec_topic, dlq_topic, device)
+                    futures = await handle_batch(w, batch, rec_topic, dlq_topic, device)
                 except Exception as exc:  # not an event's fault (those go to the DLQ): stop loudly
                     log.exception("serving batch failed; stopping the worker")
                     await app.crash(exc)
                     raise
-                for m in messages:
-                    consumer.ack(m)
+                await delivery.submit(messages, futures)
+                if w.stop_reason is not None:  # the DLQ breaker asked for a stop
+                    break
+            await delivery.drain(settings.drain_timeout_s)
+            if w.stop_reason is not None:
+                _exit_now(w)
     else:
 
         @app.agent(source, name="serve")
@@ -150,7 +201,52 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
                     )
                     for e in events
                 ]
-                await handle_batch(w, batch, rec_topic, dlq_topic, device)
+                futures = await handle_batch(w, batch, rec_topic, dlq_topic, device)
+                # Faust acks these events when the next batch is taken: deliver them first
+                failed = [
+                    r
+                    for r in await asyncio.gather(*futures, return_exceptions=True)
+                    if isinstance(r, BaseException)
+                ]
+                if failed:
+                    metrics.send_failures.inc(len(failed))
+                    await _stop(
+                        w,
+                        EXIT_DELIVERY_FAILED,
+                        f"an output record could not be "
+                        f"delivered ({failed[0]!r}); stopping before its offset is "
+                        f"committed",
+                    )
+                    raise failed[0]
+
+    if settings.session_ttl_s > 0:
+        cursors: dict[int, Any] = {}
+
+        @app.timer(interval=settings.session_expiry_interval_s, name="expire-sessions")
+        async def expire_sessions() -> None:
+            """Delete sessions idle for ``session_ttl_s`` of event time (stream time: the
+            newest event timestamp this worker has processed), with changelog tombstones."""
+            if processor.stream_time is None:
+                return
+            owned = sorted(
+                {
+                    tp.partition
+                    for tp in app.consumer.assignment()
+                    if tp.topic in logical and logical[tp.topic] in INPUT_TOPICS
+                }
+            )
+            gone = expired_sessions(
+                sessions.data,
+                owned,
+                cursors,
+                older_than=processor.stream_time - settings.session_ttl_s,
+                limit=settings.session_expiry_batch,
+            )
+            if gone:
+                futures = await write_sessions(sessions, gone, app.producer)
+                await asyncio.gather(*futures)
+                metrics.sessions_expired.inc(len(gone))
+                log.info("expired %d idle sessions", len(gone))
 
     @app.timer(interval=5.0, name="export-gauges")
     async def export_gauges() -> None:
@@ -172,36 +268,23 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     return w
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
 async def handle_batch(
     w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str, device: str
-) -> None:
-    """Process one micro-batch and hand its outputs to the producer."""
+) -> list[asyncio.Future]:
+    """Process one micro-batch and hand its outputs to the producer; returns the futures of
+    every record sent (the caller acknowledges the inputs once they are all delivered)."""
     out = w.processor.process(batch)
     producer = w.app.producer
-    # sessions: the table's store and its own changelog API, with the event's input
-    # partition (the changelog is co-partitioned with clicks/purchases)
+    # sessions: the table's store and changelog, with the event's input partition (the
+    # changelog is co-partitioned with the input topics)
     futures = await write_sessions(w.sessions, out.sessions, producer)
-    for key, value in out.recommendations:
-        futures.append(await producer.send(rec_topic, key, value, None, None, None))
-    for value in out.dlq:
-        futures.append(await producer.send(dlq_topic, None, value, None, None, None))
-    # Delivery is not awaited per batch (that would stall the stream for a broker round
-    # trip per batch); Faust flushes the producer before it commits offsets, so an offset
-    # is committed only after the outputs of its event were delivered (at-least-once).
-    # Backpressure: at most MAX_INFLIGHT undelivered records.
-    inflight = w.inflight
-    inflight.extend(futures)
-    while inflight and (inflight[0].done() or len(inflight) > MAX_INFLIGHT):
-        fut = inflight.popleft()
-        try:
-            await fut
-        except Exception as e:  # noqa: BLE001 - a lost output must be loud
-            w.send_failures += 1
-            log.error("delivery of an output record failed: %r", e)
+    for rec_key, value in out.recommendations:
+        futures.append(await producer.send(rec_topic, rec_key, value, None, None, None))
+    for dlq_key, value in out.dlq:  # keyed by the record's key (the user) when it had one
+        futures.append(await producer.send(dlq_topic, dlq_key, value, None, None, None))
+    now = time.monotonic()
+    for rec in batch:  # per-partition progress (stall detection, /ready)
+        w.progress[(rec.topic, rec.partition)] = (rec.offset, now)
     m = w.metrics
     m.batch_size.observe(len(batch))
     for (topic, outcome), n in out.outcomes.items():
@@ -213,54 +296,102 @@ async def handle_batch(
     if out.ranked is not None and out.ranked.n_known_users:
         m.inference.labels(device).observe(out.ranked.inference_s)
         m.search.observe(out.ranked.search_s)
-    if out.n_fallback:
-        m.fallback.labels("popular").inc(out.n_fallback)
+    for reason, n in out.fallback_reasons.items():
+        m.fallback.labels(reason).inc(n)
+    if out.model_errors:
+        m.model_errors.inc(out.model_errors)
+    if out.n_cold_start:
+        m.cold_start.inc(out.n_cold_start)
+    if out.forgotten:
+        m.forgotten.inc(len(out.forgotten))
     w.batches += 1
     w.last_batch_at = time.time()
-    n_dlq = len(out.dlq)
-    if w.breaker.record(len(batch), n_dlq):
-        s = w.settings
-        if s.dlq_breaker_action == "stop":
-            await _stop_for_bad_input(w)
-            return
-        log.error(
-            "DLQ circuit breaker open: over %.0f%% of the last %d events were refused; "
-            "pausing consumption for %.1f s",
-            s.dlq_max_ratio * 100,
-            s.dlq_window,
-            s.dlq_cooldown_s,
-        )
-        m.dlq_breaker_open.set(1)
-        await asyncio.sleep(s.dlq_cooldown_s)
-        w.breaker.reset()
-        m.dlq_breaker_open.set(0)
+    for tp in w.breakers.record(out.per_partition):
+        if w.settings.dlq_breaker_action == "stop":
+            await _stop(w, EXIT_DLQ_BREAKER, _breaker_message(w.settings, tp))
+        else:
+            _pause_partition(w, tp)
+    return futures
 
 
 EXIT_DLQ_BREAKER = 3
-"""Exit code of a worker stopped by the DLQ circuit breaker."""
+"""Exit code of a worker stopped by the DLQ circuit breaker (``dlq_breaker_action=stop``)."""
 
 
-async def _stop_for_bad_input(w: Wiring) -> None:
-    """Breaker tripped with ``dlq_breaker_action=stop``: say why, pause fetching, and stop the
-    worker through the graceful path (SIGTERM to itself: outputs flushed, answered offsets
-    committed, group left); ``worker.run`` then exits with :data:`EXIT_DLQ_BREAKER`."""
+def _breaker_message(s: Settings, tp: tuple[str, int]) -> str:
+    return (
+        f"DLQ circuit breaker tripped on {tp[0]}[{tp[1]}]: more than {s.dlq_max_ratio:.0%} of "
+        f"its last {s.dlq_window} input events were refused (see events-dlq and "
+        f"coldstream_dlq_total{{reason}}). Stopping the worker instead of dead-lettering the "
+        f"partition; the unread events stay in the topic. Fix the producer (or raise "
+        f"COLDSTREAM_DLQ_MAX_RATIO), then restart."
+    )
+
+
+def _pause_partition(w: Wiring, tp: tuple[str, int]) -> None:
+    """Pause one input partition for ``dlq_cooldown_s`` (its backlog waits in the topic; the
+    records already fetched are still answered), then resume it with a fresh breaker."""
+    from faust.types import TP
+
+    s = w.settings
+    if tp in w.paused:
+        return
+    consumer = w.app.consumer
+    real = TP(w.names[tp[0]], tp[1])
+    log.error(
+        "DLQ circuit breaker open on %s[%d]: over %.0f%% of its last %d events were refused; "
+        "pausing that partition for %.1f s (the others keep flowing)",
+        tp[0],
+        tp[1],
+        s.dlq_max_ratio * 100,
+        s.dlq_window,
+        s.dlq_cooldown_s,
+    )
+    consumer.pause_partitions([real])
+    w.paused.add(tp)
+    w.metrics.dlq_breaker_open.set(len(w.paused))
+
+    def resume() -> None:
+        w.paused.discard(tp)
+        w.breakers.reset(tp)
+        w.metrics.dlq_breaker_open.set(len(w.paused))
+        if real in consumer.assignment():
+            consumer.resume_partitions([real])
+        log.warning("DLQ circuit breaker closed on %s[%d]: partition resumed", tp[0], tp[1])
+
+    asyncio.get_running_loop().call_later(s.dlq_cooldown_s, resume)
+
+
+async def _stop(w: Wiring, exit_code: int, reason: str) -> None:
+    """Stop the worker on purpose: say why and fetch nothing more. On the fast path the
+    serving task stops taking batches, waits until the ones handed in were delivered and
+    committed, and exits with ``exit_code`` (:func:`_exit_now`): the records still in the
+    fetch buffer are neither answered nor committed, so they wait in the topic for after the
+    fix. On the stock-agent path (no fetch buffer) the stop is the graceful SIGTERM path."""
     import os
     import signal
 
-    s = w.settings
-    w.metrics.dlq_breaker_open.set(1)
-    if w.stop_reason is None:
-        w.stop_reason = (
-            f"DLQ circuit breaker tripped: more than {s.dlq_max_ratio:.0%} of the last "
-            f"{s.dlq_window} input events were refused (see events-dlq and "
-            f"coldstream_dlq_total{{reason}}). Stopping the worker instead of dead-lettering the "
-            f"whole topic; the unread events stay in the topic. Fix the producer (or raise "
-            f"COLDSTREAM_DLQ_MAX_RATIO), then restart."
-        )
-        w.exit_code = EXIT_DLQ_BREAKER
-        log.critical(w.stop_reason)
-        consumer = w.app.consumer
-        consumer.pause_partitions(consumer.assignment())  # fetch nothing more
+    if w.stop_reason is not None:
+        return
+    w.stop_reason = reason
+    w.exit_code = exit_code
+    if exit_code == EXIT_DLQ_BREAKER:
+        w.metrics.dlq_breaker_open.set(1)
+    log.critical(reason)
+    consumer = w.app.consumer
+    consumer.pause_partitions(consumer.assignment())  # fetch nothing more
+    if w.delivery is None:
         os.kill(os.getpid(), signal.SIGTERM)
-    # Events already fetched are still answered (DLQ or recommendation) before the drain
-    # commits them: nothing consumed is left without an output.
+
+
+def _exit_now(w: Wiring) -> None:
+    """End the process with ``w.exit_code`` after a deliberate stop. Everything answered was
+    delivered and committed first (the caller drained the delivery tracker); what is left
+    unanswered was not committed, so nothing is lost (the group notices the member gone
+    after its session timeout)."""
+    import os
+    import sys
+
+    print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    os._exit(w.exit_code or 1)

@@ -6,6 +6,7 @@ import faust
 from faust.types.auth import CredentialsT
 
 from stream_app.fastpath import FastPath
+from stream_app.sessions import store_url
 from stream_app.settings import Settings
 from stream_app.transport import Transport
 
@@ -18,6 +19,8 @@ class ColdstreamApp(faust.App):
 
     fetch_max_wait_ms: int = 10
     fast_path: FastPath | None = None
+    idempotent_producer: bool = False
+    """Kafka's idempotent producer for every send (``Settings.idempotent_producer``)."""
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -55,7 +58,7 @@ def create_app(settings: Settings) -> ColdstreamApp:
         broker_credentials=broker_credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
-        store="memory://",
+        store=store_url(settings.effective_session_store),
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         processing_guarantee=settings.processing_guarantee,
@@ -80,8 +83,11 @@ def create_app(settings: Settings) -> ColdstreamApp:
         stream_recovery_delay=0.0,
         producer_linger=settings.producer_linger_ms / 1000.0,
         producer_max_batch_size=256 * 1024,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
         autodiscover=False,
     )
+    if settings.data_dir is not None:
+        app.conf.datadir = settings.data_dir  # a Faust setting (before any store opens)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.idempotent_producer = settings.idempotent_producer
     return app

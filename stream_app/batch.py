@@ -1,22 +1,30 @@
 """One micro-batch of input records -> recommendations, DLQ records and session updates.
 
-Plain objects, no broker: the Faust agent (``agents.py``) feeds :meth:`BatchProcessor.process`
-with the records of ``stream.take_events(...)`` and writes out what it returns. Per batch:
+Plain objects, no broker: the serving task (``agents.py``) feeds
+:meth:`BatchProcessor.process` with the records of one micro-batch and writes out what it
+returns. Per batch:
 
-1. validate every record (bad -> one DLQ record), drop duplicate ``event_id``\\ s;
+1. validate every record (bad -> one DLQ record with the reason; a record without a key is
+   bad: partitioning and sessions rely on ``key == user_id``), drop repeated
+   ``(user_id, event_id)`` pairs;
 2. append each event to its user's history (once per user per batch in the table);
-3. rank all triggering events in one ``Recommender.rank_batch`` call;
+3. rank all triggering events in one ``Recommender.rank_batch`` call (a model failure
+   answers the batch from the popularity fallback, ``fallback: "model_error"``: valid events
+   are never dead-lettered for the model's fault);
 4. build one ``recommendations`` record per event (keyed by ``user_id``).
 
 Every input record yields exactly one recommendation or one DLQ record, unless it
-repeats an ``event_id`` already answered (counted as ``duplicate``).
+repeats a ``(user_id, event_id)`` already answered (counted as ``duplicate``).
 
 Session entries are ``[item_id, event_type, ts, event_id]``. An event whose id is already
 in the user's (recovered) session was processed before a crash or a rebalance: it is
 answered again from the session as it was then, and not appended twice.
 
-A forget request (``validation.Forget``) empties the user's session (the table gets a
-tombstone) and is acknowledged by one ``recommendations`` record with no items and
+A forget request (``coldstream.core.events.Forget``, on the ``forget-requests`` topic)
+empties the user's session and leaves a marker, ``{"forgotten_at": ts, "h": [...]}``: an
+event of that user with ``ts <= forgotten_at`` (a redelivery, a late duplicate) is answered
+with ``fallback: "forgotten"`` and never stored, so nothing older than the request comes
+back. The request itself is acknowledged by one ``recommendations`` record with no items and
 ``fallback: "forgotten"`` (``docs/privacy.md``).
 """
 
@@ -35,7 +43,30 @@ from stream_app.recommender import Ranked, Recommender
 from stream_app.settings import Settings
 
 FORGOTTEN = "forgotten"
-"""``fallback`` of the acknowledgement of a forget request."""
+"""``fallback`` of the acknowledgement of a forget request (and of an event older than one)."""
+MAX_DLQ_KEY_BYTES = 512
+"""A longer input key is not reused as the DLQ record's key (the raw key stays in the value)."""
+MODEL_ERROR = "model_error"
+"""``fallback`` when ranking failed for the batch and the popularity fallback answered."""
+
+History = list[list[Any]]
+
+
+def load_session(stored: Any) -> tuple[History, float | None]:
+    """``(history, forgotten_at)`` of a stored session value (a list, or a forget marker)."""
+    if isinstance(stored, dict):
+        hist = stored.get("h") or []
+        at = stored.get("forgotten_at")
+        return list(hist), float(at) if isinstance(at, int | float) else None
+    return (list(stored) if stored else []), None
+
+
+def dump_session(hist: History, forgotten_at: float | None) -> Any:
+    """The stored value: the history, or the forget marker holding the newer history."""
+    if forgotten_at is None:
+        return hist
+    return {"forgotten_at": forgotten_at, "h": hist}
+
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +87,16 @@ class Incoming:
 class BatchResult:
     recommendations: list[tuple[bytes, bytes]] = field(default_factory=list)
     """``(key=user_id, value)`` in input order."""
-    dlq: list[bytes] = field(default_factory=list)
-    sessions: dict[str, tuple[int, list[list[Any]] | None]] = field(default_factory=dict)
-    """User -> (input partition, new history) to write to the session table; ``None``:
-    delete the user's session (forget request: a changelog tombstone)."""
+    dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    """``(key, value)``: keyed by the input record's key (the user) when it had a sane one, so
+    a user's DLQ records share a partition and can be found (and purged) by user."""
+    sessions: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    """User -> (input partition, new session value) to write to the session table (a
+    history list, or a forget marker :func:`dump_session`)."""
     outcomes: Counter = field(default_factory=Counter)
     """``(topic, outcome)`` -> count; outcome in recommended, dlq, duplicate."""
+    per_partition: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    """``(topic, partition) -> (events, DLQ records)`` of this batch (the breakers' input)."""
     dlq_reasons: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     ranked: Ranked | None = None
@@ -69,22 +104,34 @@ class BatchResult:
     n_redelivered: int = 0
     """Events answered again because their id was already in the recovered session."""
     forgotten: list[str] = field(default_factory=list)
+    """Users whose forget request this batch carried."""
+    n_refused_forgotten: int = 0
+    """Events older than their user's forget request (answered, never stored)."""
+    fallback_reasons: Counter = field(default_factory=Counter)
+    n_cold_start: int = 0
+    """Recommendations for users with at most ``cold_start_events`` events."""
+    model_errors: int = 0
+    """1 when ranking failed and the popularity fallback answered the batch."""
+    model_error_detail: str = ""
 
 
 class Deduper:
-    """Bounded memory of answered ``event_id``\\ s (oldest forgotten first)."""
+    """Bounded memory of answered ``(user_id, event_id)`` pairs (oldest forgotten first).
+
+    Keyed per user: another user's event (or forget request) that reuses an ``event_id`` is a
+    different event, not a duplicate."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._seen: dict[str, None] = {}
+        self._seen: dict[tuple[str, str], None] = {}
 
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._seen
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._seen
 
-    def add(self, event_id: str) -> None:
+    def add(self, key: tuple[str, str]) -> None:
         if self.capacity <= 0:
             return
-        self._seen[event_id] = None
+        self._seen[key] = None
         if len(self._seen) > self.capacity:
             del self._seen[next(iter(self._seen))]
 
@@ -116,6 +163,34 @@ class DlqBreaker:
         self._n = self._bad = 0
 
 
+class PartitionBreakers:
+    """One :class:`DlqBreaker` per input partition: a bad producer writing to some partitions
+    trips only their breakers, and only those partitions are paused."""
+
+    def __init__(self, *, window: int, max_ratio: float, min_events: int) -> None:
+        self.window, self.max_ratio, self.min_events = window, max_ratio, min_events
+        self._breakers: dict[tuple[str, int], DlqBreaker] = {}
+
+    def record(self, counts: Mapping[tuple[str, int], tuple[int, int]]) -> list[tuple[str, int]]:
+        """Add a batch's ``{(topic, partition): (events, dlq)}``; the partitions whose breaker
+        is (now) open."""
+        tripped = []
+        for tp, (n, bad) in counts.items():
+            b = self._breakers.get(tp)
+            if b is None:
+                b = self._breakers[tp] = DlqBreaker(
+                    window=self.window, max_ratio=self.max_ratio, min_events=self.min_events
+                )
+            if b.record(n, bad):
+                tripped.append(tp)
+        return tripped
+
+    def reset(self, tp: tuple[str, int]) -> None:
+        b = self._breakers.get(tp)
+        if b is not None:
+            b.reset()
+
+
 class BatchProcessor:
     """Turns a micro-batch into outputs; sessions are read through ``get_session``."""
 
@@ -132,22 +207,28 @@ class BatchProcessor:
         self.get_session = get_session
         self.clock = clock
         self.deduper = Deduper(settings.dedupe_capacity)
+        self.stream_time: float | None = None
+        """The newest event timestamp processed (session expiry runs on this clock)."""
         self.online: Any = None
         """``stream_app.online.OnlineQuality`` (attached by ``stream_app.control``) or None."""
 
     def _dlq(
         self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None
     ) -> None:
+        key = rec.key if rec.key is not None and len(rec.key) <= MAX_DLQ_KEY_BYTES else None
         out.dlq.append(
-            dlq_payload(
-                source_topic=rec.topic,
-                partition=rec.partition,
-                offset=rec.offset,
-                error=reason,
-                detail=detail,
-                payload=rec.value,
-                key=rec.key,
-                event_id=event_id,
+            (
+                key,
+                dlq_payload(
+                    source_topic=rec.topic,
+                    partition=rec.partition,
+                    offset=rec.offset,
+                    error=reason,
+                    detail=detail,
+                    payload=rec.value,
+                    key=rec.key,
+                    event_id=event_id,
+                ),
             )
         )
         out.outcomes[(rec.topic, "dlq")] += 1
@@ -157,44 +238,57 @@ class BatchProcessor:
         s = self.settings
         out = BatchResult()
         now = self.clock()
-        accepted: list[tuple[Incoming, Event | Forget]] = []
-        snapshots: list[list[list[Any]]] = []
-        work: dict[str, list[list[Any]]] = {}
+        accepted: list[tuple[Incoming, Event | Forget, bool]] = []  # (record, event, answered)
+        snapshots: list[History] = []
+        work: dict[str, History] = {}
+        marks: dict[str, float | None] = {}  # user -> forgotten_at
         known: dict[str, dict[str, int]] = {}  # user -> event ids in the session -> position
         parts: dict[str, int] = {}
-        batch_ids: set[str] = set()
-        forgotten: set[str] = set()
+        batch_ids: set[tuple[str, str]] = set()
         for rec in batch:
             ev = validate_event(
                 rec.value,
                 rec.topic,
                 key=rec.key,
+                require_key=s.require_key,
+                allow_forget=s.forget_on_event_topics,
                 max_bytes=s.max_event_bytes,
                 max_future_skew_s=s.max_future_skew_s,
                 now=now,
             )
+            tp = (rec.topic, rec.partition)
+            n, bad = out.per_partition.get(tp, (0, 0))
             if isinstance(ev, Rejection):
+                out.per_partition[tp] = (n + 1, bad + 1)
                 self._dlq(out, rec, ev.reason, ev.detail, ev.event_id)
                 continue
-            if ev.event_id in self.deduper or ev.event_id in batch_ids:
+            out.per_partition[tp] = (n + 1, bad)
+            pair = (ev.user_id, ev.event_id)
+            if pair in self.deduper or pair in batch_ids:
                 out.outcomes[(rec.topic, "duplicate")] += 1
                 continue
-            batch_ids.add(ev.event_id)
+            batch_ids.add(pair)
             hist = work.get(ev.user_id)
             if hist is None:
-                stored = self.get_session(ev.user_id)
-                hist = list(stored) if stored else []
+                hist, marks[ev.user_id] = load_session(self.get_session(ev.user_id))
                 work[ev.user_id] = hist
-                known[ev.user_id] = {
-                    e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3
-                }
+                known[ev.user_id] = _positions(hist)
             parts[ev.user_id] = rec.partition
-            accepted.append((rec, ev))
             if isinstance(ev, Forget):
-                hist.clear()
-                known[ev.user_id] = {}
-                forgotten.add(ev.user_id)
+                # everything up to the request's time goes; an event newer than the request
+                # that was read first (the request comes on its own topic) stays
+                hist[:] = [e for e in hist if len(e) > 2 and e[2] > ev.ts]
+                known[ev.user_id] = _positions(hist)
+                marks[ev.user_id] = max(ev.ts, marks[ev.user_id] or ev.ts)
+                accepted.append((rec, ev, False))
                 continue
+            at = marks[ev.user_id]
+            if at is not None and ev.ts <= at:  # older than the user's forget request
+                accepted.append((rec, ev, False))
+                continue
+            accepted.append((rec, ev, True))
+            if self.stream_time is None or ev.ts > self.stream_time:
+                self.stream_time = ev.ts
             pos = known[ev.user_id].get(ev.event_id)
             if pos is not None and pos < len(hist) and hist[pos][3] == ev.event_id:
                 snapshots.append(list(hist[: pos + 1]))  # redelivered: answer as before
@@ -203,32 +297,20 @@ class BatchProcessor:
             hist.append([ev.item_id, ev.type_code, ev.ts, ev.event_id])
             if len(hist) > s.max_history:
                 del hist[: len(hist) - s.max_history]
-                known[ev.user_id] = {
-                    e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3
-                }
+                known[ev.user_id] = _positions(hist)
             else:
                 known[ev.user_id][ev.event_id] = len(hist) - 1
             snapshots.append(list(hist))
         if not accepted:
             return out
-        try:
-            ranked = self.recommender.rank_batch(snapshots, s.k) if snapshots else None
-            version = self.recommender.model.version
-        except Exception as e:  # a model failure must not stop the worker: answer via the DLQ
-            log.exception("ranking a batch of %d events failed", len(accepted))
-            for rec, ev in accepted:
-                self._dlq(
-                    out, rec, "processing_error", f"{type(e).__name__}: {e}"[:500], ev.event_id
-                )
-            return out
-        out.ranked = ranked
-        self.recommender.observe(ev.item_id for _, ev in accepted if isinstance(ev, Event))
-        produced_at = self.clock()
-        ranked_rows = iter(
-            zip(snapshots, ranked.items, ranked.fallback, strict=True) if ranked is not None else ()
+        ranked, version = self._rank(snapshots, out)
+        self.recommender.observe(
+            ev.item_id for _, ev, answered in accepted if answered and isinstance(ev, Event)
         )
-        for rec, ev in accepted:
-            if isinstance(ev, Forget):  # acknowledged in stream order, nothing recommended
+        produced_at = self.clock()
+        ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True))
+        for rec, ev, answered in accepted:
+            if not answered:  # a forget request, or an event older than one: nothing stored
                 out.recommendations.append(
                     (
                         ev.user_id.encode(),
@@ -245,11 +327,13 @@ class BatchProcessor:
                     )
                 )
                 out.outcomes[(rec.topic, "recommended")] += 1
-                out.forgotten.append(ev.user_id)
-                self.deduper.add(ev.event_id)
-                last = getattr(self.online, "_last", None)
-                if last is not None:
-                    last.pop(ev.user_id, None)
+                self.deduper.add((ev.user_id, ev.event_id))
+                if isinstance(ev, Forget):
+                    out.forgotten.append(ev.user_id)
+                    if self.online is not None:
+                        self.online.forget(ev.user_id)
+                else:
+                    out.n_refused_forgotten += 1
                 continue
             snap, items, fb = next(ranked_rows)
             received = rec.timestamp if rec.timestamp else now
@@ -271,17 +355,56 @@ class BatchProcessor:
                 )
             )
             out.outcomes[(rec.topic, "recommended")] += 1
+            if len(snap) <= s.cold_start_events:
+                out.n_cold_start += 1
             if fb is not None:
                 out.n_fallback += 1
-            self.deduper.add(ev.event_id)
+                out.fallback_reasons[fb] += 1
+            self.deduper.add((ev.user_id, ev.event_id))
             if self.online is not None:  # join this event to the user's previous top-K
-                self.online.step(ev.user_id, ev.item_id, items, version, produced_at)
+                assert isinstance(ev, Event)
+                self.online.step(
+                    ev.user_id,
+                    ev.item_id,
+                    items,
+                    version,
+                    produced_at,
+                    cold=len(snap) <= s.cold_start_events,
+                )
         if self.online is not None:
             self.online.flush()
-        out.sessions = {
-            u: (parts[u], h if h or u not in forgotten else None) for u, h in work.items()
-        }
+        out.sessions = {u: (parts[u], dump_session(h, marks[u])) for u, h in work.items()}
         return out
+
+    def _rank(self, snapshots: list[History], out: BatchResult) -> tuple[Ranked, str]:
+        """Rank the batch; a model failure answers it from the popularity fallback instead
+        (``fallback: "model_error"``, counted, logged): valid events are not dead-lettered
+        for the model's fault, and the worker goes on."""
+        rec = self.recommender
+        version = rec.model.version
+        if not snapshots:
+            return Ranked([], []), version
+        try:
+            ranked = rec.rank_batch(snapshots, self.settings.k)
+            out.ranked = ranked
+            return ranked, version
+        except Exception as e:  # noqa: BLE001 - degrade, don't die
+            log.exception(
+                "ranking a batch of %d events failed; answering from popularity", len(snapshots)
+            )
+            out.model_errors += 1
+            items = []
+            for snap in snapshots:
+                try:
+                    items.append(rec.popular(self.settings.k, exclude=[str(x[0]) for x in snap]))
+                except Exception:  # noqa: BLE001 - nothing to recommend: an empty answer
+                    items.append([])
+            out.model_error_detail = f"{type(e).__name__}: {e}"[:500]
+            return Ranked(items, [MODEL_ERROR] * len(snapshots)), version
+
+
+def _positions(hist: History) -> dict[str, int]:
+    return {e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3}
 
 
 def sessions_view(mapping: Mapping[str, Any]) -> Callable[[str], Any]:

@@ -11,9 +11,10 @@ import contextlib
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
@@ -76,6 +77,15 @@ class Metrics:
             registry=r,
         )
         self.index_items = Gauge("coldstream_index_items", "Items in the serving index", registry=r)
+        self.index_recall = Gauge(
+            "coldstream_index_recall",
+            "Recall@10 of the serving index against exact search, measured on a sample of the "
+            "model's queries when the index was built",
+            registry=r,
+        )
+        self.index_info = Info(
+            "coldstream_index", "Serving index: kind, device and parameters", registry=r
+        )
         self.active_sessions = Gauge(
             "coldstream_active_sessions", "Users in the local session table", registry=r
         )
@@ -102,9 +112,117 @@ class Metrics:
         )
         self.dlq_breaker_open = Gauge(
             "coldstream_dlq_breaker_open",
-            "1 while the DLQ circuit breaker pauses consumption",
+            "Input partitions the DLQ circuit breaker holds paused (0: none)",
             registry=r,
         )
+        # -- control plane (stream_app/control.py, the start-up model choice) ---------------
+        self.control_records = Counter(
+            "coldstream_control_records",
+            "model-updates / item-vectors records by outcome (applied, skipped, refused) and "
+            "reason",
+            ["topic", "outcome", "reason"],
+            registry=r,
+        )
+        self.model_seq = Gauge(
+            "coldstream_model_seq",
+            "Sequence number of the served model pointer (updates must carry a higher one)",
+            registry=r,
+        )
+        self.model_start_fallback = Gauge(
+            "coldstream_model_start_fallback",
+            "1: the worker started on a fallback checkpoint, not the store's pointer",
+            ["reason"],
+            registry=r,
+        )
+        self.send_failures = Counter(
+            "coldstream_output_send_failures",
+            "Output records (recommendations, DLQ, changelog) that could not be delivered",
+            registry=r,
+        )
+        self.sessions_expired = Counter(
+            "coldstream_sessions_expired",
+            "Idle sessions deleted by the expiry timer (with changelog tombstones)",
+            registry=r,
+        )
+        self.model_errors = Counter(
+            "coldstream_model_errors",
+            "Micro-batches whose ranking failed (answered from the popularity fallback)",
+            registry=r,
+        )
+        # -- what a user misses first (docs/architecture.md, Metrics) ------------------------
+        self.cold_start = Counter(
+            "coldstream_cold_start_recommendations",
+            "Recommendations for cold-start users (at most cold_start_events events); "
+            "share: divide by the recommended events",
+            registry=r,
+        )
+        self.forgotten = Counter(
+            "coldstream_forgotten_users", "Users forgotten (forget requests applied)", registry=r
+        )
+        self.segment_hits = Counter(
+            "coldstream_online_segment_hits",
+            "Next events found in the previous top-K, by user segment (cold: the previous "
+            "recommendation was a cold-start one)",
+            ["segment"],
+            registry=r,
+        )
+        self.segment_requests = Counter(
+            "coldstream_online_segment_requests",
+            "Next events checked against the previous top-K, by user segment",
+            ["segment"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "coldstream_assigned_partitions",
+            "Input partitions assigned to this worker",
+            ["topic"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "coldstream_rebalances", "Partition assignments this worker received", registry=r
+        )
+        self.processed_offset = Gauge(
+            "coldstream_processed_offset",
+            "Offset of the last input record processed, per partition (progress)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.model_load_seconds = Gauge(
+            "coldstream_model_load_seconds",
+            "Seconds the served model took to load (checkpoint read, verify, index build)",
+            registry=r,
+        )
+        # -- health and the API (stream_app/health.py, stream_app/web.py) --------------------
+        self.partition_stalled = Gauge(
+            "coldstream_partition_stalled",
+            "1 while an owned input partition has lag but its processed position has not moved "
+            "for stall_after_s (0: progressing, caught up, or not owned)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.partition_seconds_since_progress = Gauge(
+            "coldstream_partition_seconds_since_progress",
+            "Seconds an owned input partition has had lag without progress (0 when caught up)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.recommend_requests = Counter(
+            "coldstream_recommend_requests",
+            "GET /recommend answers by how they were made (local, forwarded, or the fallback "
+            "reason: owner_unreachable, no_owner, overloaded)",
+            ["outcome"],
+            registry=r,
+        )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
+
+    def set_index(self, report: Any) -> None:
+        """Export an index build (``stream_app.index.IndexReport``): its kind and parameters
+        (``coldstream_index_info``) and build-time recall (``coldstream_index_recall``)."""
+        if report is None:
+            return
+        self.index_info.info(report.labels())
+        if report.recall_at_10 is not None:
+            self.index_recall.set(report.recall_at_10)
 
     def set_model(self, version: str, n_items: int) -> None:
         self.model_info.info({"version": version})
@@ -128,14 +246,20 @@ class Metrics:
         from coldstream.core.events import REASONS
 
         topics = ("clicks", "purchases")
-        for topic in topics:
+        for topic in (*topics, "forget-requests"):
             for outcome in ("recommended", "dlq", "duplicate"):
                 self.events.labels(topic, outcome)
         for reason in REASONS:
             self.dlq.labels(reason)
         for outcome in ("ok", "refused"):
             self.model_swaps.labels(outcome)
-        self.fallback.labels("popular")
+        for reason in ("popular", "model_error"):
+            self.fallback.labels(reason)
+        for segment in ("cold", "warm"):
+            self.segment_hits.labels(segment)
+            self.segment_requests.labels(segment)
+        for topic in topics:
+            self.assigned_partitions.labels(topic)
         if devices is None:
             devices = ["cpu"]
             torch = sys.modules.get("torch")
@@ -157,6 +281,7 @@ class Metrics:
         for topic, n in partitions.items():
             for p in range(n):
                 self.consumer_lag.labels(topic, str(p))
+                self.processed_offset.labels(topic, str(p))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,7 +9,9 @@ instead of around them:
   Faust's own key -> partition bookkeeping holds and the keys of revoked partitions are
   dropped when the worker loses them. It is registered in Faust's ``faust.stores``
   entry-point namespace as ``coldstream-memory`` (pyproject.toml), Faust's documented way
-  to add a store, and selected with the table's ``store=STORE_URL``;
+  to add a store, and selected with the app's ``store`` setting; :class:`RocksDBSessionStore`
+  (``coldstream-rocksdb``) is the same on Faust's RocksDB store, for user bases that do not
+  fit in memory;
 * the **changelog**: records encoded by the table's changelog topic
   (``prepare_key``/``prepare_value``: the table's codec) and sent with the app's producer to
   the event's input partition (the changelog is co-partitioned with ``clicks``/``purchases``);
@@ -30,13 +32,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from faust.stores.memory import Store as FaustMemoryStore
+from faust.stores.rocksdb import Store as FaustRocksDBStore
 from faust.types import TP
 
-STORE_URL = "coldstream-memory://sessions"
-"""The table's store (entry point ``coldstream-memory`` in the ``faust.stores`` namespace)."""
+MEMORY_URL = "coldstream-memory://"
+"""The in-memory store (entry point ``coldstream-memory`` in ``faust.stores``): tests, demo.
+It is the app's ``store`` setting (a table-level store URL would need a path, and Faust's
+RocksDB store takes its file name from the path)."""
+ROCKSDB_URL = "coldstream-rocksdb://"
+"""The disk-backed store (entry point ``coldstream-rocksdb``, Faust's RocksDB store through
+``rocksdict``): a user base larger than memory; its persisted changelog offsets make a
+restart replay only what it has not seen."""
+STORE_URL = MEMORY_URL
 
 History = list[list[Any]]
 """A session: ``[item_id, event_type, ts, event_id]`` entries, oldest first."""
+
+
+def store_url(kind: str) -> str:
+    """The table's store URL for ``Settings.session_store`` (``memory`` or ``rocksdb``)."""
+    return {"memory": MEMORY_URL, "rocksdb": ROCKSDB_URL}[kind]
 
 
 class MemorySessionStore(FaustMemoryStore):
@@ -55,6 +70,90 @@ class MemorySessionStore(FaustMemoryStore):
     def partition_of(self, key: Any) -> int | None:
         """The partition ``key`` was last written for (``None``: unknown key)."""
         return self._key_partition.get(key)
+
+    def scan(self, partition: int, after: Any, limit: int) -> tuple[list[tuple[Any, Any]], Any]:
+        """Up to ``limit`` ``(key, value)`` of ``partition`` after the cursor ``after``
+        (``None``: from the start); returns them and the next cursor (``None``: done)."""
+        keys = [k for k, p in self._key_partition.items() if p == partition]
+        keys.sort(key=str)
+        start = 0
+        if after is not None:
+            import bisect
+
+            start = bisect.bisect_right([str(k) for k in keys], str(after))
+        chunk = keys[start : start + limit]
+        out = [(k, self.data[k]) for k in chunk if k in self.data]
+        return out, (chunk[-1] if len(chunk) == limit else None)
+
+
+class RocksDBSessionStore(FaustRocksDBStore):
+    """Faust's RocksDB store (one database per partition under the app's data dir), plus
+    writes that say which partition the key belongs to; reads, recovery, revocation and
+    persisted offsets are Faust's."""
+
+    def put(self, partition: int, key: Any, value: Any) -> None:
+        k = self._encode_key(key)
+        self._db_for_partition(partition).put(k, self._encode_value(value))
+        self._key_index[k] = partition
+
+    def remove(self, partition: int, key: Any) -> None:
+        k = self._encode_key(key)
+        self._db_for_partition(partition).delete(k)
+        self._key_index.pop(k, None)
+
+    def partition_of(self, key: Any) -> int | None:
+        return self._key_index.get(self._encode_key(key))
+
+    def scan(self, partition: int, after: Any, limit: int) -> tuple[list[tuple[Any, Any]], Any]:
+        """Like :meth:`MemorySessionStore.scan`, walking the partition's database in key
+        order (nothing is loaded beyond ``limit`` entries)."""
+        db = self._dbs.get(partition)
+        if db is None:
+            return [], None
+        start = self._encode_key(after) if after is not None else None
+        out: list[tuple[Any, Any]] = []
+        last = None
+        for k, v in db.items(from_key=start):
+            if start is not None and k == start:
+                continue
+            out.append((self._decode_key(k), self._decode_value(v)))
+            last = k
+            if len(out) == limit:
+                break
+        return out, (self._decode_key(last) if len(out) == limit else None)
+
+
+def last_activity(value: Any) -> float | None:
+    """The event time of a session's newest entry (or of its forget request)."""
+    if isinstance(value, dict):
+        hist = value.get("h") or []
+        at = value.get("forgotten_at")
+        times = [float(at)] if isinstance(at, int | float) else []
+    else:
+        hist, times = value or [], []
+    times += [
+        float(e[2])
+        for e in hist
+        if isinstance(e, list) and len(e) > 2 and isinstance(e[2], int | float)
+    ]
+    return max(times) if times else None
+
+
+def expired_sessions(
+    store: Any, partitions: list[int], cursors: dict[int, Any], *, older_than: float, limit: int
+) -> dict[str, tuple[int, None]]:
+    """Scan up to ``limit`` sessions per partition from the cursors on, and return the ones
+    idle since before ``older_than`` (event time) as deletions ``{user: (partition, None)}``
+    for :func:`write_sessions`. Each call goes on where the last one stopped; memory is
+    O(limit), not O(users)."""
+    out: dict[str, tuple[int, None]] = {}
+    for p in partitions:
+        chunk, cursors[p] = store.scan(p, cursors.get(p), limit)
+        for key, value in chunk:
+            t = last_activity(value)
+            if t is not None and t < older_than:
+                out[key] = (p, None)
+    return out
 
 
 async def write_sessions(

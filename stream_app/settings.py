@@ -13,9 +13,10 @@ topic, model-store and security fields are the block shared with the trainer
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from coldstream.core.settings import ENV_PREFIX, SharedSettings, print_table, settings_table
 
@@ -52,9 +53,45 @@ class Settings(SharedSettings):
     hot-swap verified checkpoints (``stream_app.control``)."""
     popular_window_s: float = Field(3600.0, gt=0)
     """Popularity fallback counts only events of this recent window (seconds)."""
+    popular_capacity: int = Field(1000, ge=10, le=1_000_000)
+    """Popularity fallback: item counters kept per time bucket (a bounded heavy-hitter summary
+    of served items, each user counted once per item and bucket; ``stream_app.online``)."""
     online_window_s: float = Field(1800.0, gt=0)
     """Online quality: a later event of a user is joined to that user's recommendation made
     at most this long before it (``coldstream_online_hits_total``)."""
+
+    # -- item index (stream_app/index.py) ---------------------------------------------------
+    index: Literal["auto", "flat", "ivf"] = "auto"
+    """Item index: ``flat`` (exact), ``ivf`` (FAISS IVF, approximate; trained when a model is
+    loaded or swapped in, off the event loop), ``auto``: exact below ``index_exact_below``
+    items, IVF from there on."""
+    index_exact_below: int = Field(10_000, ge=0)
+    """``index=auto``: catalogues smaller than this are searched exactly."""
+    index_nlist: int = Field(0, ge=0, le=262_144)
+    """IVF lists; 0: 4 x sqrt(items) rounded to a power of two (16 to 16384)."""
+    index_nprobe: int = Field(0, ge=0, le=262_144)
+    """IVF lists probed per query; 0: tuned at build time to the smallest that reaches
+    ``index_target_recall`` on the build sample."""
+    index_target_recall: float = Field(0.97, gt=0, le=1)
+    """Recall@10 against exact search that the tuned ``index_nprobe`` reaches on the sample."""
+    index_codes: Literal["pq", "flat"] = "pq"
+    """IVF list codes: ``pq`` (4-bit fast-scan PQ, candidates re-scored exactly from the item
+    table) or ``flat`` (full vectors: exact within the probed lists, slower)."""
+    index_refine: int = Field(8, ge=1, le=1000)
+    """``pq`` codes: candidates re-scored exactly per wanted result (of the first ten)."""
+    index_recall_sample: int = Field(256, ge=0, le=100_000)
+    """Queries (the model's users of random histories) of the build-time recall measurement
+    (``coldstream_index_recall``) and of the ``index_nprobe`` tuning; 0: neither."""
+    index_gpu: bool = True
+    """Put the index on a GPU when FAISS sees one (``faiss.get_num_gpus() > 0``)."""
+
+    @model_validator(mode="after")
+    def _check_index(self) -> Settings:
+        if self.index_nlist and self.index_nprobe > self.index_nlist:
+            raise ValueError(
+                f"index_nprobe ({self.index_nprobe}) exceeds index_nlist ({self.index_nlist})"
+            )
+        return self
 
     # -- serving --------------------------------------------------------------------------
     batch_size: int = Field(512, ge=1, le=100_000)
@@ -66,12 +103,55 @@ class Settings(SharedSettings):
     (``stream_app.transport``); ``false``: a stock Faust agent with ``take_events``."""
     k: int = Field(10, ge=1, le=1000)
     """Items per recommendation."""
+    session_store: Literal["auto", "memory", "rocksdb"] = "auto"
+    """Where sessions live: ``rocksdb`` (Faust's RocksDB store through ``rocksdict``: on disk
+    under ``data_dir``, memory bounded by its caches, a restart replays only the changelog
+    it has not seen), ``memory`` (tests, the demo), ``auto``: rocksdb in the ``prod`` profile,
+    memory in ``dev``."""
+    data_dir: Path | None = None
+    """Faust's data directory (the RocksDB session files); unset: ``<app_id>-data`` in the
+    working directory (the pod mounts a volume there)."""
+    standby_replicas: int = Field(0, ge=0, le=8)
+    """Standby copies of each session partition kept warm by other workers (Faust's
+    ``table_standby_replicas``): a rebalance or a crash then resumes from a copy instead of
+    replaying the whole changelog."""
+    session_ttl_s: float = Field(0.0, ge=0)
+    """Idle sessions expire after this many seconds of event time without an event (a timer
+    deletes them and writes changelog tombstones); 0: never."""
+    session_expiry_interval_s: float = Field(30.0, gt=0)
+    """How often the expiry timer runs (each run scans ``session_expiry_batch`` sessions per
+    owned partition, going on where the last run stopped)."""
+    session_expiry_batch: int = Field(10_000, ge=1)
+    """Sessions scanned per partition per expiry run (memory O(this), not O(users))."""
+    changelog_compaction_lag_ms: int = Field(86_400_000, ge=0)
+    """``max.compaction.lag.ms`` of the session changelog: a deleted or replaced session is
+    compacted away within this long (privacy: a forgotten user's old history leaves Kafka)."""
+    changelog_delete_retention_ms: int = Field(86_400_000, ge=0)
+    """``delete.retention.ms`` of the session changelog: how long tombstones stay readable."""
     max_history: int = Field(50, ge=1, le=1000)
     """Most recent events kept per user in the session table (and used to encode the user)."""
     cold_start_events: int = Field(3, ge=0)
     """A user with at most this many events is flagged ``cold_start: true``."""
     dedupe_capacity: int = Field(100_000, ge=0)
-    """Most recent event ids remembered for de-duplication (per worker, in memory)."""
+    """Most recent ``(user_id, event_id)`` pairs remembered for de-duplication (per worker,
+    in memory; a session also remembers its own events across restarts)."""
+    require_key: bool = True
+    """Refuse input records without a key (``missing_key``): the key must be the user_id, or
+    a user's events land on any partition and their session splits."""
+    forget_on_event_topics: bool = False
+    """Accept ``"event_type": "forget"`` on ``clicks``/``purchases`` (development only: any
+    producer can write those topics; deletion requests belong on ``forget-requests``, which
+    only the privacy service may write)."""
+
+    # -- delivery ---------------------------------------------------------------------------
+    max_uncommitted_batches: int = Field(1, ge=1, le=64)
+    """How many processed micro-batches may wait for delivery and commit before the next one
+    is processed. 1: a batch's inputs are committed right after its outputs were delivered,
+    so a ``kill -9`` repeats at most one batch; more overlaps processing with delivery
+    (throughput) at the price of repeating that many batches after a crash."""
+    idempotent_producer: bool = True
+    """Kafka's idempotent producer (``enable.idempotence``, ``acks=all``): a retried send is
+    not written twice. The embedded Tansu broker does not support it (the demo turns it off)."""
     max_event_bytes: int = Field(16_384, ge=64)
     """Larger input payloads go to the DLQ as ``oversize``."""
     max_future_skew_s: float = Field(3600.0, ge=0)
@@ -79,17 +159,18 @@ class Settings(SharedSettings):
     dlq_max_ratio: float = Field(0.5, gt=0, le=1)
     """DLQ circuit breaker: over this share of DLQ'd events in the window, the breaker trips
     (see ``dlq_breaker_action``)."""
-    dlq_breaker_action: Literal["stop", "pause"] = "stop"
-    """What a tripped DLQ breaker does. ``stop`` (the production choice): log a clear message,
-    commit what was answered and exit non-zero (exit code 3), so that a bad producer pages
-    someone instead of dead-lettering a whole topic; the unread events stay in the topic.
-    ``pause``: stop consuming for ``dlq_cooldown_s``, then go on."""
+    dlq_breaker_action: Literal["pause", "stop"] = "pause"
+    """What a tripped DLQ breaker does. ``pause`` (the default): pause only the partition whose
+    records were refused, for ``dlq_cooldown_s``, then resume it (its backlog waits in the
+    topic; every other partition keeps flowing; ``coldstream_dlq_breaker_open`` counts paused
+    partitions, an alert fires). ``stop``: log a clear message, commit what was answered and
+    exit with code 3 (for operators who want a crash loop to page them)."""
     dlq_window: int = Field(1000, ge=10)
-    """Events in the circuit breaker's sliding window."""
+    """Events in the circuit breaker's sliding window (per input partition)."""
     dlq_min_events: int = Field(200, ge=1)
     """The breaker never trips before this many events are in its window."""
     dlq_cooldown_s: float = Field(10.0, ge=0)
-    """How long consumption pauses when the breaker trips (``dlq_breaker_action=pause``)."""
+    """How long a partition pauses when its breaker trips (``dlq_breaker_action=pause``)."""
     drain_timeout_s: float = Field(30.0, gt=0, le=600)
     """Graceful stop (SIGTERM/SIGINT): the budget for finishing the in-flight micro-batch,
     flushing the producer, committing offsets and leaving the group; past it the worker
@@ -101,9 +182,45 @@ class Settings(SharedSettings):
     """Port of the worker's web server (``/metrics``, ``/healthz``, ``/ready``, ``/recommend``)."""
     web_bind: str = "127.0.0.1"
     """Address the web server binds: loopback by default; a pod sets ``0.0.0.0`` (its
-    NetworkPolicy admits only Prometheus, the kubelet's probes and the API's clients)."""
-    log_level: str = "warning"
-    """Worker log level."""
+    NetworkPolicy admits only Prometheus, the kubelet's probes, the API's clients and the
+    other workers)."""
+    advertised_host: str | None = None
+    """Host (or IP) the other workers reach this worker's web server at; it is published to
+    the consumer group (Faust's ``canonical_url``: ``http://<host>:<web_port>``) so that a
+    ``/recommend`` for a user is forwarded to the owner of the user's partition. A pod sets
+    its IP (downward API ``status.podIP``); unset: the bound address, or 127.0.0.1 when
+    bound to every interface (one machine only). Must be unique per worker."""
+    route_timeout_s: float = Field(0.5, gt=0, le=30)
+    """Timeout of a ``/recommend`` forwarded to the owner of the user's partition; past it the
+    answer is a local popularity one with ``fallback: "owner_unreachable"``."""
+    recommend_max_pending: int = Field(64, ge=1, le=100_000)
+    """Most ``/recommend`` rankings queued on the worker's ranking thread; more are answered
+    from popularity with ``fallback: "overloaded"`` (the stream is never slowed by the API)."""
+    stall_after_s: float = Field(60.0, gt=0, le=86_400)
+    """A partition whose lag is positive while its processed position has not moved for this
+    long is *stalled*: ``/ready?partitions=1`` answers 503 and names it,
+    ``coldstream_partition_stalled{topic,partition}`` is 1 (alert ColdstreamPartitionStalled)."""
+    liveness_after_s: float = Field(120.0, gt=0, le=86_400)
+    """``/healthz`` answers 503 (the kubelet restarts the pod) when input has waited this long
+    with no batch processed at all while the worker is consuming (tables recovered, flow on):
+    its loop is wedged. A stall of one partition while others flow is not a liveness failure."""
+    health_interval_s: float = Field(5.0, gt=0, le=600)
+    """How often the worker asks the broker for the end offsets of its partitions (the lag
+    behind stall detection and liveness)."""
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "warning"
+    """Worker log level (case does not matter)."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, v: object) -> object:
+        return v.lower() if isinstance(v, str) else v
+
+    @property
+    def effective_session_store(self) -> str:
+        """``memory`` or ``rocksdb`` (the profile's when ``auto``)."""
+        if self.session_store != "auto":
+            return self.session_store
+        return "rocksdb" if self.profile == "prod" else "memory"
 
     @property
     def effective_session_timeout_s(self) -> float:

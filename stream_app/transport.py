@@ -1,6 +1,6 @@
 """The one place where the serving worker's Kafka consumer is tuned beyond Faust's settings.
 
-Two changes, both measured (``coldstream bench serve``), both fenced by tests that fail
+Three changes, fenced by tests that fail
 when the installed Faust or aiokafka changes under them
 (``tests/unit/serving/test_transport.py``):
 
@@ -23,6 +23,11 @@ when the installed Faust or aiokafka changes under them
    the message exactly like Faust's own loop), read offsets, gaps, unacked-message tracking
    (``stream_wait_empty`` on rebalance waits for our acks), commits.
 
+3. **Idempotent producer.** :class:`Producer` adds Kafka's idempotent producer settings
+   (``acks=all``, ``enable_idempotence``) outside transactions when the app declares
+   ``idempotent_producer`` (Faust enables them only for exactly-once), through Faust's own
+   ``Producer._settings_extra`` hook.
+
 The copy is checked against the installed Faust twice: the sha256 of the upstream source
 (:data:`UPSTREAM_DRAIN_SHA256`) and the AST of our copy with the marked change taken out.
 """
@@ -30,7 +35,7 @@ The copy is checked against the installed Faust twice: the sha256 of the upstrea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -156,5 +161,19 @@ class Consumer(faust_aiokafka.Consumer):
             unset_flag(flag_consumer_fetching)
 
 
+class Producer(faust_aiokafka.Producer):
+    """Faust's producer with Kafka's idempotent producer outside transactions too, when the
+    app declares ``idempotent_producer`` (Faust enables it only for exactly-once): a send
+    retried after a lost acknowledgement is not written twice."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if getattr(self.app, "idempotent_producer", False):
+            extra.setdefault("acks", "all")
+            extra.setdefault("enable_idempotence", True)
+        return extra
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[type] = Consumer
+    Producer: ClassVar[type] = Producer

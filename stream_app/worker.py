@@ -8,8 +8,10 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 from typing import Any
 
+from coldstream.core.errors import UsageError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,12 +21,39 @@ class NoModelError(RuntimeError):
     pass
 
 
+def select_model(settings: Settings, device: Any = "cpu") -> Any:
+    """The start-up choice of the model (:func:`coldstream.core.pointer.select_checkpoint`):
+    the checkpoint the store's signed ``CURRENT.json`` names, else the newest *verified* one
+    (said in the log and ``coldstream_model_start_fallback{reason}``); an unsigned one only
+    with ``allow_unsigned_checkpoints`` (dev only: refused in the ``prod`` profile).
+    :class:`NoModelError` when nothing may be served."""
+    from coldstream.core.pointer import NoServableModel, select_checkpoint
+
+    if settings.allow_unsigned_checkpoints and settings.profile == "prod":
+        raise NoModelError(
+            f"{Settings.env_var('allow_unsigned_checkpoints')}=true is refused in the prod "
+            f"profile: serve signed checkpoints only"
+        )
+    try:
+        sel = select_checkpoint(
+            settings.model_store,
+            keyring=settings.verify_keyring(),
+            device=device,
+            allow_unsigned=settings.allow_unsigned_checkpoints,
+        )
+    except NoServableModel as e:
+        raise NoModelError(str(e)) from None
+    if sel.source != "pointer":
+        log.warning("model store: no usable pointer; serving %s", sel.describe())
+    return sel
+
+
 def build(settings: Settings, *, registry: Any = None) -> Any:
-    """Create the app, load the newest checkpoint, wire agents and views; returns the Wiring."""
+    """Create the app, load the model the store's pointer names (:func:`select_model`), wire
+    agents and views; returns the Wiring."""
     import faiss
     import torch
 
-    from coldstream.core.checkpoint import latest_checkpoint
     from coldstream.core.device import resolve_device
     from stream_app.agents import wire
     from stream_app.app import create_app
@@ -35,40 +64,69 @@ def build(settings: Settings, *, registry: Any = None) -> Any:
     if settings.threads:
         torch.set_num_threads(settings.threads)
         faiss.omp_set_num_threads(settings.threads)
-    path = latest_checkpoint(settings.model_store)
-    if path is None:
-        raise NoModelError(
-            f"no checkpoint in model store {settings.model_store}: "
-            f"train one (coldstream train, or coldstream demo does it)"
-        )
     device = resolve_device(settings.device)
-    recommender = Recommender.from_checkpoint(path, device=device, max_history=settings.max_history)
+    t_load = time.perf_counter()
+    sel = select_model(settings, device)
+    # index trained, filled and tuned here, before the loop runs (settings index*, popular_*)
+    recommender = Recommender.from_settings(sel.checkpoint, settings)
+    load_s = time.perf_counter() - t_load
     log.warning(
-        "serving model %s (%d items) on %s from %s",
+        "serving model %s (%d items) on %s from %s (%s)",
         recommender.model.version,
         recommender.model.n_items,
         device,
-        path,
+        sel.checkpoint.path,
+        sel.describe(),
     )
     app = create_app(settings)
-    w = wire(app, settings, recommender, Metrics(registry))
+    metrics = Metrics(registry)
+    metrics.model_load_seconds.set(load_s)
+    metrics.model_seq.set(sel.seq)
+    metrics.set_index(recommender.model.index_report)
+    if sel.source != "pointer":
+        metrics.model_start_fallback.labels(sel.reason or sel.source).set(1)
+    w = wire(app, settings, recommender, metrics)
     if settings.hot_swap:  # model-updates + item-vectors followers (issue 4)
         from stream_app.control import attach
 
-        attach(w)
+        attach(w, served_seq=sel.seq)
     register_views(w)
+    watch_partitions(w)
     return w
+
+
+def watch_partitions(w: Any) -> None:
+    """Assigned input partitions and rebalances (Faust's ``on_partitions_assigned`` signal:
+    the whole new assignment), and per-partition progress exported every second from
+    ``Wiring.progress``."""
+    from collections import Counter
+
+    m = w.metrics
+    inputs = {w.names["clicks"]: "clicks", w.names["purchases"]: "purchases"}
+
+    @w.app.on_partitions_assigned.connect
+    async def _assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+        m.rebalances.inc()
+        counts = Counter(inputs[tp.topic] for tp in assigned if tp.topic in inputs)
+        for logical in inputs.values():
+            m.assigned_partitions.labels(logical).set(counts.get(logical, 0))
+
+    @w.app.timer(1.0)
+    async def _export_progress() -> None:
+        for (topic, partition), (offset, _) in list(w.progress.items()):
+            m.processed_offset.labels(inputs.get(topic, topic), str(partition)).set(offset)
 
 
 def run(settings: Settings) -> int:
     """Run a Faust worker until it is stopped (SIGINT/SIGTERM)."""
     import faust
 
+    preflight(settings)
     try:
         w = build(settings)
-    except NoModelError as e:
-        print(f"coldstream worker: {e}", file=sys.stderr)
-        return 2
+    except NoModelError as e:  # one line, exit 2: coldstream worker: error: ...
+        raise UsageError(str(e)) from None
+    announce(settings, w)
     level = settings.log_level.upper()
     worker = _draining_worker_class(faust.Worker)(
         w.app, loglevel=level, quiet=True, redirect_stdouts=False
@@ -95,6 +153,53 @@ def run(settings: Settings) -> int:
         print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
         return w.exit_code or 1
     return code
+
+
+def preflight(settings: Settings) -> None:
+    """Before the model load, each a one-line error (``coldstream.core.preflight``): the web
+    port, the device, the broker and the topics this worker reads and writes (waiting up to
+    ``broker_wait_s`` for these two)."""
+    from coldstream.core.preflight import check_broker, check_device, check_port
+    from coldstream.core.topics import topic_names
+
+    check_port(
+        settings.web_bind,
+        settings.web_port,
+        what="web",
+        env=Settings.env_var("web_port"),
+        flag="--web-port",
+    )
+    check_device(settings.device)
+    names = topic_names(settings.topic_prefix)
+    unused = {"items"} | (set() if settings.hot_swap else {"model-updates", "item-vectors"})
+    check_broker(
+        settings.bootstrap,
+        [name for logical, name in names.items() if logical not in unused],
+        client_kwargs=settings.kafka_client_kwargs(),
+        wait_s=settings.broker_wait_s,
+        prefix=settings.topic_prefix,
+    )
+
+
+def announce(settings: Settings, w: Any) -> None:
+    """What a user needs at start: the web URL, and a warning when no verification key is set
+    (every model update would be refused)."""
+    host = "127.0.0.1" if settings.web_bind in ("0.0.0.0", "::", "") else settings.web_bind
+    base = f"http://{host}:{settings.web_port}"
+    print(
+        f"coldstream worker: model v{w.recommender.model.version}; web {base} "
+        f"(/metrics, /ready, /recommend/<user_id>)",
+        file=sys.stderr,
+        flush=True,
+    )
+    if settings.hot_swap and settings.verify_keys is None and settings.verify_keys_file is None:
+        print(
+            f"coldstream worker: warning: no model-update verification keys "
+            f"({Settings.env_var('verify_keys')} / {Settings.env_var('verify_keys_file')} unset): "
+            f"every hot swap will be refused",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 EXIT_DRAIN_TIMEOUT = 4

@@ -1,7 +1,8 @@
 """The trainer service (``coldstream trainer``): continuous re-distillation from the stream.
 
-One process, its own consumer group on ``clicks``, ``purchases`` and ``items``; the
-teacher lives here only. :class:`TrainerService` is the loop; one step of it
+One process, its own consumer group on ``clicks``, ``purchases``, ``items`` and
+``forget-requests`` (a forget request purges the user from the buffer and from a running
+cycle: :meth:`TrainerService.forget`); the teacher lives here only. :class:`TrainerService` is the loop; one step of it
 (:meth:`TrainerService.step`) consumes a batch, handles new items, starts a cycle when one
 is due and finishes the cycle that is done:
 
@@ -12,10 +13,20 @@ is due and finishes the cycle that is done:
 * **Re-distillation** -- every ``cycle_events`` events or ``cycle_seconds`` seconds, in a
   worker thread, on a snapshot of the buffer: :func:`trainer.redistill.redistill` (warm
   start from the current student, KD from the teacher, gate on the buffer's latest slice).
-* **Publish** -- a promoted candidate is written atomically to the model store
+* **Publish** -- a promoted candidate is written atomically to the model store, signed
   (:func:`trainer.redistill.publish_checkpoint`, with the teacher head it was distilled
-  from, :mod:`trainer.teacher_heads`), then a signed ``model-updates`` record is sent
-  (:func:`coldstream.core.model_updates.make_update`).
+  from, :mod:`trainer.teacher_heads`); the store's ``CURRENT.json`` is moved to it (``seq``
+  + 1, :func:`coldstream.core.pointer.write_pointer`), then a ``model-updates`` record with
+  that ``seq`` is sent, signed (:func:`coldstream.core.model_updates.make_update`), and the
+  store pruned to the newest ``keep_versions`` plus the pointer's.
+* **Rollback** -- ``coldstream rollback --to V`` moves the pointer from outside; the service
+  notices (:meth:`TrainerService.follow_pointer`), makes that version its current model and
+  discards a cycle that was running on the old one.
+
+Every record of ``clicks``, ``purchases`` and ``items`` is handled on its own: a malformed,
+oversize or out-of-bounds one is counted (``coldstream_trainer_records_skipped_total``) and
+skipped; nothing one record does stops the loop. The private key is required
+(``COLDSTREAM_TRAINER_SIGNING_KEY`` / ``_FILE``): every control record is signed with it.
 
 Without a saved teacher head the service fits one on the buffer in its first cycle and
 saves it with the version it promotes. Metrics: :class:`trainer.telemetry.TrainerMetrics`.
@@ -26,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +47,17 @@ import numpy as np
 import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from coldstream.core.checkpoint import (
-    Checkpoint,
-    latest_checkpoint,
-    load_checkpoint,
-    manifest_sha256,
+from coldstream.core.checkpoint import Checkpoint, load_checkpoint, prune_store, version_path
+from coldstream.core.events import FORGET_TOPIC, Event, Forget, check_id, validate_event
+from coldstream.core.model_updates import make_item_vector, make_update
+from coldstream.core.pointer import (
+    NoServableModel,
+    PointerError,
+    read_pointer,
+    select_checkpoint,
+    write_pointer,
 )
-from coldstream.core.events import Event, validate_event
-from coldstream.core.model_updates import make_update
+from coldstream.core.signing import Keyring
 from coldstream.core.topics import load_topics, topic_names
 from trainer.buffer import EventBuffer
 from trainer.redistill import (
@@ -53,13 +69,34 @@ from trainer.redistill import (
     redistill,
 )
 from trainer.teacher import catalog_text
-from trainer.teacher_heads import HEADS_DIR, TeacherScorer, load_teacher_head
+from trainer.teacher_heads import (
+    HEADS_DIR,
+    TeacherScorer,
+    load_teacher_adapter,
+    load_teacher_head,
+)
 from trainer.telemetry import TrainerMetrics
 
 log = logging.getLogger(__name__)
 
 MAX_FUTURE_SKEW_S = 86400 * 365 * 50
 """Event timestamps are not checked against the clock here (replays carry old ones)."""
+MAX_ITEM_RECORD_BYTES = 64 * 1024
+"""Larger ``items`` records are skipped before parsing (``oversize``)."""
+MAX_EVENT_RECORD_BYTES = 64 * 1024
+"""Larger ``clicks``/``purchases`` records are skipped before validation (``oversize``)."""
+MAX_TEXT_CHARS = 2000
+"""An item's catalogue text is cut to this many characters."""
+MAX_NEW_ITEMS = 100_000
+"""New items (not in the current student) held for embedding and the next cycle; later ones
+are skipped (``new_items_full``) until a promotion folds the held ones into the model.
+``texts`` holds only the current model's items and these."""
+POINTER_CHECK_S = 5.0
+"""How often the service re-reads ``CURRENT.json`` (a rollback from outside)."""
+
+
+class NoSigningKey(RuntimeError):
+    """The trainer service needs the private key (every control record is signed)."""
 
 
 class TrainerService:
@@ -70,7 +107,8 @@ class TrainerService:
     ) -> None:
         self.s = settings
         self.names = topic_names(settings.topic_prefix, load_topics())
-        self.logical = {self.names[n]: n for n in ("clicks", "purchases", "items")}
+        consumed = ("clicks", "purchases", "items", FORGET_TOPIC)
+        self.logical = {self.names[n]: n for n in consumed if n in self.names}
         """Physical topic name -> logical name, for the consumed topics."""
         self.teacher = teacher
         self.metrics = metrics or TrainerMetrics()
@@ -83,27 +121,50 @@ class TrainerService:
         self.cycles = 0
         self.last_cycle = time.monotonic()
         self.events_at_cycle = 0
-        self.key = settings.hmac_key()
+        self.signer = settings.signer()
+        self.keys: Keyring = settings.verify_keyring()
+        if self.signer is not None:
+            self.keys = self.keys | self.signer.keyring
+        self.seq = 0
+        """Sequence number of the store pointer this service's current model came from."""
+        self.cycle_seq = 0
+        self.pointer_checked = 0.0
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.running_cycle: asyncio.Future | None = None
+        self.forget_lock = threading.Lock()
+        """Held while a cycle publishes, and while a forget request is checked against it."""
+        self.cycle_users: frozenset[str] = frozenset()
+        """The users of the running cycle's snapshot."""
+        self.cycle_forgotten: set[str] = set()
+        """Those of them forgotten while the cycle ran: its candidate is discarded."""
 
     # -- start-up --------------------------------------------------------------------------
     def load(self) -> None:
-        path = latest_checkpoint(self.s.model_store)
-        if path is None:
-            raise FileNotFoundError(
-                f"no checkpoint in {self.s.model_store}: run coldstream train first"
-            )
-        self.ck = load_checkpoint(path, device="cpu")
+        """The current model: what the store's pointer names (else the newest verified
+        checkpoint; :func:`coldstream.core.pointer.select_checkpoint`)."""
+        sel = select_checkpoint(
+            self.s.model_store,
+            keyring=self.keys,
+            device="cpu",
+            allow_unsigned=self.s.allow_unsigned_checkpoints,
+        )
+        if sel.source != "pointer":
+            log.warning("trainer: no usable pointer; current model is %s", sel.describe())
+        self.ck, self.seq = sel.checkpoint, sel.seq
         for iid, title in zip(self.ck.item_ids, self.ck.item_titles, strict=True):
             self.texts.setdefault(iid, title)
         if self.teacher is None:
             from coldstream.core.device import resolve_device
             from trainer.teacher import Teacher
 
-            self.teacher = Teacher(self.s.teacher_path, device=resolve_device(self.s.device))
+            self.teacher = Teacher(
+                self.s.teacher_path,
+                device=resolve_device(self.s.device),
+                item_cache=self.s.item_vector_cache,
+            )
         found = load_teacher_head(self.s.model_store, None)
+        load_teacher_adapter(self.s.model_store, self.teacher)  # the LoRA encoder, if kept
         if found is not None:
             self.head, self.tau = found
         log.warning(
@@ -115,44 +176,49 @@ class TrainerService:
         )
 
     # -- new items -------------------------------------------------------------------------
+    def skip(self, topic: str, reason: str) -> None:
+        """Count a record the trainer does not use."""
+        self.metrics.records_skipped.labels(topic, reason).inc()
+
     def on_item(self, key: bytes | None, value: bytes | None, fresh: dict[str, str]) -> None:
         """Record an ``items`` record's text; an item the student lacks (or whose text
-        changed) goes into ``fresh`` to be embedded."""
+        changed) goes into ``fresh`` to be embedded. A bad record is counted and skipped."""
+        if value is not None and len(value) > MAX_ITEM_RECORD_BYTES:
+            return self.skip("items", "oversize")
         try:
             rec = json.loads(value or b"")
-            iid = str(rec["item_id"])
-        except (ValueError, KeyError, TypeError):
-            return
-        text = catalog_text(rec)
+            if not isinstance(rec, dict):
+                return self.skip("items", "not_an_object")
+            iid = check_id(rec.get("item_id"), "item_id")
+            text = catalog_text(rec)[:MAX_TEXT_CHARS]
+        except RecursionError:
+            return self.skip("items", "nested_too_deeply")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self.skip("items", "malformed")
         if not text:
-            return
+            return self.skip("items", "no_text")
         known = self.ck is not None and iid in self.ck.index_of
         changed = self.texts.get(iid) != text
+        held = len(self.new_items) + len(fresh)
+        if not known and iid not in self.new_items and iid not in fresh and held >= MAX_NEW_ITEMS:
+            return self.skip("items", "new_items_full")
         self.texts[iid] = text
         if not known and (iid not in self.new_items or changed):
             fresh[iid] = text
+        return None
 
     def embed_items(self, items: dict[str, str]) -> list[tuple[str, bytes]]:
         """Teacher text vectors -> student item vectors under the current model (blocking)."""
         ck = self.ck
         ids = list(items)
-        tv = self.teacher.encode([items[i] for i in ids])
+        tv = self.teacher.encode_items([items[i] for i in ids])  # cached by text
         vecs = ck.item_vector_for_text(tv)
         out = []
+        if self.signer is None:
+            raise NoSigningKey("item vectors cannot be published unsigned")
         for iid, t, v in zip(ids, tv, np.atleast_2d(vecs), strict=True):
             self.new_items[iid] = (t, items[iid][:200])
-            out.append(
-                (
-                    iid,
-                    json.dumps(
-                        {
-                            "item_id": iid,
-                            "model_version": str(ck.version),
-                            "vector": [round(float(x), 6) for x in v],
-                        }
-                    ).encode(),
-                )
-            )
+            out.append((iid, make_item_vector(iid, ck.version, v, self.signer)))
         return out
 
     # -- one cycle (blocking, in a thread) -----------------------------------------------------
@@ -160,7 +226,13 @@ class TrainerService:
         """The configuration of the next cycle (its seed: the settings' seed + cycles run)."""
         s = self.s
         train = cycle_train_config(
-            epochs=s.cycle_epochs, seed=s.seed + self.cycles, device=s.device
+            epochs=s.cycle_epochs,
+            seed=s.seed + self.cycles,
+            device=s.device,
+            softmax=s.softmax,
+            full_softmax_max_items=s.full_softmax_max_items,
+            negatives=s.sampled_negatives,
+            teacher_topk=s.teacher_topk,
         )
         return CycleConfig(
             holdout_share=s.holdout_share,
@@ -188,11 +260,20 @@ class TrainerService:
             self.head, self.tau = scorer.head, scorer.tau
         path = None
         if res.gate.promote:
-            path = publish_checkpoint(
-                self.s.model_store,
-                res,
-                teacher={**ck.teacher, **self.teacher.describe(), "head": f"{HEADS_DIR}/"},
-            )
+            with self.forget_lock:  # no forget request lands between the check and the write
+                if self.cycle_forgotten:
+                    log.warning(
+                        "trainer: candidate discarded: %d user(s) of its training data were "
+                        "forgotten while it trained",
+                        len(self.cycle_forgotten),
+                    )
+                    return res, None
+                path = publish_checkpoint(
+                    self.s.model_store,
+                    res,
+                    teacher={**ck.teacher, **self.teacher.describe(), "head": f"{HEADS_DIR}/"},
+                    signer=self.signer,
+                )
         return res, path
 
     def cycle_due(self) -> bool:
@@ -207,6 +288,12 @@ class TrainerService:
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Load the current model, connect, and :meth:`step` until ``stop`` is set."""
+        if self.signer is None:
+            raise NoSigningKey(
+                f"the trainer service signs every control record: set "
+                f"{self.s.env_var('signing_key_file')} (coldstream keys generate) or "
+                f"{self.s.env_var('signing_key')}"
+            )
         await asyncio.get_running_loop().run_in_executor(None, self.load)
         await self.connect()
         stop = stop or asyncio.Event()
@@ -250,6 +337,8 @@ class TrainerService:
         fresh_items = await self.consume_batch()
         if fresh_items:
             await self.handle_items(fresh_items)
+        if time.monotonic() - self.pointer_checked >= POINTER_CHECK_S:
+            await self.follow_pointer()
         self.update_gauges()
         if self.running_cycle is None and self.cycle_due():
             self.start_cycle()
@@ -263,13 +352,36 @@ class TrainerService:
         for tp, records in batch.items():
             topic = self.logical.get(tp.topic)
             for r in records:
-                if topic == "items":
-                    self.on_item(r.key, r.value, fresh_items)
-                    continue
-                ev = validate_event(r.value, topic, key=r.key, max_future_skew_s=MAX_FUTURE_SKEW_S)
-                if isinstance(ev, Event):
-                    self.buffer.add(ev.user_id, ev.item_id, ev.type_code, ev.ts, ev.event_id)
+                try:
+                    self.on_record(topic, r, fresh_items)
+                except Exception:  # noqa: BLE001 - one record never stops the service
+                    log.exception("trainer: %s offset %s skipped", topic, getattr(r, "offset", "?"))
+                    self.skip(str(topic), "error")
         return fresh_items
+
+    def on_record(self, topic: str | None, r: Any, fresh_items: dict[str, str]) -> None:
+        """One consumed record: an item's text, or an event for the buffer."""
+        if topic == "items":
+            self.on_item(r.key, r.value, fresh_items)
+            return
+        if r.value is not None and len(r.value) > MAX_EVENT_RECORD_BYTES:
+            self.skip(str(topic), "oversize")
+            return
+        ev = validate_event(r.value, topic, key=r.key, max_future_skew_s=MAX_FUTURE_SKEW_S)
+        if isinstance(ev, Event):
+            self.buffer.add(ev.user_id, ev.item_id, ev.type_code, ev.ts, ev.event_id)
+        elif isinstance(ev, Forget):
+            self.forget(ev)
+
+    def forget(self, ev: Forget) -> None:
+        """A forget request (``forget-requests``, ``docs/privacy.md``): the user's events leave
+        the buffer (older ones are refused from now on), and a running cycle whose snapshot
+        holds the user publishes nothing: the next checkpoint is not trained on them."""
+        removed = self.buffer.forget(ev.user_id, ev.ts)
+        with self.forget_lock:
+            if ev.user_id in self.cycle_users:
+                self.cycle_forgotten.add(ev.user_id)
+        log.info("trainer: forget request %s: %d buffered events removed", ev.event_id, removed)
 
     async def handle_items(self, items: dict[str, str]) -> None:
         """Embed new items under the current model; send their vectors to ``item-vectors``
@@ -293,7 +405,10 @@ class TrainerService:
     def start_cycle(self) -> None:
         """Run :meth:`cycle` in a worker thread on a snapshot of the buffer."""
         self.events_at_cycle, self.last_cycle = self.buffer.added, time.monotonic()
+        self.cycle_seq = self.seq
         snap = self.buffer.snapshot()
+        with self.forget_lock:
+            self.cycle_users, self.cycle_forgotten = frozenset(snap.users()), set()
         self.running_cycle = asyncio.get_running_loop().run_in_executor(
             None, self.cycle, snap, dict(self.new_items), time.time()
         )
@@ -315,28 +430,98 @@ class TrainerService:
         if path is None:
             self.metrics.cycles.labels("rejected").inc()
             return
+        await self.follow_pointer()
+        if self.seq != self.cycle_seq:  # rolled back while the cycle ran on the old model
+            log.warning(
+                "trainer: the pointer moved during the cycle (seq %d -> %d): candidate %s "
+                "discarded",
+                self.cycle_seq,
+                self.seq,
+                path.name,
+            )
+            self.metrics.cycles.labels("rejected").inc()
+            return
         await self.announce(res, path)
+
+    def prune(self, *, protect: int) -> None:
+        """Bound the store: the newest ``keep_versions`` versions plus ``protect`` stay."""
+        try:
+            gone = prune_store(self.s.model_store, keep=self.s.keep_versions, protect=[protect])
+        except OSError as e:
+            log.error("trainer: pruning the model store failed: %s", e)
+            return
+        if gone:
+            log.warning("trainer: pruned versions %s from the model store", gone)
+
+    async def follow_pointer(self) -> None:
+        """Re-read the store's pointer; when someone else moved it (``coldstream rollback``),
+        make the version it names the current model."""
+        self.pointer_checked = time.monotonic()
+        root = self.s.model_store
+        try:
+            ptr = read_pointer(root, self.keys)
+        except PointerError:
+            return
+        if ptr.seq <= self.seq:
+            return
+        if self.ck is not None and ptr.version == self.ck.version:
+            self.seq = ptr.seq
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            ck = await loop.run_in_executor(
+                None,
+                lambda: load_checkpoint(
+                    version_path(root, ptr.version),
+                    expected_sha256=ptr.manifest_sha256,
+                    verify_keys=self.keys,
+                ),
+            )
+        except Exception as e:  # noqa: BLE001 - keep the current model
+            log.error("trainer: pointer names v%d, which is refused: %s", ptr.version, e)
+            return
+        log.warning(
+            "trainer: pointer moved to v%d (seq %d, was v%d): following it",
+            ptr.version,
+            ptr.seq,
+            self.ck.version if self.ck is not None else -1,
+        )
+        self.ck, self.seq = ck, ptr.seq
 
     async def announce(self, res: CycleResult, path: Path) -> None:
         """Send the signed ``model-updates`` record of the checkpoint at ``path``, make it the
         current model and re-place the new items it does not hold."""
         loop = asyncio.get_running_loop()
-        new_ck = await loop.run_in_executor(None, lambda: load_checkpoint(path, device="cpu"))
+        signer = self.signer
+        if signer is None:
+            raise NoSigningKey("a promotion cannot be announced unsigned")
+        new_ck = await loop.run_in_executor(
+            None, lambda: load_checkpoint(path, device="cpu", verify_keys=self.keys)
+        )
+        ptr = write_pointer(
+            self.s.model_store,
+            version=new_ck.version,
+            manifest_sha256=new_ck.manifest_sha256,
+            signer=signer,
+        )
         update = make_update(
             version=new_ck.version,
+            seq=ptr.seq,
             checkpoint_dir=path,
-            manifest_sha256=manifest_sha256(path),
+            manifest_sha256=new_ck.manifest_sha256,
             metrics={k: v for k, v in res.metrics.items() if k != "popular_items"},
-            key=self.key or "",
+            signer=signer,
         )
-        if not self.key:
-            log.error(
-                "trainer: no COLDSTREAM_MODEL_HMAC_KEY: workers will refuse v%d", new_ck.version
-            )
         await self.producer.send_and_wait(self.names["model-updates"], value=update.to_json())
-        self.ck = new_ck
+        self.ck, self.seq = new_ck, ptr.seq
         self.metrics.cycles.labels("promoted").inc()
-        log.warning("trainer: promoted and announced v%d (%s)", new_ck.version, path)
+        log.warning(
+            "trainer: promoted and announced v%d (seq %d, %s)", new_ck.version, ptr.seq, path
+        )
+        self.prune(protect=ptr.version)
+        self.new_items = {i: v for i, v in self.new_items.items() if i not in new_ck.index_of}
+        keep = set(new_ck.index_of) | set(self.new_items)
+        self.texts = {i: t for i, t in self.texts.items() if i in keep}
         missing = {
             i: self.texts.get(i, t)
             for i, (_, t) in self.new_items.items()
@@ -369,5 +554,9 @@ def run(settings: Any) -> int:
             loop.add_signal_handler(sig, stop.set)
         await service.run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (NoSigningKey, NoServableModel) as e:
+        print(f"coldstream trainer: {e}", file=sys.stderr)
+        return 2
     return 0

@@ -3,7 +3,7 @@
 The convention of :mod:`coldstream.core.settings`: the broker, topic, model-store and
 security fields are the block shared with the worker and read the *same* env vars
 (``COLDSTREAM_BOOTSTRAP``, ``COLDSTREAM_TOPIC_PREFIX``, ``COLDSTREAM_MODEL_STORE``,
-``COLDSTREAM_MODEL_HMAC_KEY``, ``COLDSTREAM_SECURITY_PROTOCOL``, ...); every other field is
+``COLDSTREAM_VERIFY_KEYS``, ``COLDSTREAM_SECURITY_PROTOCOL``, ...); every other field is
 the trainer's own and reads ``COLDSTREAM_TRAINER_<NAME>``. Command-line options override.
 Read it once per process with :func:`get_settings`; ``python -m trainer.settings`` prints
 the table.
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from coldstream.core.settings import (
@@ -25,6 +25,7 @@ from coldstream.core.settings import (
     print_table,
     settings_table,
 )
+from coldstream.core.signing import Signer, load_signer
 
 TRAINER_ENV_PREFIX = "COLDSTREAM_TRAINER_"
 
@@ -58,6 +59,12 @@ class TrainerSettings(SharedSettings):
     """Where ``coldstream evaluate`` writes its report (.json; .md and .png beside it)."""
     progress: bool = True
     """tqdm progress bars."""
+    teacher_cache: Path = Path("~/.cache/coldstream/teachers")
+    """Where ``coldstream teacher install`` unpacks installed teachers (``mpnet``); a
+    ``--teacher mpnet`` is looked up here."""
+    eval_cache: Path = Path("~/.cache/coldstream/eval")
+    """Cache of teacher encoder outputs (keyed by teacher, adapter and text) and of finished
+    splits of ``coldstream evaluate --full`` (re-runs are cheap; delete it to start afresh)."""
 
     # -- the trainer service (``coldstream trainer``) ---------------------------------------------
     group_id: str = "coldstream-trainer"
@@ -79,8 +86,52 @@ class TrainerSettings(SharedSettings):
     """Most epochs of one re-distillation."""
     teacher_prefixes: int = Field(1024, ge=0)
     """Buffer prefixes scored by the teacher per cycle (KD targets; encoder cost)."""
+
+    # -- catalogue scale (trainer/training.py, trainer/vector_cache.py) ---------------------------
+    item_vector_cache: Path | None = Path("~/.cache/coldstream/item-vectors")
+    """Folder of the on-disk cache of teacher item-text vectors, keyed by the encoder and a
+    hash of each text: a restart, a cycle or a second ``coldstream train`` encodes only new or
+    changed items (unset: in memory only)."""
+    softmax: Literal["auto", "full", "sampled"] = "auto"
+    """The student's loss: ``full`` softmax over the catalogue (exact), ``sampled`` (sampled
+    softmax with logQ correction, KD over the teacher's top-K), or ``auto``: full up to
+    ``full_softmax_max_items`` items."""
+    full_softmax_max_items: int = Field(20_000, ge=1)
+    """The ``auto`` threshold of ``softmax`` (above it the id embeddings also get lazy, sparse
+    updates)."""
+    sampled_negatives: int = Field(1024, ge=0)
+    """Sampled softmax: uniform negatives per batch, plus the batch's own targets."""
+    teacher_topk: int = Field(100, ge=1)
+    """Sampled path: the teacher's top-K items per prefix that distillation reads."""
     metrics_port: int = Field(6067, ge=0, le=65535)
     """Port of the trainer's Prometheus ``/metrics`` (0: off)."""
+
+    # -- the private key (trainer only; coldstream.core.signing) ----------------------------------
+    signing_key: SecretStr | None = None
+    """The Ed25519 private key (PEM or raw base64) that signs checkpoints, the store's
+    ``CURRENT.json``, ``model-updates`` and ``item-vectors``; never on a worker. Prefer
+    ``signing_key_file``. Unset: the service refuses to start; ``coldstream train`` writes
+    an unsigned checkpoint (servable only with ``COLDSTREAM_ALLOW_UNSIGNED_CHECKPOINTS``)."""
+    signing_key_file: Path | None = None
+    """A file holding the private key (``coldstream keys generate`` writes one, mode 0600; in
+    Kubernetes a mounted Secret)."""
+    keep_versions: int = Field(5, ge=1)
+    """Model-store pruning (after each promotion and ``coldstream prune``): keep the newest
+    this many versions plus the one ``CURRENT.json`` names; older ones are deleted."""
+
+    @model_validator(mode="after")
+    def _check_signing_key(self) -> TrainerSettings:
+        self.signer()  # KeyRefused (a ValueError) names the env var
+        return self
+
+    def signer(self) -> Signer | None:
+        """The private key of ``signing_key`` / ``signing_key_file`` (``None``: unset)."""
+        return load_signer(
+            self.signing_key.get_secret_value() if self.signing_key is not None else None,
+            self.signing_key_file,
+            env_var=TrainerSettings.env_var("signing_key"),
+            file_env_var=TrainerSettings.env_var("signing_key_file"),
+        )
 
 
 @lru_cache(maxsize=1)

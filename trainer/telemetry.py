@@ -56,6 +56,12 @@ class TrainerMetrics:
             ["model"],
             registry=r,
         )
+        self.records_skipped = Counter(
+            "coldstream_trainer_records_skipped",
+            "Input records the trainer skipped (malformed, oversize, bounds), by topic and reason",
+            ["topic", "reason"],
+            registry=r,
+        )
         # labelled series exist at 0 before the first cycle (alerts and dashboards see them)
         for outcome in CYCLE_OUTCOMES:
             self.cycles.labels(outcome)

@@ -1,9 +1,12 @@
-"""Validation of raw input events (``clicks``, ``purchases``): bytes in, ``Event``, ``Forget``
-or ``Rejection`` out.
+"""Validation of raw input events (``clicks``, ``purchases``, ``forget-requests``): bytes in,
+``Event``, ``Forget`` or ``Rejection`` out.
 
-A forget request (privacy, ``docs/privacy.md``) is an ordinary record on ``clicks`` or
-``purchases`` (key: user_id) with ``"event_type": "forget"``: ``event_id``, ``user_id`` and
-``ts`` are required, ``item_id`` is not. It keeps its place in the user's ordered stream.
+A forget request (privacy, ``docs/privacy.md``) is a record on its own topic,
+``forget-requests`` (key: user_id; co-partitioned with the event topics; writable only by the
+privacy service's principal, kafka/strimzi ACLs): ``event_id``, ``user_id`` and ``ts``
+are required, ``"event_type": "forget"`` is optional there. On ``clicks``/``purchases``,
+where any producer can write, ``"event_type": "forget"`` is refused (``forget_not_allowed``)
+unless ``allow_forget=True`` (a development setting).
 
 A pure function, no broker: every reason below is a stable, metric-friendly code
 (``coldstream_dlq_total{reason=...}``, ``events-dlq.error``).
@@ -46,6 +49,8 @@ REASONS: dict[str, str] = {
     "unknown_event_type": "event_type is not one of " + ", ".join([*EVENT_TYPES, "forget"]),
     "event_type_mismatch": "event_type disagrees with the topic",
     "key_mismatch": "the record key is not the event's user_id",
+    "missing_key": "the record has no key (it must be the user_id: partitioning and sessions rely on it)",
+    "forget_not_allowed": "a forget request on an event topic (they go to forget-requests)",
     "unknown_field": "a field that no event schema declares",
     "processing_error": "the worker failed to process a valid event (bug or model failure)",
 }
@@ -54,6 +59,10 @@ FORGET = "forget"
 """``event_type`` of a deletion request: the worker drops the user's session state."""
 
 TOPIC_EVENT_TYPE = {"clicks": "click", "purchases": "purchase"}
+FORGET_TOPIC = "forget-requests"
+"""The topic of deletion requests (``docs/privacy.md``)."""
+INPUT_TOPICS = ("clicks", "purchases", FORGET_TOPIC)
+"""The topics the worker consumes events from (co-partitioned, keyed by user_id)."""
 REQUIRED = ("event_id", "user_id", "item_id", "ts")
 """The fields every event must carry (``kafka/topics.yaml`` declares the same: a unit test)."""
 
@@ -244,6 +253,16 @@ def _id(obj: dict[str, Any], name: str) -> str:
     return v
 
 
+def check_id(value: Any, name: str = "id") -> str:
+    """An id by the event id rules (string or non-negative integer, 1..``MAX_ID_LEN``
+    characters, no whitespace/control/format characters, NFC): the normalised string, or
+    ``ValueError`` saying what is wrong (``item-vectors`` records use it)."""
+    try:
+        return _id({name: value}, name)
+    except _Reject as r:
+        raise ValueError(r.detail) from None
+
+
 def _number(obj: dict[str, Any], name: str, *, required: bool) -> float | None:
     v = obj.get(name)
     if v is None:
@@ -263,6 +282,8 @@ def validate_event(
     topic: str,
     *,
     key: bytes | None = None,
+    require_key: bool = False,
+    allow_forget: bool = False,
     max_bytes: int = 16_384,
     max_future_skew_s: float = 3600.0,
     now: float | None = None,
@@ -270,13 +291,18 @@ def validate_event(
     """Check one raw input record.
 
     :param raw: the record value as received.
-    :param topic: logical topic name (``clicks`` or ``purchases``, without prefix).
+    :param topic: logical topic name (``clicks``, ``purchases`` or ``forget-requests``,
+        without prefix).
     :param key: the record key; when given it must equal the event's ``user_id``
         (partitioning, ordering and the session table rely on it).
+    :param require_key: refuse a record without a key (``missing_key``): the worker does,
+        because a null key lands the user's events on any partition.
+    :param allow_forget: accept ``"event_type": "forget"`` on ``clicks``/``purchases``
+        (development only; in production forget requests come on ``forget-requests``).
     """
     event_id: str | None = None
     try:
-        if topic not in TOPIC_EVENT_TYPE:
+        if topic not in TOPIC_EVENT_TYPE and topic != FORGET_TOPIC:
             raise _Reject("unknown_topic", f"{topic!r} carries no user events")
         if not raw:
             raise _Reject("empty", "empty payload")
@@ -306,7 +332,9 @@ def validate_event(
         ev_id = _id(obj, "event_id")
         event_id = ev_id
         user_id = _id(obj, "user_id")
-        forget = obj.get("event_type") == FORGET
+        if require_key and key is None:
+            raise _Reject("missing_key", "the record has no key; key it by user_id")
+        forget = topic == FORGET_TOPIC or obj.get("event_type") == FORGET
         item_id = "" if forget and obj.get("item_id") is None else _id(obj, "item_id")
         ts = _number(obj, "ts", required=True)
         assert ts is not None
@@ -314,12 +342,25 @@ def validate_event(
             raise _Reject("ts_negative", f"ts={ts}")
         if ts > (time.time() if now is None else now) + max_future_skew_s:
             raise _Reject("ts_future", f"ts={ts} is more than {max_future_skew_s:.0f} s ahead")
+        if topic == FORGET_TOPIC:
+            et = obj.get("event_type", FORGET)
+            if et != FORGET:
+                raise _Reject("event_type_mismatch", f"{str(et)[:40]!r} on topic {topic}")
+            if key is not None and key != user_id.encode("utf-8"):
+                raise _Reject("key_mismatch", f"key {key[:40]!r} != user_id {user_id!r}")
+            return Forget(ev_id, user_id, ts)
         event_type = TOPIC_EVENT_TYPE[topic]
         if "event_type" in obj:
             et = obj["event_type"]
             if not isinstance(et, str):
                 raise _Reject("wrong_type", "event_type must be a string")
             if et == FORGET:
+                if not allow_forget:
+                    raise _Reject(
+                        "forget_not_allowed",
+                        f"forget requests go to {FORGET_TOPIC}, "
+                        f"which only the privacy service may write",
+                    )
                 if key is not None and key != user_id.encode("utf-8"):
                     raise _Reject("key_mismatch", f"key {key[:40]!r} != user_id {user_id!r}")
                 return Forget(ev_id, user_id, ts)

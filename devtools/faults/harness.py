@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.faults.accounting import Outputs
 from devtools.faults.inputs import N_ITEMS, Input
 from devtools.kafka_io import produce, read_until, run_coro
@@ -47,9 +47,9 @@ class Harness:
         self.bootstrap, self.prefix, self.topics = bootstrap, prefix, topics
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if model_store is None:
+        if model_store is None:  # signed with this process's key (its public key: key_env)
             model_store = self.workdir / "store"
-            make_checkpoint(model_store, n_items=N_ITEMS)
+            make_checkpoint(model_store, n_items=N_ITEMS, signer=dev_signer())
         self.model_store = model_store
         self.app_id = prefix + "app"
         self.worker_options = {"threads": 1, "log_level": "warning", **(worker_options or {})}
@@ -65,7 +65,7 @@ class Harness:
             app_id=self.app_id,
             model_store=self.model_store,
             ready_timeout_s=120.0,
-            env=env,
+            env={**os.environ, **verify_env(), **(env or {})},  # trusts dev_signer()
             **opts,
         )
         self.workers.append(w)

@@ -75,7 +75,7 @@ def bad_payload(rng: random.Random, now: float) -> tuple[bytes | None, bytes | N
         "item_id": str(rng.randrange(1, N_ITEMS)),
         "ts": now,
     }
-    kind = rng.randrange(14)
+    kind = rng.randrange(20)
     key: bytes | None = user.encode()
     if kind == 0:
         return key, bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
@@ -108,7 +108,26 @@ def bad_payload(rng: random.Random, now: float) -> tuple[bytes | None, bytes | N
     elif kind == 11:
         return key, rng.choice([b"[]", b"null", b"42", b'"str"', b"{", b"{}", b""])
     elif kind == 12:
-        base["event_type"] = rng.choice(["like", "", "purchase", "FORGET"])
+        base["event_type"] = rng.choice(["like", "", "purchase", "FORGET", "forget"])
+    elif kind == 13:  # a lone surrogate escape: valid JSON, not text
+        field = rng.choice(["user_id", "item_id", "event_id"])
+        raw = json.dumps(base).replace(f'"{base[field]}"', f'"{base[field]}\\ud800"', 1)
+        return key, raw.encode()
+    elif kind == 14:  # deep nesting (the parser's recursion)
+        depth = rng.randrange(40, 5000)
+        return key, ("[" * depth + "]" * depth).encode()
+    elif kind == 15:  # nested deep inside an otherwise valid event
+        depth = rng.randrange(40, 3000)
+        raw = json.dumps(base)[:-1] + ', "context": ' + '{"a":' * depth + "1" + "}" * depth + "}"
+        return key, raw.encode()
+    elif kind == 16:  # huge numbers
+        base["ts"] = rng.choice([10**400, -(10**30), 2**64])
+    elif kind == 17:  # control, bidi and zero-width characters in ids
+        base[rng.choice(["user_id", "item_id"])] = (
+            "ab" + rng.choice(["\u202e", "\u200b", "\u0007", "\ufeff", "\u2066"]) + "cd"
+        )
+    elif kind == 18:  # no key at all
+        key = None
     else:
         key = b"someone-else"
     return key, json.dumps(base).encode()
@@ -125,7 +144,7 @@ def bad_events(n: int, *, seed: int = 1) -> list[Input]:
     for _ in range(n):
         k, v = bad_payload(rng, now)
         topic = rng.choice(["clicks", "purchases"])
-        ev = validate_event(v, topic, key=k)
+        ev = validate_event(v, topic, key=k, require_key=True)  # as the worker does
         valid = not isinstance(ev, Rejection)
         out.append(
             Input(topic, k, v, ev.event_id if valid else None, ev.user_id if valid else None)
@@ -139,7 +158,7 @@ def expected_rejections(inputs: list[Input]) -> dict[int, str]:
 
     out = {}
     for i, inp in enumerate(inputs):
-        ev = validate_event(inp.value, inp.topic, key=inp.key)
+        ev = validate_event(inp.value, inp.topic, key=inp.key, require_key=True)
         if isinstance(ev, Rejection):
             out[i] = ev.reason
     return out

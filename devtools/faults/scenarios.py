@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +47,12 @@ from devtools.faults.inputs import (
     good_events,
     interleave,
 )
-from devtools.kafka_io import committed_offsets, create_compacted_topic, run_coro
+from devtools.kafka_io import (
+    alter_topic_configs,
+    committed_offsets,
+    create_compacted_topic,
+    run_coro,
+)
 from devtools.processes import rss_mb
 from devtools.waiting import wait_until
 
@@ -63,7 +68,9 @@ __all__ = [
 ]
 
 COMMIT_INTERVAL_S = 2.8
-"""Faust's default ``broker_commit_interval``: the uncommitted window is at most this long."""
+"""Faust's default ``broker_commit_interval`` (the worker also commits after every batch)."""
+BATCH_SIZE = 512
+"""The worker's default ``batch_size``: after a crash at most one batch is answered twice."""
 
 BrokerKind = Literal["shared", "kafka", "tansu", "none"]
 
@@ -193,7 +200,9 @@ def kill9(
     users = {
         inp.user for inp in inputs[max(0, sent_at_kill - int(rate * 5)) : sent_at_kill] if inp.user
     }
-    bound = int(rate * (COMMIT_INTERVAL_S + 1.0)) + 512
+    # a batch's inputs are committed right after its outputs were delivered, and the next
+    # batch waits for that (COLDSTREAM_MAX_UNCOMMITTED_BATCHES=1): at most one batch repeats
+    bound = BATCH_SIZE
     return account(
         "worker kill -9 + restart",
         inputs,
@@ -356,7 +365,7 @@ def tansu_restart(
 
     before = good_events(n_events // 2, n_users=20, tag=h.prefix + "tb")
     after = good_events(n_events - len(before), n_users=20, tag=h.prefix + "ta", seed=5)
-    h.start_worker("a", session_timeout_s=2.0)
+    h.start_worker("a", session_timeout_s=2.0, idempotent_producer=False)  # Tansu: none
     w = h.workers[-1]
     h.produce(before)
     h.collect(before, timeout_s=60, idle_s=0.2)
@@ -428,11 +437,95 @@ def bad_input(h: Harness, *, n_bad: int = 300, n_good: int = 400, seed: int = 1)
     )
 
 
+@scenario("fuzz_flood", scaled=lambda s: {"n_payloads": int(50_000 * s)})
+def fuzz_flood(h: Harness, *, n_payloads: int = 3000, seed: int = 11) -> FaultResult:
+    """Fuzzed payloads flat out through one worker (``coldstream bench faults --scale 2``:
+    100,000): lone-surrogate escapes, deep nesting, huge numbers, control/bidi/zero-width
+    characters, wrong types, missing keys, invalid UTF-8, random bytes (plus the few that
+    happen to be valid). The breaker is off (ratio 1.0): every record must reach the worker.
+    Checks: no crash (one worker start, alive at the end), every payload answered or
+    dead-lettered, each DLQ record with the reason the validator gives."""
+    inputs = bad_events(n_payloads, seed=seed)
+    env = {**os.environ, "COLDSTREAM_DLQ_MAX_RATIO": "1.0"}
+    h.start_worker("a", env=env)
+    w = h.workers[-1]
+    t0 = time.time()
+    h.produce(inputs)
+    out = h.collect(inputs, timeout_s=600, idle_s=1.0)
+    want = expected_rejections(inputs)
+    got = {(d["source_topic"], d["partition"], d["offset"]): d["error"] for d in out.dlq_values}
+    wrong = sum(1 for i, reason in want.items() if got.get(inputs[i].pos) != reason)
+    starts = (h.workdir / "worker-a.log").read_text(errors="replace").count("serving model")
+    assert w.proc is not None
+    return account(
+        "fuzzed payloads through a worker",
+        inputs,
+        out,
+        time.time() - t0,
+        worker_alive=w.proc.poll() is None,
+        worker_starts=starts,
+        payloads=len(inputs),
+        expected_dlq=len(want),
+        dlq_reason_mismatches=wrong,
+        reasons=dict(sorted(Counter(got.values()).items())),
+    )
+
+
+@scenario("dlq_breaker_pause", scaled=lambda s: {"n_good": scaled_count(600, s)})
+def dlq_breaker_pause(
+    h: Harness, *, n_good: int = 600, n_bad: int = 600, cooldown_s: float = 3.0
+) -> FaultResult:
+    """One bad producer: every record of one user (hence one partition) is bad, the other
+    users' events are good. The breaker pauses that partition only: the good events of the
+    other partitions are all answered while it is open, the worker never exits, and after
+    the cool-down the paused partition's records are answered or dead-lettered (nothing is
+    lost). Recovery: first good answer after the breaker opened (details: the partition)."""
+    bad_user = f"{h.prefix}bp-bad"
+    bad = [
+        Input("clicks", bad_user.encode(), b"{not json", f"{h.prefix}bp-x{i}", bad_user)
+        for i in range(n_bad)
+    ]
+    good = good_events(n_good, n_users=60, tag=h.prefix + "bp")
+    env = {
+        **os.environ,
+        "COLDSTREAM_DLQ_MIN_EVENTS": "100",
+        "COLDSTREAM_DLQ_WINDOW": "200",
+        "COLDSTREAM_DLQ_COOLDOWN_S": str(cooldown_s),
+    }
+    h.start_worker("a", env=env, batch_size=50)
+    w = h.workers[-1]
+    h.produce(bad + good)
+    t0 = time.time()
+    out = h.collect(bad + good, timeout_s=120, idle_s=max(2.0, cooldown_s + 1))
+    good_ids = {inp.event_id for inp in good}
+    good_answered = sum(
+        1
+        for i, inp in enumerate(bad + good)
+        if inp.event_id in good_ids and out.counts.get(i, 0) > 0
+    )
+    metrics = w.get_text("/metrics")
+    opened = "DLQ circuit breaker open on" in (h.workdir / "worker-a.log").read_text(
+        errors="replace"
+    )
+    assert w.proc is not None
+    return account(
+        "DLQ circuit breaker: one bad partition paused",
+        bad + good,
+        out,
+        time.time() - t0,
+        worker_alive=w.proc.poll() is None,
+        breaker_opened=opened,
+        good_answered=good_answered,
+        good_total=len(good),
+        paused_metric_seen="coldstream_dlq_breaker_open" in metrics,
+    )
+
+
 @scenario("dlq_breaker", scaled=lambda s: {"n_events": scaled_count(1000, s)})
 def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> FaultResult:
-    """Mostly bad input: the breaker stops the worker with a clear message and a non-zero
-    exit. Lost counts only *consumed* inputs without an output; unread ones stay in the
-    topic (``details.unread``). Recovery: start -> exit."""
+    """Mostly bad input with ``COLDSTREAM_DLQ_BREAKER_ACTION=stop``: the breaker stops the
+    worker with a clear message and exit code 3. Lost counts only *consumed* inputs without
+    an output; unread ones stay in the topic (``details.unread``). Recovery: start -> exit."""
     n_bad = int(n_events * bad_share)
     inputs = interleave(
         good_events(n_events - n_bad, n_users=20, tag=h.prefix + "db"), bad_events(n_bad, seed=3), 4
@@ -440,7 +533,14 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
     h.produce(inputs)
     t0 = time.time()
     proc = h.spawn_worker(
-        "a", env={"COLDSTREAM_DLQ_MIN_EVENTS": "100", "COLDSTREAM_DLQ_WINDOW": "200"}, batch_size=50
+        "a",
+        # the breaker counts per input partition: 90% of ~100 events per partition trips it
+        env={
+            "COLDSTREAM_DLQ_MIN_EVENTS": "30",
+            "COLDSTREAM_DLQ_WINDOW": "60",
+            "COLDSTREAM_DLQ_BREAKER_ACTION": "stop",
+        },
+        batch_size=50,
     )
     try:
         rc = proc.wait(120)
@@ -470,6 +570,41 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
     )
     res.lost = lost
     return res
+
+
+@scenario("delivery_failure", scaled=lambda s: {"n_events": scaled_count(300, s)})
+def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
+    """The output topic refuses every record (``max.message.bytes`` below a recommendation's
+    size, a non-retriable error): the worker must stop (exit 5) without committing past the
+    failed sends; after the topic is fixed a new worker answers every event. Before, the
+    failure was logged and counted in a variable no metric exported, and offsets were
+    committed anyway (the events were lost). Recovery: topic fixed -> first answer."""
+    inputs = good_events(n_events, n_users=30, tag=h.prefix + "df")
+    rec_topic = h.topics["recommendations"]
+    run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "64"}), 60)
+    proc = h.spawn_worker("a")
+    h.produce(inputs)
+    try:
+        rc = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        rc = None
+    log_text = (h.workdir / "worker-a.log").read_text(errors="replace")
+    committed = run_coro(
+        committed_offsets(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60
+    )
+    run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "1048588"}), 60)
+    t_fixed = time.time()
+    h.start_worker("b")
+    out = h.collect(inputs, timeout_s=120)
+    return account(
+        "output topic refuses every record, then is fixed",
+        inputs,
+        out,
+        first_output_after(out, t_fixed),
+        exit_code=rc,
+        message="could not be delivered" in log_text,
+        committed_before_fix=sum(committed.values()),
+    )
 
 
 @scenario("burst", scaled=lambda s: {"steady_rate": 50.0, "burst_s": 2.0 * min(s, 5)})
@@ -541,25 +676,33 @@ def burst(
 
 @scenario("forget", scaled=lambda s: {"n_users": scaled_count(5, s) // 10 or 5})
 def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> FaultResult:
-    """Each user: ``before`` events, a forget request, ``after`` events. Checks: one ack per
-    request (no items, ``fallback: forgotten``), the table tombstoned then rebuilt from the
-    later events only, no recommended item from before the request is excluded-as-seen."""
-    now = time.time()
-    inputs: list[Input] = []
+    """Each user: ``before`` events, a forget request (on ``forget-requests``), ``after``
+    events, then a late copy of an event from before the request. Checks: one ack per request
+    (no items, ``fallback: forgotten``); the session holds the later events only, under the
+    forget marker; the late older event is answered ``forgotten`` and never stored."""
+    now = time.time() - 60
+    phases: list[list[Input]] = [[], [], []]  # before, the requests, after (+ a late copy)
     for u in range(n_users):
         user = f"{h.prefix}fg-u{u}"
         for j in range(before + 1 + after):
             eid = f"{h.prefix}fg-{u}-{j}"
-            value = (
-                forget_request(user, event_id=eid, ts=now)
-                if j == before
-                else event_payload(user, str(1 + (u * 7 + j) % N_ITEMS), event_id=eid, ts=now)
-            )
-            inputs.append(Input("clicks", user.encode(), value, eid, user))
+            ts = now + j
+            if j == before:
+                value = forget_request(user, event_id=eid, ts=ts)
+                phases[1].append(Input("forget-requests", user.encode(), value, eid, user))
+                continue
+            value = event_payload(user, str(1 + (u * 7 + j) % N_ITEMS), event_id=eid, ts=ts)
+            phases[0 if j < before else 2].append(Input("clicks", user.encode(), value, eid, user))
+        late = f"{h.prefix}fg-{u}-late"  # a producer retry of event 0, under a new id
+        value = event_payload(user, "1", event_id=late, ts=now)
+        phases[2].append(Input("clicks", user.encode(), value, late, user))
     h.start_worker("a")
     w = h.workers[-1]
-    h.produce(inputs)
-    out = h.collect(inputs, timeout_s=60)
+    inputs: list[Input] = []
+    for phase in phases:  # each phase answered before the next is sent (the real order)
+        inputs += phase
+        h.produce(phase)
+        out = h.collect(inputs, timeout_s=60, idle_s=0.3)
     sessions = h.sessions()
     problems = []
     for u in range(n_users):
@@ -571,14 +714,16 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
         first_after = [v for v in vals if v["event_id"] == f"{h.prefix}fg-{u}-{before + 1}"]
         if not first_after or first_after[0]["cold_start"] is not True:
             problems.append(f"{user}: first event after forget not cold start")
-        kept = sessions.get(user) or []
+        late = [v for v in vals if v["event_id"] == f"{h.prefix}fg-{u}-late"]
+        if len(late) != 1 or late[0]["fallback"] != "forgotten" or late[0]["items"]:
+            problems.append(f"{user}: late older event answered {late}")
+        stored = sessions.get(user)
+        kept = stored.get("h", []) if isinstance(stored, dict) else []
         want = [f"{h.prefix}fg-{u}-{j}" for j in range(before + 1, before + 1 + after)]
-        if [e[3] for e in kept] != want:
-            problems.append(f"{user}: session {kept}")
-        status, body = w.get_json(f"/recommend/{user}")
-        if status != 200 or body.get("history_length") != after:
-            problems.append(f"{user}: /recommend says {status} {body}")
-    # a user forgotten with nothing after it: gone from the table (tombstone)
+        if [e[3] for e in kept] != want or not isinstance(stored, dict):
+            problems.append(f"{user}: session {stored}")
+    assert w.proc is not None
+    # a user forgotten with nothing after it: only the marker is left
     lone = f"{h.prefix}fg-lone"
     extra = [
         Input(
@@ -589,9 +734,9 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
             lone,
         ),
         Input(
-            "clicks",
+            "forget-requests",
             lone.encode(),
-            forget_request(lone, event_id=lone + "-2", ts=now),
+            forget_request(lone, event_id=lone + "-2", ts=now + 1),
             lone + "-2",
             lone,
         ),
@@ -599,18 +744,185 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
     h.produce(extra)
     out2 = h.collect(inputs + extra, timeout_s=60)
     sessions = h.sessions()
-    if lone not in sessions or sessions[lone] is not None:
-        problems.append(f"{lone}: no tombstone ({sessions.get(lone, 'absent')})")
+    if sessions.get(lone) != {"forgotten_at": now + 1, "h": []}:
+        problems.append(f"{lone}: not a bare marker ({sessions.get(lone, 'absent')})")
     return account("forget a user (privacy)", inputs + extra, out2, None, problems=problems)
 
 
 def forget_request(user_id: str, *, event_id: str, ts: float) -> bytes:
-    """A forget request: ``event_type: forget`` and no ``item_id`` (``docs/privacy.md``).
-    Not built by ``event_payload``, whose ``item_id`` is required."""
+    """A forget request (for ``forget-requests``): ``event_type: forget`` and no ``item_id``
+    (``docs/privacy.md``). Not built by ``event_payload``, whose ``item_id`` is required."""
     return json.dumps(
         {"event_id": event_id, "user_id": user_id, "event_type": "forget", "ts": ts},
         separators=(",", ":"),
     ).encode()
+
+
+@scenario("stalled_partition", scaled=lambda s: {"n_events": scaled_count(600, s)})
+def stalled_partition(
+    h: Harness, *, n_events: int = 600, n_users: int = 60, stall_after_s: float = 3.0
+) -> FaultResult:
+    """A worker whose consumer cannot progress on ``clicks[0]`` (held paused by fault
+    injection, :mod:`devtools.faults.stall`) while events wait on it and every other
+    partition flows. Checks: ``/ready?partitions=1`` answers 503 naming ``clicks[0]`` as
+    stalled, ``coldstream_partition_stalled`` is 1 for it and 0 for the others, ``/ready``
+    (serving the API) and ``/healthz`` stay 200. Then every partition is held: ``/healthz``
+    answers 503 (no batch while input waits). A healthy worker replaces it: nothing is lost.
+    Recovery: inputs acknowledged -> the stall named by ``/ready``."""
+    from devtools.faults.stall import held_now, hold, worker_env
+
+    control = h.workdir / "stall-control.json"
+    hold(control, [("clicks", 0)])
+    liveness_after_s = 2 * stall_after_s
+    env = worker_env(
+        h.workdir,
+        control,
+        stall_after_s=stall_after_s,
+        liveness_after_s=liveness_after_s,
+        health_interval_s=0.5,
+    )
+    a = h.start_worker("a", env=env)
+    p0 = (h.topics["clicks"], 0)
+    wait_until(lambda: p0 in held_now(control), 30, "the worker to hold clicks[0]", interval_s=0.1)
+    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "sp")
+    h.produce(inputs)
+    t_sent = time.time()
+    on_p0 = sum(1 for inp in inputs if inp.pos is not None and inp.pos[:2] == ("clicks", 0))
+
+    def stall_named() -> tuple[int, Any] | None:
+        status, body = a.get_json("/ready?partitions=1")
+        named = [(s["topic"], s["partition"]) for s in body.get("stalled", [])]
+        return (status, body) if ("clicks", 0) in named else None
+
+    status_p, body_p = wait_until(
+        stall_named, 60 + stall_after_s, "/ready to name clicks[0]", interval_s=0.2
+    )
+    detected_s = time.time() - t_sent
+
+    def metric_says_stalled() -> dict[tuple[str, int], float] | None:
+        gauges = stalled_gauges(a.get_text("/metrics"))
+        return gauges if gauges.get(("clicks", 0)) == 1.0 else None
+
+    gauges = wait_until(
+        metric_says_stalled, 30, "coldstream_partition_stalled for clicks[0]", interval_s=0.2
+    )
+    metric_s = time.time() - t_sent
+    status_api, _ = a.get_json("/ready")
+    status_live, _ = a.get_json("/healthz")
+    # now every partition is held: input waits and no batch at all is processed
+    hold(control, "all")
+    more = good_events(60, n_users=n_users, tag=h.prefix + "sp2")
+    h.produce(more)
+    t_all = time.time()
+
+    def wedged() -> tuple[int, Any] | None:
+        got = a.get_json("/healthz")
+        return got if got[0] == 503 else None
+
+    status_wedged, body_wedged = wait_until(
+        wedged, 60 + liveness_after_s, "/healthz to be 503", interval_s=0.2
+    )
+    wedged_s = time.time() - t_all
+    rc_a = a.stop(deadline_s=30)
+    h.start_worker("b")  # no injection: it answers the backlog
+    out = h.collect(inputs + more, timeout_s=120)
+    others = [v for k, v in gauges.items() if k != ("clicks", 0)]
+    return account(
+        "stalled partition: named by /ready and the metrics; degraded, not dead",
+        inputs + more,
+        out,
+        detected_s,
+        stall_after_s=stall_after_s,
+        metric_detected_s=round(metric_s, 2),
+        events_on_stalled_partition=on_p0,
+        ready_partitions_status=status_p,
+        stalled=body_p.get("stalled"),
+        metric_stalled=gauges.get(("clicks", 0)),
+        metric_others=len(others),
+        metric_others_max=max(others, default=None),
+        ready_api_status=status_api,
+        healthz_status_while_others_flow=status_live,
+        healthz_status_when_all_held=status_wedged,
+        healthz_when_all_held=body_wedged,
+        wedged_detected_s=round(wedged_s, 2),
+        liveness_after_s=liveness_after_s,
+        stalled_worker_exit_code=rc_a,
+    )
+
+
+def stalled_gauges(metrics: str) -> dict[tuple[str, int], float]:
+    """``(topic, partition) -> value`` of ``coldstream_partition_stalled`` in an exposition."""
+    out = {}
+    prefix = "coldstream_partition_stalled{"
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            labels, value = line[len(prefix) :].rsplit("} ", 1)
+            kv = dict(part.split("=", 1) for part in labels.split(","))
+            out[(kv["topic"].strip('"'), int(kv["partition"].strip('"')))] = float(value)
+    return out
+
+
+@scenario("two_replicas_recommend", scaled=lambda s: {"n_users": scaled_count(40, s)})
+def two_replicas_recommend(h: Harness, *, n_users: int = 40, per_user: int = 3) -> FaultResult:
+    """Two workers share the group (each owns half the partitions). Every user's events are
+    answered on ``recommendations``; then a round-robin client asks ``GET /recommend`` for
+    each user, once on each replica. Checks: every known user gets their own answer from
+    whichever replica is asked -- not a fallback, the same answer from both replicas, and
+    the items the stream gave for the user's last event (the same session, the same
+    model). Recovery: none (details: the owners, answers per replica)."""
+    workers = h.start_workers("a", "b")
+    now = time.time()
+    inputs = []
+    for u in range(n_users):
+        user = f"{h.prefix}rr-u{u}"
+        for j in range(per_user):
+            eid = f"{h.prefix}rr-{u}-{j}"
+            item = str(1 + (u * 11 + j * 5) % N_ITEMS)
+            value = event_payload(user, item, event_id=eid, ts=now + j)
+            inputs.append(Input("clicks", user.encode(), value, eid, user))
+    h.produce(inputs)
+    out = h.collect(inputs, timeout_s=120)
+    partitions_of = {inp.user: inp.pos[1] for inp in inputs if inp.pos is not None}
+    owned = {w.port: w.get_json("/ready")[1].get("owned_partitions") for w in workers}
+    problems: list[str] = []
+    asked = fallbacks = different = not_own = 0
+    answered_by: dict[int, int] = defaultdict(int)
+    for u in range(n_users):
+        user = f"{h.prefix}rr-u{u}"
+        last = out.by_user.get(user, [])[-1:]  # the stream's answer to the user's last event
+        want = {i["item_id"] for i in last[0]["items"]} if last else None
+        bodies = []
+        for turn in range(2):  # round robin: user u starts on replica u % 2, then the other
+            w = workers[(u + turn) % 2]
+            status, body = w.get_json(f"/recommend/{user}?k=10")
+            asked += 1
+            answered_by[w.port] += status == 200
+            if status != 200:
+                problems.append(f"{user} on :{w.port}: {status} {body}")
+                continue
+            bodies.append(body)
+            if body.get("fallback") is not None:
+                fallbacks += 1
+                problems.append(f"{user} on :{w.port}: fallback {body.get('fallback')}")
+            elif want is None or {i["item_id"] for i in body["items"]} != want:
+                not_own += 1
+                problems.append(f"{user} on :{w.port}: items differ from the stream's")
+        if len(bodies) == 2 and bodies[0]["items"] != bodies[1]["items"]:
+            different += 1
+    return account(
+        "two replicas: /recommend answered by the owner of the user's partition",
+        inputs,
+        out,
+        None,
+        asked=asked,
+        fallback_answers=fallbacks,
+        not_the_users_answer=not_own,
+        replicas_disagree=different,
+        answered_by=dict(answered_by),
+        owned_partitions=owned,
+        user_partitions=len(set(partitions_of.values())),
+        problems=problems[:10],
+    )
 
 
 @scenario("hostile_checkpoint", broker="none")
@@ -695,3 +1007,200 @@ def _make_hostile(path: Path, attack: str) -> None:
     elif attack == "path_escape":
         man["files"]["../../../etc/passwd"] = {"bytes": 1, "sha256": "0" * 64}
     (path / "manifest.json").write_text(json.dumps(man))
+
+
+# ------------------------------------------------------------------------------ the control plane
+
+
+def _control_world(h: Harness, name: str) -> tuple[Any, Path, Path]:
+    """A private signed store for a control-plane scenario: v1 (``CURRENT.json`` seq 1) and
+    v2 (signed, not pointed at); the harness's workers serve it and trust ``dev_signer()``."""
+    from devtools.checkpoints import dev_signer
+
+    signer = dev_signer()
+    store = h.workdir / f"store-{name}"
+    v1 = make_checkpoint(store, n_items=N_ITEMS, seed=1, signer=signer)
+    v2 = make_checkpoint(store, n_items=N_ITEMS, seed=2, signer=signer, point=False)
+    h.model_store = store
+    return signer, v1, v2
+
+
+def _send_control(h: Harness, value: bytes, topic: str = "model-updates") -> float:
+    from devtools.kafka_io import produce
+
+    run_coro(produce(h.bootstrap, [(h.topics[topic], None, value)], acks="all"), 60)
+    return time.time()
+
+
+def _versions_after(out: Any, t: float) -> list[str]:
+    rows = sorted((v["produced_at"], v["model_version"]) for vs in out.by_user.values() for v in vs)
+    return [ver for at, ver in rows if at > t]
+
+
+def _metric(w: Any, sample: str) -> float:
+    import re
+
+    m = re.search("^" + re.escape(sample) + r" (\S+)$", w.get_text("/metrics"), re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@scenario("forged_update", scaled=lambda s: {"n_events": scaled_count(600, s)})
+def forged_update(
+    h: Harness, *, n_events: int = 600, n_users: int = 30, rate: float = 150.0
+) -> FaultResult:
+    """Mid-stream, forged ``model-updates`` records for a real checkpoint: signed by an unknown
+    key, claiming our key id with a wrong signature, unsigned, and 200 KB of nested JSON;
+    then the genuine record. The forged ones are refused with their reasons (the worker keeps
+    serving v1, nothing lost); the genuine one is followed. Recovery: genuine record -> first
+    output of v2."""
+    from coldstream.core.checkpoint import manifest_sha256
+    from coldstream.core.model_updates import make_update
+    from coldstream.core.signing import Signer
+
+    signer, _, v2 = _control_world(h, "forged")
+    attacker = Signer.generate()
+
+    def update(by: Any, seq: int) -> bytes:
+        return make_update(
+            version=2,
+            seq=seq,
+            checkpoint_dir=v2,
+            manifest_sha256=manifest_sha256(v2),
+            metrics={"forged": by is not signer},
+            signer=by,
+        ).to_json()
+
+    unknown = update(attacker, 99)
+    claimed = json.loads(update(attacker, 99))
+    claimed["key_id"] = signer.key_id  # our key id, the attacker's signature
+    unsigned = {k: v for k, v in json.loads(update(signer, 99)).items() if k != "signature"}
+    forged = [
+        unknown,
+        json.dumps(claimed).encode(),
+        json.dumps(unsigned).encode(),
+        b"[" * 200_000,
+    ]
+    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "fu")
+    w = h.start_worker("a")
+    feeder = h.feeder(inputs, rate)
+    feeder.start()
+    wait_until(lambda: feeder.sent >= 0.3 * n_events, 120, "the stream to be under way")
+    for value in forged:
+        _send_control(h, value)
+    wait_until(lambda: feeder.sent >= 0.6 * n_events, 120, "more events after the forgeries")
+    t_forged_done = time.time()
+    t_genuine = _send_control(h, update(signer, 2))
+    feeder.join_checked(300)
+    out = h.collect(inputs, timeout_s=120)
+    after_forged = _versions_after(out, t_forged_done)
+    first_v2 = min(
+        (v["produced_at"] for vs in out.by_user.values() for v in vs if v["model_version"] == "2"),
+        default=None,
+    )
+    assert w.proc is not None
+    refusals = {
+        r: _metric(w, f'coldstream_model_swap_failures_total{{reason="{r}"}}')
+        for r in ("unknown_key", "bad_signature", "unsigned", "bad_record")
+    }
+    status, ready = w.get_json("/ready")
+    return account(
+        "forged model-updates records",
+        inputs,
+        out,
+        (first_v2 - t_genuine) if first_v2 is not None else None,
+        worker_alive=w.proc.poll() is None,
+        refusals=refusals,
+        v2_before_genuine=sum(
+            1
+            for vs in out.by_user.values()
+            for v in vs
+            if v["model_version"] == "2" and v["produced_at"] < t_genuine
+        ),
+        versions_after_forgeries=sorted(set(after_forged)),
+        final_version=ready.get("model_version") if status == 200 else None,
+        swaps_ok=_metric(w, 'coldstream_model_swaps_total{outcome="ok"}'),
+        order_violations=order_violations(inputs, out),
+    )
+
+
+@scenario("replayed_update", scaled=lambda s: {"n_events": scaled_count(600, s)})
+def replayed_update(
+    h: Harness, *, n_events: int = 600, n_users: int = 30, rate: float = 150.0
+) -> FaultResult:
+    """Mid-stream: the genuine v2 update (seq 2), a rollback to v1 (pointer and update, seq
+    3), then the v2 record replayed byte for byte (a valid signature, an old seq). The
+    replay is skipped: every output after the rollback settles is v1. Recovery: rollback
+    record -> first v1 output after it."""
+    from coldstream.core.checkpoint import manifest_sha256
+    from coldstream.core.model_updates import make_update
+    from coldstream.core.pointer import write_pointer
+
+    signer, v1, v2 = _control_world(h, "replayed")
+    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "ru")
+    w = h.start_worker("a")
+    feeder = h.feeder(inputs, rate)
+    feeder.start()
+    wait_until(lambda: feeder.sent >= 0.2 * n_events, 120, "the stream to be under way")
+    promoted = write_pointer(
+        h.model_store, version=2, manifest_sha256=manifest_sha256(v2), signer=signer
+    )
+    genuine = make_update(
+        version=2,
+        seq=promoted.seq,
+        checkpoint_dir=v2,
+        manifest_sha256=manifest_sha256(v2),
+        metrics={},
+        signer=signer,
+    ).to_json()
+    _send_control(h, genuine)
+    wait_until(lambda: _metric(w, "coldstream_model_seq") == promoted.seq, 60, "the swap to v2")
+    back = write_pointer(
+        h.model_store, version=1, manifest_sha256=manifest_sha256(v1), signer=signer
+    )
+    t_rollback = _send_control(
+        h,
+        make_update(
+            version=1,
+            seq=back.seq,
+            checkpoint_dir=v1,
+            manifest_sha256=manifest_sha256(v1),
+            metrics={"rollback": True},
+            signer=signer,
+        ).to_json(),
+    )
+    wait_until(lambda: _metric(w, "coldstream_model_seq") == back.seq, 60, "the rollback to v1")
+    t_settled = time.time()
+    _send_control(h, genuine)  # the replay: the very bytes of the v2 record
+    wait_until(lambda: feeder.sent >= 0.8 * n_events, 120, "more events after the replay")
+    feeder.join_checked(300)
+    out = h.collect(inputs, timeout_s=120)
+    after = _versions_after(out, t_settled + 0.5)
+    first_v1 = min(
+        (
+            v["produced_at"]
+            for vs in out.by_user.values()
+            for v in vs
+            if v["model_version"] == "1" and v["produced_at"] > t_rollback
+        ),
+        default=None,
+    )
+    assert w.proc is not None
+    status, ready = w.get_json("/ready")
+    skipped = _metric(
+        w,
+        'coldstream_control_records_total{outcome="skipped",reason="not_newer",topic="model-updates"}',
+    )
+    return account(
+        "replayed model-updates record after a rollback",
+        inputs,
+        out,
+        (first_v1 - t_rollback) if first_v1 is not None else None,
+        worker_alive=w.proc.poll() is None,
+        versions_after_replay=sorted(set(after)),
+        outputs_after_replay=len(after),
+        final_version=ready.get("model_version") if status == 200 else None,
+        final_seq=_metric(w, "coldstream_model_seq"),
+        swaps_ok=_metric(w, 'coldstream_model_swaps_total{outcome="ok"}'),
+        replays_skipped=skipped,
+        order_violations=order_violations(inputs, out),
+    )

@@ -13,11 +13,11 @@ from devtools.faults import Harness
 
 @pytest.fixture(scope="session")
 def fault_model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from devtools.checkpoints import make_checkpoint
+    from devtools.checkpoints import dev_signer, make_checkpoint
     from devtools.faults import N_ITEMS
 
     root = tmp_path_factory.mktemp("fault-store")
-    make_checkpoint(root, n_items=N_ITEMS)
+    make_checkpoint(root, n_items=N_ITEMS, signer=dev_signer())  # the harness's workers trust it
     return root
 
 

@@ -83,6 +83,24 @@ def test_bad_input_through_a_worker(harness):
     assert len(r.details["reasons"]) >= 10, _show(r)
 
 
+def test_fuzzed_payloads_through_a_real_worker(harness):
+    r = faults.fuzz_flood(harness, n_payloads=2000)
+    assert r.details["worker_alive"] and r.details["worker_starts"] == 1, _show(r)
+    assert r.lost == 0, _show(r)  # every payload answered or dead-lettered
+    assert r.details["dlq_reason_mismatches"] == 0, _show(r)
+    assert {"invalid_text", "invalid_json", "missing_key", "bad_id"} <= set(r.details["reasons"]), (
+        _show(r)
+    )
+
+
+def test_dlq_breaker_pauses_only_the_bad_partition(harness):
+    # before: one bad producer stopped the whole worker (every partition) with exit 3
+    r = faults.dlq_breaker_pause(harness, n_good=300, n_bad=400, cooldown_s=2.0)
+    assert r.details["worker_alive"] and r.details["breaker_opened"], _show(r)
+    assert r.details["good_answered"] == r.details["good_total"], _show(r)
+    assert r.lost == 0 and r.duplicated == 0, _show(r)
+
+
 def test_dlq_breaker_stops_with_a_clear_message(harness):
     r = faults.dlq_breaker(harness, n_events=600, bad_share=0.9)
     assert r.details["exit_code"] == 3, _show(r)
@@ -90,6 +108,13 @@ def test_dlq_breaker_stops_with_a_clear_message(harness):
     assert r.lost == 0, _show(r)  # every committed input has its output
     assert r.details["unread"] > 0, _show(r)  # it stopped instead of dead-lettering everything
     assert r.recovery_seconds is not None and r.recovery_seconds < 60, _show(r)
+
+
+def test_a_failed_delivery_stops_the_worker_before_any_commit(harness):
+    r = faults.delivery_failure(harness, n_events=200)
+    assert r.details["exit_code"] == 5 and r.details["message"], _show(r)
+    assert r.details["committed_before_fix"] == 0, _show(r)  # nothing committed past a failure
+    assert r.lost == 0, _show(r)  # the next worker answered every event
 
 
 def test_burst_100x_bounded_memory_and_drained(harness):
@@ -106,6 +131,37 @@ def test_forget_a_user(harness):
     assert r.lost == 0 and r.dlq == 0, _show(r)
 
 
+def test_a_stalled_partition_is_named_by_ready_and_the_metric(harness):
+    # before: clicks[0] stuck with lag for good while /healthz and /ready said ok
+    r = faults.stalled_partition(harness, n_events=400, stall_after_s=3.0)
+    assert r.details["events_on_stalled_partition"] > 0, _show(r)
+    assert r.details["ready_partitions_status"] == 503, _show(r)
+    [stall] = r.details["stalled"]
+    assert (stall["topic"], stall["partition"]) == ("clicks", 0) and stall["lag"] > 0, _show(r)
+    assert stall["seconds_since_progress"] >= 3.0, _show(r)  # not before the configured time
+    assert r.details["metric_stalled"] == 1.0, _show(r)
+    assert r.details["metric_others"] >= 5 and r.details["metric_others_max"] == 0.0, _show(r)
+    # degraded, not dead: it serves the API and is live while the other partitions flow
+    assert r.details["ready_api_status"] == 200, _show(r)
+    assert r.details["healthz_status_while_others_flow"] == 200, _show(r)
+    # a worker that processes nothing while input waits is not live
+    assert r.details["healthz_status_when_all_held"] == 503, _show(r)
+    assert r.lost == 0, _show(r)  # its replacement answered the backlog
+
+
+def test_two_replicas_answer_every_known_user_from_its_owner(harness):
+    # before: the replica the Service picked answered from its own table (a popularity
+    # fallback for every user of the other replica's partitions)
+    r = faults.two_replicas_recommend(harness, n_users=40)
+    assert r.lost == 0 and r.details["user_partitions"] >= 4, _show(r)
+    owned = list(r.details["owned_partitions"].values())
+    assert all(owned) and sorted(p for o in owned for p in o) == list(range(6)), _show(r)
+    assert r.details["asked"] == 80 and sum(r.details["answered_by"].values()) == 80, _show(r)
+    assert r.details["fallback_answers"] == 0, _show(r)
+    assert r.details["not_the_users_answer"] == 0, _show(r)
+    assert r.details["replicas_disagree"] == 0, _show(r)
+
+
 def test_hostile_checkpoints_are_refused_before_allocating(tmp_path):
     t = time.monotonic()
     r = faults.hostile_checkpoint(tmp_path)
@@ -118,3 +174,30 @@ def test_hostile_checkpoints_are_refused_before_allocating(tmp_path):
     # the absurd config asks for ~1.9e9 parameters (~7 GB): peak RSS may grow by < 256 MB
     assert r.details["max_rss_growth_mb"] < 256, _show(r)
     assert time.monotonic() - t < 120
+
+
+def test_forged_updates_are_refused_and_the_genuine_one_followed(harness):
+    r = faults.forged_update(harness, n_events=500, n_users=30, rate=150.0)
+    assert r.details["worker_alive"], _show(r)
+    assert r.lost == 0 and r.duplicated == 0 and r.dlq == 0, _show(r)
+    assert r.details["v2_before_genuine"] == 0, _show(r)  # no forgery was ever served
+    assert r.details["refusals"] == {
+        "unknown_key": 1.0,
+        "bad_signature": 1.0,
+        "unsigned": 1.0,
+        "bad_record": 1.0,  # the 200 KB nested record: counted, the follower goes on
+    }, _show(r)
+    assert r.details["swaps_ok"] == 1.0 and r.details["final_version"] == "2", _show(r)
+    assert r.recovery_seconds is not None and r.recovery_seconds < 30, _show(r)
+    assert r.details["order_violations"] == 0, _show(r)
+
+
+def test_a_replayed_update_does_not_undo_a_rollback(harness):
+    r = faults.replayed_update(harness, n_events=500, n_users=30, rate=150.0)
+    assert r.details["worker_alive"], _show(r)
+    assert r.lost == 0 and r.duplicated == 0 and r.dlq == 0, _show(r)
+    assert r.details["swaps_ok"] == 2.0 and r.details["replays_skipped"] == 1.0, _show(r)
+    assert r.details["outputs_after_replay"] > 0, _show(r)
+    assert r.details["versions_after_replay"] == ["1"], _show(r)
+    assert (r.details["final_version"], r.details["final_seq"]) == ("1", 3.0), _show(r)
+    assert r.recovery_seconds is not None and r.recovery_seconds < 30, _show(r)

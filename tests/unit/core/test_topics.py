@@ -28,10 +28,24 @@ DESIGN = {
             "latency_ms",
         },
     ),
-    "model-updates": (None, {"version", "uri", "sha256", "created_at", "metrics", "signature"}),
-    "item-vectors": ("item_id", {"item_id", "model_version", "vector"}),
+    # + the Ed25519 control plane (coldstream/core/signing.py): the key id of the signature,
+    # and the store pointer's sequence number that makes replays skippable and rollbacks work
+    "model-updates": (
+        None,
+        {"version", "seq", "uri", "sha256", "created_at", "metrics", "key_id", "signature"},
+    ),
+    "item-vectors": ("item_id", {"item_id", "model_version", "vector", "key_id", "signature"}),
     "events-dlq": (None, {"source_topic", "partition", "offset", "error", "payload"}),
 }
+
+#: Topics coldstream adds to DESIGN.md's, with why (the design names its topics; these are
+#: additions, not renames).
+ADDED = {
+    # deletion requests on their own topic, so that only the privacy service's principal can
+    # write them (an ACL); on the event topics any producer could forget any user
+    "forget-requests": ("user_id", {"event_id", "user_id", "ts"}),
+}
+
 
 VALID = """\
 version: 1
@@ -60,8 +74,8 @@ def test_file_is_found_in_the_source_tree() -> None:
 
 def test_all_design_topics_with_keys_and_fields() -> None:
     specs = load_topics()
-    assert list(specs) == list(DESIGN)
-    for name, (key, fields) in DESIGN.items():
+    assert [n for n in specs if n not in ADDED] == list(DESIGN)
+    for name, (key, fields) in {**DESIGN, **ADDED}.items():
         spec = specs[name]
         assert spec.name == name
         assert spec.key == key, name
@@ -110,8 +124,8 @@ def test_prefixing() -> None:
     names = topic_names("t-1a2b-")
     assert names["clicks"] == "t-1a2b-clicks"
     assert names["model-updates"] == "t-1a2b-model-updates"
-    assert set(names) == set(DESIGN)
-    assert topic_names() == {n: n for n in DESIGN}
+    assert set(names) == set(DESIGN) | set(ADDED)
+    assert topic_names() == {n: n for n in {**DESIGN, **ADDED}}
     specs = prefixed(None, "x-")
     assert specs["items"].name == "x-items" and specs["items"].compacted
     assert specs["items"].partitions == load_topics()["items"].partitions
@@ -175,7 +189,7 @@ def test_installed_copy_under_sys_prefix(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(topics_mod, "TOPICS_FILE", Path("no-such-dir") / "topics.yaml")
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert find_topics_file() == installed
-    assert list(load_topics()) == list(DESIGN)
+    assert list(load_topics()) == list(DESIGN)[:2] + list(ADDED) + list(DESIGN)[2:]
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere"))
     monkeypatch.setattr(topics_mod.site, "getuserbase", lambda: str(tmp_path / "nobody"))
     with pytest.raises(TopicsError, match="share/coldstream/kafka/topics.yaml"):

@@ -8,7 +8,7 @@ import pytest
 
 from devtools.checkpoints import make_checkpoint
 from devtools.kafka_io import new_event
-from stream_app.batch import BatchProcessor, Deduper, DlqBreaker, Incoming
+from stream_app.batch import BatchProcessor, Deduper, DlqBreaker, Incoming, PartitionBreakers
 from stream_app.recommender import Recommender
 from stream_app.settings import Settings
 
@@ -55,7 +55,8 @@ def test_batch_outputs_sessions_and_dedupe(recommender):
     assert vals[0]["cold_start"] is True and vals[1]["cold_start"] is True
     assert vals[0]["latency_ms"] == pytest.approx(500.0)
     assert store["u1"] == [["1", 0, 1.0], ["2", 1, 2.0]]  # the processor never writes the store
-    dlq = json.loads(out.dlq[0])
+    assert out.dlq[0][0] == b"u9"  # the DLQ record is keyed by the input's key (the user)
+    dlq = json.loads(out.dlq[0][1])
     assert (dlq["source_topic"], dlq["offset"], dlq["error"], dlq["payload"]) == (
         "clicks",
         4,
@@ -68,24 +69,103 @@ def test_batch_outputs_sessions_and_dedupe(recommender):
     )
 
 
-def test_ranking_failure_goes_to_dlq(recommender):
+def test_a_ranking_failure_answers_from_popularity_and_dead_letters_nothing(recommender):
+    # a model error is not the events' fault: before, both valid events (and their payloads)
+    # went to the DLQ as processing_error and counted towards the breaker
     class Broken:
         model = recommender.model
 
         def rank_batch(self, *a, **k):
             raise RuntimeError("boom")
 
+        def popular(self, k, exclude=()):
+            return [("7", 0.5)]
+
+        def observe(self, items):
+            list(items)
+
     p = BatchProcessor(Broken(), Settings(), get_session=lambda u: None, clock=lambda: NOW)
     out = p.process([rec("clicks", "u1", "1", 0), rec("clicks", "u2", "2", 1)])
-    assert not out.recommendations and len(out.dlq) == 2 and not out.sessions
-    assert out.dlq_reasons == {"processing_error": 2}
+    assert not out.dlq and out.model_errors == 1 and out.per_partition == {("clicks", 0): (2, 0)}
+    vals = [json.loads(v) for _, v in out.recommendations]
+    assert [v["fallback"] for v in vals] == ["model_error", "model_error"]
+    assert [v["items"] for v in vals] == [[{"item_id": "7", "score": 0.5}]] * 2
+    assert set(out.sessions) == {"u1", "u2"}  # the events still count for the session
 
 
 def test_deduper_is_bounded():
     d = Deduper(3)
     for i in range(5):
-        d.add(str(i))
-    assert len(d) == 3 and "0" not in d and "4" in d
+        d.add(("u", str(i)))
+    assert len(d) == 3 and ("u", "0") not in d and ("u", "4") in d
+
+
+def test_another_users_event_with_the_same_id_is_not_a_duplicate(recommender):
+    # dedupe used to be global across users: u2's event reusing u1's event_id got no output
+    p = BatchProcessor(recommender, Settings(), get_session=lambda u: None, clock=lambda: NOW)
+    first = p.process([rec("clicks", "u1", "1", 0, "same-id")])
+    second = p.process(
+        [rec("clicks", "u2", "2", 1, "same-id"), rec("clicks", "u1", "3", 2, "same-id")]
+    )
+    assert len(first.recommendations) == 1
+    assert [json.loads(v)["user_id"] for _, v in second.recommendations] == ["u2"]
+    assert second.outcomes[("clicks", "duplicate")] == 1  # u1's own repeat still is one
+
+
+def test_a_record_without_a_key_is_refused(recommender):
+    # a null key lets a user's events land on any partition (their session splits)
+    p = BatchProcessor(recommender, Settings(), get_session=lambda u: None, clock=lambda: NOW)
+    _, value = new_event("u1", "1", ts=NOW - 1)
+    out = p.process([Incoming("clicks", 3, 0, None, value, NOW)])
+    assert not out.recommendations and out.dlq_reasons == {"missing_key": 1}
+    assert out.dlq[0][0] is None
+
+
+def _forget(user, offset, ts, eid=None):
+    value = json.dumps({"event_id": eid or f"f{offset}", "user_id": user, "ts": ts}).encode()
+    return Incoming("forget-requests", 0, offset, user.encode(), value, NOW)
+
+
+def test_forget_request_leaves_a_marker_that_refuses_older_events(recommender):
+    store: dict = {}
+    p = BatchProcessor(recommender, Settings(), get_session=store.get, clock=lambda: NOW)
+
+    def run(batch):
+        out = p.process(batch)
+        for u, (_, value) in out.sessions.items():
+            store[u] = value
+        return out
+
+    def old(user, item, offset, eid, ts):
+        _, value = new_event(user, item, event_id=eid, ts=ts)
+        return Incoming("clicks", 0, offset, user.encode(), value, NOW)
+
+    run([old("u1", "1", 0, "a", NOW - 100), old("u1", "2", 1, "b", NOW - 90)])
+    out = run([_forget("u1", 2, NOW - 50)])
+    assert json.loads(out.recommendations[0][1])["fallback"] == "forgotten"
+    assert store["u1"] == {"forgotten_at": NOW - 50, "h": []} and out.forgotten == ["u1"]
+    # a redelivered older event (another id, as after a producer retry) does not come back
+    out = run([old("u1", "3", 3, "c", NOW - 60)])
+    assert json.loads(out.recommendations[0][1])["fallback"] == "forgotten"
+    assert out.n_refused_forgotten == 1 and store["u1"]["h"] == []
+    # a genuinely new event starts a new history beside the marker
+    out = run([old("u1", "4", 4, "d", NOW - 10)])
+    assert json.loads(out.recommendations[0][1])["fallback"] != "forgotten"
+    assert [e[0] for e in store["u1"]["h"]] == ["4"] and store["u1"]["forgotten_at"] == NOW - 50
+
+
+def test_forget_on_an_event_topic_is_refused_unless_allowed(recommender):
+    value = json.dumps({"event_id": "f", "user_id": "u1", "ts": NOW - 1, "event_type": "forget"})
+    incoming = Incoming("clicks", 0, 0, b"u1", value.encode(), NOW)
+    strict = BatchProcessor(recommender, Settings(), get_session=lambda u: None, clock=lambda: NOW)
+    assert strict.process([incoming]).dlq_reasons == {"forget_not_allowed": 1}
+    dev = BatchProcessor(
+        recommender,
+        Settings(forget_on_event_topics=True),
+        get_session=lambda u: None,
+        clock=lambda: NOW,
+    )
+    assert dev.process([incoming]).forgotten == ["u1"]
 
 
 def test_breaker_trips_on_ratio_and_respects_window():
@@ -169,3 +249,23 @@ async def test_fast_path_take_batches_and_backpressure():
     assert not empty.done()  # an empty buffer waits for the first message, however long
     fp.put(9)
     assert await asyncio.wait_for(empty, 1.0) == [9]
+
+
+def test_partition_breakers_trip_only_the_bad_partition():
+    b = PartitionBreakers(window=100, max_ratio=0.5, min_events=50)
+    assert b.record({("clicks", 0): (60, 60), ("clicks", 1): (60, 0)}) == [("clicks", 0)]
+    b.reset(("clicks", 0))
+    assert b.record({("clicks", 0): (10, 0)}) == []
+
+
+async def test_fast_path_take_returns_empty_after_idle():
+    import time as _time
+
+    from stream_app.fastpath import FastPath
+
+    fp = FastPath(["t"], max_buffered=5)
+    t = _time.monotonic()
+    assert await fp.take(10, 0.01, idle_s=0.05) == []
+    assert 0.04 <= _time.monotonic() - t < 5.0  # it waited, and came back
+    fp.put("m")
+    assert await fp.take(10, 0.01, idle_s=0.05) == ["m"]

@@ -218,8 +218,9 @@ def test_batch_yields_one_output_per_record(processor: BatchProcessor, batch: li
     out = processor.process(records)
     n_dup = sum(n for (_, outcome), n in out.outcomes.items() if outcome == "duplicate")
     assert len(out.recommendations) + len(out.dlq) + n_dup == len(records)
-    for value in out.dlq:
+    for key, value in out.dlq:
         d = json.loads(value)
+        assert key == records[d["offset"]].key or key is None
         assert d["error"] in REASONS
         payload = (
             base64.b64decode(d["payload"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from devtools.checkpoints import make_checkpoint
@@ -35,16 +37,69 @@ def test_next_event_joined_to_previous_recommendation_per_version():
     assert small.requests["1"] == 0
 
 
+def test_hit_rate_by_segment_of_the_previous_recommendation():
+    """A next event counts in the segment of the recommendation it is checked against: a hit
+    on a cold-start top-K is a cold hit, even though the user is warm by then."""
+    m = Metrics(CollectorRegistry())
+    q = OnlineQuality(window_s=10.0, metrics=m)
+    q.step("u", "1", [("2", 1.0)], "1", now=0.0, cold=True)
+    q.step("u", "2", [("3", 1.0)], "1", now=1.0, cold=False)  # hit on the cold top-K
+    q.step("u", "9", [("4", 1.0)], "1", now=2.0, cold=False)  # miss on the warm top-K
+    q.step("v", "1", [("2", 1.0)], "1", now=0.0, cold=True)
+    q.step("v", "7", [], "1", now=1.0)  # miss on the cold top-K
+    q.flush()
+    reg = m.registry
+    hits = "coldstream_online_segment_hits_total"
+    reqs = "coldstream_online_segment_requests_total"
+    assert reg.get_sample_value(reqs, {"segment": "cold"}) == 2.0
+    assert reg.get_sample_value(hits, {"segment": "cold"}) == 1.0
+    assert reg.get_sample_value(reqs, {"segment": "warm"}) == 1.0
+    assert (reg.get_sample_value(hits, {"segment": "warm"}) or 0.0) == 0.0
+    assert q.segment_requests == {"cold": 2, "warm": 1} and q.segment_hits == {"cold": 1}
+
+
 def test_windowed_popularity_forgets_old_events():
     t = [0.0]
     c = WindowedCounter(60.0, buckets=6, clock=lambda: t[0])
     c.update(["old"] * 50)
     t[0] = 30.0
     c.update(["new"] * 5)
-    assert c.most_common(1)[0][0] == "old"
+    assert c.most_common(1)[0][0] == "old" and c.total == 55
     t[0] = 65.0
     c.update(["new"])
-    assert "old" not in c and c["new"] == 6 and c.most_common(1)[0] == ("new", 6)
+    assert c.count("old") == 0 and c.count("new") == 6 and c.most_common(1) == [("new", 6)]
+    assert c.total == 6  # the running total forgot the expired bucket too
+    t[0] = 200.0
+    assert c.total == 0 and c.most_common() == [] and len(c) == 0
+
+
+def test_windowed_popularity_is_bounded_and_keeps_heavy_hitters():
+    rng = np.random.default_rng(0)
+    c = WindowedCounter(3600.0, buckets=4, clock=lambda: 0.0, capacity=50)
+    heavy = ["h1"] * 3000 + ["h2"] * 2000 + ["h3"] * 1000
+    tail = [f"t{i}" for i in rng.integers(0, 100_000, 60_000)]  # 100k distinct items
+    events = np.array(heavy + tail, dtype=object)
+    rng.shuffle(events)
+    for chunk in np.array_split(events, 130):  # ~512-event micro-batches
+        c.update(chunk.tolist())
+    assert len(c) <= 4 * 2 * 50  # counters, whatever the number of distinct items
+    assert [i for i, _ in c.most_common(3)] == ["h1", "h2", "h3"]
+    assert c.total == len(events)
+    err = c.total / 51  # Misra-Gries: under-counted by at most total / (capacity + 1)
+    assert 3000 - err <= c.count("h1") <= 3000
+
+
+def test_windowed_popularity_counts_a_user_once_per_item_and_bucket():
+    t = [0.0]
+    c = WindowedCounter(60.0, buckets=6, clock=lambda: t[0])
+    c.update(["x"] * 100 + ["y", "y"], users=["bot"] * 100 + ["a", "b"])
+    c.update(["x"], users=["bot"])  # the same pair later in the bucket: not counted
+    assert c.most_common() == [("y", 2), ("x", 1)] and c.total == 3
+    t[0] = 10.0  # the next bucket: one more
+    c.update(["x", "x"], users=["bot", "bot"])
+    assert c.count("x") == 2
+    with pytest.raises(ValueError):
+        c.update(["x"], users=[])
 
 
 def test_pipeline_feeds_online_quality(tmp_path):

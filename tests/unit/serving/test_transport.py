@@ -108,3 +108,25 @@ def test_track_message_is_faust_pending_ack_plus_sensors() -> None:
     src = inspect.getsource(faust_consumer.Consumer.track_message)
     assert "self._unacked_messages.add(message)" in src
     assert "self._on_message_in(" in src
+
+
+def test_faust_producer_settings_are_where_our_producer_extends_them():
+    # Faust's producer merges _settings_extra() into the aiokafka producer's arguments and
+    # returns {} outside transactions: our Producer adds the idempotent settings there
+    src = inspect.getsource(faust_aiokafka.Producer._new_producer)
+    assert "**self._settings_extra()" in src
+    extra_src = inspect.getsource(faust_aiokafka.Producer._settings_extra)
+    assert "if self.app.in_transaction" in extra_src and "return {}" in extra_src
+    assert transport.Transport.Producer is transport.Producer
+
+
+def test_our_producer_asks_for_idempotence_when_the_app_declares_it():
+    class App:
+        in_transaction = False
+        idempotent_producer = True
+
+    p = transport.Producer.__new__(transport.Producer)
+    p.app = App()  # the one attribute _settings_extra reads
+    assert p._settings_extra() == {"acks": "all", "enable_idempotence": True}
+    App.idempotent_producer = False
+    assert p._settings_extra() == {}

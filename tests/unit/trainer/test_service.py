@@ -14,8 +14,10 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.structs import TopicPartition
 
-from coldstream.core.checkpoint import load_checkpoint
-from coldstream.core.model_updates import verify_update
+from coldstream.core.checkpoint import list_versions, load_checkpoint, sign_checkpoint
+from coldstream.core.model_updates import verify_item_vector, verify_update
+from coldstream.core.pointer import read_pointer
+from coldstream.core.signing import Signer
 from tests.unit.trainer._world import FakeTeacher, make_world, random_checkpoint, session_events
 from trainer.gate import GateResult
 from trainer.service import TrainerService
@@ -23,7 +25,7 @@ from trainer.settings import TrainerSettings
 from trainer.teacher_heads import load_teacher_head
 from trainer.training import TrainConfig
 
-KEY = "unit-key"
+SIGNER = Signer.generate()
 
 
 @pytest.fixture
@@ -213,11 +215,12 @@ def _records(topic, values):
 async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_path):
     ids, text = world
     store = tmp_path / "store"
-    random_checkpoint(store, ids, text)
+    sign_checkpoint(random_checkpoint(store, ids, text), SIGNER)  # no pointer yet: fallback
+    key_file, _ = SIGNER.write(tmp_path / "keys")
     # gate_margin 1: every candidate is promoted (the gate itself: test_redistill.py)
     s = settings(
         store,
-        model_hmac_key=KEY,
+        signing_key_file=key_file,
         min_buffer_events=10,
         cycle_events=2000,
         cycle_seconds=0,
@@ -274,9 +277,19 @@ async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_
         ("late", "2"),
     ]
     assert all(len(r["vector"]) == service.ck.config.dim for _, r in vectors)
+    signed = [
+        verify_item_vector(v, keys=SIGNER.keyring)
+        for t, _, v in producer.sent
+        if t == "t-item-vectors"
+    ]
+    assert [v.key_id for v in signed] == [SIGNER.key_id] * 3
     [update] = [v for t, _, v in producer.sent if t == "t-model-updates"]
-    rec, where = verify_update(update, key=KEY, store_root=store)
+    rec, where = verify_update(update, keys=SIGNER.keyring, store_root=store)
     assert rec.version == 2 and service.ck.version == 2 and where == service.ck.path.resolve()
+    # the promotion moved the signed pointer first; the record carries its sequence number
+    ptr = read_pointer(store, SIGNER.keyring)
+    assert (ptr.version, ptr.seq, rec.seq) == (2, 1, 1) and service.seq == 1
+    assert load_checkpoint(where, verify_keys=SIGNER.keyring).signed_by == SIGNER.key_id
     assert (
         "popular_items" not in rec.metrics
         and rec.metrics["new_items"] == 1
@@ -291,3 +304,102 @@ async def test_run_buffers_embeds_redistils_and_announces(clean_env, world, tmp_
     assert get("coldstream_trainer_new_items_total") == 2.0
     assert get("coldstream_trainer_buffer_events") == float(len(events))
     assert get("coldstream_trainer_cycle_seconds_count") == 1.0
+
+
+def _signed_service(tmp_path, ids, text, **over):
+    store = tmp_path / "store"
+    path = random_checkpoint(store, ids, text)
+    sign_checkpoint(path, SIGNER)
+    key_file = tmp_path / "keys" / "signing-key.pem"
+    if not key_file.exists():
+        SIGNER.write(tmp_path / "keys")
+    service = TrainerService(settings(store, signing_key_file=key_file, **over))
+    service.load()
+    return service, store
+
+
+async def test_one_bad_record_never_stops_the_trainer_consumers(clean_env, world, tmp_path):
+    """200 KB of nested JSON on items (and on clicks), an oversize record, a non-object, a
+    bad id and a None value: each counted and skipped, the good records of the same batch
+    kept. Before: a RecursionError out of json.loads ended the service."""
+    ids, text = world
+    service, _ = _signed_service(tmp_path, ids, text)
+    nested = b"[" * 200_000
+    good_item = json.dumps({"item_id": "fresh", "title": "A fresh item"}).encode()
+    good_event = json.dumps({"event_id": "e1", "user_id": "u", "item_id": ids[0], "ts": 1.0})
+    batch = {
+        **_records(
+            "t-items",
+            [
+                (b"n", b"[" * 60_000),  # under the size cap: the parser's RecursionError
+                (b"n", nested),
+                (b"x", b"[1, 2]"),
+                (b"b", json.dumps({"item_id": "a b", "title": "t"}).encode()),
+                (b"z", None),
+                (b"fresh", good_item),
+            ],
+        ),
+        **_records("t-clicks", [(b"u", nested), (b"u", good_event.encode())]),
+    }
+    service.consumer = FakeConsumer([batch])
+    fresh = await service.consume_batch()
+    assert fresh == {"fresh": "A fresh item"} and len(service.buffer) == 1
+    get = service.metrics.registry.get_sample_value
+    skipped = {
+        r: get("coldstream_trainer_records_skipped_total", {"topic": "items", "reason": r})
+        for r in ("oversize", "nested_too_deeply", "not_an_object", "malformed")
+    }
+    assert skipped == {
+        "oversize": 1.0,
+        "nested_too_deeply": 1.0,
+        "not_an_object": 1.0,
+        "malformed": 2.0,
+    }
+    assert get(
+        "coldstream_trainer_records_skipped_total", {"topic": "clicks", "reason": "oversize"}
+    )
+
+
+def test_item_texts_and_new_items_are_bounded(clean_env, world, tmp_path, monkeypatch):
+    import trainer.service as service_module
+
+    ids, text = world
+    service, _ = _signed_service(tmp_path, ids, text)
+    monkeypatch.setattr(service_module, "MAX_NEW_ITEMS", 5)
+    fresh: dict[str, str] = {}
+    for n in range(20):
+        service.on_item(None, json.dumps({"item_id": f"n{n}", "title": "x" * 5000}).encode(), fresh)
+    assert len(fresh) == 5 and all(len(t) == service_module.MAX_TEXT_CHARS for t in fresh.values())
+    assert len(service.texts) == len(ids) + 5
+    get = service.metrics.registry.get_sample_value
+    assert (
+        get(
+            "coldstream_trainer_records_skipped_total",
+            {"topic": "items", "reason": "new_items_full"},
+        )
+        == 15.0
+    )
+
+
+async def test_the_service_follows_a_rollback_and_refuses_to_run_unsigned(
+    clean_env, world, tmp_path
+):
+    from trainer.promote import promote
+    from trainer.service import NoSigningKey
+
+    ids, text = world
+    service, store = _signed_service(tmp_path, ids, text, keep_versions=2)
+    v2 = random_checkpoint(store, ids, text)
+    sign_checkpoint(v2, SIGNER)
+    promote(service.s, 2, publish=False)  # seq 1 -> v2
+    await service.follow_pointer()
+    assert (service.ck.version, service.seq) == (2, 1)
+    promote(service.s, 1, publish=False)  # the rollback: seq 2 -> v1
+    await service.follow_pointer()
+    assert (service.ck.version, service.seq) == (1, 2)
+    for _ in range(3):
+        sign_checkpoint(random_checkpoint(store, ids, text), SIGNER)
+    service.prune(protect=1)
+    assert list_versions(store) == [1, 4, 5]  # the newest 2 and the pointer's
+    with pytest.raises(NoSigningKey, match="COLDSTREAM_TRAINER_SIGNING_KEY_FILE"):
+        await TrainerService(settings(store)).run()

@@ -1,0 +1,102 @@
+"""Ordered delivery tracking (:mod:`stream_app.delivery`) on plain futures (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from stream_app.delivery import Delivery
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.commits = 0
+        self.fail_commit = False
+
+    def ack(self, m: str) -> None:
+        self.acked.append(m)
+
+    async def commit(self) -> bool:
+        if self.fail_commit:
+            raise RuntimeError("rebalance in progress")
+        self.commits += 1
+        return True
+
+
+async def test_inputs_are_acked_only_after_their_outputs_and_in_order() -> None:
+    c = _Consumer()
+    d = Delivery(ack=c.ack, commit=c.commit, max_uncommitted_batches=4)
+    task = asyncio.create_task(d.run())
+    loop = asyncio.get_running_loop()
+    f1, f2 = loop.create_future(), loop.create_future()
+    await d.submit(["a1", "a2"], [f1])
+    await d.submit(["b1"], [f2])
+    f2.set_result(None)  # the later batch is delivered first: nothing may be acked yet
+    await asyncio.sleep(0.01)
+    assert c.acked == []
+    f1.set_result(None)
+    await asyncio.sleep(0.01)
+    assert c.acked == ["a1", "a2", "b1"] and c.commits == 2 and d.uncommitted == 0
+    task.cancel()
+
+
+async def test_a_failed_send_acks_nothing_from_there_on() -> None:
+    c = _Consumer()
+    failures: list[BaseException] = []
+    counted: list[int] = []
+
+    async def on_failure(e: BaseException) -> None:
+        failures.append(e)
+
+    d = Delivery(
+        ack=c.ack,
+        commit=c.commit,
+        max_uncommitted_batches=4,
+        on_send_failure=on_failure,
+        count_failure=counted.append,
+    )
+    task = asyncio.create_task(d.run())
+    loop = asyncio.get_running_loop()
+    ok, bad, later = loop.create_future(), loop.create_future(), loop.create_future()
+    for batch, fut in ((["a"], ok), (["b"], bad), (["c"], later)):
+        await d.submit(batch, [fut])
+    ok.set_result(None)
+    bad.set_exception(RuntimeError("MessageSizeTooLarge"))
+    later.set_result(None)
+    await asyncio.wait_for(task, 1)
+    assert c.acked == ["a"] and c.commits == 1  # nothing at or past the failure
+    assert isinstance(d.failure, RuntimeError) and failures == [d.failure] and counted == [1]
+
+
+async def test_one_uncommitted_batch_holds_the_next_one_back() -> None:
+    c = _Consumer()
+    d = Delivery(ack=c.ack, commit=c.commit, max_uncommitted_batches=1)
+    task = asyncio.create_task(d.run())
+    fut = asyncio.get_running_loop().create_future()
+    submitted = asyncio.create_task(d.submit(["a"], [fut]))
+    await asyncio.sleep(0.01)
+    assert not submitted.done()  # the caller may not process the next batch yet
+    fut.set_result(None)
+    await asyncio.wait_for(submitted, 1)
+    assert c.acked == ["a"] and c.commits == 1
+    task.cancel()
+
+
+async def test_a_failed_commit_is_not_fatal() -> None:
+    c = _Consumer()
+    c.fail_commit = True
+    d = Delivery(ack=c.ack, commit=c.commit, max_uncommitted_batches=2)
+    task = asyncio.create_task(d.run())
+    fut = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    await d.submit(["a"], [fut])
+    await asyncio.sleep(0.01)
+    assert c.acked == ["a"] and d.commit_errors == 1 and not task.done()
+    task.cancel()
+
+
+def test_bounds_are_checked() -> None:
+    with pytest.raises(ValueError):
+        Delivery(ack=lambda m: None, commit=None, max_uncommitted_batches=0)
