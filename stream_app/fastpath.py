@@ -49,11 +49,13 @@ class FastPath:
         arrived, _ = self._events()
         arrived.set()
 
-    async def take(self, max_n: int, within_s: float) -> list:
+    async def take(self, max_n: int, within_s: float, *, idle_s: float | None = None) -> list:
         """Up to ``max_n`` messages: returns as soon as ``max_n`` are buffered, or ``within_s``
         after the oldest buffered one arrived (adaptive: under load a batch is whatever
-        arrived while the previous one was processed, without waiting)."""
+        arrived while the previous one was processed, without waiting). With ``idle_s``, an
+        empty buffer returns ``[]`` after that long (the caller can check for a stop)."""
         arrived, space = self._events()
+        idle_until = None if idle_s is None else time.monotonic() + idle_s
         while True:
             n = len(self.messages)
             if n >= max_n:
@@ -62,6 +64,10 @@ class FastPath:
                 left = self._first_at + within_s - time.monotonic()
                 if left <= 0:
                     break
+            elif idle_until is not None:
+                left = idle_until - time.monotonic()
+                if left <= 0:
+                    return []
             else:
                 left = None
             arrived.clear()

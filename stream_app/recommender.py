@@ -1,19 +1,29 @@
 """The serving recommender: student + item index + popularity fallback, batched.
 
-Everything a recommendation depends on (checkpoint, item table, index, row mapping) is
-held in one immutable :class:`ServingModel`; the :class:`Recommender` keeps a single
-reference to it. A hot swap or an item upsert builds a new bundle beside the old one and
-replaces that one reference between micro-batches, so a batch never sees half a model.
+Everything a recommendation depends on (checkpoint, item catalogue, item table, index) is
+held in one :class:`ServingModel`; the :class:`Recommender` keeps a single reference to it.
+A hot swap builds a whole new bundle beside the old one (off the event loop, index trained
+and tuned there) and replaces that one reference between micro-batches, so a batch never
+sees half a model. Item upserts change the served bundle **in place** (the item's row of
+the table and its index entry; a new item takes a free slot or the next one, the table
+growing geometrically), under :attr:`Recommender.lock`, which every ranking also holds: a
+batch sees an upsert entirely or not at all.
+
+Costs per micro-batch of B users with histories of at most L events, catalogue of N items:
+encoding O(B x L); search as the index's (:mod:`stream_app.index`: exact O(B x N), IVF
+O(B x nprobe x N / nlist)) for ``k + |seen|`` results; seen-item exclusion O(B x (k + L) x L)
+in numpy; the popularity fallback O(k + L) per cold user (a running total and a top list
+refreshed at most once a second, :class:`stream_app.online.WindowedCounter`). An upsert of
+n items costs O(n) (amortised over the table's growth).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -22,27 +32,151 @@ import torch
 from coldstream.core.checkpoint import Checkpoint, load_checkpoint
 from coldstream.core.events import EVENT_TYPES
 from coldstream.core.student import pack_histories
-from stream_app.index import ItemIndex, make_index
+from stream_app.index import (
+    IndexConfig,
+    IndexReport,
+    ItemIndex,
+    SearchParams,
+    VectorStore,
+    make_index,
+    omp_threads,
+)
+from stream_app.online import WindowedCounter
 
 History = Sequence[Any]
 """A user's events, oldest first: ``item_id`` or ``(item_id, event_type[, ts...])`` entries."""
 
+POPULAR = "popular"
+"""``fallback`` of a recommendation made from popularity (no event of the user is known)."""
 
-@dataclass(frozen=True)
+
+class Catalog:
+    """The served items: ``item_id`` <-> slot (the item's row in the table and its id in the
+    index), free slots reused first; the item table as a tensor on the model's device.
+
+    On the CPU the table *is* the index's :class:`~stream_app.index.VectorStore` buffer (no
+    copy); on a GPU a device copy is kept in step row by row. Changed in place, under the
+    recommender's lock."""
+
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        index: ItemIndex,
+        device: torch.device,
+        device_table: torch.Tensor | None = None,
+    ) -> None:
+        self.ids: list[str | None] = list(item_ids)
+        """Item id of each slot (``None``: a free slot)."""
+        self.slot_of: dict[str, int] = {iid: i for i, iid in enumerate(self.ids) if iid}
+        self.free: list[int] = []
+        self.index = index
+        self.device = device
+        self._device_table = device_table if device.type != "cpu" else None
+        self._cpu: tuple[np.ndarray, torch.Tensor] | None = None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.slot_of)
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def table(self) -> torch.Tensor:
+        """Item vectors ``[slots, dim]`` on the model's device (rows of free slots are zero)."""
+        if self._device_table is not None:
+            return self._device_table
+        arr = self.index.store.array
+        if self._cpu is None or self._cpu[0] is not arr:  # the store grew: a new buffer
+            self._cpu = (arr, torch.from_numpy(arr))
+        return self._cpu[1]
+
+    def plan(self, ids: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Slots for ``ids`` (their own, else free ones, else new ones) and which are new;
+        nothing changes until :meth:`commit`."""
+        slots, fresh = [], []
+        free = list(self.free)
+        nxt = len(self.ids)
+        for iid in ids:
+            s = self.slot_of.get(iid)
+            if s is None:
+                if free:
+                    s = free.pop()
+                else:
+                    s, nxt = nxt, nxt + 1
+                fresh.append(True)
+            else:
+                fresh.append(False)
+            slots.append(s)
+        return np.asarray(slots, np.int64), fresh
+
+    def commit(
+        self, ids: Sequence[str], slots: np.ndarray, fresh: Sequence[bool], vecs: np.ndarray
+    ) -> None:
+        taken = set()
+        for iid, s, new in zip(ids, slots.tolist(), fresh, strict=True):
+            if not new:
+                continue
+            if s >= len(self.ids):
+                self.ids.extend([None] * (s + 1 - len(self.ids)))
+            self.ids[s] = iid
+            self.slot_of[iid] = s
+            taken.add(s)
+        if taken:
+            self.free = [s for s in self.free if s not in taken]
+        if self._device_table is not None:
+            self._mirror(slots, vecs)
+
+    def release(self, slots: np.ndarray) -> None:
+        for s in slots.tolist():
+            iid = self.ids[s]
+            if iid is not None:
+                del self.slot_of[iid]
+                self.ids[s] = None
+                self.free.append(s)
+
+    def _mirror(self, slots: np.ndarray, vecs: np.ndarray) -> None:
+        t = self._device_table
+        assert t is not None
+        cap = self.index.store.capacity
+        if cap > t.shape[0]:  # geometric, like the store
+            grown = torch.zeros((cap, t.shape[1]), dtype=t.dtype, device=t.device)
+            grown[: t.shape[0]] = t
+            t = self._device_table = grown
+        idx = torch.from_numpy(slots).to(t.device)
+        t[idx] = torch.from_numpy(vecs).to(device=t.device, dtype=t.dtype)
+
+
+def sample_queries(ck: Checkpoint, n: int, seed: int = 0) -> np.ndarray | None:
+    """``n`` user vectors of the model for random histories (1-10 catalogue items, uniform):
+    the queries of the index's build-time recall measurement."""
+    if n <= 0 or not ck.item_ids:
+        return None
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(1, 11, n)
+    rows = [rng.integers(0, len(ck.item_ids), int(length)).tolist() for length in lens]
+    types = [[0] * len(r) for r in rows]
+    idx, typ, mask = pack_histories(rows, types, ck.config.max_len, ck.device)
+    with torch.inference_mode():
+        users = ck.model.encode_indexed(ck.table, idx, typ, mask)
+    return np.ascontiguousarray(users.float().cpu().numpy())
+
+
+@dataclass(frozen=True, eq=False)
 class ServingModel:
-    """One immutable bundle: the checkpoint, the item rows (ids, vectors, index), dead rows."""
+    """One bundle: the checkpoint, its catalogue, item table and index (see the module doc)."""
 
     version: str
     checkpoint: Checkpoint
-    item_ids: tuple[str, ...]
-    index_of: Mapping[str, int]
-    table: torch.Tensor
-    """Item vectors ``[N, dim]`` on the model's device (rows as in ``item_ids``)."""
-    index: ItemIndex
-    dead: frozenset[int] = frozenset()
-    """Rows superseded by an upsert (still in the append-only index, never returned)."""
+    catalog: Catalog
     popular_seed: tuple[str, ...] = ()
     """Fallback items before any popularity has been observed (checkpoint order or metrics)."""
+    index_report: IndexReport | None = None
+    """How the index was built: kind, parameters, build-time recall@10."""
+
+    @property
+    def index(self) -> ItemIndex:
+        return self.catalog.index
 
     @property
     def device(self) -> torch.device:
@@ -50,24 +184,53 @@ class ServingModel:
 
     @property
     def n_items(self) -> int:
-        return len(self.item_ids) - len(self.dead)
+        return self.catalog.n_items
+
+    @property
+    def item_ids(self) -> Sequence[str | None]:
+        """Item id per slot (``None``: free)."""
+        return self.catalog.ids
+
+    @property
+    def index_of(self) -> Mapping[str, int]:
+        """Slot per served item id."""
+        return self.catalog.slot_of
+
+    @property
+    def table(self) -> torch.Tensor:
+        return self.catalog.table()
 
     @classmethod
-    def from_checkpoint(cls, ck: Checkpoint, *, prefer_gpu_index: bool = True) -> ServingModel:
-        index = make_index(ck.config.dim, prefer_gpu=prefer_gpu_index)
-        index.add(ck.item_vectors)
+    def from_checkpoint(
+        cls,
+        ck: Checkpoint,
+        *,
+        prefer_gpu_index: bool = True,
+        index: IndexConfig | None = None,
+    ) -> ServingModel:
+        """Build the bundle: item table, index trained, filled and tuned (blocking: run it
+        off the event loop). The bundle takes over ``ck.item_vectors`` as its table."""
+        cfg = index or IndexConfig()
+        store = VectorStore.adopt(ck.item_vectors)
+        idx = make_index(
+            ck.config.dim,
+            n_items=len(ck.item_ids),
+            config=cfg,
+            store=store,
+            prefer_gpu=prefer_gpu_index,
+        )
+        with omp_threads(cfg.threads):  # this thread's setting (OpenMP's are per thread)
+            report = idx.build(sample=sample_queries(ck, cfg.recall_sample, cfg.seed))
         seed = ck.metrics.get("popular_items") if isinstance(ck.metrics, dict) else None
         if not (isinstance(seed, list) and all(isinstance(s, str | int) for s in seed)):
             seed = ck.item_ids[:200]
-        table = ck.table
+        device_table = ck.table if ck.device.type != "cpu" else None
         return cls(
             version=str(ck.version),
             checkpoint=ck,
-            item_ids=tuple(ck.item_ids),
-            index_of=MappingProxyType(dict(ck.index_of)),
-            table=table,
-            index=index,
+            catalog=Catalog(ck.item_ids, idx, ck.device, device_table),
             popular_seed=tuple(str(s) for s in seed),
+            index_report=report,
         )
 
 
@@ -96,9 +259,16 @@ class Recommender:
 
     model: ServingModel
     max_history: int = 50
-    popularity: Counter = field(default_factory=Counter)
-    """Event counts per item behind the popularity fallback (a ``WindowedCounter`` in a worker)."""
-    _popular_cache: list[str] = field(default_factory=list)
+    popularity: WindowedCounter = field(default_factory=WindowedCounter)
+    """Popularity of the current window behind the fallback (bounded, see
+    :class:`~stream_app.online.WindowedCounter`)."""
+    index_config: IndexConfig = field(default_factory=IndexConfig)
+    """How swapped-in bundles build their index (:meth:`build_model`)."""
+    lock: Any = field(default_factory=threading.RLock, repr=False, compare=False)
+    """Serialises ranking, popularity updates and upserts: the worker ranks its micro-batches
+    on the event loop and ``GET /recommend`` on a ranking thread (``stream_app.web``); FAISS
+    does not allow a search beside an ``add`` (nor two searches on one GPU's resources)."""
+    _popular_cache: list[tuple[str, float]] = field(default_factory=list)
     _popular_at: float = 0.0
     _popular_dirty: bool = True
 
@@ -111,45 +281,85 @@ class Recommender:
         device: str | torch.device = "cpu",
         max_history: int = 50,
         prefer_gpu_index: bool = True,
+        index: IndexConfig | None = None,
     ) -> Recommender:
         ck = load_checkpoint(path, device=device)
+        cfg = index or IndexConfig()
         return cls(
-            ServingModel.from_checkpoint(ck, prefer_gpu_index=prefer_gpu_index),
+            ServingModel.from_checkpoint(ck, prefer_gpu_index=prefer_gpu_index, index=cfg),
             max_history=max_history,
+            index_config=cfg,
+        )
+
+    @classmethod
+    def from_settings(cls, ck: Checkpoint, settings: Any) -> Recommender:
+        """The worker's recommender for a loaded checkpoint (``stream_app.settings.Settings``:
+        ``index*``, ``popular_*``, ``max_history``); builds the index (blocking)."""
+        cfg = IndexConfig.from_settings(settings)
+        return cls(
+            ServingModel.from_checkpoint(ck, index=cfg),
+            max_history=settings.max_history,
+            popularity=WindowedCounter(
+                settings.popular_window_s, capacity=settings.popular_capacity
+            ),
+            index_config=cfg,
+        )
+
+    def build_model(self, ck: Checkpoint, *, prefer_gpu_index: bool = True) -> ServingModel:
+        """A new bundle for ``ck`` with this recommender's index settings (blocking: the
+        swap calls it in an executor)."""
+        return ServingModel.from_checkpoint(
+            ck, prefer_gpu_index=prefer_gpu_index, index=self.index_config
         )
 
     def swap(self, new: ServingModel) -> ServingModel:
         """Replace the served bundle (one reference); returns the old one."""
         old, self.model = self.model, new
+        self._popular_dirty = True
         return old
 
     # -- popularity ----------------------------------------------------------------------
-    def observe(self, item_ids: Iterable[str]) -> None:
-        """Count events per item for the popularity fallback (call once per batch)."""
-        self.popularity.update(item_ids)
-        self._popular_dirty = True
+    def observe(self, item_ids: Iterable[str], users: Iterable[str] | None = None) -> None:
+        """Count one micro-batch's events for the popularity fallback: served items only;
+        with ``users`` (aligned with ``item_ids``), each user counts at most once per item
+        and time bucket, so no single account moves the popular list."""
+        with self.lock:
+            served = self.model.index_of
+            items = [str(i) for i in item_ids]
+            if users is None:
+                self.popularity.update([i for i in items if i in served])
+            else:
+                us = [str(u) for u in users]
+                if len(us) != len(items):
+                    raise ValueError(f"{len(us)} users for {len(items)} items")
+                pairs = [(i, u) for i, u in zip(items, us, strict=True) if i in served]
+                self.popularity.update([i for i, _ in pairs], users=[u for _, u in pairs])
+            self._popular_dirty = True
 
-    def _popular(self, n: int) -> list[str]:
+    def _popular(self, n: int) -> list[tuple[str, float]]:
         now = time.monotonic()
         if self._popular_dirty and (now - self._popular_at > 1.0 or not self._popular_cache):
-            top = [iid for iid, _ in self.popularity.most_common(n)]
-            seen = set(top)
-            self._popular_cache = top + [s for s in self.model.popular_seed if s not in seen]
+            total = max(1.0, self.popularity.total)
+            top = [(iid, c / total) for iid, c in self.popularity.most_common(n)]
+            seen = {iid for iid, _ in top}
+            self._popular_cache = top + [(s, 0.0) for s in self.model.popular_seed if s not in seen]
             self._popular_at, self._popular_dirty = now, False
         return self._popular_cache
 
     def popular(self, k: int, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
-        m = self.model
-        excl = set(exclude)
-        total = max(1, sum(self.popularity.values()))
+        """The ``k`` most popular served items of the window (then the seed), ``exclude``d
+        ones left out; scores are shares of the window's counted events."""
+        with self.lock:
+            return self._popular_items(k, set(exclude))
+
+    def _popular_items(self, k: int, excl: set[str]) -> list[tuple[str, float]]:
+        served = self.model.index_of
         out = []
-        for iid in self._popular(k + self.max_history + 50):
-            row = m.index_of.get(iid)
-            if row is None or row in m.dead or iid in excl:
-                continue
-            out.append((iid, self.popularity.get(iid, 0) / total))
-            if len(out) == k:
-                break
+        for iid, share in self._popular(k + self.max_history + 50):
+            if iid in served and iid not in excl:
+                out.append((iid, share))
+                if len(out) == k:
+                    break
         return out
 
     # -- ranking ---------------------------------------------------------------------------
@@ -159,9 +369,15 @@ class Recommender:
         """Top-``k`` ``(item_id, score)`` per history, items of the history excluded."""
         return self.rank_batch(histories, k).items
 
-    @torch.inference_mode()
     def rank_batch(self, histories: Sequence[History], k: int) -> Ranked:
+        """Top-``k`` per history with the fallback used; safe from any thread (:attr:`lock`)."""
+        with self.lock:
+            return self._rank_batch(histories, k)
+
+    @torch.inference_mode()
+    def _rank_batch(self, histories: Sequence[History], k: int) -> Ranked:
         m = self.model  # one read: the whole batch uses one bundle
+        slot_of = m.catalog.slot_of
         n = len(histories)
         items: list[list[tuple[str, float]]] = [[] for _ in range(n)]
         fallback: list[str | None] = [None] * n
@@ -172,7 +388,7 @@ class Recommender:
             for ev in recent:
                 iid, et = _entry(ev)
                 ids.append(iid)
-                r = m.index_of.get(iid)
+                r = slot_of.get(iid)
                 if r is not None:
                     rows.append(r)
                     types.append(et)
@@ -182,91 +398,104 @@ class Recommender:
                 rows_l.append(rows)
                 types_l.append(types)
         inference_s = search_s = 0.0
-        if known:
+        if known and k > 0:
             t0 = time.perf_counter()
             idx, typ, mask = pack_histories(rows_l, types_l, m.checkpoint.config.max_len, m.device)
             users = m.checkpoint.model.encode_indexed(m.table, idx, typ, mask).float().cpu().numpy()
             t1 = time.perf_counter()
             inference_s = t1 - t0
-            max_seen = max(len(set(r)) for r in rows_l)
-            ntotal = m.index.ntotal
-            kk = min(ntotal, k + max_seen + len(m.dead))
-            scores, found = m.index.search(users, kk)
-            limit = len(m.item_ids)
-            # drop seen, dead and foreign rows for the whole batch at once, keep the first k
-            seen = np.full((len(known), max(1, max(len(r) for r in rows_l))), -2, dtype=np.int64)
-            for j, user_rows in enumerate(rows_l):
-                seen[j, : len(user_rows)] = user_rows
-            bad = (
-                (found[:, :, None] == seen[:, None, :]).any(axis=2) | (found < 0) | (found >= limit)
-            )
-            if m.dead:
-                bad |= np.isin(found, np.fromiter(m.dead, dtype=np.int64))
-            good = ~bad
-            keep = good & (np.cumsum(good, axis=1) <= k)
-            item_ids = m.item_ids
-            for j, i in enumerate(known):
-                sel = keep[j]
-                items[i] = [
-                    (item_ids[r], s)
-                    for r, s in zip(found[j][sel].tolist(), scores[j][sel].tolist(), strict=True)
-                ]
-                if len(items[i]) < k and kk < ntotal:  # rare: too many excluded, search wider
-                    s2, f2 = m.index.search(users[j : j + 1], ntotal)
-                    items[i] = self._take(s2[0], f2[0], set(rows_l[j]) | m.dead, limit, k, m)
+            got = self._search(m, users, rows_l, k)
             search_s = time.perf_counter() - t1
+            for j, i in enumerate(known):
+                items[i] = got[j]
         known_set = set(known)
         for i in range(n):
             if i not in known_set:  # no event of this user is known to the model
-                fallback[i] = "popular"
+                fallback[i] = POPULAR
                 items[i] = self.popular(k, exclude=seen_ids[i])
         return Ranked(items, fallback, inference_s, search_s, len(known))
 
-    @staticmethod
-    def _take(
-        scores: np.ndarray, rows: np.ndarray, excl: set[int], limit: int, k: int, m: ServingModel
-    ) -> list[tuple[str, float]]:
-        out = []
-        ids = m.item_ids
-        for s, r in zip(scores.tolist(), rows.tolist(), strict=True):
-            if r < 0 or r >= limit or r in excl:
-                continue
-            out.append((ids[r], s))
-            if len(out) == k:
-                break
+    def _search(
+        self, m: ServingModel, users: np.ndarray, rows_l: list[list[int]], k: int
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` per user with the user's seen slots excluded: one search of
+        ``k + max |seen|`` for the batch, a vectorised filter; users left short (an
+        approximate index found too few) are searched again with 8x the lists probed."""
+        width = max(len(r) for r in rows_l)
+        seen = np.full((len(rows_l), width), -2, dtype=np.int64)
+        for j, user_rows in enumerate(rows_l):
+            seen[j, : len(user_rows)] = user_rows
+        n_seen = np.fromiter((len(set(r)) for r in rows_l), np.int64, count=len(rows_l))
+        n_items = m.n_items
+        kk = min(n_items, k + int(n_seen.max()))
+        scores, found = m.index.search(users, kk)
+        keep = _keep(found, seen, k)
+        wanted = np.minimum(k, n_items - n_seen)
+        short = np.flatnonzero(keep.sum(axis=1) < wanted)
+        nprobe = int(getattr(m.index, "nprobe", 0))
+        nlist = int(getattr(m.index, "nlist", 0))
+        while short.size and nprobe < nlist:  # approximate: probe 8x more lists, rarely
+            nprobe = min(nlist, 8 * nprobe)
+            kk2 = min(n_items, 2 * kk + k)
+            s2, f2 = m.index.search(users[short], kk2, SearchParams(nprobe=nprobe))
+            k2 = _keep(f2, seen[short], k)
+            if kk2 > found.shape[1]:
+                pad = kk2 - found.shape[1]
+                scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+                found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
+                keep = np.pad(keep, ((0, 0), (0, pad)))
+            width2 = f2.shape[1]
+            scores[short, :width2], found[short, :width2], keep[short, :width2] = s2, f2, k2
+            keep[short, width2:] = False
+            short = short[k2.sum(axis=1) < wanted[short]]
+        counts = keep.sum(axis=1).tolist()
+        ids = m.catalog.ids
+        flat_ids = [ids[s] for s in found[keep].tolist()]
+        flat_scores = scores[keep].tolist()
+        out, at = [], 0
+        for c in counts:
+            out.append(list(zip(flat_ids[at : at + c], flat_scores[at : at + c], strict=True)))
+            at += c
         return out
 
     # -- item cold start -------------------------------------------------------------------
     def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> ServingModel:
-        """Add (or replace) items by their vectors; builds and swaps in a new bundle."""
-        m = self.model
+        """Add (or replace) items by their vectors, in place in the served bundle (its table
+        row and index entry; O(len(ids))); returns the bundle. A later duplicate id wins."""
         vecs = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         ids = [str(i) for i in ids]
-        if vecs.shape != (len(ids), m.table.shape[1]):
-            raise ValueError(f"vectors shape {vecs.shape} != ({len(ids)}, {m.table.shape[1]})")
-        if not np.isfinite(vecs).all():
-            raise ValueError("item vectors must be finite")
-        if m.index.ntotal != len(m.item_ids):
-            raise RuntimeError("index and item table are out of step")
-        index_of = dict(m.index_of)
-        dead = set(m.dead)
-        base = len(m.item_ids)
-        for j, iid in enumerate(ids):
-            old = index_of.get(iid)
-            if old is not None:
-                dead.add(old)
-            index_of[iid] = base + j
-        m.index.add(vecs)  # append-only: rows >= len(old item_ids) are invisible to the old bundle
-        table = torch.cat([m.table, torch.from_numpy(vecs).to(m.table.device)])
-        new = ServingModel(
-            version=m.version,
-            checkpoint=m.checkpoint,
-            item_ids=m.item_ids + tuple(ids),
-            index_of=MappingProxyType(index_of),
-            table=table,
-            index=m.index,
-            dead=frozenset(dead),
-            popular_seed=m.popular_seed,
-        )
-        self.swap(new)
-        return new
+        with self.lock:
+            m = self.model
+            dim = m.catalog.dim
+            if vecs.shape != (len(ids), dim):
+                raise ValueError(f"vectors shape {vecs.shape} != ({len(ids)}, {dim})")
+            if not np.isfinite(vecs).all():
+                raise ValueError("item vectors must be finite")
+            last = {iid: j for j, iid in enumerate(ids)}  # duplicates: the last one wins
+            if len(last) != len(ids):
+                ids, vecs = list(last), vecs[list(last.values())]
+            slots, fresh = m.catalog.plan(ids)
+            m.index.upsert(slots, vecs)
+            m.catalog.commit(ids, slots, fresh, vecs)
+            self._popular_dirty = True
+            return m
+
+    def remove_items(self, ids: Iterable[str]) -> int:
+        """Remove served items (their slots are reused by later upserts); returns how many."""
+        with self.lock:
+            m = self.model
+            slots = np.asarray(
+                sorted({m.catalog.slot_of[i] for i in map(str, ids) if i in m.catalog.slot_of}),
+                np.int64,
+            )
+            if slots.size:
+                m.index.remove(slots)
+                m.catalog.release(slots)
+                self._popular_dirty = True
+            return int(slots.size)
+
+
+def _keep(found: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the first ``k`` results per row that are found and not seen."""
+    good = (found >= 0) & ~(found[:, :, None] == seen[:, None, :]).any(axis=2)
+    return good & (np.cumsum(good, axis=1) <= k)

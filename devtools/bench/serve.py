@@ -12,8 +12,10 @@ subprocess, or given ones) and measures, in one run on one broker:
   batches of up to 1,000, futures gathered per batch, same payloads, same partitions)
   drains the same backlog size; our throughput is reported as a fraction of it.
 
-Writes ``reports/bench-serve.json``. ``coldstream bench recommend``
-(:mod:`devtools.bench.recommend`) is the broker-less micro-benchmark of the recommender.
+Writes ``reports/bench-serve.json``. With ``--items 1682,100000,1000000`` every catalogue
+size is measured in one run instead (:mod:`devtools.bench.scale`, ``reports/bench-scale.json``).
+``coldstream bench recommend`` (:mod:`devtools.bench.recommend`) is the broker-less
+micro-benchmark of the recommender.
 """
 
 from __future__ import annotations
@@ -27,20 +29,22 @@ import platform
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coldstream.core.records import event_payload
-from devtools.kafka_io import produce, read_until
-from devtools.waiting import wait_until
+from devtools.bench.pipeline import (
+    collect,
+    fixed_rate,
+    flat_out,
+    passthrough,
+    rate_from_timestamps,
+    send_events,
+    wait_processed,
+)
 
-if TYPE_CHECKING:
-    from devtools.processes import WorkerProcess
-
-__all__ = ["add_arguments", "make_events", "passthrough", "run"]
+__all__ = ["add_arguments", "make_events", "run"]
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -80,6 +84,29 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
     s.add_argument("--no-stock", action="store_true", help="skip the stock Faust agent comparison")
     s.add_argument("--out", default="reports/bench-serve.json", help="the JSON report")
+    s.add_argument(
+        "--items",
+        default=None,
+        help="catalogue sizes, comma-separated (e.g. 1682,100000,1000000): every size in one "
+        "run on one broker with the same events and users, random clustered models "
+        "(devtools.bench.scale; writes --scale-out) (default: one model, --model-store or a "
+        "random 1,682-item one)",
+    )
+    s.add_argument(
+        "--index",
+        default="auto",
+        choices=["auto", "flat", "ivf"],
+        help="with --items: the workers' COLDSTREAM_INDEX",
+    )
+    s.add_argument(
+        "--recall-sample",
+        type=int,
+        default=500,
+        help="with --items: recommendations per size checked against exact search",
+    )
+    s.add_argument(
+        "--scale-out", default="reports/bench-scale.json", help="with --items: the JSON report"
+    )
 
 
 # ---------------------------------------------------------------------------- events
@@ -104,142 +131,15 @@ def make_events(
     return out
 
 
-async def _produce(
-    bootstrap: str,
-    names: dict[str, str],
-    events: list[tuple[str, bytes, bytes]],
-    *,
-    rate: float = 0.0,
-    sent_at: dict[str, float] | None = None,
-    run_of_fixed: str = "",
-) -> float:
-    """Send ``events`` (logical topics); returns the seconds taken. With ``sent_at``, event
-    ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events) and its send time is recorded."""
-
-    def record_send(i: int, _rec: object, t: float) -> None:
-        if sent_at is not None:
-            sent_at[f"{run_of_fixed}-{i}"] = t
-
-    done = await produce(
-        bootstrap,
-        ((names[topic], key, value) for topic, key, value in events),
-        rate=rate,
-        on_sent=record_send,
-        settle_every=2000,
-        linger_ms=2 if rate else 10,
-        acks=1,
-        max_batch_size=512 * 1024,
-        request_timeout_ms=40_000,
-    )
-    return done.seconds
-
-
-async def _collect(
-    bootstrap: str,
-    topics: list[str],
-    n: int,
-    timeout_s: float,
-    received: dict[str, float] | None = None,
-    started: asyncio.Event | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> list[Any]:
-    """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
-
-    From the start, or, with ``started``, from the current end (set once positioned)."""
-    from coldstream.core.topics import load_topics
-
-    def note_arrivals(records: list[Any], now: float) -> None:
-        if received is not None:
-            for r in records:  # the event id is the first field the worker writes
-                v = r.value
-                received[v[13 : v.index(b'"', 13)].decode()] = now
-
-    parts = load_topics()["recommendations"].partitions
-    return await read_until(
-        bootstrap,
-        topics,
-        count=n,
-        until=stop,
-        timeout_s=timeout_s,
-        partitions=dict.fromkeys(topics, parts),
-        from_end=started is not None,
-        positioned=started,
-        on_records=note_arrivals,
-        fetch_max_wait_ms=5,
-        poll_ms=100,
-        max_records=5000,
-        max_poll_records=5000,
-    )
-
-
-def _rate_from_timestamps(records) -> float:  # noqa: ANN001
-    ts = sorted(r.timestamp for r in records)
-    if len(ts) < 2 or ts[-1] == ts[0]:
-        return float("nan")
-    return (len(ts) - 1) / ((ts[-1] - ts[0]) / 1000.0)
-
-
-async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: float) -> float:
-    """Bare consume -> produce (the ceiling); returns events/s from the output timestamps."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    group = "passthrough-" + uuid.uuid4().hex[:6]
-    c = AIOKafkaConsumer(
-        src,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        max_poll_records=1000,
-    )
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1, linger_ms=0)
-    await c.start()
-    await p.start()
-    done = 0
-    deadline = time.monotonic() + timeout_s
-    try:
-        while done < n and time.monotonic() < deadline:
-            batch = await c.getmany(timeout_ms=100, max_records=1000)
-            futures = [
-                await p.send(dst, key=r.key, value=r.value) for rs in batch.values() for r in rs
-            ]
-            if futures:
-                await asyncio.gather(*futures)
-                await c.commit()
-                done += len(futures)
-    finally:
-        await c.stop()
-        await p.stop()
-    out = await _collect(bootstrap, [dst], n, 60)
-    return _rate_from_timestamps(out)
-
-
-# ---------------------------------------------------------------------------- serve
-
-
-def _processed(metrics_text: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics_text.splitlines()
-        if line.startswith("coldstream_events_total{")
-    )
-
-
-def _wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
-    wait_until(
-        lambda: _processed(worker.get_text("/metrics")) >= n,
-        timeout_s,
-        f"the worker to process {n} events",
-        interval_s=1.0,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    if args.items:
+        from devtools.bench.scale import run_scale
+
+        return run_scale(args)
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import KafkaBroker, TansuBroker
-    from devtools.checkpoints import make_checkpoint
+    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
     from devtools.processes import WorkerProcess
 
     load_start = round(os.getloadavg()[0], 2)
@@ -257,8 +157,9 @@ def run(args: argparse.Namespace) -> int:
             broker = TansuBroker(log_path=work / "tansu.log").start()
             bootstrap, broker_name = broker.bootstrap, "tansu (memory)"
         store = Path(args.model_store) if args.model_store else work / "store"
-        if latest_checkpoint(store) is None:
-            make_checkpoint(store, n_items=1682, dim=64, text_dim=384)
+        if latest_checkpoint(store) is None:  # a fresh store: signed with this run's key
+            make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
+            os.environ.update(verify_env())  # inherited by the workers
         item_ids = load_checkpoint(latest_checkpoint(store)).item_ids
         prefix = args.topic_prefix or f"bench-{uuid.uuid4().hex[:6]}-"
         names = topic_names(prefix)
@@ -272,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         pt_names = topic_names(prefix + "pt-")
         asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix + "pt-"))
         flat_pt = [(("clicks", k, v)) for _, k, v in backlog]
-        asyncio.run(_produce(bootstrap, pt_names, flat_pt))
+        asyncio.run(send_events(bootstrap, pt_names, flat_pt))
         pt_rate = asyncio.run(
             passthrough(
                 bootstrap,
@@ -285,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"pass-through ceiling: {pt_rate:,.0f} events/s", flush=True)
 
         # -- ours, flat out: load the backlog, then start the worker ----------------------
-        asyncio.run(_produce(bootstrap, names, backlog))
+        asyncio.run(send_events(bootstrap, names, backlog))
         if args.worker_url:
             raise SystemExit("--worker-url: flat-out needs a fresh consumer group; start none")
         worker = WorkerProcess(
@@ -298,30 +199,19 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             batch_window_ms=args.batch_window_ms,
             log_level="warning",
+            idempotent_producer=args.broker != "tansu",  # Tansu has none
             ready_timeout_s=120,
         )
         worker.start()
-        _wait_processed(
+        wait_processed(
             worker, len(backlog), timeout_s=600
         )  # poll /metrics: no reader competes for CPU
-        out = asyncio.run(
-            _collect(
-                bootstrap,
-                [names["recommendations"], names["events-dlq"]],
-                len(backlog),
-                timeout_s=120,
-            )
-        )
-        ours = _rate_from_timestamps(out)
-        n_dlq = sum(1 for r in out if r.topic == names["events-dlq"])
+        ours, out, n_dlq = flat_out(bootstrap, names, len(backlog))
         print(f"ours, flat out: {ours:,.0f} events/s ({len(out)} outputs, {n_dlq} DLQ)", flush=True)
 
         # -- fixed rate: latency ---------------------------------------------------------
         n_fixed = int(args.rate * args.seconds)
         fixed = make_events(n_fixed, n_users=args.users, item_ids=item_ids, seed=2, run=run + "r")
-        sent_at: dict[str, float] = {}
-        received: dict[str, float] = {}
-
         warm = make_events(
             int(args.rate * args.warmup_seconds),
             n_users=args.users,
@@ -329,47 +219,16 @@ def run(args: argparse.Namespace) -> int:
             seed=3,
             run=run + "w",
         )
-
-        async def fixed_phase() -> tuple[float, list]:
-            # warm-up at the same rate (a fresh broker JVM is still compiling), not measured
-            await _produce(bootstrap, names, warm, rate=args.rate)
-            ready = asyncio.Event()
-
-            def all_answered() -> bool:
-                return (
-                    len(sent_at) == n_fixed
-                    and len(received) >= n_fixed
-                    and all(e in received for e in sent_at)
-                )
-
-            collector = asyncio.create_task(
-                _collect(
-                    bootstrap,
-                    [names["recommendations"]],
-                    10 * n_fixed,
-                    args.seconds + 60,
-                    received,
-                    started=ready,
-                    stop=all_answered,
-                )
-            )
-            await asyncio.wait_for(ready.wait(), 60)
-            took = await _produce(
-                bootstrap, names, fixed, rate=args.rate, sent_at=sent_at, run_of_fixed=run + "r"
-            )
-            return took, await collector
-
-        took, fixed_out = asyncio.run(fixed_phase())
-        wlat = np.array(
-            [
-                v["latency_ms"]
-                for v in (json.loads(r.value) for r in fixed_out)
-                if v["event_id"] in sent_at
-            ]
+        fr = fixed_rate(
+            bootstrap,
+            names,
+            fixed,
+            warm,
+            rate=args.rate,
+            seconds=args.seconds,
+            run_of_fixed=run + "r",
         )
-        lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])
-        achieved = n_fixed / took
-        pct = {q: float(np.percentile(lat, q)) for q in (50, 95, 99)} if len(lat) else {}
+        achieved, lat, wlat, pct = fr["achieved"], fr["lat"], fr["wlat"], fr["pct"]
         print(
             f"fixed rate {achieved:,.0f} ev/s: p50 {pct.get(50, float('nan')):.1f} ms, "
             f"p95 {pct.get(95, float('nan')):.1f} ms, p99 {pct.get(99, float('nan')):.1f} ms "
@@ -384,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
             sp = prefix + "stock-"
             stock_names = topic_names(sp)
             asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=sp))
-            asyncio.run(_produce(bootstrap, stock_names, backlog))
+            asyncio.run(send_events(bootstrap, stock_names, backlog))
             worker = WorkerProcess(
                 log_path=work / "worker-stock.log",
                 bootstrap=bootstrap,
@@ -395,14 +254,15 @@ def run(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 batch_window_ms=args.batch_window_ms,
                 log_level="warning",
+                idempotent_producer=args.broker != "tansu",  # Tansu has none
                 ready_timeout_s=120,
                 fast_path=False,
             )
             worker.start()
-            _wait_processed(worker, len(backlog), timeout_s=900)
-            stock = _rate_from_timestamps(
+            wait_processed(worker, len(backlog), timeout_s=900)
+            stock = rate_from_timestamps(
                 asyncio.run(
-                    _collect(
+                    collect(
                         bootstrap, [stock_names["recommendations"]], len(backlog), timeout_s=120
                     )
                 )

@@ -191,7 +191,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from coldstream.core.topics import create_topics, load_topics, prefixed
     from devtools.brokers import KafkaBroker, free_port
-    from devtools.checkpoints import make_checkpoint
+    from devtools.checkpoints import dev_signer, key_env, make_checkpoint
     from devtools.kafka_io import run_coro
     from devtools.processes import WorkerProcess, start_process, stop_process
 
@@ -218,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         topics = {k: s.name for k, s in prefixed(specs, prefix).items()}
         run_coro(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
         store = work / "store"
-        make_checkpoint(store, n_items=args.items, dim=32, text_dim=384)
+        make_checkpoint(store, n_items=args.items, dim=32, text_dim=384, signer=dev_signer())
+        os.environ.update(key_env(work / "keys"))  # the worker's and the trainer's keys
         worker = WorkerProcess(
             log_path=work / "worker.log",
             bootstrap=bootstrap,

@@ -26,8 +26,6 @@ import numpy as np
 
 __all__ = ["add_arguments", "run"]
 
-KEY = "bench-key"
-
 
 async def stream(
     bootstrap: str,
@@ -82,7 +80,7 @@ def latency_part(args, work: Path) -> dict:
     from coldstream.core.model_updates import make_update
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import KafkaBroker
-    from devtools.checkpoints import make_checkpoint
+    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
     from devtools.kafka_io import read_until
     from devtools.processes import WorkerProcess
 
@@ -98,8 +96,9 @@ def latency_part(args, work: Path) -> dict:
         topics = topic_names(prefix)
         store = work / "store"
         n_items = 1682
-        make_checkpoint(store, n_items=n_items, dim=64, text_dim=384, seed=1)
-        os.environ["COLDSTREAM_MODEL_HMAC_KEY"] = KEY
+        signer = dev_signer()
+        make_checkpoint(store, n_items=n_items, dim=64, text_dim=384, seed=1, signer=signer)
+        os.environ.update(verify_env(signer))  # inherited by the worker
         with WorkerProcess(
             log_path=work / "worker.log",
             bootstrap=bootstrap,
@@ -109,13 +108,16 @@ def latency_part(args, work: Path) -> dict:
             threads=1,
             log_level="warning",
         ):
-            v2 = make_checkpoint(store, n_items=n_items, dim=64, text_dim=384, seed=2)
+            v2 = make_checkpoint(
+                store, n_items=n_items, dim=64, text_dim=384, seed=2, signer=signer, point=False
+            )
             upd = make_update(
                 version=2,
+                seq=2,
                 checkpoint_dir=v2,
                 manifest_sha256=manifest_sha256(v2),
                 metrics={},
-                key=KEY,
+                signer=signer,
             ).to_json()
             sent, upd_at = asyncio.run(
                 stream(
@@ -161,21 +163,32 @@ def swap_seconds(work: Path) -> float:
 
     from coldstream.core.checkpoint import manifest_sha256
     from coldstream.core.model_updates import make_update
-    from devtools.checkpoints import make_checkpoint
+    from devtools.checkpoints import dev_signer, make_checkpoint
     from stream_app.control import ModelSwapper
     from stream_app.metrics import Metrics
     from stream_app.recommender import Recommender
 
     store = work / "store-inproc"
-    v1 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=1)
-    v2 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=2)
+    signer = dev_signer()
+    v1 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=1, signer=signer)
+    v2 = make_checkpoint(store, n_items=1682, dim=64, text_dim=384, seed=2, signer=signer)
     rec = Recommender.from_checkpoint(v1, prefer_gpu_index=False)
     sw = ModelSwapper(
-        rec, store_root=store, key=KEY, metrics=Metrics(CollectorRegistry()), prefer_gpu_index=False
+        rec,
+        store_root=store,
+        keys=signer.keyring,
+        served_seq=1,
+        metrics=Metrics(CollectorRegistry()),
+        prefer_gpu_index=False,
     )
     res = sw.handle_sync(
         make_update(
-            version=2, checkpoint_dir=v2, manifest_sha256=manifest_sha256(v2), metrics={}, key=KEY
+            version=2,
+            seq=2,
+            checkpoint_dir=v2,
+            manifest_sha256=manifest_sha256(v2),
+            metrics={},
+            signer=signer,
         ).to_json()
     )
     assert res.outcome == "ok", res

@@ -1,0 +1,228 @@
+"""The pieces of the broker benchmarks that drive the real pipeline: paced sends, the
+read-until collector, the bare pass-through ceiling, and the flat-out and fixed-rate phases
+(``coldstream bench serve``, :mod:`devtools.bench.serve`; every catalogue size in one run,
+:mod:`devtools.bench.scale`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from devtools.kafka_io import produce, read_until
+from devtools.waiting import wait_until
+
+if TYPE_CHECKING:
+    from devtools.processes import WorkerProcess
+
+__all__ = [
+    "collect",
+    "fixed_rate",
+    "flat_out",
+    "passthrough",
+    "rate_from_timestamps",
+    "send_events",
+    "wait_processed",
+]
+
+
+async def send_events(
+    bootstrap: str,
+    names: dict[str, str],
+    events: list[tuple[str, bytes, bytes]],
+    *,
+    rate: float = 0.0,
+    sent_at: dict[str, float] | None = None,
+    run_of_fixed: str = "",
+) -> float:
+    """Send ``events`` (logical topics); returns the seconds taken. With ``sent_at``, event
+    ``i`` has id ``f"{run_of_fixed}-{i}"`` (make_events) and its send time is recorded."""
+
+    def record_send(i: int, _rec: object, t: float) -> None:
+        if sent_at is not None:
+            sent_at[f"{run_of_fixed}-{i}"] = t
+
+    done = await produce(
+        bootstrap,
+        ((names[topic], key, value) for topic, key, value in events),
+        rate=rate,
+        on_sent=record_send,
+        settle_every=2000,
+        linger_ms=2 if rate else 10,
+        acks=1,
+        max_batch_size=512 * 1024,
+        request_timeout_ms=40_000,
+    )
+    return done.seconds
+
+
+async def collect(
+    bootstrap: str,
+    topics: list[str],
+    n: int,
+    timeout_s: float,
+    received: dict[str, float] | None = None,
+    started: asyncio.Event | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[Any]:
+    """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
+
+    From the start, or, with ``started``, from the current end (set once positioned)."""
+    from coldstream.core.topics import load_topics
+
+    def note_arrivals(records: list[Any], now: float) -> None:
+        if received is not None:
+            for r in records:  # the event id is the first field the worker writes
+                v = r.value
+                received[v[13 : v.index(b'"', 13)].decode()] = now
+
+    parts = load_topics()["recommendations"].partitions
+    return await read_until(
+        bootstrap,
+        topics,
+        count=n,
+        until=stop,
+        timeout_s=timeout_s,
+        partitions=dict.fromkeys(topics, parts),
+        from_end=started is not None,
+        positioned=started,
+        on_records=note_arrivals,
+        fetch_max_wait_ms=5,
+        poll_ms=100,
+        max_records=5000,
+        max_poll_records=5000,
+    )
+
+
+def rate_from_timestamps(records) -> float:  # noqa: ANN001
+    ts = sorted(r.timestamp for r in records)
+    if len(ts) < 2 or ts[-1] == ts[0]:
+        return float("nan")
+    return (len(ts) - 1) / ((ts[-1] - ts[0]) / 1000.0)
+
+
+async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: float) -> float:
+    """Bare consume -> produce (the ceiling); returns events/s from the output timestamps."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    group = "passthrough-" + uuid.uuid4().hex[:6]
+    c = AIOKafkaConsumer(
+        src,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        max_poll_records=1000,
+    )
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=-1, linger_ms=0)
+    await c.start()
+    await p.start()
+    done = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while done < n and time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=100, max_records=1000)
+            futures = [
+                await p.send(dst, key=r.key, value=r.value) for rs in batch.values() for r in rs
+            ]
+            if futures:
+                await asyncio.gather(*futures)
+                await c.commit()
+                done += len(futures)
+    finally:
+        await c.stop()
+        await p.stop()
+    out = await collect(bootstrap, [dst], n, 60)
+    return rate_from_timestamps(out)
+
+
+def processed(metrics_text: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("coldstream_events_total{")
+    )
+
+
+def wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
+    wait_until(
+        lambda: processed(worker.get_text("/metrics")) >= n,
+        timeout_s,
+        f"the worker to process {n} events",
+        interval_s=1.0,
+    )
+
+
+def flat_out(bootstrap: str, names: dict[str, str], n: int) -> tuple[float, list[Any], int]:
+    """Read a drained backlog's ``n`` outputs: ``(events/s from their timestamps, records,
+    DLQ records)``."""
+    out = asyncio.run(
+        collect(bootstrap, [names["recommendations"], names["events-dlq"]], n, timeout_s=120)
+    )
+    n_dlq = sum(1 for r in out if r.topic == names["events-dlq"])
+    return rate_from_timestamps(out), out, n_dlq
+
+
+def fixed_rate(
+    bootstrap: str,
+    names: dict[str, str],
+    fixed: list[tuple[str, bytes, bytes]],
+    warm: list[tuple[str, bytes, bytes]],
+    *,
+    rate: float,
+    seconds: float,
+    run_of_fixed: str,
+) -> dict[str, Any]:
+    """Send ``warm`` then ``fixed`` at ``rate`` (event ids ``f"{run_of_fixed}-{i}"``) and time
+    each answer: ``achieved`` (ev/s), ``lat`` (send -> receipt, ms), ``wlat`` (the worker's
+    ``latency_ms``), ``pct`` (p50/p95/p99 of ``lat``)."""
+    n_fixed = len(fixed)
+    sent_at: dict[str, float] = {}
+    received: dict[str, float] = {}
+
+    async def phase() -> tuple[float, list]:
+        # warm-up at the same rate (a fresh broker JVM is still compiling), not measured
+        await send_events(bootstrap, names, warm, rate=rate)
+        ready = asyncio.Event()
+
+        def all_answered() -> bool:
+            return (
+                len(sent_at) == n_fixed
+                and len(received) >= n_fixed
+                and all(e in received for e in sent_at)
+            )
+
+        collector = asyncio.create_task(
+            collect(
+                bootstrap,
+                [names["recommendations"]],
+                10 * n_fixed,
+                seconds + 60,
+                received,
+                started=ready,
+                stop=all_answered,
+            )
+        )
+        await asyncio.wait_for(ready.wait(), 60)
+        took = await send_events(
+            bootstrap, names, fixed, rate=rate, sent_at=sent_at, run_of_fixed=run_of_fixed
+        )
+        return took, await collector
+
+    took, fixed_out = asyncio.run(phase())
+    wlat = np.array(
+        [
+            v["latency_ms"]
+            for v in (json.loads(r.value) for r in fixed_out)
+            if v["event_id"] in sent_at
+        ]
+    )
+    lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])
+    pct = {q: float(np.percentile(lat, q)) for q in (50, 95, 99)} if len(lat) else {}
+    return {"achieved": n_fixed / took, "lat": lat, "wlat": wlat, "pct": pct, "n": n_fixed}
