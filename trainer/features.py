@@ -2,7 +2,11 @@
 features and the teacher's budget of prefixes.
 
 Kept in one place so that ``coldstream train`` (:mod:`trainer.fitting`) and ``coldstream
-evaluate`` (:mod:`trainer.evaluate`) prepare data identically.
+evaluate`` (:mod:`trainer.evaluate`) prepare data identically. At catalogue scale: the
+teacher's prefixes and their rows come as arrays (:func:`teacher_position_arrays`,
+:func:`kd_rows`: no Python tuple per prefix), and :func:`student_metrics` computes the
+metrics of :meth:`EvalSet.metrics` from each user's top-K, users scored a chunk at a time
+(memory ``O(items x dim + chunk x items)``, never ``[users x items]``).
 """
 
 from __future__ import annotations
@@ -13,8 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trainer.ranking import rank_metrics
-from trainer.training import Examples, Seq
+from trainer.ranking import hr_at_k, ndcg_at_k, rank_metrics, recall_at_k
+from trainer.topk import BLOCK_ELEMENTS
+from trainer.training import (
+    Examples,
+    Seq,
+    encode_users,
+    position_arrays,
+    student_item_vectors,
+)
 
 HISTORY_ITEMS = 5
 """Most recent items in the teacher's history text (keeps encoder cost bounded)."""
@@ -121,29 +132,125 @@ def teacher_features(
     return np.concatenate([enc, mean], axis=1).astype(np.float32)
 
 
+def teacher_position_arrays(
+    seqs: Sequence[Seq], *, first: int, random_more: int, max_prefix: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`teacher_positions` as two int64 arrays ``(users, ts)`` (same order, same random
+    numbers), without a Python tuple per prefix."""
+    rng = np.random.default_rng(seed + 17)
+    lengths = np.fromiter((len(s[0]) for s in seqs), dtype=np.int64, count=len(seqs))
+    n_first = np.clip(np.minimum(first, lengths - 1), 0, None)
+    users = [np.repeat(np.arange(len(seqs), dtype=np.int64), n_first)]
+    offsets = np.cumsum(n_first) - n_first
+    ts = [np.arange(int(n_first.sum()), dtype=np.int64) - np.repeat(offsets, n_first) + 1]
+    if random_more > 0:
+        hi = np.minimum(max_prefix, lengths - 1)
+        eu, et = [], []
+        for u in np.flatnonzero(hi > first):
+            more = rng.choice(
+                np.arange(first + 1, int(hi[u]) + 1),
+                size=min(random_more, int(hi[u]) - first),
+                replace=False,
+            )
+            et.append(np.sort(more))
+            eu.append(np.full(len(more), u, dtype=np.int64))
+        if eu:
+            users.append(np.concatenate(eu))
+            ts.append(np.concatenate(et).astype(np.int64))
+    u_all, t_all = np.concatenate(users), np.concatenate(ts)
+    order = np.lexsort((t_all, u_all))
+    return u_all[order], t_all[order]
+
+
 def teacher_positions(
     seqs: Sequence[Seq], *, first: int, random_more: int, max_prefix: int, seed: int
 ) -> list[tuple[int, int]]:
     """The budgeted subsample of training prefixes the teacher is run on: every prefix of
     length ``1..first`` plus ``random_more`` random lengths in ``first+1..max_prefix``."""
-    rng = np.random.default_rng(seed + 17)
-    out = []
-    for u, (items, _) in enumerate(seqs):
-        n = len(items)
-        out += [(u, t) for t in range(1, min(first, n - 1) + 1)]
-        hi = min(max_prefix, n - 1)
-        if hi > first and random_more > 0:
-            more = rng.choice(
-                np.arange(first + 1, hi + 1), size=min(random_more, hi - first), replace=False
-            )
-            out += [(u, int(t)) for t in sorted(more)]
+    u, t = teacher_position_arrays(
+        seqs, first=first, random_more=random_more, max_prefix=max_prefix, seed=seed
+    )
+    return list(zip(u.tolist(), t.tolist(), strict=True))
+
+
+def kd_rows(positions, teacher_pos) -> torch.Tensor:
+    """``[E]``: the row of each training prefix in the teacher's prefixes, -1 where it has none
+    (both as ``(user, t)`` pairs or ``(users, ts)`` arrays); vectorised (sort + search)."""
+    pu, pt = position_arrays(positions)
+    tu, tt = position_arrays(teacher_pos)
+    if not len(pu):
+        return torch.zeros(0, dtype=torch.long)
+    width = int(max(pt.max(initial=0), tt.max(initial=0))) + 1
+    keys, tkeys = pu * width + pt, tu * width + tt
+    order = np.argsort(tkeys, kind="stable")
+    found = np.searchsorted(tkeys[order], keys).clip(max=max(len(tkeys) - 1, 0))
+    hit = (tkeys[order][found] == keys) if len(tkeys) else np.zeros(len(keys), bool)
+    return torch.as_tensor(np.where(hit, order[found] if len(tkeys) else 0, -1), dtype=torch.long)
+
+
+def attach_kd_rows(ex: Examples, positions, teacher_pos) -> None:
+    ex.kd_row = kd_rows(positions, teacher_pos)
+
+
+def subsample_positions(
+    positions: tuple[np.ndarray, np.ndarray], limit: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``limit`` of the prefixes (a uniform sample, in their order; ``None``: all)."""
+    u, t = positions
+    if limit is None or len(u) <= limit:
+        return u, t
+    keep = np.sort(np.random.default_rng(seed + 29).choice(len(u), size=limit, replace=False))
+    return u[keep], t[keep]
+
+
+# ------------------------------------------------------------------ metrics at catalogue scale
+
+
+def topk_rank_metrics(
+    ranked: np.ndarray, gts: Sequence[Sequence[int]], ks: Sequence[int] = (10, 20)
+) -> dict[str, np.ndarray]:
+    """:func:`trainer.ranking.rank_metrics` from each user's ranked list (``[B, >= max(ks)]``
+    item rows, best first, ``-1`` where fewer items were rankable) instead of a score matrix."""
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        nd, rc, hr = [], [], []
+        for b, gt in enumerate(gts):
+            r = [int(i) for i in ranked[b, :k] if i >= 0]
+            nd.append(ndcg_at_k(r, gt, k))
+            rc.append(recall_at_k(r, gt, k))
+            hr.append(hr_at_k(r, gt, k))
+        out[f"ndcg@{k}"], out[f"recall@{k}"], out[f"hr@{k}"] = map(np.asarray, (nd, rc, hr))
     return out
 
 
-def attach_kd_rows(
-    ex: Examples, positions: Sequence[tuple[int, int]], teacher_pos: Sequence[tuple[int, int]]
-) -> None:
-    where = {p: i for i, p in enumerate(teacher_pos)}
-    ex.kd_row = torch.as_tensor(
-        [where.get((int(u), int(t)), -1) for u, t in positions], dtype=torch.long
-    )
+@torch.no_grad()
+def student_metrics(
+    model,
+    text_vecs: np.ndarray,
+    id_index: np.ndarray,
+    es: EvalSet,
+    *,
+    table: torch.Tensor | None = None,
+    ks: Sequence[int] = (10, 20),
+) -> dict[str, np.ndarray]:
+    """``es.metrics(student_scores(...))`` without a ``[users x items]`` matrix: users are
+    scored a chunk at a time (:data:`trainer.topk.BLOCK_ELEMENTS` scores per chunk) and only
+    each user's top ``max(ks)`` is kept. Memory ``O(N x dim + chunk x N)``, time
+    ``O(users x N x dim)``. ``table``: the student's item vectors, if already computed."""
+    table = student_item_vectors(model, text_vecs, id_index) if table is None else table
+    n = table.shape[0]
+    kmax = min(max(ks), n)
+    step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    blocked = None if es.candidates is None else torch.as_tensor(~np.asarray(es.candidates))
+    ranked = np.full((len(es.histories), kmax), -1, dtype=np.int64)
+    for s in range(0, len(es.histories), step):
+        hs = es.histories[s : s + step]
+        scores = encode_users(model, table, hs) @ table.T
+        if blocked is not None:
+            scores[:, blocked.to(scores.device)] = float("-inf")
+        for b, h in enumerate(hs):
+            if len(h[0]):
+                scores[b, torch.as_tensor(np.asarray(h[0], dtype=np.int64))] = float("-inf")
+        v, i = scores.topk(kmax, dim=1)
+        ranked[s : s + len(hs)] = torch.where(torch.isfinite(v), i, -1).cpu().numpy()
+    return topk_rank_metrics(ranked, es.gts, ks)

@@ -25,15 +25,16 @@ from coldstream.core.student import StudentConfig
 from trainer.features import (
     attach_kd_rows,
     split_users,
+    subsample_positions,
     teacher_features,
-    teacher_positions,
+    teacher_position_arrays,
     warm_sets,
 )
 from trainer.training import (
     Seq,
     TrainConfig,
     build_examples,
-    prefix_positions,
+    prefix_position_arrays,
     set_threads,
     student_scores,
     train_student,
@@ -59,6 +60,22 @@ class FitConfig:
     temperature: float = 2.0
     teacher_prefixes_per_user: int = 7
     version: int | None = None
+    item_cache: str | None = None
+    """Folder of the on-disk teacher item-vector cache (:mod:`trainer.vector_cache`; ``None``:
+    in memory): a second ``fit`` on the same catalogue encodes no item."""
+    teacher_prefixes_max: int | None = 20_000
+    """At most this many teacher prefixes (a uniform sample of the per-user budget): the
+    encoder's cost grows with it, not with the number of users."""
+    val_users_max: int | None = 2_000
+    """At most this many validation users per cell (early stopping costs ``users x items``)."""
+    head_items: int = 8_192
+    """Sampled path (large catalogues): the teacher head is fitted and validated on this many
+    items (half the most frequent training targets, half uniform from the rest), then scores
+    the whole catalogue in blocks for its top-K."""
+    head_val_users: int = 500
+    """Sampled path: validation users per cell for the head's early stopping."""
+    head_epochs: int | None = None
+    """Most epochs of the teacher head (``None``: :class:`trainer.adapt.HeadConfig`'s)."""
 
 
 def fit(
@@ -68,14 +85,22 @@ def fit(
     *,
     store_root: Path | str = DEFAULT_MODEL_STORE,
     progress: bool = True,
+    teacher: Any = None,
 ) -> Path:
     """Train a student on ``interactions`` (:class:`trainer.data.Interactions`) and
     ``items`` (:class:`trainer.data.Items`), write a checkpoint into ``store_root`` and
     return its path. 10% of the users with at least two events (by seed) are held out for
     early stopping; users with fewer events are not used. Raises ``ValueError`` when too few
-    users have data to train and validate."""
+    users have data to train and validate. ``teacher``: an encoder already built (default:
+    :class:`trainer.teacher.Teacher` from ``teacher_path``, with ``item_cache``).
+
+    Large catalogues (``TrainConfig.mode``: above 20k items by default) take the sampled path:
+    sampled softmax, the teacher's top-K per prefix (scored in blocks) and validation in
+    chunks, so no step holds a ``[rows x items]`` matrix."""
     cfg = config if isinstance(config, FitConfig) else FitConfig(**(config or {}))
-    return fit_and_save(interactions, items, cfg, Path(store_root), progress=progress)
+    return fit_and_save(
+        interactions, items, cfg, Path(store_root), progress=progress, teacher=teacher
+    )
 
 
 def train_bootstrap(store_root: Path | str, *, quick: bool = True, progress: bool = False) -> Path:
@@ -108,22 +133,86 @@ def fit_users(seqs: Sequence[Seq], seed: int, val_share: float) -> tuple[np.ndar
     return train_u, val_u
 
 
+POPULAR_ITEMS = 200
+"""Items in a checkpoint's ``popular_items`` (the serving fallback before any traffic)."""
+
+
+def popular_item_ids(seqs: Sequence[Seq], ids: Sequence[str], n: int = POPULAR_ITEMS) -> list[str]:
+    """The ``n`` most frequent items of the training users' sequences, most frequent first
+    (ties: catalogue order): a checkpoint's ``popular_items`` (``metrics.json``)."""
+    counts = np.zeros(len(ids), dtype=np.int64)
+    for items_, _ in seqs:
+        np.add.at(counts, items_, 1)
+    order = np.argsort(-counts, kind="stable")
+    return [ids[i] for i in order[:n] if counts[i] > 0]
+
+
+def remap_rows(rows: np.ndarray, catalogue: np.ndarray) -> np.ndarray:
+    """``rows`` as positions in the sorted item rows ``catalogue``; rows outside it dropped."""
+    rows = np.asarray(rows, dtype=np.int64)
+    pos = np.searchsorted(catalogue, rows).clip(max=max(len(catalogue) - 1, 0))
+    return pos[catalogue[pos] == rows] if len(catalogue) else rows[:0]
+
+
+def restrict_set(es, catalogue: np.ndarray, users: int | None = None):
+    """An :class:`~trainer.features.EvalSet` ranked among ``catalogue`` only (sorted item rows;
+    revealed and truth items outside it dropped), of its first ``users`` users (all: ``None``)."""
+    from trainer.features import EvalSet
+
+    hs = []
+    for rows, types in es.histories[:users]:
+        inside = np.isin(rows, catalogue)
+        hs.append((remap_rows(rows[inside], catalogue), np.asarray(types)[inside]))
+    cand = None if es.candidates is None else np.asarray(es.candidates)[catalogue]
+    gts = [remap_rows(g, catalogue) for g in es.gts[: len(hs)]]
+    return EvalSet(es.name, hs, gts, cand, es.users[: len(hs)])
+
+
 def config_dict(obj) -> dict:
     return asdict(obj)
 
 
-def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bool = True) -> Path:
+def head_catalogue(targets: Sequence[np.ndarray], n_items: int, size: int, seed: int) -> np.ndarray:
+    """Sorted item rows the teacher head is fitted on at catalogue scale: the ``size // 2``
+    most frequent training targets, then uniform draws from the other items (so the head's
+    text prior also sees unpopular items as negatives)."""
+    if size >= n_items:
+        return np.arange(n_items)
+    counts = np.bincount(
+        np.concatenate([np.asarray(t, np.int64) for t in targets] or [[]]).astype(np.int64),
+        minlength=n_items,
+    )
+    top = np.argsort(-counts, kind="stable")[: size // 2]
+    top = top[counts[top] > 0]
+    rest = np.setdiff1d(np.arange(n_items), top, assume_unique=False)
+    rng = np.random.default_rng(seed + 31)
+    more = rng.choice(rest, size=min(size - len(top), len(rest)), replace=False)
+    return np.sort(np.r_[top, more])
+
+
+def fit_and_save(
+    inter, items, cfg: FitConfig, store_root: Path, *, progress: bool = True, teacher: Any = None
+) -> Path:
     """Body of :func:`fit` (config already parsed)."""
     from trainer.adapt import HeadConfig, calibrate_temperature, fit_head
-    from trainer.teacher import Teacher
+    from trainer.topk import head_topk
 
     set_threads(cfg.threads)
     t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    last = [t0]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = round(now - last[0], 1)
+        last[0] = now
+
     seq_map = inter.sequences()
     seqs = [
         seq_map.get(u, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
         for u in range(len(inter.user_ids))
     ]
+    del seq_map
     n_items = len(items)
     train_u, val_u = fit_users(seqs, cfg.seed, cfg.val_share)
     none = np.zeros(n_items, dtype=bool)
@@ -136,16 +225,43 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
     id_index = np.full(n_items, -1, dtype=np.int64)
     id_index[order[: int(seen.sum())]] = np.arange(int(seen.sum()))
 
-    teacher = Teacher(cfg.teacher_path, device=resolve_device(cfg.device))
+    if teacher is None:
+        from trainer.teacher import Teacher
+
+        teacher = Teacher(
+            cfg.teacher_path, device=resolve_device(cfg.device), item_cache=cfg.item_cache
+        )
     item_vecs = teacher.encode_items(items.texts, progress=progress)
+    lap("item_vectors")
+    if cfg.val_users_max is not None and len(val_u) > cfg.val_users_max:
+        val_u = np.sort(
+            np.random.default_rng(cfg.seed + 37).choice(val_u, cfg.val_users_max, replace=False)
+        )
     # cells no validation user is long enough for (k=5 needs 6 events) are left out
     val_sets = {k: es for k, es in warm_sets(seqs, val_u, none).items() if es.histories}
+    del seqs
     # quick (bootstrap) mode: shorter prefixes and fewer epochs keep it within ~3 min on 2 CPUs
     quick = {"max_prefix": 20, "extra_per_user": 3, "epochs": 12} if cfg.quick else {}
     tc = TrainConfig(**{"seed": cfg.seed, **quick, **cfg.train})
+    sampled = tc.mode(n_items) == "sampled"
     scfg = StudentConfig(n_items=int(seen.sum()), text_dim=teacher.dim, **cfg.student)
 
     def validate(model) -> float:
+        if sampled:  # users in chunks, top-K only: no [users x items] matrix
+            from trainer.features import student_metrics
+            from trainer.training import student_item_vectors
+
+            table = student_item_vectors(model, item_vecs, id_index)
+            return float(
+                np.mean(
+                    [
+                        student_metrics(model, item_vecs, id_index, es, table=table)[
+                            "ndcg@10"
+                        ].mean()
+                        for es in val_sets.values()
+                    ]
+                )
+            )
         vals = [
             es.metrics(
                 student_scores(
@@ -156,50 +272,85 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
         ]
         return float(np.mean(vals))
 
-    positions = prefix_positions(
+    positions = prefix_position_arrays(
         train_seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=cfg.seed
     )
     ex = build_examples(train_seqs, positions, scfg.max_len)
     teacher_logits = None
-    info: dict = {"quick": cfg.quick}
+    info: dict = {"quick": cfg.quick, "softmax": "sampled" if sampled else "full"}
     if not cfg.quick:
-        tpos = teacher_positions(
-            train_seqs,
-            first=5,
-            random_more=max(0, cfg.teacher_prefixes_per_user - 5),
-            max_prefix=tc.max_prefix,
-            seed=cfg.seed,
+        tpos = subsample_positions(
+            teacher_position_arrays(
+                train_seqs,
+                first=5,
+                random_more=max(0, cfg.teacher_prefixes_per_user - 5),
+                max_prefix=tc.max_prefix,
+                seed=cfg.seed,
+            ),
+            cfg.teacher_prefixes_max,
+            cfg.seed,
         )
+        pairs = list(zip(tpos[0].tolist(), tpos[1].tolist(), strict=True))
         feats = teacher_features(
             teacher,
             item_vecs,
             items.texts,
-            [train_seqs[u][0][:t] for u, t in tpos],
+            [train_seqs[u][0][:t] for u, t in pairs],
             progress=progress,
         )
-        targets = [train_seqs[u][0][t : t + 10] for u, t in tpos]
+        targets = [train_seqs[u][0][t : t + 10] for u, t in pairs]
         vfeats = {
             k: teacher_features(teacher, item_vecs, items.texts, [h[0] for h in es.histories])
             for k, es in val_sets.items()
         }
+        lap("teacher_features")
+        # the head's catalogue: every item (full path), a sample of them (sampled path)
+        cat_rows = head_catalogue(targets, n_items, cfg.head_items, cfg.seed) if sampled else None
+        head_vecs = item_vecs if cat_rows is None else item_vecs[cat_rows]
+        head_sets, head_targets, head_seen = val_sets, targets, seen
+        if cat_rows is not None:
+            head_sets = {
+                k: restrict_set(es, cat_rows, cfg.head_val_users) for k, es in val_sets.items()
+            }
+            head_targets = [remap_rows(t, cat_rows) for t in targets]
+            head_seen = seen[cat_rows]
 
         def vhead(head) -> float:
             return float(
                 np.mean(
                     [
-                        es.metrics(head.score(vfeats[k], item_vecs))["ndcg@10"].mean()
-                        for k, es in val_sets.items()
+                        es.metrics(head.score(vfeats[k][: len(es.gts)], head_vecs))[
+                            "ndcg@10"
+                        ].mean()
+                        for k, es in head_sets.items()
                     ]
                 )
             )
 
         head, _ = fit_head(
-            feats, targets, item_vecs, seen, config=HeadConfig(seed=cfg.seed), validate=vhead
+            feats,
+            head_targets,
+            head_vecs,
+            head_seen,
+            config=HeadConfig(
+                seed=cfg.seed, **({} if cfg.head_epochs is None else {"epochs": cfg.head_epochs})
+            ),
+            validate=vhead,
         )
-        vl = np.concatenate([head.score(vfeats[k], item_vecs) for k in val_sets])
-        vt = np.concatenate([[g[0] for g in es.gts] for es in val_sets.values()])
-        tau = calibrate_temperature(vl, vt)
-        teacher_logits = torch.as_tensor(head.score(feats, item_vecs) / tau, dtype=torch.float32)
+        vl, vt = [], []
+        for k, es in head_sets.items():
+            keep = [i for i, g in enumerate(es.gts) if len(g)]  # (all, on the full path)
+            vl.append(head.score(vfeats[k][keep], head_vecs))
+            vt.append([es.gts[i][0] for i in keep])
+        tau = calibrate_temperature(np.concatenate(vl), np.concatenate(vt))
+        lap("teacher_head")
+        if sampled:  # the top-K of the whole catalogue, in blocks: never [prefixes x items]
+            teacher_logits = head_topk(head, feats, item_vecs, tc.teacher_topk, tau=tau)
+        else:
+            teacher_logits = torch.as_tensor(
+                head.score(feats, item_vecs) / tau, dtype=torch.float32
+            )
+        lap("teacher_targets")
         attach_kd_rows(ex, positions, tpos)
         tc.teacher, tc.alpha, tc.temperature = "model", cfg.alpha, cfg.temperature
         info.update(
@@ -208,9 +359,11 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
                 "teacher_tau": tau,
                 "alpha": cfg.alpha,
                 "temperature": cfg.temperature,
-                "teacher_prefixes": len(tpos),
+                "teacher_prefixes": len(tpos[0]),
             }
         )
+        if cat_rows is not None:
+            info["teacher_head_items"] = len(cat_rows)
     model, curve = train_student(
         ex,
         text_vecs=item_vecs,
@@ -222,17 +375,24 @@ def fit_and_save(inter, items, cfg: FitConfig, store_root: Path, *, progress: bo
         validate=validate,
         progress=progress,
     )
+    lap("student")
     metrics = {
         "val_ndcg@10_mean_k135": max(r["val"] for r in curve),
         "epochs": len(curve),
+        "epoch_train_seconds": [r["train_seconds"] for r in curve],
+        "val_curve": [round(r["val"], 5) for r in curve],
+        "stage_seconds": stages,
         "train_seconds": round(time.perf_counter() - t0, 1),
+        "popular_items": popular_item_ids(train_seqs, items.ids),
         **info,
     }
+    del ex, teacher_logits
+    item_vecs = item_vecs[order]  # (rebinding frees the training copy at catalogue scale)
     return save_checkpoint(
         store_root,
         model=model,
         item_ids=[items.ids[i] for i in order],
-        item_text_vecs=item_vecs[order],
+        item_text_vecs=item_vecs,
         item_titles=[items.titles[i] for i in order],
         metrics=metrics,
         teacher=teacher.describe(),

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from coldstream.core.student import Student
+from trainer.features import EvalSet, student_metrics
 from trainer.ranking import rank_metrics
-from trainer.training import student_scores
+from trainer.training import FULL_SOFTMAX_MAX_ITEMS, student_scores
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,17 @@ def holdout_ndcg(
     truths: Sequence[np.ndarray],
     k: int = 10,
 ) -> float:
-    """Mean NDCG@k of ``model`` on (row, type) histories against row truths."""
+    """Mean NDCG@k of ``model`` on (row, type) histories against row truths. Above
+    :data:`~trainer.training.FULL_SOFTMAX_MAX_ITEMS` items the users are scored in chunks and
+    only their top-k kept (:func:`trainer.features.student_metrics`): no ``[users x items]``
+    matrix at catalogue scale."""
     if not histories:
         return 0.0
+    if len(text_vecs) > FULL_SOFTMAX_MAX_ITEMS:
+        es = EvalSet(
+            "holdout", list(histories), [np.asarray(t) for t in truths], None, np.arange(0)
+        )
+        return float(student_metrics(model, text_vecs, id_index, es, ks=(k,))[f"ndcg@{k}"].mean())
     scores = student_scores(
         model,
         torch.as_tensor(text_vecs, dtype=torch.float32),

@@ -10,6 +10,13 @@ millions of events and a 1M-item catalogue never need to be in memory at once.
 * Item text = words of the item's topic vocabulary + generic words, so a text encoder
   can discover topics (the teacher has something to know).
 
+Memory is ``O(chunk_size + n_items + n_users)`` whatever ``n_events`` is: the state kept
+between chunks is one small integer per user (the current interest, int16) and the
+popularity sampler's arrays per item; each chunk's arrays are compact (user and item int32,
+ts int64, event int8). The stream is deterministic for a configuration (seed included):
+1M items, 10M users and 100M events stream in about 100 MB plus one chunk
+(``coldstream replay --source synthetic --items 1000000 --users 10000000 --events N``).
+
 >>> cfg = SyntheticConfig(n_users=1000, n_items=5000, n_events=20_000)
 >>> for chunk in synthetic_events(cfg): ...   # dicts of arrays: user, item, ts, event
 >>> for ids, titles, texts in synthetic_items(cfg): ...
@@ -109,7 +116,9 @@ def item_topics(cfg: SyntheticConfig) -> np.ndarray:
 def synthetic_items(
     cfg: SyntheticConfig, chunk_size: int = 100_000
 ) -> Iterator[tuple[list[str], list[str], list[str]]]:
-    """Chunks of ``(ids, titles, texts)``; ids are ``"s0"``, ``"s1"``, ..."""
+    """Chunks of ``(ids, titles, texts)``; ids are ``"s0"``, ``"s1"``, ... A text is
+    ``"<title> - <category>"``: what :func:`trainer.teacher.catalog_text` makes of an
+    ``items`` record with that title and category."""
     vocab = _vocabulary(cfg)
     topics = item_topics(cfg)
     rng = np.random.default_rng(cfg.seed + 3)
@@ -149,12 +158,23 @@ def _topic_sampler(cfg: SyntheticConfig):
     return sample
 
 
+EVENT_DTYPES = {"user": np.int32, "item": np.int32, "ts": np.int64, "event": np.int8}
+"""The dtypes of a chunk's arrays (int32 ids: up to 2**31 users or items)."""
+
+
+def _small_int(n: int) -> type[np.signedinteger]:
+    return np.int16 if n < 2**15 else np.int32
+
+
 def synthetic_events(cfg: SyntheticConfig) -> Iterator[dict[str, np.ndarray]]:
-    """Chunks (about ``chunk_size`` events) of ``{"user", "item", "ts", "event"}`` arrays,
-    in time order; exactly ``n_events`` events in total. Deterministic for a seed."""
+    """Chunks (at most ``chunk_size`` events) of ``{"user", "item", "ts", "event"}`` arrays
+    (:data:`EVENT_DTYPES`), in time order; exactly ``n_events`` events in total.
+    Deterministic for a configuration. State between chunks: one interest per user."""
+    if max(cfg.n_users, cfg.n_items) >= 2**31:
+        raise ValueError("synthetic ids are int32: at most 2**31 - 1 users and items")
     rng = np.random.default_rng(cfg.seed)
     sample = _topic_sampler(cfg)
-    interest = rng.integers(0, cfg.n_topics, cfg.n_users)
+    interest = rng.integers(0, cfg.n_topics, cfg.n_users).astype(_small_int(cfg.n_topics))
     ts = cfg.start_ts
     done = 0
     p = 1.0 / max(cfg.mean_session, 1.0)
@@ -170,7 +190,7 @@ def synthetic_events(cfg: SyntheticConfig) -> Iterator[dict[str, np.ndarray]]:
         new_topic = rng.integers(0, cfg.n_topics, len(lengths))
         # later sessions of the same user in this chunk see the last assignment (vectorised drift)
         interest[users[jump]] = new_topic[jump]
-        sess_topic = interest[users]
+        sess_topic = interest[users].astype(np.int64)
         user = np.repeat(users, lengths)
         topic = np.repeat(sess_topic, lengths)
         noisy = rng.random(len(user)) < cfg.noise
@@ -181,17 +201,20 @@ def synthetic_events(cfg: SyntheticConfig) -> Iterator[dict[str, np.ndarray]]:
         event = (rng.random(len(user)) < cfg.purchase_rate).astype(np.int64)
         done += len(user)
         yield {
-            "user": user.astype(np.int64),
-            "item": item.astype(np.int64),
+            "user": user.astype(EVENT_DTYPES["user"]),
+            "item": item.astype(EVENT_DTYPES["item"]),
             "ts": t,
-            "event": event,
+            "event": event.astype(EVENT_DTYPES["event"]),
         }
 
 
 def synthetic_dataset(cfg: SyntheticConfig):
     """Small configurations only: everything in memory as ``(Interactions, Items)``."""
     chunks = list(synthetic_events(cfg))
-    cat = {k: np.concatenate([c[k] for c in chunks]) for k in ("user", "item", "ts", "event")}
+    cat = {
+        k: np.concatenate([c[k] for c in chunks]).astype(np.int64)
+        for k in ("user", "item", "ts", "event")
+    }
     ids, titles, texts = [], [], []
     for a, b, c in synthetic_items(cfg):
         ids += a

@@ -110,5 +110,9 @@ class FakeTeacher:
             out[n] = v / np.linalg.norm(v)
         return out
 
+    def encode_items(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Item texts (the real teacher caches them by text; the vectors are the same)."""
+        return self.encode(texts, progress)
+
     def describe(self) -> dict:
         return {"kind": "fake", "name": "fake-teacher", "dim": self.dim}

@@ -62,3 +62,66 @@ def test_synthetic_items_and_sessions_share_topics():
     topics = item_topics(cfg)
     items_u0 = inter.sequences()[int(inter.user[0])][0]
     assert len(set(topics[items_u0])) == 1  # no drift, no noise: one interest
+
+
+def _peak_bytes(cfg: SyntheticConfig) -> tuple[int, int]:
+    """Peak traced allocation while streaming ``cfg`` chunk by chunk, and the events seen."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        seen = sum(len(c["user"]) for c in synthetic_events(cfg))
+        return tracemalloc.get_traced_memory()[1], seen
+    finally:
+        tracemalloc.stop()
+
+
+def test_synthetic_stream_memory_does_not_grow_with_the_number_of_events():
+    base = {"n_users": 200_000, "n_items": 100_000, "chunk_size": 20_000, "seed": 1}
+    small, n_small = _peak_bytes(SyntheticConfig(n_events=100_000, **base))
+    large, n_large = _peak_bytes(SyntheticConfig(n_events=1_000_000, **base))
+    assert (n_small, n_large) == (100_000, 1_000_000)
+    # 10x the events, the same peak: users x 2 bytes + items x ~40 bytes + one chunk
+    assert large < 1.1 * small, (small, large)
+    assert small < 200_000 * 2 + 100_000 * 48 + 20_000 * 200, small
+
+
+def test_synthetic_chunks_are_bounded_and_compact():
+    from trainer.data.synthetic import EVENT_DTYPES
+
+    cfg = SyntheticConfig(n_users=10_000, n_items=5_000, n_events=55_555, chunk_size=8_000)
+    chunks = list(synthetic_events(cfg))
+    assert sum(len(c["user"]) for c in chunks) == 55_555
+    assert all(0 < len(c["user"]) <= 8_000 for c in chunks)
+    assert all(c[k].dtype == np.dtype(t) for c in chunks for k, t in EVENT_DTYPES.items())
+    assert {"user": np.int32, "item": np.int32, "ts": np.int64, "event": np.int8} == EVENT_DTYPES
+    with pytest.raises(ValueError, match="int32"):
+        next(synthetic_events(SyntheticConfig(n_users=2**31)))
+
+
+def test_synthetic_stream_is_deterministic_per_seed_and_differs_across_seeds():
+    cfg = SyntheticConfig(n_users=3_000, n_items=4_000, n_events=30_000, chunk_size=7_000, seed=9)
+    a = [c["item"] for c in synthetic_events(cfg)]
+    b = [c["item"] for c in synthetic_events(cfg)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    other = np.concatenate(
+        [c["item"] for c in synthetic_events(SyntheticConfig(**{**cfg.__dict__, "seed": 10}))]
+    )
+    assert not np.array_equal(np.concatenate(a), other)
+
+
+def test_synthetic_interests_drift_between_sessions():
+    """drift=1: a user's interest jumps at every session (it is applied per chunk, so with
+    small chunks each session sees it), so their sessions span several topics; drift=0: one
+    topic per user (noise off)."""
+    from trainer.data.synthetic import item_topics
+
+    kw = {"n_users": 30, "n_items": 3000, "n_events": 6000, "n_topics": 20, "noise": 0.0}
+    kw["chunk_size"] = 40
+    spans = {}
+    for drift in (0.0, 1.0):
+        cfg = SyntheticConfig(drift=drift, **kw)
+        inter, _ = synthetic_dataset(cfg)
+        topics = item_topics(cfg)
+        spans[drift] = np.mean([len(set(topics[s[0]])) for s in inter.sequences().values()])
+    assert spans[0.0] == 1.0 and spans[1.0] > 5

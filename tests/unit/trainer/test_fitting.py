@@ -84,3 +84,52 @@ def test_fit_trains_when_the_validation_users_have_no_events(tmp_path):
     seen = set(np.concatenate([seqs[u][0] for u in train_u]).tolist())
     assert ck.config.n_items == len(seen)
     assert set(ck.item_ids[: ck.config.n_items]) == {items.ids[i] for i in seen}
+
+
+def test_fit_on_the_sampled_path_with_the_item_cache(tmp_path):
+    """``softmax="sampled"`` (what a large catalogue gets): teacher head on a sub-catalogue,
+    its top-K over all items, sampled CE/KD, chunked validation; a second fit on the same
+    item-vector cache encodes no item text (real MiniLM teacher)."""
+    import torch
+
+    from coldstream.core.checkpoint import load_checkpoint
+    from trainer.teacher import Teacher
+
+    torch.set_num_threads(2)
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=60, n_items=150, n_events=3000, n_topics=10)
+    )
+    cfg = {
+        "quick": False,
+        "device": "cpu",
+        "train": {
+            "epochs": 2,
+            "max_prefix": 5,
+            "softmax": "sampled",
+            "negatives": 16,
+            "teacher_topk": 10,
+        },
+        "head_items": 60,
+        "teacher_prefixes_max": 100,
+    }
+    teacher = Teacher(batch_size=64, item_cache=tmp_path / "cache")
+    ck = load_checkpoint(
+        fit(inter, items, cfg, store_root=tmp_path / "s", teacher=teacher, progress=False)
+    )
+    m = ck.metrics
+    assert m["softmax"] == "sampled" and m["teacher_head_items"] == 60
+    assert m["teacher_prefixes"] == 100 and np.isfinite(m["val_ndcg@10_mean_k135"])
+    assert teacher.item_vector_cache().encoded == len(set(items.texts))
+    recs = ck.recommend([items.ids[3]], k=5)
+    assert len(recs) == 5 and items.ids[3] not in {r for r, _ in recs}
+    again = Teacher(batch_size=64, item_cache=tmp_path / "cache")  # the next run
+    fit(
+        inter,
+        items,
+        {**cfg, "quick": True},
+        store_root=tmp_path / "s",
+        teacher=again,
+        progress=False,
+    )
+    assert again.item_vector_cache().encoded == 0
+    assert again.texts_encoded == 0  # quick: no history either, so the encoder never ran

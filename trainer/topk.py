@@ -1,0 +1,215 @@
+"""The teacher's top-K per prefix, found without a dense ``[prefixes x items]`` matrix.
+
+:class:`TopK` holds, for ``P`` rows (training prefixes), the ids and logits of the ``K``
+highest-scoring items, best first: ``O(P x K)`` memory, what the catalogue-scale losses of
+:mod:`trainer.distill` read. :func:`chunked_topk` scores a ``[row_chunk x item_chunk]`` block
+at a time and merges each block's top-K into a running top-K, so its memory is
+``O(P x K + row_chunk x item_chunk)`` whatever the catalogue size, and its time
+``O(P x N x D)`` (the scoring itself). Helpers build the blocks for an adapted teacher head
+(:func:`head_topk`), an inner product (:func:`inner_product_topk`) and any scorer of the
+trainer service (:func:`scorer_topk`).
+
+Ties are broken by ``torch.topk`` (not by item row): with distinct scores the result equals
+the dense top-K exactly (tests/unit/trainer/test_topk.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TopK",
+    "chunked_topk",
+    "head_topk",
+    "inner_product_topk",
+    "scorer_topk",
+]
+
+BLOCK_ELEMENTS = 1 << 24
+"""Scores held at once by the chunked helpers (16M floats = 64 MB)."""
+
+
+@dataclass
+class TopK:
+    """The ``K`` best items of ``P`` rows, best first. Rows with fewer than ``K`` items
+    (a catalogue smaller than ``K``) are padded with id ``-1`` and logit ``-inf``."""
+
+    ids: torch.Tensor
+    """``[P, K]`` int64 item rows."""
+    logits: torch.Tensor
+    """``[P, K]`` float32, descending per row."""
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.shape[1])
+
+    def rows(self, idx: torch.Tensor | np.ndarray | slice) -> TopK:
+        idx = torch.as_tensor(idx) if not isinstance(idx, slice) else idx
+        return TopK(self.ids[idx], self.logits[idx])
+
+    def to(self, device: torch.device | str) -> TopK:
+        return TopK(self.ids.to(device), self.logits.to(device))
+
+    def truncate(self, k: int) -> TopK:
+        return TopK(self.ids[:, :k], self.logits[:, :k])
+
+    def dense(self, n_items: int) -> torch.Tensor:
+        """``[P, N]`` logits, ``-inf`` outside the top-K (small catalogues: the full path)."""
+        out = torch.full(
+            (len(self), n_items), float("-inf"), dtype=self.logits.dtype, device=self.ids.device
+        )
+        valid = self.ids >= 0
+        rows = torch.arange(len(self), device=self.ids.device).unsqueeze(1).expand_as(self.ids)
+        out[rows[valid], self.ids[valid]] = self.logits[valid]
+        return out
+
+    @classmethod
+    def from_dense(cls, logits: torch.Tensor | np.ndarray, k: int) -> TopK:
+        """The top-``k`` of a dense ``[P, N]`` matrix, in row chunks."""
+        x = torch.as_tensor(logits)
+        return chunked_topk(
+            lambda r, c: x[r, c].float(), len(x), x.shape[1], k, item_chunk=x.shape[1]
+        )
+
+
+def _merge(
+    vals: torch.Tensor, ids: torch.Tensor, block: torch.Tensor, offset: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kb = min(k, block.shape[1])
+    bv, bi = block.topk(kb, dim=1)
+    v = torch.cat([vals, bv], dim=1)
+    i = torch.cat([ids, bi + offset], dim=1)
+    top = v.topk(min(k, v.shape[1]), dim=1)
+    return top.values, i.gather(1, top.indices)
+
+
+@torch.no_grad()
+def chunked_topk(
+    score_block: Callable[[slice, slice], torch.Tensor],
+    n_rows: int,
+    n_items: int,
+    k: int,
+    *,
+    row_chunk: int | None = None,
+    item_chunk: int | None = None,
+    progress: bool = False,
+    desc: str = "teacher top-K",
+) -> TopK:
+    """Top-``k`` items of every row, where ``score_block(rows, items)`` returns the
+    ``[len(rows), len(items)]`` scores of a block (``rows``, ``items``: slices). Blocks are
+    ``row_chunk x item_chunk`` (default: :data:`BLOCK_ELEMENTS` scores, at most 16384 items
+    wide); for each row chunk every item chunk is scored and merged into a running top-K."""
+    k = max(0, min(int(k), n_items))
+    item_chunk = int(item_chunk or min(n_items, 16384)) or 1
+    row_chunk = int(row_chunk or max(1, BLOCK_ELEMENTS // item_chunk))
+    ids = torch.empty((n_rows, k), dtype=torch.long)
+    logits = torch.empty((n_rows, k), dtype=torch.float32)
+    starts = range(0, n_rows, row_chunk)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="chunk", leave=False)
+    for r0 in starts:
+        rows = slice(r0, min(n_rows, r0 + row_chunk))
+        nr = rows.stop - rows.start
+        vals = torch.full((nr, 0), float("-inf"))
+        top = torch.full((nr, 0), -1, dtype=torch.long)
+        for c0 in range(0, n_items, item_chunk):
+            cols = slice(c0, min(n_items, c0 + item_chunk))
+            block = score_block(rows, cols).float()
+            vals, top = _merge(vals, top, block, c0, k)
+        ids[rows], logits[rows] = top, vals
+    return TopK(ids, logits)
+
+
+def inner_product_topk(
+    users: torch.Tensor | np.ndarray,
+    items: torch.Tensor | np.ndarray,
+    k: int,
+    *,
+    scale: float = 1.0,
+    bias: torch.Tensor | np.ndarray | None = None,
+    progress: bool = False,
+) -> TopK:
+    """Top-``k`` of ``scale * users @ items.T + bias`` (``bias`` ``[N]``), in blocks."""
+    u = torch.as_tensor(users, dtype=torch.float32)
+    x = torch.as_tensor(items, dtype=torch.float32)
+    b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32)
+
+    def block(rows: slice, cols: slice) -> torch.Tensor:
+        s = (u[rows] @ x[cols].T) * scale
+        return s if b is None else s + b[cols]
+
+    return chunked_topk(block, len(u), len(x), k, progress=progress)
+
+
+def head_topk(
+    head: Any,
+    feats: np.ndarray | torch.Tensor,
+    item_vecs: np.ndarray | torch.Tensor,
+    k: int,
+    *,
+    tau: float = 1.0,
+    progress: bool = False,
+) -> TopK:
+    """Top-``k`` of an adapted teacher head's logits ``head(feats, item_vecs) / tau``
+    (:class:`trainer.adapt.TeacherHead`, in eval mode), block by block through the head's
+    own forward: equal to ``TopK.from_dense(head.score(feats, item_vecs) / tau, k)``."""
+    f = torch.as_tensor(feats, dtype=torch.float32)
+    x = torch.as_tensor(item_vecs, dtype=torch.float32)
+    was = head.training
+    head.eval()
+    try:
+        # wide row chunks: the head's item transform is recomputed once per row chunk
+        return chunked_topk(
+            lambda r, c: head(f[r], x[c]) / tau,
+            len(f),
+            len(x),
+            k,
+            row_chunk=4096,
+            item_chunk=4096,
+            progress=progress,
+        )
+    finally:
+        head.train(was)
+
+
+def scorer_topk(
+    scorer: Any,
+    histories: Sequence[np.ndarray],
+    k: int,
+    *,
+    feats: np.ndarray | None = None,
+    n_items: int | None = None,
+) -> TopK:
+    """The top-``k`` of a trainer-service scorer for ``histories`` (rows of its item table).
+
+    A :class:`trainer.teacher_heads.TeacherScorer` (``head``, ``item_vecs``, ``tau``,
+    ``features``) is scored block by block: through its head, or zero-shot (cosine of the
+    history text and the item texts) without one. Any other scorer (a callable returning
+    dense ``[B, N]`` logits) is called on row chunks small enough that one chunk holds
+    :data:`BLOCK_ELEMENTS` scores (``n_items``: its catalogue size, for the chunk size)."""
+    if hasattr(scorer, "item_vecs") and hasattr(scorer, "features"):
+        f = scorer.features(list(histories)) if feats is None else feats
+        vecs = scorer.item_vecs
+        if scorer.head is not None:
+            return head_topk(scorer.head, f, vecs, k, tau=scorer.tau)
+        return inner_product_topk(f[:, : vecs.shape[1]], vecs, k, scale=1.0 / scorer.tau)
+    hs = list(histories)
+    n = int(n_items) if n_items else 1
+    step = max(1, BLOCK_ELEMENTS // max(n, 1))
+    parts = [
+        TopK.from_dense(np.asarray(scorer(hs[s : s + step]), dtype=np.float32), k)
+        for s in range(0, len(hs), step)
+    ]
+    if not parts:
+        return TopK(torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k)))
+    return TopK(torch.cat([p.ids for p in parts]), torch.cat([p.logits for p in parts]))
