@@ -1,4 +1,5 @@
-"""Non-neural baselines: popularity and item-based kNN (cosine on the user-item matrix)."""
+"""Non-neural baselines: popularity, item-based kNN (cosine on the user-item matrix) and EASE
+(the closed-form linear item-item model). SASRec, the neural one, is :mod:`trainer.sasrec`."""
 
 from __future__ import annotations
 
@@ -59,3 +60,41 @@ class ItemKNN:
                 out[b] = self.sim[np.asarray(h, dtype=np.int64)].sum(0)
         # popularity as a tie-breaker far below any similarity
         return out + 1e-6 * self.pop / max(self.pop.max(), 1) + jitter * 1e-3
+
+
+class EASE:
+    """EASE (Steck, 2019): the closed-form item-item linear autoencoder on the binary
+    user-item matrix ``X``: ``P = (X^T X + lambda I)^{-1}``, ``B = I - P / diag(P)`` (columns
+    divided), so ``diag(B) = 0``; score of a history = ``x_h B``. Items never seen in training
+    (all-zero columns) score a seeded jitter below every seen item."""
+
+    def __init__(self, n_items: int, *, lam: float = 250.0, seed: int = 0) -> None:
+        self.n_items, self.lam, self.seed = n_items, float(lam), seed
+        self.B = np.zeros((n_items, n_items), dtype=np.float32)
+        self.seen = np.zeros(n_items, dtype=bool)
+
+    def learn(self, sequences: Sequence[np.ndarray]) -> EASE:
+        x = np.zeros((len(sequences), self.n_items), dtype=np.float64)
+        for u, s in enumerate(sequences):
+            x[u, np.asarray(s, dtype=np.int64)] = 1.0
+        self.seen = x.sum(0) > 0
+        g = x.T @ x
+        g[np.diag_indices_from(g)] += self.lam
+        p = np.linalg.inv(g)
+        b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(b, 0.0)
+        b[:, ~self.seen] = 0.0
+        b[~self.seen, :] = 0.0
+        self.B = b.astype(np.float32)
+        return self
+
+    def score(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
+        x = np.zeros((len(histories), self.n_items), dtype=np.float32)
+        for b, h in enumerate(histories):
+            if len(h):
+                x[b, np.asarray(h, dtype=np.int64)] = 1.0
+        out = (x @ self.B).astype(np.float64)
+        jitter = np.random.default_rng(self.seed).random(self.n_items) * 1e-6
+        floor = out.min() - 1.0 if out.size else 0.0
+        out[:, ~self.seen] = floor
+        return out + jitter

@@ -1,6 +1,4 @@
-"""The cold-start evaluation protocol (``coldstream evaluate``).
-
-One run, one split, every model:
+"""The cold-start evaluation protocol (``coldstream evaluate``): one split, every model.
 
 * Users are split 80/10/10 (train/validation/test) by a seed; 10% of the items (same
   seed) are **cold**: held out of training entirely (no interaction of theirs is used
@@ -13,19 +11,22 @@ One run, one split, every model:
   = the cold items they interacted with later; rank the cold items (``cold_items_mixed``:
   rank all items).
 * Metrics: NDCG, Recall, HR at 10 and 20 (:mod:`trainer.ranking`).
-* Models: popularity, ItemKNN, the zero-shot teacher, the adapted teacher, the student
-  with CE only, with KD from a uniform teacher (label smoothing: the control) and with
-  KD from the adapted teacher. KD's alpha and T are chosen on the *validation* users
-  (for the KD student and the control separately, from the same grid); test users are
-  only scored, once, at the end.
+* Models: popularity, ItemKNN, EASE (lambda chosen on validation), SASRec (full CE, early
+  stopping on validation); for every teacher of ``cfg.teachers`` (MiniLM by default; mpnet
+  when installed): zero-shot, frozen encoder + towers (:mod:`trainer.adapt`) and, with
+  ``cfg.lora``, LoRA on the encoder + towers (:mod:`trainer.lora`); the best teacher variant
+  on validation users is ``teacher_adapted`` and distils the students: CE only, the uniform
+  control (label smoothing, the best of ``kd_grid``) and KD (the best of ``kd_variants`` x
+  ``kd_grid``: the temperature KL, plus the DLLM2Rec ranking term and the student's item
+  vectors initialised from the teacher's, :mod:`trainer.teacher_init`). Every choice is made
+  on *validation* users; test users are only scored, once, at the end.
 * Paired bootstrap 95% intervals (users resampled) of NDCG@10 for KD - CE and KD -
-  uniform control, per cell.
+  uniform control, per cell. Several splits: :mod:`trainer.multisplit`.
 
-The run is an :class:`Evaluation`: one method per step (data and split, baselines, the
-teacher's item vectors, the zero-shot teacher, the teacher on the training prefixes, its
-adaptation, the three students, the report), each filling what the next ones read.
-:func:`run` runs them all on MovieLens-100K and writes ``<out>.json``, ``<out>.md`` and
-``<out>.png`` (metric against k; training curves; :mod:`trainer.reports`).
+The run is an :class:`Evaluation`: one method per step (data and split, baselines, each
+teacher, the choice of teacher, the students, the report), each filling what the next ones
+read. :func:`trainer.multisplit.run_splits` runs it on one split or many and writes ``<out>.json``,
+``<out>.md`` and ``<out>.png`` (:mod:`trainer.reports`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 
 from coldstream.core.student import Student, StudentConfig
 from trainer.adapt import HeadConfig, TeacherHead, calibrate_temperature, fit_head, zero_shot_logits
-from trainer.baselines import ItemKNN, Popularity
+from trainer.baselines import EASE, ItemKNN, Popularity
 from trainer.data import Interactions, Items, load_movielens, tie_share
 from trainer.features import (
     HISTORY_ITEMS,
@@ -57,27 +58,24 @@ from trainer.features import (
     warm_sets,
 )
 from trainer.ranking import paired_bootstrap, summarize
-from trainer.reports import write_coldstart_report
+from trainer.sasrec import SASRec, SASRecConfig
+from trainer.teacher_init import init_from_teacher
 from trainer.training import (
     Examples,
     Seq,
     TrainConfig,
     build_examples,
     prefix_positions,
-    set_threads,
     student_scores,
     train_student,
 )
+from trainer.vector_cache import CachedEncoder
 
-MODELS = (
-    "popularity",
-    "itemknn",
-    "teacher_zero_shot",
-    "teacher_adapted",
-    "student_ce",
-    "student_uniform",
-    "student_kd",
-)
+BASELINES = ("popularity", "itemknn", "ease", "sasrec")
+STUDENTS = ("student_ce", "student_uniform", "student_kd")
+MODELS = (*BASELINES, "teacher_zero_shot", "teacher_adapted", *STUDENTS)
+"""The fixed rows of every report; per-teacher rows (``teacher_<name>_<variant>``) and per-KD
+variant rows (``student_kd_<variant>``) follow them (:meth:`Evaluation.model_names`)."""
 CELLS = ("k=1", "k=3", "k=5", "cold_items", "cold_items_mixed")
 VAL_CELLS = ("k=1", "k=3", "k=5", "cold_items")
 """The cells of the model-selection criterion (:func:`_val_score`)."""
@@ -90,12 +88,34 @@ Results = dict[str, Cells]
 ScoreFn = Callable[[EvalSet, str, str], np.ndarray]
 """Scores ``[B, N]`` of a cell's users: ``score(eval_set, part, cell)``."""
 
+KD_VARIANTS: list[dict[str, Any]] = [
+    {"name": "kl"},
+    {
+        "name": "kl+rank+init",
+        "rank_weight": 1.0,
+        "rank_kind": "dllm2rec",
+        "rank_k": 10,
+        "init": True,
+    },
+]
+"""The KD variants tried (each with every ``kd_grid`` pair): the temperature KL alone, and KL
++ the DLLM2Rec ranking term + the student's item vectors initialised from the teacher's."""
+
 
 @dataclass
 class EvalConfig:
     seed: int = 0
     cold_share: float = 0.1
     teacher_path: str | None = None
+    """A local encoder folder; when given it replaces the first of :attr:`teachers`."""
+    teachers: list[str] = field(default_factory=lambda: ["minilm"])
+    """Teachers compared (``minilm``, ``mpnet`` once installed, or encoder folders)."""
+    teacher_cache: str = "~/.cache/coldstream/teachers"
+    """Where installed teachers live (``coldstream teacher install``)."""
+    lora: bool = False
+    """Also fine-tune each teacher's encoder with LoRA (:mod:`trainer.lora`)."""
+    lora_config: dict[str, Any] = field(default_factory=dict)
+    """Overrides of :class:`trainer.lora.LoraConfig`."""
     device: str = "cpu"
     threads: int = 2
     student: dict[str, Any] = field(
@@ -108,16 +128,67 @@ class EvalConfig:
     teacher_random_more: int = 3
     """... plus this many random longer prefixes per training user (the budget)."""
     kd_grid: list[tuple[float, float]] = field(default_factory=lambda: [(1.0, 1.0), (2.0, 2.0)])
-    """(alpha, T) pairs tried for the KD student and for the uniform control."""
+    """(alpha, T) pairs tried for every KD variant and for the uniform control."""
+    kd_variants: list[dict[str, Any]] = field(
+        default_factory=lambda: [dict(v) for v in KD_VARIANTS]
+    )
+    ease_lambdas: list[float] = field(default_factory=lambda: [50.0, 150.0, 400.0, 1000.0])
+    """EASE's L2 weight, chosen on validation users."""
+    sasrec: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epochs": 60,
+            "patience": 5,
+            "lr": 2e-3,
+            "max_len": 30,
+            "batch_size": 256,
+            "max_events": 100,
+        }
+    )
+    """Overrides of :class:`trainer.sasrec.SASRecConfig`."""
     n_boot: int = 2000
     progress: bool = True
     cache_dir: str | None = None
-    """Cache teacher encoder outputs here (npz, keyed by seed and budget) between runs."""
+    """Cache teacher encoder outputs here (keyed by teacher, adapter and text) between runs."""
 
 
 def _val_score(cells: dict[str, dict[str, np.ndarray]]) -> float:
     """Model selection criterion on validation users: mean NDCG@10 over k=1,3,5 and cold items."""
     return float(np.mean([cells[c]["ndcg@10"].mean() for c in VAL_CELLS]))
+
+
+def teacher_label(value: str | None, path: Path | None = None) -> str:
+    """A teacher's short name in row names: ``minilm``, ``mpnet`` or the folder's name."""
+    if value in (None, "", "minilm"):
+        return "minilm"
+    if value == "mpnet":
+        return "mpnet"
+    return Path(str(path or value)).name.lower().replace("-", "_")
+
+
+@dataclass
+class TeacherVariant:
+    """One adapted teacher: its head on its features (stock or LoRA encoder)."""
+
+    head: TeacherHead
+    feats: dict[str, dict[str, np.ndarray]]
+    tfeats: np.ndarray
+    val: float
+    curve: list[dict]
+    adapter: dict[str, Any] | None = None
+
+
+@dataclass
+class TeacherRun:
+    """One teacher on one split: stock item vectors and features, and its adapted variants."""
+
+    name: str
+    teacher: Any
+    item_vecs: np.ndarray
+    feats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    tfeats: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    variants: dict[str, TeacherVariant] = field(default_factory=dict)
+    ms_per_user: float = 0.0
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,10 +237,11 @@ class EvalData:
 
 
 class Evaluation:
-    """One run of the protocol. ``load()`` gives ``(interactions, items)`` (default:
-    MovieLens-100K); ``teacher`` (default: :class:`trainer.teacher.Teacher` from
-    ``cfg.teacher_path``) is built in :meth:`teacher_item_vectors`. :meth:`run` runs the steps
-    in order and returns the report; each step can also be called on its own, in that order."""
+    """One run of the protocol on one split. ``load()`` gives ``(interactions, items)``
+    (default: MovieLens-100K); ``teachers`` maps teacher names to loaded encoders (default:
+    each of ``cfg.teachers`` is built in :meth:`teacher_runs`; ``teacher`` is a shorthand for
+    one). :meth:`run` runs the steps in order and returns the report; each step can also be
+    called on its own, in that order."""
 
     def __init__(
         self,
@@ -177,11 +249,17 @@ class Evaluation:
         *,
         load: Callable[[], tuple[Interactions, Items]] | None = None,
         teacher: Any = None,
+        teachers: dict[str, Any] | None = None,
         dataset: str = MOVIELENS,
+        data: tuple[Interactions, Items] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.load = load
-        self.teacher = teacher
+        self.load = load if data is None else (lambda: data)
+        self.teachers: dict[str, Any] = dict(teachers or {})
+        if teacher is not None:
+            self.teachers.setdefault(
+                teacher_label(cfg.teachers[0] if cfg.teachers else None), teacher
+            )
         self.dataset = dataset
         self.tc = TrainConfig(**{"seed": cfg.seed, **cfg.train})
         """The students' training (KD fields set per student)."""
@@ -191,20 +269,21 @@ class Evaluation:
         self.results: dict[str, Results] = {}
         self.curves: dict[str, list] = {}
         self.data: EvalData
-        self.item_vecs: np.ndarray
-        self.feats: dict[str, dict[str, np.ndarray]]
-        """Teacher features of the val/test cells' revealed histories."""
-        self.cache: Path | None = None
-        self.cached: dict[str, np.ndarray] = {}
-        self.teacher_ms = 0.0
-        self.tpos: list[tuple[int, int]]
+        self.runs: dict[str, TeacherRun] = {}
+        self.baseline_choice: dict[str, Any] = {}
+        self.tpos: list[tuple[int, int]] = []
         """The teacher's budget of training prefixes ``(user, t)``."""
+        self.chosen: tuple[str, str] = ("", "")
+        """(teacher, variant) chosen on validation users: the KD teacher."""
+        self.item_vecs: np.ndarray
+        """The chosen teacher's stock item vectors: every student's text input."""
+        self.feats: dict[str, dict[str, np.ndarray]]
         self.tfeats: np.ndarray
-        self.teacher_prefix_seconds = 0.0
         self.head: TeacherHead
         self.tau = 1.0
         self.teacher_logits: torch.Tensor
         self.perplexity = 0.0
+        self.teacher_ms = 0.0
         self.positions: list[tuple[int, int]]
         self.scfg: StudentConfig
         self.ex: Examples
@@ -218,7 +297,8 @@ class Evaluation:
         self.stages[name] = round(time.perf_counter() - t, 1)
         if self.cfg.progress:
             print(
-                f"[evaluate] {name}: {self.stages[name]} s (total {time.perf_counter() - self.t_start:.0f} s)",
+                f"[evaluate seed {self.cfg.seed}] {name}: {self.stages[name]} s "
+                f"(total {time.perf_counter() - self.t_start:.0f} s)",
                 flush=True,
             )
 
@@ -229,15 +309,20 @@ class Evaluation:
             for part, cells in self.data.sets.items()
         }
 
+    def val_of(self, name: str) -> float:
+        return _val_score(self.results[name]["val"])
+
+    def model_names(self) -> list[str]:
+        """Every row of the report: :data:`MODELS`, then per-teacher and per-variant rows."""
+        return list(MODELS) + [m for m in self.results if m not in MODELS]
+
     # -- the steps ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Every step in order; the report."""
         self.prepare_data()
         self.baselines()
-        self.teacher_item_vectors()
-        self.teacher_zero_shot()
-        self.teacher_on_prefixes()
-        self.adapt_teacher()
+        self.teacher_runs()
+        self.choose_teacher()
         self.students()
         return self.report()
 
@@ -248,78 +333,93 @@ class Evaluation:
         self.stamp("data", t)
 
     def baselines(self) -> None:
-        """Popularity and ItemKNN, learnt on the training users' warm sequences."""
+        """Popularity, ItemKNN, EASE (lambda on validation) and SASRec (early stopping on
+        validation), learnt on the training users' warm sequences."""
         t = time.perf_counter()
-        d, seed = self.data, self.cfg.seed
-        pop = Popularity(d.n_items, seed=seed).learn([s[0] for s in d.train_seqs])
-        knn = ItemKNN(d.n_items, seed=seed).learn([s[0] for s in d.train_seqs])
+        d, cfg = self.data, self.cfg
+        train = [s[0] for s in d.train_seqs]
+        pop = Popularity(d.n_items, seed=cfg.seed).learn(train)
+        knn = ItemKNN(d.n_items, seed=cfg.seed).learn(train)
         self.results["popularity"] = self.evaluate_all(
             lambda es, p, c: pop.score([h[0] for h in es.histories])
         )
         self.results["itemknn"] = self.evaluate_all(
             lambda es, p, c: knn.score([h[0] for h in es.histories])
         )
+        tried = []
+        for lam in cfg.ease_lambdas:
+            ease = EASE(d.n_items, lam=lam, seed=cfg.seed).learn(train)
+            res = self.evaluate_all(lambda es, p, c, m=ease: m.score([h[0] for h in es.histories]))
+            tried.append((_val_score(res["val"]), lam, res))
+            self.baseline_choice.setdefault("ease", []).append(
+                {"lambda": lam, "val": round(tried[-1][0], 5)}
+            )
+        best = max(tried, key=lambda x: x[0])
+        self.baseline_choice["ease_chosen"] = {"lambda": best[1]}
+        self.results["ease"] = best[2]
         self.stamp("baselines", t)
 
-    def teacher_item_vectors(self) -> None:
-        """The teacher (built here unless given), its cache file and every item's text vector."""
         t = time.perf_counter()
-        cfg = self.cfg
-        if self.teacher is None:
-            from trainer.teacher import Teacher
+        val = self.data.sets["val"]
+        sas = SASRec(
+            d.n_items, SASRecConfig(**{"seed": cfg.seed, **cfg.sasrec}), progress=cfg.progress
+        )
+        sas.learn(
+            train,
+            validate=lambda m: _val_score(
+                {c: val[c].metrics(m.score([h[0] for h in val[c].histories])) for c in VAL_CELLS}
+            ),
+        )
+        self.results["sasrec"] = self.evaluate_all(
+            lambda es, p, c: sas.score([h[0] for h in es.histories])
+        )
+        self.curves["sasrec"] = sas.curve
+        self.baseline_choice["sasrec"] = {"epochs": len(sas.curve), **asdict(sas.cfg)}
+        self.stamp("sasrec", t)
 
-            self.teacher = Teacher(cfg.teacher_path, device=cfg.device)
-        if cfg.cache_dir:
-            key = (
-                f"seed{cfg.seed}-cold{cfg.cold_share}-f{cfg.teacher_first}-r{cfg.teacher_random_more}-"
-                f"p{self.tc.max_prefix}-{self.teacher.path.name}"
-            )
-            self.cache = Path(cfg.cache_dir) / f"teacher-{key}.npz"
-        self.cached = (
-            dict(np.load(self.cache)) if self.cache is not None and self.cache.is_file() else {}
-        )
-        self.item_vecs = (
-            self.cached["items"]
-            if "items" in self.cached
-            else self.teacher.encode_items(self.data.items.texts, progress=cfg.progress)
-        )
-        self.stamp("teacher item vectors", t)
+    # -- teachers ----------------------------------------------------------------------------
+    def build_teacher(self, value: str) -> Any:
+        from trainer.teacher import Teacher
+        from trainer.teachers import resolve_teacher
 
-    def teacher_zero_shot(self) -> None:
-        """Teacher features of every cell's histories; the zero-shot teacher's results; the
-        teacher's time per user (history text encode + scoring against all items)."""
-        t = time.perf_counter()
-        teacher, texts, vecs, cached = (
-            self.teacher,
-            self.data.items.texts,
-            self.item_vecs,
-            self.cached,
-        )
-        self.feats = {
+        return Teacher(resolve_teacher(value, Path(self.cfg.teacher_cache)), device=self.cfg.device)
+
+    def encoder(self, teacher: Any) -> Any:
+        """The teacher's encoder through the on-disk cache (when ``cache_dir`` is set)."""
+        if not self.cfg.cache_dir:
+            return teacher
+        from trainer.lora import base_name
+
+        key = base_name(teacher) + (f"-{teacher.adapter['id']}" if teacher.adapter else "")
+        return CachedEncoder(teacher, self.cfg.cache_dir, f"enc-{key}")
+
+    def cell_features(self, enc: Any, item_vecs: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Teacher features of every val/test cell's revealed histories."""
+        texts = self.data.items.texts
+        out = {
             p: {
-                c: cached[f"{p}/{c}"]
-                if f"{p}/{c}" in cached
-                else teacher_features(teacher, vecs, texts, [h[0] for h in es.histories])
+                c: teacher_features(enc, item_vecs, texts, [h[0] for h in es.histories])
                 for c, es in cells.items()
                 if c != "cold_items_mixed"
             }
             for p, cells in self.data.sets.items()
         }
-        for p in self.feats:
-            self.feats[p]["cold_items_mixed"] = self.feats[p]["cold_items"]
-        self.results["teacher_zero_shot"] = self.evaluate_all(
-            lambda es, p, c: zero_shot_logits(self.feats[p][c], vecs)
-        )
-        es5 = self.data.sets["test"]["k=5"]
-        tt = time.perf_counter()
-        teacher_features(teacher, vecs, texts, [h[0] for h in es5.histories])
-        zero_shot_logits(self.feats["test"]["k=5"], vecs)
-        self.teacher_ms = 1000 * (time.perf_counter() - tt) / max(len(es5.histories), 1)
-        self.stamp("teacher zero-shot", t)
+        for p in out:
+            out[p]["cold_items_mixed"] = out[p]["cold_items"]
+        return out
 
-    def teacher_on_prefixes(self) -> None:
-        """Teacher features of the budgeted training prefixes (then the cache is written)."""
-        t = time.perf_counter()
+    def prefix_features(self, enc: Any, item_vecs: np.ndarray) -> np.ndarray:
+        d = self.data
+        return teacher_features(
+            enc,
+            item_vecs,
+            d.items.texts,
+            [d.train_seqs[u][0][:t_] for u, t_ in self.tpos],
+            progress=self.cfg.progress,
+        )
+
+    def teacher_runs(self) -> None:
+        """Each teacher of ``cfg.teachers``: zero-shot, frozen + towers, LoRA + towers."""
         cfg, d = self.cfg, self.data
         self.tpos = teacher_positions(
             d.train_seqs,
@@ -328,70 +428,181 @@ class Evaluation:
             max_prefix=self.tc.max_prefix,
             seed=cfg.seed,
         )
-        te0 = self.teacher.seconds
-        self.tfeats = (
-            self.cached["prefixes"]
-            if "prefixes" in self.cached
-            else teacher_features(
-                self.teacher,
-                self.item_vecs,
-                d.items.texts,
-                [d.train_seqs[u][0][:t_] for u, t_ in self.tpos],
-                progress=cfg.progress,
-            )
-        )
-        self.teacher_prefix_seconds = self.teacher.seconds - te0
-        if self.cache is not None and not self.cached:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(
-                self.cache,
-                items=self.item_vecs,
-                prefixes=self.tfeats,
-                **{
-                    f"{p}/{c}": v
-                    for p, cells in self.feats.items()
-                    for c, v in cells.items()
-                    if c != "cold_items_mixed"
-                },
-            )
-        self.stamp(f"teacher on {len(self.tpos)} training prefixes", t)
+        values = list(cfg.teachers) or ["minilm"]
+        if cfg.teacher_path:
+            values[0] = cfg.teacher_path
+        for value in values:
+            name = teacher_label(value)
+            if name not in self.teachers:
+                self.teachers[name] = self.build_teacher(value)
+            self.teacher_run(name, self.teachers[name])
 
-    def head_val_score(self, head: TeacherHead) -> float:
-        """The selection criterion of an adapted teacher head on the validation users."""
-        val = self.data.sets["val"]
-        return _val_score(
-            {c: val[c].metrics(head.score(self.feats["val"][c], self.item_vecs)) for c in VAL_CELLS}
-        )
-
-    def adapt_teacher(self) -> None:
-        """Fit the teacher head (early stopping on validation), its results, its temperature
-        (next-item NLL on validation users) and its logits on the training prefixes."""
+    def teacher_run(self, name: str, teacher: Any) -> TeacherRun:
         t = time.perf_counter()
-        d, vecs = self.data, self.item_vecs
+        d = self.data
+        enc = self.encoder(teacher)
+        item_vecs = (
+            enc.encode(d.items.texts, progress=self.cfg.progress)
+            if enc is not teacher
+            else teacher.encode_items(d.items.texts, progress=self.cfg.progress)
+        )
+        run = TeacherRun(name, teacher, item_vecs)
+        run.feats = self.cell_features(enc, run.item_vecs)
+        run.tfeats = self.prefix_features(enc, run.item_vecs)
+        self.runs[name] = run
+        self.results[f"teacher_{name}_zero_shot"] = self.evaluate_all(
+            lambda es, p, c: zero_shot_logits(run.feats[p][c], run.item_vecs)
+        )
+        # the teacher's cost per user: history text encode + scoring, uncached
+        es5 = d.sets["test"]["k=5"]
+        tt = time.perf_counter()
+        f5 = teacher_features(teacher, run.item_vecs, d.items.texts, [h[0] for h in es5.histories])
+        zero_shot_logits(f5, run.item_vecs)
+        run.ms_per_user = 1000 * (time.perf_counter() - tt) / max(len(es5.histories), 1)
+        self.stamp(f"teacher {name}: features of {len(self.tpos)} prefixes + cells", t)
+
+        t = time.perf_counter()
+        run.variants["frozen"] = self.fit_variant(run, run.feats, run.tfeats)
+        self.results[f"teacher_{name}_frozen"] = self.variant_results(run, "frozen")
+        self.curves[f"teacher_{name}_frozen"] = run.variants["frozen"].curve
+        self.stamp(f"teacher {name}: frozen + towers", t)
+        if self.cfg.lora:
+            t = time.perf_counter()
+            self.lora_variant(run)
+            self.stamp(f"teacher {name}: LoRA + towers", t)
+        return run
+
+    def fit_variant(
+        self, run: TeacherRun, feats: dict[str, dict[str, np.ndarray]], tfeats: np.ndarray
+    ) -> TeacherVariant:
+        """Towers on ``tfeats`` (early stopping on validation users)."""
+        d = self.data
         targets = [d.train_seqs[u][0][t_ : t_ + 10] for u, t_ in self.tpos]
-        self.head, self.curves["teacher_adapted"] = fit_head(
-            self.tfeats,
+        val = self.data.sets["val"]
+
+        def vscore(head: TeacherHead) -> float:
+            return _val_score(
+                {c: val[c].metrics(head.score(feats["val"][c], run.item_vecs)) for c in VAL_CELLS}
+            )
+
+        head, curve = fit_head(
+            tfeats,
             targets,
-            vecs,
+            run.item_vecs,
             d.warm,
             config=HeadConfig(seed=self.cfg.seed),
-            validate=self.head_val_score,
+            validate=vscore,
             progress=self.cfg.progress,
         )
-        self.results["teacher_adapted"] = self.evaluate_all(
-            lambda es, p, c: self.head.score(self.feats[p][c], vecs)
+        return TeacherVariant(head, feats, tfeats, vscore(head), curve)
+
+    def variant_results(self, run: TeacherRun, variant: str) -> Results:
+        v = run.variants[variant]
+        return self.evaluate_all(lambda es, p, c: v.head.score(v.feats[p][c], run.item_vecs))
+
+    def lora_variant(self, run: TeacherRun) -> None:
+        """LoRA on the encoder (contrastive, hard negatives from the frozen teacher, early
+        stopping on validation users), then towers on the adapted features. The adapter is
+        kept in ``cache_dir`` (a re-run loads it instead of training)."""
+        from trainer.lora import LoraConfig, detach_lora, fit_lora, load_adapter, save_adapter
+
+        cfg, d, teacher = self.cfg, self.data, run.teacher
+        lcfg = LoraConfig(**{"seed": cfg.seed, **cfg.lora_config})
+        texts = d.items.texts
+        from trainer.teacher import history_text
+
+        hist = [
+            history_text([texts[i] for i in d.train_seqs[u][0][:t_]], max_items=HISTORY_ITEMS)
+            for u, t_ in self.tpos
+        ]
+        targets = [d.train_seqs[u][0][t_ : t_ + 10] for u, t_ in self.tpos]
+        val = d.sets["val"]
+
+        def vscore(tch: Any) -> float:
+            cells = {}
+            for c in VAL_CELLS:
+                f = teacher_features(tch, run.item_vecs, texts, [h[0] for h in val[c].histories])
+                cells[c] = val[c].metrics(zero_shot_logits(f, run.item_vecs))
+            return _val_score(cells)
+
+        key = f"lora-{run.name}-seed{cfg.seed}-cold{cfg.cold_share}-n{len(self.tpos)}-" + "-".join(
+            f"{k}{v}" for k, v in sorted(asdict(lcfg).items())
         )
+        path = (
+            Path(cfg.cache_dir).expanduser() / "adapters" / f"{key}.safetensors"
+            if cfg.cache_dir
+            else None
+        )
+        detach_lora(teacher)
+        if path is not None and path.is_file():
+            load_adapter(path, teacher)
+            curve = [{"epoch": 0, "loss": None, "val": None, "note": f"loaded {path.name}"}]
+        else:
+            frozen = run.variants["frozen"].head.score(run.tfeats, run.item_vecs)
+            frozen[:, ~d.warm] = -np.inf
+            for i, tg in enumerate(targets):
+                frozen[i, tg] = -np.inf
+            hard = np.argsort(-frozen, axis=1, kind="stable")[:, : lcfg.hard]
+            curve = fit_lora(
+                teacher,
+                hist,
+                targets,
+                run.item_vecs,
+                hard,
+                config=lcfg,
+                validate=vscore,
+                progress=cfg.progress,
+            )
+            if path is not None:
+                save_adapter(path, teacher)
+        import hashlib
+
+        teacher.adapter["id"] = hashlib.sha1(key.encode()).hexdigest()[:12]
+        enc = self.encoder(teacher)
+        feats = self.cell_features(enc, run.item_vecs)
+        tfeats = self.prefix_features(enc, run.item_vecs)
+        detach_lora(teacher)
+        v = self.fit_variant(run, feats, tfeats)
+        v.adapter = {"kind": "lora", **asdict(lcfg), "curve": curve}
+        run.variants["lora"] = v
+        self.results[f"teacher_{run.name}_lora"] = self.variant_results(run, "lora")
+        self.curves[f"teacher_{run.name}_lora_encoder"] = curve
+        self.curves[f"teacher_{run.name}_lora"] = v.curve
+
+    def choose_teacher(self) -> None:
+        """The teacher variant with the best validation criterion distils the students: its
+        results (``teacher_adapted``, its zero-shot as ``teacher_zero_shot``), its temperature
+        (next-item NLL on validation users) and its logits on the training prefixes."""
+        t = time.perf_counter()
+        best = max(
+            ((r.variants[v].val, name, v) for name, r in self.runs.items() for v in r.variants),
+            key=lambda x: x[0],
+        )
+        _, name, variant = best
+        self.chosen = (name, variant)
+        run = self.runs[name]
+        v = run.variants[variant]
+        self.item_vecs, self.feats, self.tfeats, self.head = (
+            run.item_vecs,
+            v.feats,
+            v.tfeats,
+            v.head,
+        )
+        self.teacher_ms = run.ms_per_user
+        self.results["teacher_adapted"] = self.results[f"teacher_{name}_{variant}"]
+        self.results["teacher_zero_shot"] = self.results[f"teacher_{name}_zero_shot"]
+        self.curves["teacher_adapted"] = v.curve
         self.tau = self.calibrate_tau()
         self.teacher_logits = torch.as_tensor(
-            self.head.score(self.tfeats, vecs) / self.tau, dtype=torch.float32
+            self.head.score(self.tfeats, self.item_vecs) / self.tau, dtype=torch.float32
         )
         with torch.no_grad():
             p = torch.softmax(self.teacher_logits, -1)
             self.perplexity = float(torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum(-1)).mean())
-        self.stamp("teacher adaptation", t)
+        self.stamp(f"teacher chosen: {name} {variant}", t)
 
     def calibrate_tau(self) -> float:
-        """Temperature of the adapted teacher's logits on the validation users' warm cells
+        """Temperature of the chosen teacher's logits on the validation users' warm cells
         (cold and revealed items excluded; target: the next item)."""
         vl, vt = [], []
         for c in ("k=1", "k=3", "k=5"):
@@ -404,6 +615,7 @@ class Evaluation:
             vt.append([g[0] for g in es.gts])
         return calibrate_temperature(np.concatenate(vl), np.concatenate(vt))
 
+    # -- students ----------------------------------------------------------------------------
     def student_cells(self, model: Student, part: str) -> Cells:
         text_t, ids_t = torch.as_tensor(self.item_vecs), torch.as_tensor(self.data.id_index)
         return {
@@ -424,19 +636,41 @@ class Evaluation:
             seed=self.cfg.seed,
         )
         self.scfg = StudentConfig(
-            n_items=int(d.warm.sum()), text_dim=self.teacher.dim, **self.cfg.student
+            n_items=int(d.warm.sum()), text_dim=int(self.item_vecs.shape[1]), **self.cfg.student
         )
         self.ex = build_examples(d.train_seqs, self.positions, self.scfg.max_len)
         attach_kd_rows(self.ex, self.positions, self.tpos)
 
+    def init_student(self) -> Student:
+        """A student whose item vectors start at the chosen teacher's item tower output."""
+        with torch.no_grad():
+            self.head.eval()
+            tv = self.head.items(torch.as_tensor(self.item_vecs)).numpy()
+        return init_from_teacher(self.scfg, self.item_vecs, tv, seed=self.cfg.seed)
+
     def train(
-        self, teacher_kind: str, alpha: float, temp: float, name: str
+        self,
+        teacher_kind: str,
+        alpha: float,
+        temp: float,
+        name: str,
+        variant: dict[str, Any] | None = None,
     ) -> tuple[Student, list, float]:
-        """One student (``teacher_kind``: ``none``, ``model`` or ``uniform``); its curve and best
+        """One student (``teacher_kind``: ``none``, ``model`` or ``uniform``; ``variant``: the
+        ranking term and the initialisation, for ``model`` only); its curve and best
         validation score."""
+        v = dict(variant or {})
+        rank = {k: v[k] for k in ("rank_weight", "rank_kind", "rank_k") if k in v}
         conf = TrainConfig(
-            **{**asdict(self.tc), "teacher": teacher_kind, "alpha": alpha, "temperature": temp}
+            **{
+                **asdict(self.tc),
+                "teacher": teacher_kind,
+                "alpha": alpha,
+                "temperature": temp,
+                **(rank if teacher_kind == "model" else {}),
+            }
         )
+        init = self.init_student() if teacher_kind == "model" and v.get("init") else None
         tt = time.perf_counter()
         model, curve = train_student(
             self.ex,
@@ -449,18 +683,34 @@ class Evaluation:
             validate=self.student_val_score,
             progress=self.cfg.progress,
             desc=name,
+            init=init,
         )
         self.stamp(f"train {name}", tt)
         return model, curve, max(r["val"] for r in curve)
 
     def students(self) -> None:
-        """CE; KD and the uniform control, each the best of ``kd_grid`` on validation; their
-        results and the student's time per user."""
+        """CE; the uniform control (the best of ``kd_grid``); KD: for each variant the best of
+        ``kd_grid`` (rows ``student_kd_<variant>``), and the best variant (``student_kd``), all
+        on validation; their results and the student's time per user."""
         self.student_examples()
         ce_model, self.curves["student_ce"], _ = self.train("none", 0.0, 1.0, "student_ce")
         self.models = {"student_ce": ce_model}
-        for kind, name in (("model", "student_kd"), ("uniform", "student_uniform")):
-            self.models[name], self.curves[name] = self.select(kind, name)
+        self.selection["student_kd"] = []
+        best = None
+        for variant in self.cfg.kd_variants:
+            vname = f"student_kd_{variant['name']}"
+            m, cv, val, a, t_ = self.select("model", vname, variant)
+            self.models[vname], self.curves[vname] = m, cv
+            self.selection["student_kd"] += [
+                {"variant": variant["name"], **g} for g in self.selection.pop(vname)
+            ]
+            if best is None or val > best[2]:
+                best = (m, cv, val, {"variant": variant["name"], "alpha": a, "T": t_})
+        self.models["student_kd"], self.curves["student_kd"] = best[0], best[1]
+        self.selection["student_kd_chosen"] = best[3]
+        m, cv, _, a, t_ = self.select("uniform", "student_uniform")
+        self.models["student_uniform"], self.curves["student_uniform"] = m, cv
+        self.selection["student_uniform_chosen"] = {"alpha": a, "T": t_}
         for name, m in self.models.items():
             self.results[name] = {part: self.student_cells(m, part) for part in self.data.sets}
         es5 = self.data.sets["test"]["k=5"]
@@ -470,18 +720,19 @@ class Evaluation:
             student_scores(self.models["student_kd"], text_t, ids_t, es5.histories)
         self.student_ms = 1000 * (time.perf_counter() - tt) / 3 / max(len(es5.histories), 1)
 
-    def select(self, kind: str, name: str) -> tuple[Student, list]:
+    def select(
+        self, kind: str, name: str, variant: dict[str, Any] | None = None
+    ) -> tuple[Student, list, float, float, float]:
         """Train ``name`` for every (alpha, T) of ``kd_grid``; keep the best on validation
         (the first of equals) and record the grid in :attr:`selection`."""
         best = None
         self.selection[name] = []
         for alpha, temp in self.cfg.kd_grid:
-            m, cv, v = self.train(kind, alpha, temp, f"{name} a={alpha} T={temp}")
+            m, cv, v = self.train(kind, alpha, temp, f"{name} a={alpha} T={temp}", variant)
             self.selection[name].append({"alpha": alpha, "T": temp, "val": round(v, 5)})
             if best is None or v > best[2]:
                 best = (m, cv, v, alpha, temp)
-        self.selection[name + "_chosen"] = {"alpha": best[3], "T": best[4]}
-        return best[0], best[1]
+        return best
 
     # -- the report --------------------------------------------------------------------------
     def cell_summary(self, name: str, part: str) -> dict[str, dict[str, float]]:
@@ -500,9 +751,24 @@ class Evaluation:
             for c in CELLS
         }
 
+    def teacher_table(self) -> dict[str, Any]:
+        """Each teacher variant's validation criterion (the choice) and costs."""
+        return {
+            name: {
+                "describe": {k: v for k, v in r.teacher.describe().items() if k != "adapter"},
+                "ms_per_user": round(r.ms_per_user, 3),
+                "val": {v: round(tv.val, 5) for v, tv in r.variants.items()},
+                "lora": r.variants["lora"].adapter if "lora" in r.variants else None,
+            }
+            for name, r in self.runs.items()
+        }
+
     def protocol(self) -> dict[str, Any]:
         """What was done, with every choice (the report's ``protocol``)."""
+        from trainer.teacher import describe_item_text
+
         cfg, d, tc = self.cfg, self.data, self.tc
+        chosen = self.runs[self.chosen[0]]
         return {
             "dataset": self.dataset,
             "interactions": len(d.inter),
@@ -527,23 +793,30 @@ class Evaluation:
             },
             "warm": "reveal first k warm events; truth = next 10 warm events; rank all warm items not revealed",
             "test_users_per_cell": {c: len(es.histories) for c, es in d.sets["test"].items()},
-            "selection": "early stopping, teacher temperature, KD alpha/T chosen on validation users only "
+            "selection": "early stopping, EASE lambda, teacher variant, teacher temperature, KD "
+            "variant and alpha/T chosen on validation users only "
             "(mean NDCG@10 over k=1,3,5 and cold items)",
+            "item_text": describe_item_text(d.items),
+            "baselines": self.baseline_choice,
             "teacher": {
-                **self.teacher.describe(),
+                **chosen.teacher.describe(),
+                "chosen": {"teacher": self.chosen[0], "variant": self.chosen[1]},
+                "compared": self.teacher_table(),
                 "history_items": HISTORY_ITEMS,
-                "adaptation": "frozen encoder + trained residual user/item heads + text prior, "
-                "full-catalogue contrastive loss, early stopping on validation",
+                "adaptation": "frozen: encoder frozen + trained residual user/item towers + text "
+                "prior, full-catalogue contrastive loss; lora: LoRA adapters on the encoder's "
+                "attention (query side; items stay stock), in-batch + hard negatives, then the "
+                "same towers; early stopping on validation",
                 "tau": self.tau,
                 "teacher_perplexity_train_prefixes": round(self.perplexity, 1),
                 "teacher_prefixes": len(self.tpos),
                 "teacher_prefix_rule": f"all prefixes of length 1..{cfg.teacher_first} + "
                 f"{cfg.teacher_random_more} random longer (<= {tc.max_prefix}) "
                 "per training user",
-                "teacher_prefix_seconds": round(self.teacher_prefix_seconds, 1),
             },
             "student": self.scfg.to_dict(),
             "train": asdict(tc),
+            "kd_variants": cfg.kd_variants,
             "kd_selection": self.selection,
             "student_examples": len(self.positions),
             "machine": f"{platform.machine()}, torch threads {torch.get_num_threads()}",
@@ -552,10 +825,11 @@ class Evaluation:
     def report(self) -> dict[str, Any]:
         """The report (after every step): protocol, test and validation results, paired
         bootstrap of KD against CE and against the uniform control, timing, curves."""
+        names = self.model_names()
         return {
             "protocol": self.protocol(),
-            "results": {name: self.cell_summary(name, "test") for name in MODELS},
-            "validation": {name: self.cell_summary(name, "val") for name in MODELS},
+            "results": {name: self.cell_summary(name, "test") for name in names},
+            "validation": {name: self.cell_summary(name, "val") for name in names},
             "kd_minus_ce": self.boot("student_kd", "student_ce"),
             "kd_minus_uniform": self.boot("student_kd", "student_uniform"),
             "timing": {
@@ -566,11 +840,3 @@ class Evaluation:
             },
             "curves": self.curves,
         }
-
-
-def run(cfg: EvalConfig, out: Path | str) -> dict[str, Any]:
-    """The protocol on MovieLens-100K; writes the report (``<out>.json``, ``.md``, ``.png``)."""
-    set_threads(cfg.threads)
-    report = Evaluation(cfg).run()
-    write_coldstart_report(report, Path(out))
-    return report

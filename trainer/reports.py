@@ -113,11 +113,34 @@ def write_coldstart_report(report: dict[str, Any], out: Path) -> None:
         f"KD selection on validation users: `{json.dumps(p['kd_selection'])}`.",
         "",
     ]
+    if isinstance(p.get("item_text"), dict):  # what the teacher read of each item
+        t = p["item_text"]
+        md += [f"Item text the teacher read: {t.get('rule')}; e.g. `{t.get('example')}`.", ""]
     stem.with_suffix(".md").write_text("\n".join(md))
     plot_coldstart(report, stem.with_suffix(".png"))
 
 
+def _interval(report: dict[str, Any], model: str, cell: str) -> tuple[float, float, float] | None:
+    """``(mean, low, high)`` of a model's NDCG@10 in a cell from ``results_ci`` (95%
+    bootstrap over test users), or ``None`` when the report has no intervals."""
+    ci = (report.get("results_ci") or {}).get(model, {}).get(cell)
+    if not ci:
+        return None
+    return float(ci["mean"]), float(ci["ci95"][0]), float(ci["ci95"][1])
+
+
 def plot_coldstart(report: dict[str, Any], path: Path) -> None:
+    """``coldstart_figure`` written to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = coldstart_figure(report)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def coldstart_figure(report: dict[str, Any]) -> Any:
+    """NDCG@10 against k (warm items) and on cold items, each point with its 95% interval
+    (``results_ci``) and the number of test users n; the training curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,18 +149,44 @@ def plot_coldstart(report: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     ks = [1, 3, 5]
     MODELS = list(report["results"])
-    for m in MODELS:
-        axes[0].plot(
-            ks, [report["results"][m][f"k={k}"]["ndcg@10"] for k in ks], marker="o", label=m
-        )
+    n_users = report["protocol"].get("test_users_per_cell", {})
+    with_ci = bool(report.get("results_ci"))
+    for i, m in enumerate(MODELS):
+        means = [report["results"][m][f"k={k}"]["ndcg@10"] for k in ks]
+        xs = np.array(ks, dtype=float) + (i - len(MODELS) / 2) * 0.025  # bars apart
+        ivs = [_interval(report, m, f"k={k}") for k in ks]
+        if all(iv is not None for iv in ivs):
+            err = np.array(
+                [[mu - iv[1] for mu, iv in zip(means, ivs, strict=True)],
+                 [iv[2] - mu for mu, iv in zip(means, ivs, strict=True)]]
+            )  # fmt: skip
+            axes[0].errorbar(xs, means, yerr=err, marker="o", ms=3, capsize=2, label=m)
+        else:
+            axes[0].plot(xs, means, marker="o", ms=3, label=m)
+    ci_note = "mean, 95% CI" if with_ci else "mean; this report has no intervals"
     axes[0].set(
-        xlabel="revealed events k", ylabel="NDCG@10 (test users)", title="warm items", xticks=ks
+        xlabel="revealed events k",
+        ylabel=f"NDCG@10 ({ci_note})",
+        title="warm items",
+        xticks=ks,
     )
-    axes[0].legend(fontsize=8)
+    axes[0].set_xticklabels([f"k={k}\nn={n_users.get(f'k={k}', '?')}" for k in ks])
+    axes[0].legend(fontsize=7, ncol=2)
     names = list(MODELS)
-    axes[1].bar(range(len(names)), [report["results"][m]["cold_items"]["ndcg@10"] for m in names])
+    cold = [report["results"][m]["cold_items"]["ndcg@10"] for m in names]
+    ivs = [_interval(report, m, "cold_items") for m in names]
+    yerr = None
+    if all(iv is not None for iv in ivs):
+        yerr = [
+            [c - iv[1] for c, iv in zip(cold, ivs, strict=True)],
+            [iv[2] - c for c, iv in zip(cold, ivs, strict=True)],
+        ]
+    axes[1].bar(range(len(names)), cold, yerr=yerr, capsize=2)
     axes[1].set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
-    axes[1].set(ylabel="NDCG@10", title="cold items (ranked among cold items)")
+    axes[1].set(
+        ylabel=f"NDCG@10 ({ci_note})",
+        title=f"cold items (ranked among cold items; n={n_users.get('cold_items', '?')} users)",
+    )
     for name, curve in report["curves"].items():
         xs = [r["epoch"] for r in curve]
         axes[2].plot(xs, [r["val"] for r in curve], marker=".", label=name)
@@ -146,8 +195,7 @@ def plot_coldstart(report: dict[str, Any], path: Path) -> None:
     )
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def prequential_markdown(report: dict[str, Any]) -> str:
@@ -214,54 +262,94 @@ def prequential_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_prequential(report: dict[str, Any], path: Path) -> None:
+MIN_SLICE_USERS = 30
+"""A point (a model version, a slice of the stream) resting on fewer scored recommendations
+than this is drawn hollow and labelled ``few``: too few to read a trend from."""
+
+
+def prequential_figure(report: dict[str, Any]) -> Any:
+    """The prequential figure: (a) NDCG@10 after k events, the system against stream
+    popularity on the same users, each model version as a point with its n (hollow when
+    ``n < MIN_SLICE_USERS``); (b) over the stream, per slice, the system and the popularity
+    reference of the same slice, n at every point, slices with too few users marked. A later
+    version serves later users, so lines of different versions are never compared on one
+    axis of "quality over swaps"."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.6))
     ks = [f"after_{k}" for k in KS]
     x = np.arange(len(ks))
     sys_v = [report["ndcg@10"][k] or 0 for k in ks]
     pop_v = [report["reference_popularity"]["ndcg@10"][k] or 0 for k in ks]
-    a.bar(x - 0.2, sys_v, 0.4, label="system (worker output)")
-    a.bar(x + 0.2, pop_v, 0.4, label="stream popularity (reference)")
-    for v, d in report["by_model_version"].items():
-        a.plot(
-            x,
-            [d["ndcg@10"][k] if d["ndcg@10"][k] is not None else np.nan for k in ks],
-            "o--",
-            ms=4,
-            label=f"model v{v}",
-        )
-    a.set_xticks(x, [k.replace("_", " ") + " ev" for k in ks])
+    n_all = report.get("n_users", {})
+    a.bar(x - 0.2, sys_v, 0.4, label="system, all versions (worker output)")
+    a.bar(x + 0.2, pop_v, 0.4, label="stream popularity, same users (reference)")
+    versions = list(report["by_model_version"].items())
+    for j, (v, d) in enumerate(versions):
+        off = -0.3 + 0.6 * (j + 0.5) / max(1, len(versions))
+        for i, k in enumerate(ks):
+            val, n = d["ndcg@10"][k], d["n"][k]
+            if val is None:
+                continue
+            few = n < MIN_SLICE_USERS
+            a.plot(
+                x[i] + off,
+                val,
+                "o",
+                ms=5,
+                mfc="none" if few else f"C{j + 2}",
+                mec=f"C{j + 2}",
+                label=f"model v{v} (points: n users)" if i == 0 else None,
+            )
+            a.annotate(f"{n}{' few' if few else ''}", (x[i] + off, val), fontsize=6,
+                       xytext=(2, 2), textcoords="offset points")  # fmt: skip
+    a.set_xticks(x, [f"{k.replace('_', ' ')} ev\nn={n_all.get(k, '?')}" for k in ks])
     a.set_ylabel("NDCG@10 (next 10 events)")
-    a.set_title("New users: quality after k events")
-    a.legend(fontsize=7)
+    a.set_title("New users: quality after k events (versions serve different users)")
+    a.legend(fontsize=6)
     ot = report["over_time"]
-    mid = [(r["positions"][0] + r["positions"][1]) / 2 for r in ot]
-    b.plot(
-        mid,
-        [r["ndcg@10"] if r["ndcg@10"] is not None else np.nan for r in ot],
-        "o-",
-        label="NDCG@10 (k=1,2,3,5)",
-    )
-    for v, d in report["by_model_version"].items():
+    mid = np.array([(r["positions"][0] + r["positions"][1]) / 2 for r in ot])
+    val = np.array([r["ndcg@10"] if r["ndcg@10"] is not None else np.nan for r in ot])
+    ref = np.array(
+        [r["reference_popularity"] if r.get("reference_popularity") is not None else np.nan
+         for r in ot]
+    )  # fmt: skip
+    n = np.array([r["n"] for r in ot])
+    few = n < MIN_SLICE_USERS
+    b.plot(mid, val, "-", color="C0", lw=1)
+    b.plot(mid[~few], val[~few], "o", color="C0", label="system, this slice")
+    b.plot(mid[few], val[few], "o", mfc="none", mec="C0", label=f"system, n < {MIN_SLICE_USERS}")
+    if np.isfinite(ref).any():
+        b.plot(mid, ref, "s--", color="C1", ms=4, label="stream popularity, same slice")
+    else:
+        b.text(0.5, 0.02, "no per-slice popularity in this report (older run)", fontsize=7,
+               transform=b.transAxes, ha="center", color="C1")  # fmt: skip
+    for xi, yi, ni in zip(mid, val, n, strict=True):
+        if np.isfinite(yi):
+            b.annotate(f"n={ni}", (xi, yi), fontsize=6, xytext=(2, 4), textcoords="offset points")
+    for v, d in versions:
         if d.get("first_stream_position"):
             b.axvline(d["first_stream_position"], color="grey", ls=":", lw=1)
-            b.text(
-                d["first_stream_position"],
-                b.get_ylim()[1] * 0.95 if b.get_ylim()[1] else 0.1,
-                f" v{v}",
-                fontsize=8,
-                color="grey",
-            )
+            b.text(d["first_stream_position"], 1.0, f" v{v}", fontsize=7, color="grey",
+                   transform=b.get_xaxis_transform(), va="top")  # fmt: skip
     b.set_xlabel("stream position (replayed events)")
     b.set_ylabel("NDCG@10")
-    b.set_title("Over time (dotted: first output of each version)")
-    b.legend(fontsize=7)
+    b.set_title(
+        "Over the stream: system vs popularity per slice (dotted: first output of a version)"
+    )
+    b.title.set_fontsize(9)
+    b.legend(fontsize=6)
     fig.tight_layout()
+    return fig
+
+
+def plot_prequential(report: dict[str, Any], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = prequential_figure(report)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -272,3 +360,172 @@ def write_prequential_report(report: dict[str, Any], out: Path) -> None:
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     stem.with_suffix(".md").write_text(prequential_markdown(report))
     plot_prequential(report, stem.with_suffix(".png"))
+
+
+# -- several splits (trainer/multisplit.py) -----------------------------------------------------
+
+
+def multisplit_markdown(report: dict[str, Any]) -> str:
+    """The multi-split sections of the cold-start report: pooled intervals with n, the
+    differences KD - X over all test users of all splits, per-split figures, the teachers
+    compared, what text the teacher read, and the floors (met or not, plainly)."""
+    cells = list(report["kd_minus_ce"])
+    p = report["protocol"]
+    lines = [
+        "## Over splits",
+        "",
+        f"{p.get('pooling', '')}.",
+        "",
+        "NDCG@10, mean over all test users of all splits [95% bootstrap interval] (n users):",
+        "",
+        "| model | " + " | ".join(cells) + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    for m, row in report["results_ci"].items():
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{row[c]['mean']:.3f} [{row[c]['ci95'][0]:.3f}, {row[c]['ci95'][1]:.3f}] "
+                f"(n={row[c]['n_users']})"
+                for c in cells
+            )
+            + " |"
+        )
+    diffs = {
+        "KD - CE": report["kd_minus_ce"],
+        "KD - uniform": report["kd_minus_uniform"],
+        **{f"KD - {b}": d for b, d in report["kd_minus_baselines"].items()},
+        **{f"{v} - uniform": d for v, d in report["kd_variants_minus_uniform"].items()},
+    }
+    lines += [
+        "",
+        "Paired bootstrap of NDCG@10 differences over all test users of all splits "
+        "(mean [95% CI]):",
+        "",
+        "| difference | " + " | ".join(cells) + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    for name, d in diffs.items():
+        lines.append(
+            f"| {name} | "
+            + " | ".join(
+                f"{d[c]['mean']:+.4f} [{d[c]['ci95'][0]:+.4f}, {d[c]['ci95'][1]:+.4f}]"
+                for c in cells
+            )
+            + " |"
+        )
+    best = report["kd_minus_best_baseline"]
+    lines.append(
+        "| KD - best baseline (on validation) | "
+        + " | ".join(
+            f"{best[c]['mean']:+.4f} [{best[c]['ci95'][0]:+.4f}, {best[c]['ci95'][1]:+.4f}] "
+            f"({best[c]['baseline']})"
+            for c in cells
+        )
+        + " |"
+    )
+    models = list(next(iter(report["per_split"].values()))["results"])
+    lines += [
+        "",
+        "Per split (NDCG@10 at k=1 / k=3 / k=5 / cold items; teacher and KD chosen on validation):",
+        "",
+        "| seed | " + " | ".join(models) + " | teacher | KD |",
+        "|---|" + "---|" * (len(models) + 2),
+    ]
+    for seed, s in report["per_split"].items():
+        r = s["results"]
+        kd = s["kd_selection"].get("student_kd_chosen", {})
+        lines.append(
+            f"| {seed} | "
+            + " | ".join(
+                " / ".join(f"{r[m][c]:.3f}" for c in ("k=1", "k=3", "k=5", "cold_items"))
+                for m in models
+            )
+            + f" | {s['teacher_chosen']['teacher']} {s['teacher_chosen']['variant']} | "
+            + f"{kd.get('variant')} a={kd.get('alpha')} T={kd.get('T')} |"
+        )
+    lines += ["", "## Floors", ""]
+    for name, f in report["floors"].items():
+        state = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[f["met"]]
+        lines.append(f"- **{name}: {state}**. {f['detail']}.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_multisplit(report: dict[str, Any], path: Path) -> None:
+    """Three panels, every point with its 95% interval and n: NDCG@10 against k per model;
+    cold items per model; the KD differences (CE, uniform, baselines) per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ci = report["results_ci"]
+    models = list(ci)
+    fig, axes = plt.subplots(1, 3, figsize=(20, 6))
+    ks = [1, 3, 5]
+    for i, m in enumerate(models):
+        xs = np.array(ks) + (i - len(models) / 2) * 0.03
+        mean = [ci[m][f"k={k}"]["mean"] for k in ks]
+        err = np.array(
+            [[ci[m][f"k={k}"]["mean"] - ci[m][f"k={k}"]["ci95"][0] for k in ks],
+             [ci[m][f"k={k}"]["ci95"][1] - ci[m][f"k={k}"]["mean"] for k in ks]]
+        )  # fmt: skip
+        axes[0].errorbar(xs, mean, yerr=err, marker="o", ms=3, capsize=2, label=m)
+    n = {k: ci[models[0]][f"k={k}"]["n_users"] for k in ks}
+    axes[0].set(
+        xlabel="revealed events k",
+        ylabel="NDCG@10 (mean, 95% CI)",
+        title=f"warm items, all test users of {len(report['splits'])} splits (n = "
+        + ", ".join(f"{n[k]}" for k in ks)
+        + ")",
+        xticks=ks,
+    )
+    axes[0].legend(fontsize=6, ncol=2)
+    cold = [ci[m]["cold_items"] for m in models]
+    axes[1].bar(
+        range(len(models)),
+        [c["mean"] for c in cold],
+        yerr=[[c["mean"] - c["ci95"][0] for c in cold], [c["ci95"][1] - c["mean"] for c in cold]],
+        capsize=2,
+    )
+    axes[1].set_xticks(range(len(models)), models, rotation=60, ha="right", fontsize=6)
+    axes[1].set(
+        ylabel="NDCG@10 (mean, 95% CI)",
+        title=f"cold items (ranked among cold items; n = {cold[0]['n_users']})",
+    )
+    diffs = {
+        "KD - CE": report["kd_minus_ce"],
+        "KD - uniform": report["kd_minus_uniform"],
+        **{f"KD - {b}": d for b, d in report["kd_minus_baselines"].items()},
+    }
+    cells = ["k=1", "k=3", "k=5", "cold_items"]
+    for i, (name, d) in enumerate(diffs.items()):
+        xs = np.arange(len(cells)) + (i - len(diffs) / 2) * 0.1
+        axes[2].errorbar(
+            xs,
+            [d[c]["mean"] for c in cells],
+            yerr=[[d[c]["mean"] - d[c]["ci95"][0] for c in cells],
+                  [d[c]["ci95"][1] - d[c]["mean"] for c in cells]],
+            fmt="o", capsize=3, label=name,
+        )  # fmt: skip
+    axes[2].axhline(0, color="grey", lw=1)
+    axes[2].set_xticks(
+        range(len(cells)),
+        [f"{c}\n(n={report['kd_minus_ce'][c]['n_users']})" for c in cells],
+    )
+    axes[2].set(ylabel="NDCG@10 difference (paired, 95% CI)", title="KD minus ...")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_multisplit_extras(report: dict[str, Any], out: Path) -> None:
+    """After :func:`write_coldstart_report`: the multi-split sections appended to ``<out>.md``
+    and ``<out>-splits.png`` (:func:`plot_multisplit`)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".json", ".md", ".png") else out
+    md = stem.with_suffix(".md")
+    md.write_text(md.read_text() + "\n" + multisplit_markdown(report))
+    plot_multisplit(report, stem.parent / f"{stem.name}-splits.png")

@@ -7,7 +7,8 @@ with ``AutoTokenizer`` / ``AutoModel`` strictly offline (``local_files_only=True
 A user is the text of their recent history (most recent last, capped); the teacher
 scores a user against every item by the inner product of L2-normalised mean-pooled
 vectors, optionally through a trained :class:`~trainer.adapt.TeacherHead` (the adapted
-teacher). Item vectors are cached by text.
+teacher). Item vectors are cached by text: in memory, or on disk by a hash of the text
+(``item_cache``, :mod:`trainer.vector_cache`).
 
 This module (with :mod:`trainer.adapt`) is the only one that imports ``transformers``;
 the serving path never imports it.
@@ -15,6 +16,7 @@ the serving path never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
@@ -58,6 +60,21 @@ def catalog_text(record: dict[str, Any]) -> str:
     return text[:2000]
 
 
+def describe_item_text(items: Any) -> str:
+    """What the teacher read for each item of ``items`` (for the reports): the catalogue's
+    title, category and description where it has them (:func:`catalog_text` built the text),
+    else the loader's text."""
+    fields = [f for f in ("categories", "descriptions") if getattr(items, f, None)]
+    if fields:
+        return (
+            "title + "
+            + " + ".join(f[:-1] if f.endswith("s") else f for f in fields)
+            + (" (catalog_text: 'Title - Category. Description', <= 2000 characters)")
+        )
+    example = items.texts[0] if len(items.texts) else ""
+    return f"the loader's item text, e.g. {example!r} (the catalogue has no description)"
+
+
 class Teacher:
     """A mean-pooled HF encoder. ``encode(texts)`` -> L2-normalised ``np.float32 [N, D]``."""
 
@@ -68,7 +85,11 @@ class Teacher:
         device: torch.device | str = "cpu",
         max_tokens: int = 128,
         batch_size: int = 64,
+        item_cache: Path | str | None = None,
     ) -> None:
+        """``item_cache``: a folder for the on-disk item-vector cache
+        (:class:`trainer.vector_cache.ItemVectorCache`, keyed by this encoder's files and the
+        text's hash; env ``COLDSTREAM_TRAINER_ITEM_VECTOR_CACHE``); ``None``: in memory only."""
         from transformers import AutoModel, AutoTokenizer
 
         self.path = Path(path) if path is not None else default_teacher_path()
@@ -86,6 +107,11 @@ class Teacher:
         self.seconds = 0.0
         """Wall time spent in :meth:`encode` (for budgeting)."""
         self.texts_encoded = 0
+        self.adapter: dict | None = None
+        """The LoRA adapter on the encoder (:mod:`trainer.lora`), or ``None``. Histories are
+        encoded through it; items always with it disabled (the stock encoder)."""
+        self.item_cache_dir = Path(item_cache).expanduser() if item_cache is not None else None
+        self._item_cache: Any = None
 
     def describe(self) -> dict:
         return {
@@ -94,6 +120,7 @@ class Teacher:
             "name": self.path.name,
             "dim": self.dim,
             "max_tokens": self.max_tokens,
+            "adapter": self.adapter,
         }
 
     # -- encoding ------------------------------------------------------------------------
@@ -111,9 +138,21 @@ class Teacher:
         pooled = (out * m).sum(1) / m.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
+    def stock(self) -> contextlib.AbstractContextManager:
+        """A context in which the encoder runs without its adapter (a no-op without one)."""
+        if self.adapter is None:
+            return contextlib.nullcontext()
+        return self.model.disable_adapter()
+
     @torch.no_grad()
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Encode texts in length-sorted batches (less padding); returns ``[N, D]`` float32."""
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, adapted: bool = True
+    ) -> np.ndarray:
+        """Encode texts in length-sorted batches (less padding); returns ``[N, D]`` float32.
+        ``adapted=False``: with the adapter disabled (the stock encoder)."""
+        if not adapted and self.adapter is not None:
+            with self.stock():
+                return self.encode(texts, progress=progress)
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -135,11 +174,31 @@ class Teacher:
         self.texts_encoded += len(texts)
         return out
 
+    def item_vector_cache(self) -> Any:
+        """The on-disk cache of this encoder's item vectors (``None`` without a folder). Its key
+        fingerprints the encoder's folder (weights, tokenizer, config) and ``max_tokens``:
+        items are always encoded by the stock encoder, so an adapter does not change it."""
+        if self._item_cache is None and self.item_cache_dir is not None:
+            from trainer.vector_cache import ItemVectorCache, folder_fingerprint
+
+            key = f"{self.path.name}-{folder_fingerprint(self.path, self.max_tokens, 'mean-l2')}"
+            self._item_cache = ItemVectorCache(self.item_cache_dir, key, self.dim)
+        return self._item_cache
+
     def encode_items(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Like :meth:`encode`, through a cache keyed by text (item texts repeat)."""
+        """Like :meth:`encode` with the stock encoder (never the adapter), through a cache
+        keyed by text (item texts repeat): on disk when the teacher has an ``item_cache``
+        folder (only new or changed texts are encoded, across runs and processes), else in
+        memory."""
+        disk = self.item_vector_cache()
+        if disk is not None:
+            return disk.encode(
+                list(texts), lambda miss: self.encode(miss, progress=progress, adapted=False)
+            )
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            for t, v in zip(missing, self.encode(missing, progress=progress), strict=True):
+            vecs = self.encode(missing, progress=progress, adapted=False)
+            for t, v in zip(missing, vecs, strict=True):
                 self._cache[t] = v
         return (
             np.stack([self._cache[t] for t in texts])

@@ -7,6 +7,12 @@ keeps the one each promoted version was distilled from as
 atomically; :func:`load_teacher_head` reads a version's or the newest).
 :class:`TeacherScorer` scores histories of item rows with the encoder and that head, and
 fits a head on the buffer when there is none yet (the service's first cycle).
+
+A LoRA adapter of the teacher's encoder (:mod:`trainer.lora`) is kept in the same folder as
+``adapter-v000007.safetensors`` (:func:`save_teacher_adapter`); :func:`load_teacher_adapter`
+attaches a version's (or the newest) to the service's teacher, and from then on
+:class:`TeacherScorer` encodes histories with the adapted encoder (item vectors stay the stock
+encoder's, so the item table and ``item-vectors`` do not change).
 """
 
 from __future__ import annotations
@@ -28,6 +34,42 @@ HEADS_DIR = "teacher-heads"
 
 def teacher_head_path(store_root: Path | str, version: int) -> Path:
     return Path(store_root) / HEADS_DIR / f"v{version:06d}.safetensors"
+
+
+def teacher_adapter_path(store_root: Path | str, version: int) -> Path:
+    """Beside the heads; the name does not match the heads' ``v*.safetensors``."""
+    return Path(store_root) / HEADS_DIR / f"adapter-v{version:06d}.safetensors"
+
+
+def save_teacher_adapter(store_root: Path | str, version: int, teacher: Any) -> Path | None:
+    """Write the teacher's LoRA adapter for ``version`` (safetensors, atomically); ``None``
+    when the teacher has no adapter."""
+    from trainer.lora import save_adapter
+
+    if getattr(teacher, "adapter", None) is None:
+        return None
+    return save_adapter(teacher_adapter_path(store_root, version), teacher)
+
+
+def load_teacher_adapter(
+    store_root: Path | str, teacher: Any, version: int | None = None
+) -> Path | None:
+    """Attach the adapter saved for ``version`` (default: the newest) to a stock ``teacher``;
+    the file, or ``None`` when there is none (the teacher stays stock). An adapter of another
+    base encoder raises ``ValueError``."""
+    from trainer.lora import detach_lora, load_adapter
+
+    folder = Path(store_root) / HEADS_DIR
+    if version is not None:
+        path: Path | None = teacher_adapter_path(store_root, version)
+    else:
+        found = sorted(folder.glob("adapter-v*.safetensors")) if folder.is_dir() else []
+        path = found[-1] if found else None
+    if path is None or not path.is_file():
+        return None
+    detach_lora(teacher)
+    load_adapter(path, teacher)
+    return path
 
 
 def save_teacher_head(store_root: Path | str, version: int, head: TeacherHead, tau: float) -> Path:
@@ -69,7 +111,9 @@ def load_teacher_head(
 
 class TeacherScorer:
     """Teacher logits for histories of item rows: encoder features of the history text
-    through the adapted head (fitted on the buffer when none is given), divided by ``tau``."""
+    through the adapted head (fitted on the buffer when none is given), divided by ``tau``.
+    When the teacher carries a LoRA adapter (:func:`load_teacher_adapter`), histories are
+    encoded through it (:attr:`adapted`)."""
 
     def __init__(
         self,
@@ -82,6 +126,11 @@ class TeacherScorer:
         self.teacher, self.texts, self.item_vecs = teacher, list(texts), item_vecs
         self.head, self.tau = head, tau
         self.fitted = False
+
+    @property
+    def adapted(self) -> bool:
+        """Whether histories go through a LoRA-adapted encoder."""
+        return getattr(self.teacher, "adapter", None) is not None
 
     def features(self, histories: list[np.ndarray]) -> np.ndarray:
         return teacher_features(self.teacher, self.item_vecs, self.texts, histories)

