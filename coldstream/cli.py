@@ -5,11 +5,13 @@ The only module that imports every layer. Each package registers its own subcomm
 * :mod:`stream_app.commands` -- ``worker``;
 * :mod:`trainer.commands` -- ``train``, ``evaluate``, ``trainer``;
 * :mod:`devtools.commands` (the ``dev`` extra) -- ``broker``, ``demo``, ``replay``,
-  ``bench ...``, ``evaluate --stream``.
+  ``send``, ``tail``, ``bench ...``, ``evaluate --stream``;
+* :mod:`coldstream.admin` (every install) -- ``topics create|describe``, ``settings``.
 
 Heavy imports (torch, faust, transformers) happen inside each subcommand, so ``coldstream
---help`` is instant. A :class:`~coldstream.core.errors.UsageError` is printed on one line
-and exits with status 2.
+--help`` is instant. A :class:`~coldstream.core.errors.ColdstreamError` is printed on one
+line, without a traceback, and exits with its ``exit_code`` (docs/errors.md); so is a bad
+option (argparse's usage error, exit 2).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
-from coldstream import __version__
-from coldstream.core.errors import UsageError
+from coldstream import __version__, admin
+from coldstream.core.errors import ColdstreamError
 
 
 def _command_modules() -> list[ModuleType]:
@@ -52,16 +55,30 @@ def _command_modules() -> list[ModuleType]:
     return found
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: ``coldstream worker: error: argument
+    --k: ... (coldstream worker --help)``, exit 2 (subcommands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="coldstream",
         description="Streaming cold-start recommender: a student distilled from a language model, "
         "served on Kafka.",
     )
     parser.add_argument("--version", action="version", version=f"coldstream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _command_modules():
+    modules = _command_modules()
+    for module in modules:
         module.register(sub)
+    admin.register(sub)
+    settings: dict = {}
+    for module in modules:  # each process's settings class, for `coldstream settings NAME`
+        settings.update(getattr(module, "SETTINGS", {}))
+    admin.register_settings(sub, settings)
     return parser
 
 
@@ -73,9 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except UsageError as e:
+    except BrokenPipeError:  # `coldstream tail | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except ColdstreamError as e:
         print(f"coldstream {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     return int(rc or 0)
 
 

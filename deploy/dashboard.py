@@ -1,22 +1,50 @@
 """The Grafana dashboard, as data: ``build()`` returns the JSON model.
 
 Written to ``deploy/grafana/dashboards/coldstream.json`` by ``python -m deploy.generate``.
-Every query uses only metrics listed in docs/architecture.md (checked in tests/deploy).
-The datasource is referenced by uid (``DATASOURCE_UID``), provisioned by
-``deploy/grafana/provisioning/datasources/coldstream.yaml``.
+Every query uses only metrics listed in docs/architecture.md (checked in tests/deploy) or the
+process metrics of prometheus_client's process collector (:data:`PROCESS_METRICS`), and every
+one is checked against a live scrape (tests/integration/test_live_metrics.py).
+
+Template variables: ``datasource`` (any Prometheus; default the provisioned one,
+``PROVISIONED_UID`` of ``deploy/grafana/provisioning/datasources/coldstream.yaml``),
+``namespace`` and ``pod`` (multi-value, "All" by default; outside Kubernetes the labels are
+absent and "All" still matches). Every selector carries ``{namespace=~"$namespace",
+pod=~"$pod"}``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-DATASOURCE_UID = "coldstream-prometheus"
+PROVISIONED_UID = "coldstream-prometheus"
+"""The uid of the provisioned Prometheus datasource: the ``datasource`` variable's default."""
+DATASOURCE_UID = "${datasource}"
 DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
 RI = "$__rate_interval"
+SEL = 'namespace=~"$namespace", pod=~"$pod"'
+"""The template variables' label matchers, added to every selector (:func:`scoped`)."""
+PROCESS_METRICS = {"process_cpu_seconds_total", "process_resident_memory_bytes"}
+"""Exported by ``prometheus_client.ProcessCollector`` in the worker (not coldstream_*)."""
+
+_METRIC = re.compile(r"\b((?:coldstream|process)_[a-z0-9_]+)(\{[^}]*\})?")
+
+
+def scoped(expr: str) -> str:
+    """``expr`` with the namespace/pod matchers added to every metric selector."""
+
+    def add(m: re.Match[str]) -> str:
+        name, labels = m.group(1), m.group(2)
+        if labels:
+            inner = labels[1:-1].strip()
+            return f"{name}{{{inner}, {SEL}}}" if inner else f"{name}{{{SEL}}}"
+        return f"{name}{{{SEL}}}"
+
+    return _METRIC.sub(add, expr)
 
 
 def _q(expr: str, legend: str) -> dict[str, Any]:
-    return {"expr": expr, "legendFormat": legend}
+    return {"expr": scoped(expr), "legendFormat": legend}
 
 
 def _hq(q: float, metric: str, by: str = "") -> str:
@@ -234,6 +262,133 @@ ROWS: list[tuple[str, list[tuple[str, str, str, int, list[dict[str, Any]], str]]
         ],
     ),
     (
+        "Cold start and quality",
+        [
+            (
+                "Share of cold-start and fallback answers",
+                "timeseries",
+                "percentunit",
+                8,
+                [
+                    _q(
+                        f"sum(rate(coldstream_cold_start_recommendations_total[{RI}])) / "
+                        f'sum(rate(coldstream_events_total{{outcome="recommended"}}[{RI}]))',
+                        "cold-start users",
+                    ),
+                    _q(
+                        f"sum(rate(coldstream_fallback_total[{RI}])) / "
+                        f'sum(rate(coldstream_events_total{{outcome="recommended"}}[{RI}]))',
+                        "fallback (popularity)",
+                    ),
+                ],
+                "Recommendations for users with at most COLDSTREAM_COLD_START_EVENTS events, and "
+                "those answered by the popularity fallback (no event on a known item).",
+            ),
+            (
+                "Online hit rate: cold vs warm users",
+                "timeseries",
+                "percentunit",
+                8,
+                [
+                    _q(
+                        f"sum by (segment) (rate(coldstream_online_segment_hits_total[{RI}])) / "
+                        f"sum by (segment) (rate(coldstream_online_segment_requests_total[{RI}]))",
+                        "{{segment}}",
+                    ),
+                ],
+                "Share of next events found in the previous top-K, for users whose previous "
+                "recommendation was a cold-start one and for the others.",
+            ),
+            (
+                "Users forgotten",
+                "stat",
+                "short",
+                4,
+                [_q(f"sum(increase(coldstream_forgotten_users_total[{RI}]))", "forgotten")],
+                "Forget requests applied in the interval (docs/privacy.md).",
+            ),
+            (
+                "Served model",
+                "table",
+                "none",
+                4,
+                [_q("max by (pod, version) (coldstream_model_info)", "{{version}}")],
+                "The version each pod serves (coldstream_model_info), and its load time below.",
+            ),
+            (
+                "Model load time",
+                "stat",
+                "s",
+                8,
+                [_q("max by (pod) (coldstream_model_load_seconds)", "{{pod}}")],
+                "Seconds the served model took to load at start-up (checkpoint, verify, index).",
+            ),
+            (
+                "DLQ circuit breaker",
+                "timeseries",
+                "short",
+                8,
+                [_q("max by (pod) (coldstream_dlq_breaker_open)", "{{pod}}")],
+                "Input partitions the breaker holds paused (0: closed). Alert: the DLQ ratio.",
+            ),
+            (
+                "Trainer gate: holdout NDCG@10",
+                "timeseries",
+                "none",
+                8,
+                [_q("max by (model) (coldstream_trainer_gate_ndcg)", "{{model}}")],
+                "Candidate vs current model on the holdout at the last gate (promote unless the "
+                "candidate is worse by more than COLDSTREAM_TRAINER_GATE_MARGIN).",
+            ),
+        ],
+    ),
+    (
+        "Process and partitions",
+        [
+            (
+                "CPU per pod",
+                "timeseries",
+                "percentunit",
+                6,
+                [_q(f"sum by (pod) (rate(process_cpu_seconds_total[{RI}]))", "{{pod}}")],
+                "CPU seconds per second of each worker process (1 = one core).",
+            ),
+            (
+                "Resident memory per pod",
+                "timeseries",
+                "bytes",
+                6,
+                [_q("max by (pod) (process_resident_memory_bytes)", "{{pod}}")],
+                "RSS of each worker process (sessions grow with distinct users).",
+            ),
+            (
+                "Assigned partitions and rebalances",
+                "timeseries",
+                "short",
+                6,
+                [
+                    _q("sum by (topic) (coldstream_assigned_partitions)", "{{topic}} partitions"),
+                    _q(f"sum(increase(coldstream_rebalances_total[{RI}]))", "rebalances"),
+                ],
+                "Input partitions owned (summed over pods) and assignments received.",
+            ),
+            (
+                "Progress per partition",
+                "timeseries",
+                "ops",
+                6,
+                [
+                    _q(
+                        f"sum by (topic, partition) (rate(coldstream_processed_offset[{RI}]))",
+                        "{{topic}}[{{partition}}]",
+                    ),
+                ],
+                "Input records processed per second on each partition: a flat line on one "
+                "partition while others move is a stuck partition.",
+            ),
+        ],
+    ),
+    (
         "Trainer",
         [
             (
@@ -273,6 +428,44 @@ ROWS: list[tuple[str, list[tuple[str, str, str, int, list[dict[str, Any]], str]]
         ],
     ),
 ]
+
+
+def templating() -> list[dict[str, Any]]:
+    """The ``datasource``, ``namespace`` and ``pod`` variables."""
+    ds = {"type": "prometheus", "uid": DATASOURCE_UID}
+
+    def query_var(name: str, query: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "label": name,
+            "type": "query",
+            "datasource": ds,
+            "query": {"query": query, "refId": f"{name}-var"},
+            "definition": query,
+            "refresh": 2,
+            "includeAll": True,
+            "multi": True,
+            "allValue": ".*",
+            "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+            "sort": 1,
+        }
+
+    return [
+        {
+            "name": "datasource",
+            "label": "Prometheus",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {
+                "selected": True,
+                "text": "coldstream Prometheus",
+                "value": PROVISIONED_UID,
+            },
+            "hide": 0,
+        },
+        query_var("namespace", "label_values(coldstream_model_version, namespace)"),
+        query_var("pod", 'label_values(coldstream_model_version{namespace=~"$namespace"}, pod)'),
+    ]
 
 
 def build() -> dict[str, Any]:
@@ -331,7 +524,7 @@ def build() -> dict[str, Any]:
         "graphTooltip": 1,
         "refresh": "30s",
         "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": []},
+        "templating": {"list": templating()},
         "annotations": {"list": []},
         "links": [],
         "panels": panels,

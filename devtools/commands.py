@@ -1,6 +1,6 @@
 """Development subcommands of ``coldstream`` (registered by :mod:`coldstream.cli` when the
-``dev`` extra is installed): ``broker``, ``demo``, ``replay``, ``bench serve|recommend|
-faults|inference|swap|soak`` and ``evaluate --stream``.
+``dev`` extra is installed): ``broker``, ``demo``, ``replay``, ``send``, ``tail``, ``bench
+serve|recommend|faults|inference|swap|soak`` and ``evaluate --stream``.
 
 Every parser is built here, in one place; each command module exposes
 ``add_arguments(parser)`` and ``run(args)``. The command modules import nothing heavy at
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Protocol
+
+from coldstream.core.errors import Unavailable, UsageError
 
 __all__ = ["HelpFormatter", "register"]
 
@@ -43,6 +45,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 COMMANDS = (
     ("demo", "devtools.demo", "embedded broker + model + worker + replay, with a live table"),
     ("replay", "devtools.replay", "replay MovieLens-100K or synthetic events into the topics"),
+    ("send", "devtools.send", "send your own event(s), checked with the worker's rules first"),
+    ("tail", "devtools.tail", "read recommendations or the DLQ, with item titles"),
 )
 BENCHMARKS = (
     (
@@ -64,6 +68,13 @@ BENCHMARKS = (
     ("inference", "devtools.bench.inference", "per-user inference: student vs teacher"),
     ("swap", "devtools.bench.swap", "p99 latency during a hot swap; one trainer cycle"),
     ("soak", "devtools.bench.soak", "long steady stream through broker, worker and trainer"),
+    ("sessions", "devtools.bench.sessions", "10M sessions in the store; recovery after kill -9"),
+    ("delivery", "devtools.bench.delivery", "throughput and kill -9 duplicates per delivery mode"),
+    (
+        "train-scale",
+        "devtools.bench.train_scale",
+        "training at catalogue scale: paths, a 1M-item fit, 100k-item cycles, sampled vs full",
+    ),
 )
 
 
@@ -81,7 +92,8 @@ def _add(sub: SubParsers, name: str, module: str, text: str) -> argparse.Argumen
 
 
 def register(sub: SubParsers) -> None:
-    """Add ``broker``, ``demo``, ``replay``, ``bench ...`` and the ``--stream`` mode of ``evaluate``."""
+    """Add ``broker``, ``demo``, ``replay``, ``send``, ``tail``, ``bench ...`` and the
+    ``--stream`` mode of ``evaluate``."""
     p = sub.add_parser(
         "broker",
         help="run the embedded Tansu broker with the coldstream topics",
@@ -166,11 +178,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from coldstream.core.preflight import check_port
     from coldstream.core.topics import create_topics
-    from devtools.brokers import TansuBroker
+    from devtools.brokers import BrokerError, TansuBroker
 
+    if args.port is not None:
+        if not 1 <= args.port <= 65535:
+            raise UsageError(f"--port {args.port}: must be in 1..65535")
+        check_port("127.0.0.1", args.port, what="broker", flag="--port")
     broker = TansuBroker(port=args.port)
-    broker.start()
+    try:
+        broker.start()
+    except BrokerError as e:
+        raise Unavailable(f"the Tansu broker did not start: {str(e).splitlines()[0]}") from None
     try:
         asyncio.run(create_topics(broker.bootstrap, replication_factor=1, prefix=args.topic_prefix))
         print(broker.bootstrap, flush=True)

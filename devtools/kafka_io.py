@@ -338,6 +338,19 @@ async def create_compacted_topic(bootstrap: str, name: str, partitions: int) -> 
         await admin.close()
 
 
+async def alter_topic_configs(bootstrap: str, name: str, configs: dict[str, str]) -> None:
+    """Set topic configs (``max.message.bytes``, ...) on an existing topic."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
+    finally:
+        await admin.close()
+
+
 async def committed_offsets(
     bootstrap: str, group: str, topics: list[str]
 ) -> dict[tuple[str, int], int]:

@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import platform
-import secrets
 import shutil
 import sys
 import time
@@ -50,12 +49,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.checkpoint import sign_checkpoint
+from coldstream.core.signing import Signer
+from devtools.checkpoints import point_store
 from trainer.prequential import (
     KS,
     _mean,
     aggregate,
     popularity_reference,
     score_recommendations,
+    slice_reference,
 )
 from trainer.reports import write_prequential_report
 
@@ -275,8 +278,13 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
     store = run_dir / "store"
     store.mkdir(parents=True)
     shutil.copytree(ck_path, store / ck_path.name)
-    key = os.environ.get("COLDSTREAM_MODEL_HMAC_KEY") or secrets.token_hex(16)
-    os.environ["COLDSTREAM_MODEL_HMAC_KEY"] = key  # inherited by the worker and the trainer
+    # a key pair for this run: the trainer signs, the worker verifies (both inherit the env)
+    signer = Signer.generate()
+    priv, pub = signer.write(run_dir / "keys")
+    sign_checkpoint(store / ck_path.name, signer)
+    point_store(store / ck_path.name, signer)
+    os.environ["COLDSTREAM_TRAINER_SIGNING_KEY_FILE"] = str(priv)
+    os.environ["COLDSTREAM_VERIFY_KEYS_FILE"] = str(pub)
     prefix = f"preq-{uuid.uuid4().hex[:8]}-"
     broker = worker = trainer = None
     broker_kind = "external"
@@ -298,6 +306,7 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
             model_store=store,
             threads=1,
             log_level="warning",
+            idempotent_producer=broker_kind != "tansu",
         )
         worker.start()
         env = {
@@ -386,13 +395,16 @@ def run(cfg: StreamEvalConfig, out: Path | str) -> dict[str, Any]:
     )
     key_of = {p: float(inter.ts[cut + p]) for p in range(len(events))}
     agg = aggregate(rows, n_stream=len(events), buckets=cfg.buckets, key_of=key_of)
+    pop_at: dict[int, float] = {}
     pop = popularity_reference(
         past_items=iid[:cut],
         stream_items=stream_items,
         users=stream_users,
         rows=rows,
         future=future,
+        per_position=pop_at,
     )
+    slice_reference(agg["over_time"], pop_at)
     served = Counter(str(v.get("model_version")) for v in recs.values())
     first_seen: dict[str, int] = {}
     for pos, v in sorted(((int(p), v) for p, v in recs.items()), key=lambda x: x[0]):

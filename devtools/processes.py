@@ -14,7 +14,8 @@ SIGKILL to the group (stragglers included), and reaps. :func:`kill_process` is S
 
 :class:`WorkerProcess` is a ``coldstream worker`` subprocess: started with its working
 directory in its own log folder (Faust's ``<app_id>-data`` folder lands there, never in the
-caller's directory), ready when ``/ready`` answers 200.
+caller's directory), ready when ``/ready?partitions=1`` answers 200 (it serves the API and owns
+input partitions).
 """
 
 from __future__ import annotations
@@ -298,11 +299,12 @@ class WorkerProcess:
         return self.proc
 
     def start(self) -> WorkerProcess:
-        """Start and wait until ``/ready`` answers 200 (stopped again if it does not)."""
+        """Start and wait until ``/ready?partitions=1`` answers 200: the worker serves the API
+        and owns input partitions (stopped again if it does not)."""
         proc = self.spawn()
         try:
             self.ready_s = wait_ready(
-                self.url("/ready"),
+                self.url("/ready?partitions=1"),
                 proc=proc,
                 timeout_s=self.ready_timeout_s,
                 log_path=self.log_path,

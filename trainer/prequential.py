@@ -180,10 +180,13 @@ def popularity_reference(
     future: dict[str, Sequence[str]],
     k_rec: int = 10,
     n_next: int = N_NEXT,
+    per_position: dict[int, float] | None = None,
 ) -> dict[int, list[float]]:
     """NDCG@10 of "the most frequent items before this event" for each scored row (same
     users, same truth): counts over the past and the stream up to and including the
-    trigger; the user's stream items so far excluded; ties broken by first appearance."""
+    trigger; the user's stream items so far excluded; ties broken by first appearance.
+    ``per_position`` (when given) receives each row's value by its stream position (for the
+    per-slice reference, :func:`slice_reference`)."""
     counts: Counter[str] = Counter(past_items)
     want = defaultdict(list)
     for r in rows:
@@ -196,8 +199,20 @@ def popularity_reference(
         for r in want.get(p, ()):
             excl = set(seen[u])
             top = [i for i, _ in counts.most_common(k_rec + len(excl)) if i not in excl][:k_rec]
-            out[r.k].append(ndcg_at_k(top, truth_after(future[u], r.k, n_next), k_rec))
+            v = ndcg_at_k(top, truth_after(future[u], r.k, n_next), k_rec)
+            out[r.k].append(v)
+            if per_position is not None:
+                per_position[r.position] = v
     return out
+
+
+def slice_reference(over_time: list[dict[str, Any]], per_position: dict[int, float]) -> None:
+    """Add ``reference_popularity`` (mean NDCG@10 of the popularity reference on the same
+    scored rows) to each ``over_time`` slice of :func:`aggregate`: a slice is compared with
+    popularity on the same users at the same time, not with the whole run's figure."""
+    for row in over_time:
+        lo, hi = row["positions"]
+        row["reference_popularity"] = _mean([v for p, v in per_position.items() if lo <= p <= hi])
 
 
 def version_key(v: str) -> tuple[int, str]:

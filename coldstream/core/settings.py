@@ -21,10 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, AliasGenerator, SecretStr, model_validator
+from pydantic import AliasChoices, AliasGenerator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coldstream.core.security import check_sasl, kafka_security_kwargs, make_ssl_context
+from coldstream.core.signing import Keyring, load_keyring
 
 ENV_PREFIX = "COLDSTREAM_"
 """Prefix of every coldstream environment variable."""
@@ -46,7 +47,8 @@ def env_aliases(own_prefix: str, shared: frozenset[str] = frozenset()) -> AliasG
 
 
 class SharedSettings(BaseSettings):
-    """Broker, topics, model store and security: the same env vars in every process."""
+    """Broker, topics, model store, control-plane public keys and security: the same env vars
+    in every process."""
 
     model_config = SettingsConfigDict(
         frozen=True,
@@ -64,14 +66,30 @@ class SharedSettings(BaseSettings):
     """Kafka bootstrap servers, ``host:port[,host:port]`` (any Kafka-protocol broker)."""
     topic_prefix: str = ""
     """Prefix prepended verbatim to every topic name of ``kafka/topics.yaml`` (tests use a unique one)."""
+    broker_wait_s: float = Field(0.0, ge=0, le=3600)
+    """At start, wait up to this long (seconds) for the broker to answer and the topics to
+    exist (containers started together); 0: check once and stop with a one-line error."""
 
     # -- model store ------------------------------------------------------------------------
     model_store: Path = DEFAULT_MODEL_STORE
     """Model store root (versioned checkpoints ``v000001/`` ...): the trainer writes it, the
     worker serves its newest checkpoint."""
-    model_hmac_key: SecretStr | None = None
-    """Shared secret (HMAC-SHA256) that signs ``model-updates`` records (the trainer signs,
-    workers verify). Unset: the trainer cannot sign and workers refuse every update."""
+
+    # -- control-plane keys (coldstream.core.signing) ---------------------------------------
+    verify_keys: str | None = None
+    """Ed25519 public keys that control records (``model-updates``, ``item-vectors``, the
+    store's ``CURRENT.json`` and each checkpoint's ``signature.json``) must be signed with:
+    PEM blocks or raw base64 keys, separated by commas or whitespace. A record names its key
+    id; any configured key is accepted (rotation: list the old and the new key). Public, not
+    secret. Unset (and no ``verify_keys_file``): every signed record is refused."""
+    verify_keys_file: Path | None = None
+    """A file, or a directory of files (a mounted Secret: one key per file), of public keys
+    in the format of ``verify_keys``; both may be set (the keys add up)."""
+    allow_unsigned_checkpoints: bool = False
+    """DEV ONLY: at start-up, serve the newest *unsigned* checkpoint of the store when no
+    pointer and no signed checkpoint is there (a first ``coldstream train`` + ``coldstream
+    worker`` without keys). Never on in the ``prod`` profile (the worker refuses to start);
+    updates and item vectors are always verified."""
 
     # -- security (every Kafka client of the process) ---------------------------------------
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -101,6 +119,7 @@ class SharedSettings(BaseSettings):
             self.sasl_password,
             env_prefix=ENV_PREFIX,
         )
+        self.verify_keyring()  # KeyRefused (a ValueError) names the env var
         return self
 
     # -- derived ----------------------------------------------------------------------------
@@ -126,9 +145,15 @@ class SharedSettings(BaseSettings):
             self.sasl_password,
         )
 
-    def hmac_key(self) -> str | None:
-        """The ``model-updates`` signing secret, or ``None`` when unset."""
-        return self.model_hmac_key.get_secret_value() if self.model_hmac_key is not None else None
+    def verify_keyring(self) -> Keyring:
+        """The public keys of ``verify_keys`` and ``verify_keys_file`` (checked at start-up:
+        a short, malformed or placeholder key fails the settings with its env var named)."""
+        return load_keyring(
+            self.verify_keys,
+            self.verify_keys_file,
+            env_var=SharedSettings.env_var("verify_keys"),
+            file_env_var=SharedSettings.env_var("verify_keys_file"),
+        )
 
     def with_overrides(self, **changes: Any) -> SharedSettings:
         """A copy with some fields replaced (``None`` values are ignored), validated again."""

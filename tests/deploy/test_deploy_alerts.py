@@ -16,6 +16,7 @@ REQUIRED_ALERTS = {
     "ColdstreamConsumerLagHigh",
     "ColdstreamConsumerGroupEmpty",
     "ColdstreamConsumerStalled",
+    "ColdstreamPartitionStalled",
     "ColdstreamDLQRatioHigh",
     "ColdstreamLatencyP99High",
     "ColdstreamModelTooOld",

@@ -26,8 +26,14 @@ CUSTOM_KINDS = {
     ("kafka.strimzi.io/v1beta2", "KafkaTopic"),
     ("kafka.strimzi.io/v1beta2", "KafkaUser"),
 }
-# Secrets the manifests use but do not define: written by the Strimzi cluster operator.
-EXTERNAL_SECRETS = {"coldstream-cluster-ca-cert"}
+# Secrets the manifests mount but never define: the Strimzi cluster operator writes the CA;
+# the keys are created out of band (docs/operations.md, "Secrets"): no placeholder value is
+# ever applied by kubectl apply.
+EXTERNAL_SECRETS = {
+    "coldstream-cluster-ca-cert",
+    "coldstream-signing-key",
+    "coldstream-verify-keys",
+}
 
 
 def _is_custom(doc: dict[str, Any]) -> bool:
@@ -133,6 +139,7 @@ SHAPES: dict[str, dict[Any, Any]] = {
             "kafka": {
                 "version": STR,
                 "metadataVersion": STR,
+                "authorization": {"type": STR},
                 "config": {STR: ANY},
                 "listeners": [
                     {
@@ -163,7 +170,21 @@ SHAPES: dict[str, dict[Any, Any]] = {
     "KafkaTopic": {
         "spec": {"topicName": STR, "partitions": INT, "replicas": INT, "config": {STR: ANY}}
     },
-    "KafkaUser": {"spec": {"authentication": {"type": STR}}},
+    "KafkaUser": {
+        "spec": {
+            "authentication": {"type": STR},
+            "authorization": {
+                "type": STR,
+                "acls": [
+                    {
+                        "resource": {"type": STR, "name": STR, "patternType": STR},
+                        "operations": [STR],
+                        "host": STR,
+                    }
+                ],
+            },
+        }
+    },
 }
 
 
@@ -264,6 +285,26 @@ def test_worker_rolls_without_losing_capacity(
     # the liveness probe must not kill a worker that is merely not ready (e.g. rebalancing)
     live = c["livenessProbe"]
     assert live["periodSeconds"] * live["failureThreshold"] >= 30
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_workers_advertise_the_pod_address_and_probe_api_readiness(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    c = _container(find(rendered[overlay], "Deployment", "coldstream-worker"), "worker")
+    env = {e["name"]: e for e in c["env"]}
+    # the address the other replicas forward /recommend to: the pod's own, not 127.0.0.1
+    assert env["COLDSTREAM_ADVERTISED_HOST"] == {
+        "name": "COLDSTREAM_ADVERTISED_HOST",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    }
+    # readiness is readiness to serve the API, not partition ownership (/ready?partitions=1):
+    # a surge pod beyond the partition count becomes ready and a maxUnavailable: 0 rollout
+    # goes on
+    assert "?" not in c["readinessProbe"]["httpGet"]["path"]
+    from stream_app.settings import Settings
+
+    assert "advertised_host" in Settings.model_fields
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -399,25 +440,54 @@ def test_secrets_and_settings_are_wired(
     rendered: dict[str, list[dict[str, Any]]], overlay: str
 ) -> None:
     docs = rendered[overlay]
-    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    # no Secret is rendered: nothing with a placeholder value reaches the cluster
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Secret"] == []
     cm = next(d for d in docs if d["kind"] == "ConfigMap")
     assert all(k.startswith("COLDSTREAM_") for k in cm["data"])
     assert cm["data"]["COLDSTREAM_DEVICE"] == {"cpu": "cpu", "gpu": "auto"}[overlay]
+    assert "COLDSTREAM_MODEL_HMAC_KEY" not in cm["data"]
+    assert cm["data"]["COLDSTREAM_ALLOW_UNSIGNED_CHECKPOINTS"] == "false"
     for dep in (d for d in docs if d["kind"] == "Deployment"):
         pod = _pod(dep)
         for c in pod["containers"]:
-            assert {
-                "COLDSTREAM_MODEL_HMAC_KEY",
-                "COLDSTREAM_SASL_USERNAME",
-                "COLDSTREAM_SASL_PASSWORD",
-            } <= _env_names(c)
+            assert {"COLDSTREAM_SASL_USERNAME", "COLDSTREAM_SASL_PASSWORD"} <= _env_names(c)
+            assert "COLDSTREAM_MODEL_HMAC_KEY" not in _env_names(c)
             for e in c["env"]:
-                ref = e["valueFrom"]["secretKeyRef"]  # no secret value inline
-                assert ref["key"] in secrets[ref["name"]]["stringData"]
+                if "value" in e:  # plain values only for what is not secret (a user name)
+                    assert not re.search(r"PASSWORD|KEY|SECRET|TOKEN", e["name"]), e
+                elif "secretKeyRef" in e["valueFrom"]:
+                    assert e["valueFrom"]["secretKeyRef"]["name"]  # from a Secret, by name
+                else:  # the downward API (pod IP), never a secret
+                    assert set(e["valueFrom"]) == {"fieldRef"}, e
             assert c["envFrom"] == [{"configMapRef": {"name": cm["metadata"]["name"]}}]
         for v in pod["volumes"]:
             if "secret" in v:
-                assert v["secret"]["secretName"] in set(secrets) | EXTERNAL_SECRETS
+                assert v["secret"]["secretName"] in EXTERNAL_SECRETS
+
+
+def _secret_mounts(dep: dict[str, Any]) -> dict[str, str]:
+    """Secret name -> mount path in the deployment's (only) container."""
+    pod = _pod(dep)
+    by_volume = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    [c] = pod["containers"]
+    return {
+        by_volume[m["name"]]: m["mountPath"] for m in c["volumeMounts"] if m["name"] in by_volume
+    }
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_trainer_holds_the_private_key(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str
+) -> None:
+    docs = rendered[overlay]
+    cm = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    worker = _secret_mounts(find(docs, "Deployment", "coldstream-worker"))
+    trainer = _secret_mounts(find(docs, "Deployment", "coldstream-trainer"))
+    assert "coldstream-signing-key" not in worker  # a web-facing worker can verify, not sign
+    assert worker["coldstream-verify-keys"] == cm["COLDSTREAM_VERIFY_KEYS_FILE"]
+    assert trainer["coldstream-verify-keys"] == cm["COLDSTREAM_VERIFY_KEYS_FILE"]
+    key_file = cm["COLDSTREAM_TRAINER_SIGNING_KEY_FILE"]
+    assert key_file.startswith(trainer["coldstream-signing-key"] + "/")
 
 
 def test_worker_settings_exist_in_stream_app_settings(

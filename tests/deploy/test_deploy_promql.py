@@ -68,15 +68,15 @@ def test_documented_metrics_are_parsed_with_types() -> None:
 def test_dashboard_and_rules_use_only_documented_metrics() -> None:
     exprs = deploy_expressions()
     assert len(rule_expressions()) >= 8 and len(dashboard_expressions()) >= 20
-    assert unknown_metric_names(documented_series_names()) == {}
+    assert unknown_metric_names(documented_series_names() | dashboard.PROCESS_METRICS) == {}
     used = deploy_metric_names()
-    assert used and all(n.startswith("coldstream_") for n in used)
+    assert used and all(n.startswith("coldstream_") or n in dashboard.PROCESS_METRICS for n in used)
     assert len(exprs) == len(rule_expressions()) + len(dashboard_expressions())
 
 
 def test_the_check_reports_a_missing_metric() -> None:
     """Against a scrape that lacks a metric, the check names the expressions using it."""
-    names = documented_series_names() - {"coldstream_consumer_lag"}
+    names = (documented_series_names() | dashboard.PROCESS_METRICS) - {"coldstream_consumer_lag"}
     missing = unknown_metric_names(names)
     assert "rules:ColdstreamConsumerLagHigh" in missing
     assert all(m == {"coldstream_consumer_lag"} for m in missing.values())
@@ -115,14 +115,57 @@ def test_dashboard_covers_the_required_views() -> None:
         "coldstream_inference_seconds_bucket",
     ):
         assert metric in exprs, metric
+    for metric in (  # what a user misses first
+        "coldstream_trainer_gate_ndcg",
+        "coldstream_dlq_breaker_open",
+        "coldstream_model_info",
+        "coldstream_cold_start_recommendations_total",
+        "coldstream_fallback_total",
+        "coldstream_forgotten_users_total",
+        "coldstream_online_segment_hits_total",
+        "coldstream_assigned_partitions",
+        "coldstream_rebalances_total",
+        "coldstream_processed_offset",
+        "coldstream_model_load_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
+        assert metric in exprs, metric
     assert "sum by (le, device)" in exprs  # inference time per device (GPU/CPU)
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
     for p in panels:
-        assert p["datasource"] == {"type": "prometheus", "uid": dashboard.DATASOURCE_UID}
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
         assert all(t["datasource"] == p["datasource"] for t in p["targets"])
+        for t in p["targets"]:  # every selector follows the namespace and pod variables
+            for name in promql_metric_names(t["expr"]):
+                assert f"{name}{{" in t["expr"], (p["title"], t["expr"])
+            assert t["expr"].count('pod=~"$pod"') == t["expr"].count('namespace=~"$namespace"')
+            assert t["expr"].count('pod=~"$pod"') >= len(promql_metric_names(t["expr"]))
         g = p["gridPos"]
         assert g["x"] + g["w"] <= 24
+
+
+def test_dashboard_has_datasource_namespace_and_pod_variables() -> None:
+    doc = json.loads((REPO / "deploy/grafana/dashboards/coldstream.json").read_text())
+    variables = {v["name"]: v for v in doc["templating"]["list"]}
+    assert list(variables) == ["datasource", "namespace", "pod"]
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    assert ds["current"]["value"] == dashboard.PROVISIONED_UID
+    for name in ("namespace", "pod"):
+        v = variables[name]
+        assert v["type"] == "query" and v["includeAll"] and v["allValue"] == ".*"
+        assert v["datasource"]["uid"] == "${datasource}"
+    assert 'namespace=~"$namespace"' in variables["pod"]["query"]["query"]
+
+
+def test_scoped_adds_the_matchers_to_every_selector() -> None:
+    got = dashboard.scoped('rate(coldstream_events_total{outcome="dlq"}[5m]) / coldstream_x')
+    assert got == (
+        'rate(coldstream_events_total{outcome="dlq", namespace=~"$namespace", pod=~"$pod"}[5m])'
+        ' / coldstream_x{namespace=~"$namespace", pod=~"$pod"}'
+    )
 
 
 def test_provisioned_datasource_uid_matches_the_dashboard() -> None:
@@ -130,7 +173,8 @@ def test_provisioned_datasource_uid_matches_the_dashboard() -> None:
         (REPO / "deploy/grafana/provisioning/datasources/coldstream.yaml").read_text()
     )
     (ds,) = prov["datasources"]
-    assert ds["uid"] == dashboard.DATASOURCE_UID and ds["type"] == "prometheus"
+    assert ds["uid"] == dashboard.PROVISIONED_UID and ds["type"] == "prometheus"
+    assert ds["url"] == "${PROMETHEUS_URL}"  # from Grafana's environment, not hard-coded
     dash = yaml.safe_load(
         (REPO / "deploy/grafana/provisioning/dashboards/coldstream.yaml").read_text()
     )

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import re
 import subprocess
 import time
@@ -40,7 +41,7 @@ from coldstream.core.records import event_payload
 from coldstream.core.topics import create_topics, load_topics, prefixed
 from deploy.promql import RULES_FILE, deploy_metric_names, scrape_series_names, unknown_metric_names
 from devtools.brokers import free_port
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import delete_topics, new_event, produce, read_until
 from devtools.processes import WorkerProcess, start_process, stop_process
 from devtools.waiting import wait_until
@@ -95,8 +96,9 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
     topics = {logical: s.name for logical, s in prefixed(specs, prefix).items()}
     asyncio.run(create_topics(kafka_bootstrap, specs, replication_factor=1, prefix=prefix))
     store = tmp / "store"
-    make_checkpoint(store, n_items=N_ITEMS)
+    make_checkpoint(store, n_items=N_ITEMS, signer=dev_signer())
     worker = WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp / "worker.log",
         bootstrap=kafka_bootstrap,
         topic_prefix=prefix,
@@ -111,10 +113,11 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
         good = _good_events(topics, n_users=10, per_user=4, tag="w1")
         bad = [(topics[t], k, v) for t, k, v, _ in MALFORMED]
         records = good[:20] + bad + good[20:]
-        # an unsigned model-updates record: the worker (no HMAC key) must refuse it
+        # an unsigned model-updates record: the worker must refuse it
         update = json.dumps(
             {
                 "version": 2,
+                "seq": 2,
                 "uri": "file:///nowhere/v000002",
                 "sha256": "0" * 64,
                 "created_at": time.time(),
@@ -133,8 +136,10 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
         assert len(out) == len(records), f"{len(out)} outputs for {len(records)} inputs"
 
         def refused_swap_visible() -> str | None:
+            """The refused update counted, and the progress exported (every second)."""
             text = worker.get_text("/metrics")
-            return text if "coldstream_model_swap_failures_total{" in text else None
+            exported = re.findall(r"^coldstream_processed_offset\{[^}]*\} ([1-9]\S*)$", text, re.M)
+            return text if "coldstream_model_swap_failures_total{" in text and exported else None
 
         busy = _wait_for(refused_swap_visible, 20, "the refused model update in /metrics")
         yield Live(worker, topics, kafka_bootstrap, idle, busy, len(good))
@@ -191,6 +196,32 @@ def test_busy_scrape_counts_what_happened(live: Live) -> None:
     assert _sample(busy, 'coldstream_model_swaps_total{outcome="refused"}') == 1.0
     assert _sample(busy, 'coldstream_model_swap_failures_total{reason="unsigned"}') == 1.0
     assert "user-" not in busy  # no user ids in labels
+
+
+def test_scrape_has_process_partition_and_model_load_series(live: Live) -> None:
+    """What a user misses first: process CPU/RSS, the partitions this worker owns and the
+    rebalances it went through, progress per partition, how long the model took to load."""
+    busy = live.busy
+    assert (_sample(busy, "process_resident_memory_bytes") or 0) > 50e6
+    assert (_sample(busy, "process_cpu_seconds_total") or 0) > 0
+    n_parts = load_topics()["clicks"].partitions
+    for topic in ("clicks", "purchases"):  # one worker: it owns every input partition
+        assert _sample(busy, f'coldstream_assigned_partitions{{topic="{topic}"}}') == n_parts
+    assert (_sample(busy, "coldstream_rebalances_total") or 0) >= 1
+    assert (_sample(busy, "coldstream_model_load_seconds") or 0) > 0
+    offsets = [
+        float(v)
+        for v in re.findall(
+            r'^coldstream_processed_offset\{[^}]*topic="clicks"\} (\S+)$', busy, re.M
+        )
+    ]
+    assert len(offsets) == n_parts and sum(offsets) > 0  # progress was exported
+    for series in (
+        'coldstream_online_segment_requests_total{segment="cold"}',
+        "coldstream_cold_start_recommendations_total",
+        "coldstream_forgotten_users_total",
+    ):
+        assert _sample(busy, series) is not None, series
 
 
 @pytest.fixture(scope="session")
@@ -407,8 +438,12 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     assert worker_names and trainer_samples
     assert not {n for n in worker_names if n.startswith("coldstream_trainer_")}
 
-    missing = unknown_metric_names(worker_names | trainer_samples)
-    # the trainer primes its labelled counters, so even before a cycle every series has a sample
+    # the trainer primes its labelled counters, so even before a cycle they have a sample; its
+    # gate gauge (labelled by model) has none before the first gate (a 0 would read as NDCG
+    # 0): it counts as live when the trainer's scrape declares it
+    gate = {"coldstream_trainer_gate_ndcg"} & trainer_declared
+    assert gate, "the trainer's scrape does not declare coldstream_trainer_gate_ndcg"
+    missing = unknown_metric_names(worker_names | trainer_samples | gate)
     assert missing == {}, f"expressions selecting metrics nobody exports: {missing}"
     # the check covers every worker metric the deploy files use, live
     used = deploy_metric_names()

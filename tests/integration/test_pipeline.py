@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -17,7 +18,7 @@ from collections import defaultdict
 import pytest
 
 from coldstream.core.records import event_payload
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import new_event, produce, read_until
 from devtools.processes import WorkerProcess
 from stream_app.recommender import Recommender
@@ -80,9 +81,10 @@ def run(coro):
 def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_path, fast_path):
     topics = make_topics(kafka_bootstrap, topic_prefix)
     store = tmp_path / "store"
-    ck_path = make_checkpoint(store, n_items=N_ITEMS)
+    ck_path = make_checkpoint(store, n_items=N_ITEMS, signer=dev_signer())
     app_id = topic_prefix + "app"
     worker = WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp_path / "worker.log",
         bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,
@@ -186,7 +188,9 @@ def test_pipeline_end_to_end(kafka_bootstrap, topic_prefix, make_topics, tmp_pat
         status, body = worker.get_json("/ready")
         assert status == 200 and body["ready"] is True
         status, body = worker.get_json("/recommend/user-5?k=3")
-        assert status == 200 and body["history_length"] == 4 and len(body["items"]) == 3
+        assert status == 200 and body["fallback"] is None and len(body["items"]) == 3
+        # one shape for every user: nothing tells whether a user exists (no history length)
+        assert set(body) == {"user_id", "items", "fallback", "model_version"}
         assert not set(history["user-5"]) & {i["item_id"] for i in body["items"]}
         assert worker.get_json("/recommend/user-5?k=0")[0] == 400
         metrics = worker.get_text("/metrics")
@@ -238,13 +242,22 @@ def test_kcat_round_trip(kafka_bootstrap, topic_prefix, make_topics, tmp_path):
     topics = make_topics(
         kafka_bootstrap,
         topic_prefix,
-        names=["clicks", "purchases", "recommendations", "events-dlq"],
+        names=[
+            "clicks",
+            "purchases",
+            "recommendations",
+            "events-dlq",
+            "forget-requests",
+            "model-updates",
+            "item-vectors",
+        ],  # every topic the worker reads  # fmt: skip
     )
     store = tmp_path / "store"
-    make_checkpoint(store, n_items=50)
+    make_checkpoint(store, n_items=50, signer=dev_signer())
     eid = "kcat-" + uuid.uuid4().hex[:8]
     line = b"kcat-user:" + event_payload("kcat-user", "7", event_id=eid, ts=time.time()) + b"\n"
     with WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp_path / "worker.log",
         bootstrap=kafka_bootstrap,
         topic_prefix=topic_prefix,

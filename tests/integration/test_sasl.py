@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 import pytest
 
 from devtools.brokers import free_port
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import bootstrap_fails, new_event, produce, read_until
 from devtools.processes import WorkerProcess
 from stream_app.settings import Settings
@@ -85,16 +86,18 @@ def test_worker_over_sasl(sasl_kafka, make_topics, topic_prefix, tmp_path, monke
             "events-dlq",
             "model-updates",
             "item-vectors",
+            "forget-requests",
         ],
     )
     store = tmp_path / "store"
-    make_checkpoint(store, n_items=50)
+    make_checkpoint(store, n_items=50, signer=dev_signer())
     monkeypatch.setenv("COLDSTREAM_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("COLDSTREAM_SASL_MECHANISM", "PLAIN")
     monkeypatch.setenv("COLDSTREAM_SASL_USERNAME", "alice")
     monkeypatch.setenv("COLDSTREAM_SASL_PASSWORD", USERS["alice"])
     monkeypatch.setenv("COLDSTREAM_HOT_SWAP", "true")
     worker = WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp_path / "worker.log",
         bootstrap=sasl_bootstrap,
         topic_prefix=topic_prefix,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import time
 
 import pytest
 
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import new_event, produce, read_until
 from devtools.processes import WorkerProcess
 
@@ -20,17 +21,27 @@ def test_tansu_events_in_recommendations_out(tansu_bootstrap, topic_prefix, make
     topics = make_topics(
         tansu_bootstrap,
         topic_prefix,
-        names=["clicks", "purchases", "recommendations", "events-dlq"],
+        names=[
+            "clicks",
+            "purchases",
+            "recommendations",
+            "events-dlq",
+            "forget-requests",
+            "model-updates",
+            "item-vectors",
+        ],  # every topic the worker reads  # fmt: skip
     )
     store = tmp_path / "store"
-    make_checkpoint(store, n_items=100)
+    make_checkpoint(store, n_items=100, signer=dev_signer())
     with WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp_path / "worker.log",
         bootstrap=tansu_bootstrap,
         topic_prefix=topic_prefix,
         app_id=topic_prefix + "app",
         model_store=store,
         profile="dev",
+        idempotent_producer=False,  # Tansu has no idempotent producer
     ) as worker:
         # a few events one at a time: with Faust's fixed 1500 ms fetch wait each would take
         # 0.5-1.6 s on Tansu; the worker's 10 ms fetch wait must keep them well under that

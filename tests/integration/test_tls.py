@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -38,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from devtools.brokers import free_port
-from devtools.checkpoints import make_checkpoint
+from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import bootstrap_fails, new_event, produce, read_until
 from devtools.processes import WorkerProcess
 from stream_app.settings import Settings
@@ -191,14 +192,16 @@ def test_worker_over_tls(ssl_kafka, pki, make_topics, topic_prefix, tmp_path, mo
             "events-dlq",
             "model-updates",
             "item-vectors",
+            "forget-requests",
         ],
     )
     store = tmp_path / "store"
-    make_checkpoint(store, n_items=50)
+    make_checkpoint(store, n_items=50, signer=dev_signer())
     monkeypatch.setenv("COLDSTREAM_SECURITY_PROTOCOL", "SSL")
     monkeypatch.setenv("COLDSTREAM_SSL_CAFILE", str(pki["ca"]))
     monkeypatch.setenv("COLDSTREAM_HOT_SWAP", "false")
     worker = WorkerProcess(
+        env={**os.environ, **verify_env()},  # trusts dev_signer()
         log_path=tmp_path / "worker.log",
         bootstrap=ssl_bootstrap,
         topic_prefix=topic_prefix,

@@ -26,21 +26,28 @@ def _dev_parsers() -> dict[str, argparse.ArgumentParser]:
         "broker": top["broker"],
         "demo": top["demo"],
         "replay": top["replay"],
+        "send": top["send"],
+        "tail": top["tail"],
         **{f"bench {n}": b for n, b in bench.items()},
     }
 
 
 def test_every_dev_command_is_there() -> None:
     assert sorted(_dev_parsers()) == [
+        "bench delivery",
         "bench faults",
         "bench inference",
         "bench recommend",
         "bench serve",
+        "bench sessions",
         "bench soak",
         "bench swap",
+        "bench train-scale",
         "broker",
         "demo",
         "replay",
+        "send",
+        "tail",
     ]
 
 
