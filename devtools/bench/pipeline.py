@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -226,3 +227,19 @@ def fixed_rate(
     lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])
     pct = {q: float(np.percentile(lat, q)) for q in (50, 95, 99)} if len(lat) else {}
     return {"achieved": n_fixed / took, "lat": lat, "wlat": wlat, "pct": pct, "n": n_fixed}
+
+
+def start_broker(args: Any, work: Path) -> tuple[Any, str, str]:
+    """The benchmark's broker: ``(broker or None, bootstrap, description)``. ``args.bootstrap``
+    (a broker already running: nothing started), else ``args.broker`` (``kafka``: a private
+    single-node Apache Kafka under ``work``; ``tansu``: the embedded Tansu). The caller stops
+    the broker it gets."""
+    from devtools.brokers import KafkaBroker, TansuBroker
+
+    if getattr(args, "bootstrap", None):
+        return None, args.bootstrap, "given"
+    if args.broker == "kafka":
+        broker = KafkaBroker(work / "kafka").start()
+        return broker, broker.bootstrap, "apache-kafka-3.9 (single node, KRaft)"
+    broker = TansuBroker(log_path=work / "tansu.log").start()
+    return broker, broker.bootstrap, "tansu (memory)"

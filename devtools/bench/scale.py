@@ -259,9 +259,9 @@ def run_scale(args: argparse.Namespace) -> int:
         flat_out,
         passthrough,
         send_events,
+        start_broker,
         wait_processed,
     )
-    from devtools.brokers import KafkaBroker, TansuBroker
     from devtools.checkpoints import dev_signer, make_checkpoint, scale_clusters, verify_env
     from devtools.processes import WorkerProcess
 
@@ -291,14 +291,7 @@ def run_scale(args: argparse.Namespace) -> int:
         Path(args.scale_out).write_text(json.dumps(report, indent=1) + "\n")
 
     try:
-        if args.bootstrap:
-            bootstrap, broker_name = args.bootstrap, "given"
-        elif args.broker == "kafka":
-            broker = KafkaBroker(work / "kafka").start()
-            bootstrap, broker_name = broker.bootstrap, "apache-kafka-3.9 (single node, KRaft)"
-        else:
-            broker = TansuBroker(log_path=work / "tansu.log").start()
-            bootstrap, broker_name = broker.bootstrap, "tansu (memory)"
+        broker, bootstrap, broker_name = start_broker(args, work)
         report.update(
             {
                 "command": "coldstream bench serve " + " ".join(sys.argv[3:]),

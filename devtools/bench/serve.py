@@ -41,6 +41,7 @@ from devtools.bench.pipeline import (
     passthrough,
     rate_from_timestamps,
     send_events,
+    start_broker,
     wait_processed,
 )
 
@@ -138,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
         return run_scale(args)
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
-    from devtools.brokers import KafkaBroker, TansuBroker
     from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
     from devtools.processes import WorkerProcess
 
@@ -148,14 +148,7 @@ def run(args: argparse.Namespace) -> int:
     worker = None
     results: dict = {}
     try:
-        if args.bootstrap:
-            bootstrap, broker_name = args.bootstrap, "given"
-        elif args.broker == "kafka":
-            broker = KafkaBroker(work / "kafka").start()
-            bootstrap, broker_name = broker.bootstrap, "apache-kafka-3.9 (single node, KRaft)"
-        else:
-            broker = TansuBroker(log_path=work / "tansu.log").start()
-            bootstrap, broker_name = broker.bootstrap, "tansu (memory)"
+        broker, bootstrap, broker_name = start_broker(args, work)
         store = Path(args.model_store) if args.model_store else work / "store"
         if latest_checkpoint(store) is None:  # a fresh store: signed with this run's key
             make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())

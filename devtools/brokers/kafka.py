@@ -23,7 +23,14 @@ from typing import Self
 from devtools.brokers.probe import LOOPBACK, BrokerError, free_port, port_is_free, wait_for_kafka
 from devtools.brokers.process import BrokerProcess
 
-__all__ = ["ENV_KAFKA_JARS", "KafkaBroker", "cluster_id", "find_kafka_jars", "read_properties"]
+__all__ = [
+    "ENV_KAFKA_JARS",
+    "KafkaBroker",
+    "cluster_id",
+    "find_kafka_jars",
+    "read_properties",
+    "sasl_plain_listeners",
+]
 
 ENV_KAFKA_JARS = "COLDSTREAM_KAFKA_JARS"
 _REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +78,40 @@ def read_properties(path: Path) -> dict[str, str]:
             k, _, v = line.partition("=")
             props[k.strip()] = v.strip()
     return props
+
+
+def sasl_plain_listeners(
+    users: dict[str, str], *, admin_user: bool = False
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Ports and server properties of a single node with a PLAINTEXT listener (set-up), a
+    ``SASL`` listener (SASL_PLAINTEXT, mechanism PLAIN, ``users``: name -> password) and the
+    controller: ``({"port", "controller_port", "sasl_port"}, properties)``. ``admin_user``:
+    also ``user_admin`` (the broker's own login, for a cluster with an authorizer)."""
+    from devtools.brokers.probe import free_port
+
+    port, cport, sport = free_port(), free_port(), free_port()
+    while len({port, cport, sport}) < 3:
+        cport, sport = free_port(), free_port()
+    logins = " ".join(f'user_{u}="{p}"' for u, p in users.items())
+    if admin_user:
+        logins = f'user_admin="admin-secret" {logins}'
+    props = {
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport}",
+        "listener.security.protocol.map": (
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT"
+        ),
+        "inter.broker.listener.name": "PLAINTEXT",
+        "controller.listener.names": "CONTROLLER",
+        "sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="admin" password="admin-secret" {logins};'
+        ),
+    }
+    return {"port": port, "controller_port": cport, "sasl_port": sport}, props
 
 
 class KafkaBroker(BrokerProcess):

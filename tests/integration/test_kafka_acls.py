@@ -26,7 +26,7 @@ from aiokafka.protocol.admin import CreateAclsRequest
 from coldstream.core.records import event_payload
 from coldstream.core.topics import create_topics, load_topics
 from deploy import generate
-from devtools.brokers import free_port
+from devtools.brokers.kafka import sasl_plain_listeners
 from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import produce, read_until
 from devtools.processes import WorkerProcess
@@ -43,25 +43,16 @@ ALLOW = 3
 @pytest.fixture
 def secured_kafka(kafka_broker_factory: Any) -> tuple[Any, str]:
     """A private Kafka: PLAINTEXT (set-up, a super user) and SASL_PLAINTEXT (the roles)."""
-    port, cport, sport = free_port(), free_port(), free_port()
-    while len({port, cport, sport}) < 3:
-        cport, sport = free_port(), free_port()
-    users = " ".join(f'user_{u}="{p}"' for u, p in PASSWORDS.items())
-    props = {
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "controller.listener.names": "CONTROLLER",
-        "sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.sasl.plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        f'username="admin" password="admin-secret" user_admin="admin-secret" {users};',
+    ports, props = sasl_plain_listeners(PASSWORDS, admin_user=True)
+    props |= {
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users": "User:ANONYMOUS;User:admin",  # the PLAINTEXT set-up port, the controller
         "allow.everyone.if.no.acl.found": "false",
     }
-    broker = kafka_broker_factory(port=port, controller_port=cport, properties=props)
-    return broker, f"127.0.0.1:{sport}"
+    broker = kafka_broker_factory(
+        port=ports["port"], controller_port=ports["controller_port"], properties=props
+    )
+    return broker, f"127.0.0.1:{ports['sasl_port']}"
 
 
 async def _create_acls(bootstrap: str) -> int:

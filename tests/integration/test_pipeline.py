@@ -242,15 +242,6 @@ def test_kcat_round_trip(kafka_bootstrap, topic_prefix, make_topics, tmp_path):
     topics = make_topics(
         kafka_bootstrap,
         topic_prefix,
-        names=[
-            "clicks",
-            "purchases",
-            "recommendations",
-            "events-dlq",
-            "forget-requests",
-            "model-updates",
-            "item-vectors",
-        ],  # every topic the worker reads  # fmt: skip
     )
     store = tmp_path / "store"
     make_checkpoint(store, n_items=50, signer=dev_signer())

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from devtools.brokers import free_port
+from devtools.brokers.kafka import sasl_plain_listeners
 from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.kafka_io import bootstrap_fails, new_event, produce, read_until
 from devtools.processes import WorkerProcess
@@ -37,22 +37,11 @@ USERS = {"admin": "admin-secret", "alice": "alice-secret"}
 @pytest.fixture
 def sasl_kafka(kafka_broker_factory):
     """A private Apache Kafka with PLAINTEXT and SASL_PLAINTEXT listeners: ``(broker, sasl_bootstrap)``."""
-    port, cport, sport = free_port(), free_port(), free_port()
-    while len({port, cport, sport}) < 3:
-        cport, sport = free_port(), free_port()
-    users = " ".join(f'user_{u}="{p}"' for u, p in USERS.items())
-    props = {
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},SASL://127.0.0.1:{sport}",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "controller.listener.names": "CONTROLLER",
-        "sasl.enabled.mechanisms": "PLAIN",
-        "listener.name.sasl.plain.sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required "
-        f'username="admin" password="admin-secret" {users};',
-    }
-    broker = kafka_broker_factory(port=port, controller_port=cport, properties=props)
-    return broker, f"127.0.0.1:{sport}"
+    ports, props = sasl_plain_listeners(USERS)
+    broker = kafka_broker_factory(
+        port=ports["port"], controller_port=ports["controller_port"], properties=props
+    )
+    return broker, f"127.0.0.1:{ports['sasl_port']}"
 
 
 def _sasl_kwargs(username: str, password: str) -> dict:

@@ -21,15 +21,6 @@ def test_tansu_events_in_recommendations_out(tansu_bootstrap, topic_prefix, make
     topics = make_topics(
         tansu_bootstrap,
         topic_prefix,
-        names=[
-            "clicks",
-            "purchases",
-            "recommendations",
-            "events-dlq",
-            "forget-requests",
-            "model-updates",
-            "item-vectors",
-        ],  # every topic the worker reads  # fmt: skip
     )
     store = tmp_path / "store"
     make_checkpoint(store, n_items=100, signer=dev_signer())
