@@ -24,6 +24,7 @@ from trainer.training import (
     Seq,
     encode_users,
     position_arrays,
+    sorted_positions,
     student_item_vectors,
 )
 
@@ -157,9 +158,7 @@ def teacher_position_arrays(
         if eu:
             users.append(np.concatenate(eu))
             ts.append(np.concatenate(et).astype(np.int64))
-    u_all, t_all = np.concatenate(users), np.concatenate(ts)
-    order = np.lexsort((t_all, u_all))
-    return u_all[order], t_all[order]
+    return sorted_positions(users, ts)
 
 
 def teacher_positions(

@@ -231,6 +231,14 @@ def prefix_position_arrays(
         if eu:
             users.append(np.concatenate(eu))
             ts.append(np.concatenate(et).astype(np.int64))
+    return sorted_positions(users, ts)
+
+
+def sorted_positions(
+    users: list[np.ndarray], ts: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(user row, position)`` pairs of the chunks ``users`` / ``ts``, concatenated and
+    sorted by user, then position."""
     u_all, t_all = np.concatenate(users), np.concatenate(ts)
     order = np.lexsort((t_all, u_all))
     return u_all[order], t_all[order]
