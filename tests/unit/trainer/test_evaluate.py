@@ -137,10 +137,15 @@ def test_the_steps_report_every_model_and_cell(teacher, tiny, tmp_path):
         assert set(report["kd_minus_ce"][cell]) >= {"mean", "ci95"}
 
     # a second run reads the teacher's outputs from the cache the first one wrote
-    [cache] = tmp_path.glob("enc-*.npz")
+    [cache] = [d for d in tmp_path.glob("enc-*") if d.is_dir()]
+    assert list(cache.glob("keys-*.npy")) and list(cache.glob("vectors-*.npy"))
+    encoded = teacher.texts_encoded
     again = Evaluation(_config(cache_dir=str(tmp_path)), load=lambda: tiny, teacher=teacher)
     again.prepare_data()
     again.teacher_runs()
+    # every text came from the cache but the k=5 histories of the uncached timing probe
+    probe = len(again.data.sets["test"]["k=5"].histories)
+    assert teacher.texts_encoded - encoded == probe
     run = again.runs["minilm"]
     assert np.array_equal(run.item_vecs, ev.item_vecs) and np.array_equal(run.tfeats, ev.tfeats)
     assert np.array_equal(
