@@ -675,11 +675,16 @@ def burst(
 
 
 @scenario("forget", scaled=lambda s: {"n_users": scaled_count(5, s) // 10 or 5})
-def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> FaultResult:
+def forget(
+    h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2, rebalance: bool = False
+) -> FaultResult:
     """Each user: ``before`` events, a forget request (on ``forget-requests``), ``after``
     events, then a late copy of an event from before the request. Checks: one ack per request
     (no items, ``fallback: forgotten``); the session holds the later events only, under the
-    forget marker; the late older event is answered ``forgotten`` and never stored."""
+    forget marker; the late older event is answered ``forgotten`` and never stored.
+    ``rebalance``: a second worker joins after the requests were answered and before the
+    later events, so the users of the partitions it takes over are answered by a worker that
+    only has the changelog (the marker must have travelled with the session)."""
     now = time.time() - 60
     phases: list[list[Input]] = [[], [], []]  # before, the requests, after (+ a late copy)
     for u in range(n_users):
@@ -699,7 +704,14 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
     h.start_worker("a")
     w = h.workers[-1]
     inputs: list[Input] = []
-    for phase in phases:  # each phase answered before the next is sent (the real order)
+    moved: list[str] = []
+    for i, phase in enumerate(phases):  # each phase answered before the next is sent
+        if rebalance and i == 2:
+            b = h.start_worker("b")  # ready: it owns input partitions (taken from "a")
+            owned_b = set(b.get_json("/ready")[1].get("owned_partitions") or [])
+            moved = sorted(
+                {inp.user for inp in inputs if inp.pos is not None and inp.pos[1] in owned_b}
+            )
         inputs += phase
         h.produce(phase)
         out = h.collect(inputs, timeout_s=60, idle_s=0.3)
@@ -746,7 +758,14 @@ def forget(h: Harness, *, n_users: int = 5, before: int = 4, after: int = 2) -> 
     sessions = h.sessions()
     if sessions.get(lone) != {"forgotten_at": now + 1, "h": []}:
         problems.append(f"{lone}: not a bare marker ({sessions.get(lone, 'absent')})")
-    return account("forget a user (privacy)", inputs + extra, out2, None, problems=problems)
+    title = "forget a user (privacy)" + (", a rebalance after the requests" if rebalance else "")
+    return account(title, inputs + extra, out2, None, problems=problems, users_moved=len(moved))
+
+
+@scenario("forget_rebalance", scaled=lambda s: {"n_users": scaled_count(12, s) // 10 or 12})
+def forget_rebalance(h: Harness, *, n_users: int = 12) -> FaultResult:
+    """:func:`forget` with a rebalance between the requests and the later events."""
+    return forget(h, n_users=n_users, rebalance=True)
 
 
 def forget_request(user_id: str, *, event_id: str, ts: float) -> bytes:

@@ -131,6 +131,16 @@ def test_forget_a_user(harness):
     assert r.lost == 0 and r.dlq == 0, _show(r)
 
 
+def test_a_forget_holds_across_a_rebalance(harness):
+    # before: the previous owner kept the history, and a redelivered older event resurrected
+    # a forgotten session; here a second worker takes partitions between the requests and the
+    # later events, so the moved users' markers must come from the changelog
+    r = faults.forget_rebalance(harness, n_users=12)
+    assert r.details["users_moved"] > 0, _show(r)
+    assert r.details["problems"] == [], _show(r)
+    assert r.lost == 0 and r.dlq == 0, _show(r)
+
+
 def test_a_stalled_partition_is_named_by_ready_and_the_metric(harness):
     # before: clicks[0] stuck with lag for good while /healthz and /ready said ok
     r = faults.stalled_partition(harness, n_events=400, stall_after_s=3.0)
