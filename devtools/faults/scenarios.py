@@ -376,8 +376,19 @@ def tansu_restart(
     broker.start()
     t_up = time.time()
     # what an operator does after a Tansu restart: create the topics again, the worker's
-    # table changelog included (Faust created it at start-up; Tansu forgot it)
-    run_coro(create_topics(h.bootstrap, load_topics(), replication_factor=1, prefix=h.prefix), 120)
+    # table changelog included (Faust created it at start-up; Tansu forgot it). The worker's
+    # metadata requests may have made Tansu auto-create some of them first (with Tansu's
+    # default partition count): the scenario is about surviving, so those are left as they are
+    run_coro(
+        create_topics(
+            h.bootstrap,
+            load_topics(),
+            replication_factor=1,
+            prefix=h.prefix,
+            check_existing=False,
+        ),
+        120,
+    )
     run_coro(
         create_compacted_topic(
             h.bootstrap, f"{h.app_id}-sessions-changelog", load_topics()["clicks"].partitions
