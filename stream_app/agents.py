@@ -56,6 +56,8 @@ class Wiring:
     """``(logical topic, partition) -> (last processed offset, monotonic time)``."""
     paused: set[tuple[str, int]] = field(default_factory=set)
     """Input partitions the DLQ breaker paused (``(logical topic, partition)``)."""
+    background: set[asyncio.Task] = field(default_factory=set)
+    """Tasks the worker started and must keep a reference to (the breaker's resume)."""
     batches: int = 0
     last_batch_at: float = 0.0
     stop_reason: str | None = None
@@ -351,15 +353,26 @@ def _pause_partition(w: Wiring, tp: tuple[str, int]) -> None:
     w.paused.add(tp)
     w.metrics.dlq_breaker_open.set(len(w.paused))
 
-    def resume() -> None:
+    async def resume() -> None:
         w.paused.discard(tp)
         w.breakers.reset(tp)
         w.metrics.dlq_breaker_open.set(len(w.paused))
         if real in consumer.assignment():
+            # Faust's getmany drops the records of a partition paused while that fetch was in
+            # flight, and the client's position has already moved past them: read again from
+            # the record after the last one processed (a re-read one is deduplicated).
+            last = w.progress.get((real.topic, real.partition))
+            if last is not None:
+                await consumer.seek(real, last[0] + 1)
             consumer.resume_partitions([real])
         log.warning("DLQ circuit breaker closed on %s[%d]: partition resumed", tp[0], tp[1])
 
-    asyncio.get_running_loop().call_later(s.dlq_cooldown_s, resume)
+    def later() -> None:
+        task = asyncio.ensure_future(resume())
+        w.background.add(task)
+        task.add_done_callback(w.background.discard)
+
+    asyncio.get_running_loop().call_later(s.dlq_cooldown_s, later)
 
 
 async def _stop(w: Wiring, exit_code: int, reason: str) -> None:
