@@ -116,3 +116,31 @@ class FakeTeacher:
 
     def describe(self) -> dict:
         return {"kind": "fake", "name": "fake-teacher", "dim": self.dim}
+
+
+def toy_sequences(n_users=40, n_items=30, length=12, seed=0):
+    """Users whose next item is always the current one + 1 (mod ``n_items``)."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n_users):
+        start = rng.integers(0, n_items)
+        items = (start + np.arange(length)) % n_items  # next item = current + 1
+        seqs.append((items.astype(np.int64), rng.integers(0, 2, length).astype(np.int64)))
+    return seqs
+
+
+def toy_world(n: int = 30):
+    """``(seqs, text, pos, ex, tl)``: :func:`toy_sequences`, near-one-hot item text vectors,
+    every prefix up to 8, its examples, and teacher logits that know the next item."""
+    from trainer.training import build_examples, prefix_positions
+
+    seqs = toy_sequences(n_items=n)
+    text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(
+        0, 0.1, (n, 16)
+    ).astype(np.float32)
+    pos = prefix_positions(seqs, max_prefix=8, extra_per_user=0, seed=0)
+    ex = build_examples(seqs, pos, 8)
+    ex.kd_row = torch.arange(len(pos))
+    tl = torch.full((len(pos), n), -5.0)
+    tl[torch.arange(len(pos)), ex.target] = 5.0  # a teacher that knows the next item
+    return seqs, text, pos, ex, tl

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.unit.trainer._world import toy_world
 from trainer.training import (
     TrainConfig,
-    build_examples,
-    prefix_positions,
     student_scores,
     train_student,
 )
@@ -68,29 +67,11 @@ def test_serving_modules_do_not_import_transformers():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def _toy(n_users=40, n_items=30, length=12, seed=0):
-    rng = np.random.default_rng(seed)
-    seqs = []
-    for _ in range(n_users):
-        start = rng.integers(0, n_items)
-        items = (start + np.arange(length)) % n_items  # next item = current + 1
-        seqs.append((items.astype(np.int64), rng.integers(0, 2, length).astype(np.int64)))
-    return seqs
-
-
 def test_student_learns_and_kd_runs_with_teacher_and_uniform():
     from coldstream.core.student import StudentConfig
 
-    seqs = _toy()
     n = 30
-    text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(
-        0, 0.1, (n, 16)
-    ).astype(np.float32)
-    pos = prefix_positions(seqs, max_prefix=8, extra_per_user=0, seed=0)
-    ex = build_examples(seqs, pos, 8)
-    ex.kd_row = torch.arange(len(pos))
-    tl = torch.full((len(pos), n), -5.0)
-    tl[torch.arange(len(pos)), ex.target] = 5.0  # a teacher that knows the next item
+    seqs, text, pos, ex, tl = toy_world(n)
     scfg = StudentConfig(n_items=n, text_dim=16, dim=16, max_len=8, dropout=0.0)
     ids = np.arange(n)
     cat = np.ones(n, dtype=bool)

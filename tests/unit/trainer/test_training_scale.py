@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from coldstream.core.student import StudentConfig, pack_histories
+from tests.unit.trainer._world import toy_world
 from trainer.topk import TopK
 from trainer.training import (
     FULL_SOFTMAX_MAX_ITEMS,
@@ -109,28 +110,10 @@ def test_full_path_reads_a_top_k_teacher_as_minus_inf_outside_it():
     assert [r["kd"] for r in a] == pytest.approx([r["kd"] for r in b], rel=1e-6)
 
 
-def _toy(n_users=40, n_items=30, length=12, seed=0):
-    rng = np.random.default_rng(seed)
-    seqs = []
-    for _ in range(n_users):
-        start = rng.integers(0, n_items)
-        items = (start + np.arange(length)) % n_items  # next item = current + 1
-        seqs.append((items.astype(np.int64), rng.integers(0, 2, length).astype(np.int64)))
-    return seqs
-
-
 @pytest.mark.parametrize("rank_kind", ["bpr", "dllm2rec"])
 def test_sampled_path_with_few_negatives_learns_the_next_item(rank_kind):
-    seqs = _toy()
     n = 30
-    text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(
-        0, 0.1, (n, 16)
-    ).astype(np.float32)
-    pos = prefix_positions(seqs, max_prefix=8, extra_per_user=0, seed=0)
-    ex = build_examples(seqs, pos, 8)
-    ex.kd_row = torch.arange(len(pos))
-    tl = torch.full((len(pos), n), -5.0)
-    tl[torch.arange(len(pos)), ex.target] = 5.0  # a teacher that knows the next item
+    seqs, text, pos, ex, tl = toy_world(n)
     cfg = TrainConfig(
         epochs=12,
         lr=1e-2,
