@@ -117,7 +117,8 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     within = settings.batch_window_ms / 1000.0
     if settings.fast_path:
         fast = FastPath(
-            [names[t] for t in INPUT_TOPICS], max_buffered=max(4 * settings.batch_size, 10_000)
+            [names[t] for t in INPUT_TOPICS],
+            max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
         )
         app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
         app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
@@ -353,26 +354,39 @@ def _pause_partition(w: Wiring, tp: tuple[str, int]) -> None:
     w.paused.add(tp)
     w.metrics.dlq_breaker_open.set(len(w.paused))
 
-    async def resume() -> None:
-        w.paused.discard(tp)
-        w.breakers.reset(tp)
-        w.metrics.dlq_breaker_open.set(len(w.paused))
-        if real in consumer.assignment():
-            # Faust's getmany drops the records of a partition paused while that fetch was in
-            # flight, and the client's position has already moved past them: read again from
-            # the record after the last one processed (a re-read one is deduplicated).
-            last = w.progress.get((real.topic, real.partition))
-            if last is not None:
-                await consumer.seek(real, last[0] + 1)
-            consumer.resume_partitions([real])
-        log.warning("DLQ circuit breaker closed on %s[%d]: partition resumed", tp[0], tp[1])
-
     def later() -> None:
-        task = asyncio.ensure_future(resume())
+        task = asyncio.ensure_future(_resume_partition(w, tp, real))
         w.background.add(task)
         task.add_done_callback(w.background.discard)
 
     asyncio.get_running_loop().call_later(s.dlq_cooldown_s, later)
+
+
+async def _resume_partition(w: Wiring, tp: tuple[str, int], real: Any) -> None:
+    """End a breaker pause: the partition is read again from the record after the last one
+    processed, with a fresh breaker. Faust's ``getmany`` drops the records of a partition
+    paused while a fetch it returned was being handed out, and the client's position has
+    already moved past them: without the seek they would never be answered (a record still
+    in the fast-path buffer is read twice and answered twice at worst: at-least-once).
+    ``tp`` stays in ``w.paused`` until the end, so a trip on records processed meanwhile
+    (fetched before the pause) does not start a second pause."""
+    consumer = w.app.consumer
+    last = w.progress.get(tp)  # keyed by the *logical* topic, like the breakers
+    assigned = real in consumer.assignment()
+    if assigned and last is not None:
+        await consumer.seek(real, last[0] + 1)
+    w.breakers.reset(tp)
+    # also when the partition moved to another worker meanwhile: Faust keeps it in its
+    # paused set across rebalances, and it must not stay paused if it comes back here
+    consumer.resume_partitions([real])
+    w.paused.discard(tp)
+    w.metrics.dlq_breaker_open.set(len(w.paused))
+    log.warning(
+        "DLQ circuit breaker closed on %s[%d]: partition resumed%s",
+        tp[0],
+        tp[1],
+        f" from offset {last[0] + 1}" if assigned and last is not None else "",
+    )
 
 
 async def _stop(w: Wiring, exit_code: int, reason: str) -> None:

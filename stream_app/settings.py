@@ -101,6 +101,10 @@ class Settings(SharedSettings):
     fast_path: bool = True
     """Take input records straight from the consumer's fetch loop in micro-batches
     (``stream_app.transport``); ``false``: a stock Faust agent with ``take_events``."""
+    fast_path_buffer: int = Field(10_000, ge=1, le=10_000_000)
+    """Most input records held between the fetch loop and the serving task (the fetch loop
+    waits beyond it: memory is bounded by this times the record size). At least four
+    micro-batches (``4 * batch_size``) are always allowed."""
     k: int = Field(10, ge=1, le=1000)
     """Items per recommendation."""
     session_store: Literal["auto", "memory", "rocksdb"] = "auto"

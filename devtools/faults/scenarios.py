@@ -502,6 +502,11 @@ def dlq_breaker_pause(
         "COLDSTREAM_DLQ_MIN_EVENTS": "100",
         "COLDSTREAM_DLQ_WINDOW": "200",
         "COLDSTREAM_DLQ_COOLDOWN_S": str(cooldown_s),
+        # a small fetch buffer (four batches): the fetch loop waits for space in the middle
+        # of a fetch, so the breaker pauses the partition while Faust is still handing out
+        # that fetch's records, and Faust drops the rest of them (the resume must read them
+        # again). With a large buffer that happens only when the machine is slow.
+        "COLDSTREAM_FAST_PATH_BUFFER": "1",
     }
     h.start_worker("a", env=env, batch_size=50)
     w = h.workers[-1]
