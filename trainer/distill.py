@@ -167,32 +167,58 @@ def topk_kd_kl(
     log_count: torch.Tensor | float | None = None,
     *,
     neg_mask: torch.Tensor | None = None,
+    teacher_tail: torch.Tensor | None = None,
     temperature: float = 1.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """KL from the teacher's top-K, with the student's normaliser estimated from negatives::
+    """KL from the teacher's top-K plus a tail bucket, the student's normaliser and tail
+    estimated from negatives::
 
-        p_t(k)   = softmax_k(t_k / T)                        over the teacher's top-K items
-        log Z_s  = log( sum_k exp(s_k / T) + sum_{m: not masked} exp(s_{j_m} / T - log c_{j_m}) )
-        loss     = T^2 * sum_k p_t(k) * (log p_t(k) - (s_k / T - log Z_s))
+        log Z_t  = log( sum_k exp(t_k / T) + exp(tail_t) )      tail_t = log sum_{j not in K} exp(t_j / T)
+        p(k)     = exp(t_k / T - log Z_t),   p(tail) = exp(tail_t - log Z_t)
+        S_tail   = sum_{m: not masked} exp(s_{j_m} / T - log c_{j_m})   (estimates sum_{j not in K} exp(s_j / T))
+        log Z_s  = log( sum_k exp(s_k / T) + S_tail )
+        q(k)     = exp(s_k / T - log Z_s),   q(tail) = S_tail / Z_s
+        loss     = T^2 * ( sum_k p(k) log(p(k) / q(k)) + p(tail) log(p(tail) / q(tail)) )
+
+    This is the full KL with the items outside the teacher's shortlist merged into one
+    bucket: the student is asked to give that bucket the teacher's mass there, not to move
+    it onto the shortlist. It is never above the full KL (log-sum inequality) and equals it
+    when the student ranks the tail like the teacher (``tests/unit/trainer/test_distill.py``).
 
     ``student_top``/``teacher_top`` ``[B, K]``: the student's and the teacher's logits of the
     teacher's top-K items (``-inf`` teacher logits: padding, no mass); ``neg_logits``,
     ``log_count``, ``neg_mask`` as in :func:`sampled_softmax_ce` (mask the negatives that are
-    among the row's top-K: they are counted exactly). Without negatives ``Z_s`` runs over the
-    top-K only (the student renormalised on the teacher's shortlist). With every item outside
-    the top-K a negative once (``log c = 0``) this equals :func:`kd_kl` against a teacher that
-    is ``-inf`` outside its top-K."""
+    among the row's top-K: they are counted exactly); ``teacher_tail`` ``[B]``: ``tail_t``
+    (:attr:`trainer.topk.TopK.tails` at ``T``). Without ``teacher_tail`` (or without
+    negatives, so no student tail) the teacher is renormalised over its top-K: ``p(tail) = 0``
+    and ``Z_s`` runs over the top-K and the negatives. With every item outside the top-K a
+    negative once (``log c = 0``) and no ``teacher_tail`` this equals :func:`kd_kl` against a
+    teacher that is ``-inf`` outside its top-K."""
     t = float(temperature)
     s = student_top / t
-    log_pt = F.log_softmax(teacher_top / t, dim=-1)
-    parts = [s]
+    tt = teacher_top / t
+    neg = None
     if neg_logits is not None:
-        parts.append(_neg_terms(neg_logits, log_count, neg_mask, s.shape[0], scale=1.0 / t))
-    log_z = torch.logsumexp(torch.cat(parts, dim=1), dim=1, keepdim=True)
+        neg = _neg_terms(neg_logits, log_count, neg_mask, s.shape[0], scale=1.0 / t)
+    use_tail = teacher_tail is not None and neg is not None
+    if use_tail:
+        tail_t = teacher_tail.to(tt.dtype).unsqueeze(1)
+        log_zt = torch.logsumexp(torch.cat([tt, tail_t], dim=1), dim=1, keepdim=True)
+        log_pt = tt - log_zt
+    else:
+        log_pt = F.log_softmax(tt, dim=-1)
+    log_z = torch.logsumexp(torch.cat([s] if neg is None else [s, neg], dim=1), dim=1, keepdim=True)
     pt = log_pt.exp()
-    kl = (pt * (log_pt - (s - log_z))).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1) * (t * t)
-    return _reduce(kl, reduction, student_top)
+    kl = (pt * (log_pt - (s - log_z))).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
+    if use_tail:
+        assert neg is not None
+        log_ptail = (tail_t - log_zt).squeeze(1)
+        log_qtail = torch.logsumexp(neg, dim=1) - log_z.squeeze(1)
+        tail_kl = log_ptail.exp() * (log_ptail - log_qtail)
+        # no teacher tail (-inf): no term; every negative masked: no estimate, no term
+        kl = kl + tail_kl.nan_to_num(0.0, posinf=0.0, neginf=0.0)
+    return _reduce(kl * (t * t), reduction, student_top)
 
 
 def rank_weights(

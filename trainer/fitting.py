@@ -345,7 +345,9 @@ def fit_and_save(
         tau = calibrate_temperature(np.concatenate(vl), np.concatenate(vt))
         lap("teacher_head")
         if sampled:  # the top-K of the whole catalogue, in blocks: never [prefixes x items]
-            teacher_logits = head_topk(head, feats, item_vecs, tc.teacher_topk, tau=tau)
+            teacher_logits = head_topk(
+                head, feats, item_vecs, tc.teacher_topk, tau=tau, temperatures=(cfg.temperature,)
+            )
         else:
             teacher_logits = torch.as_tensor(
                 head.score(feats, item_vecs) / tau, dtype=torch.float32

@@ -195,7 +195,12 @@ def teacher_targets(
             scorer.fit_head(histories, [seqs[u][0][t : t + 10] for u, t in tpos], feats)
     if sampled:
         top = scorer_topk(
-            scorer, histories, config.train.teacher_topk, feats=feats, n_items=n_items
+            scorer,
+            histories,
+            config.train.teacher_topk,
+            feats=feats,
+            n_items=n_items,
+            temperatures=(config.temperature,),
         )
         return top, tpos
     logits = scorer(histories, feats) if feats is not None else scorer(histories)

@@ -16,7 +16,7 @@ the dense top-K exactly (tests/unit/trainer/test_topk.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,12 +37,20 @@ BLOCK_ELEMENTS = 1 << 24
 @dataclass
 class TopK:
     """The ``K`` best items of ``P`` rows, best first. Rows with fewer than ``K`` items
-    (a catalogue smaller than ``K``) are padded with id ``-1`` and logit ``-inf``."""
+    (a catalogue smaller than ``K``) are padded with id ``-1`` and logit ``-inf``.
+
+    ``tails`` keeps, per distillation temperature ``T``, what the shortlist leaves out: the
+    log of ``sum_{j not in the row's top-K} exp(logit_j / T)`` (``-inf``: nothing left out).
+    With it the KD loss gives the student's items outside the shortlist the teacher's mass
+    outside it (:func:`trainer.distill.topk_kd_kl`) instead of pushing that mass onto the
+    shortlist: at catalogue scale the top-K holds a minority of the teacher's mass."""
 
     ids: torch.Tensor
     """``[P, K]`` int64 item rows."""
     logits: torch.Tensor
     """``[P, K]`` float32, descending per row."""
+    tails: dict[float, torch.Tensor] = field(default_factory=dict)
+    """``T -> [P]`` float32 log-sum-exp of ``logit / T`` over the items outside the top-K."""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -51,15 +59,39 @@ class TopK:
     def k(self) -> int:
         return int(self.ids.shape[1])
 
+    def tail(self, temperature: float) -> torch.Tensor | None:
+        """The ``[P]`` tail at ``temperature`` (``None``: not computed for it)."""
+        return self.tails.get(float(temperature))
+
     def rows(self, idx: torch.Tensor | np.ndarray | slice) -> TopK:
         idx = torch.as_tensor(idx) if not isinstance(idx, slice) else idx
-        return TopK(self.ids[idx], self.logits[idx])
+        return TopK(self.ids[idx], self.logits[idx], {t: v[idx] for t, v in self.tails.items()})
 
     def to(self, device: torch.device | str) -> TopK:
-        return TopK(self.ids.to(device), self.logits.to(device))
+        return TopK(
+            self.ids.to(device),
+            self.logits.to(device),
+            {t: v.to(device) for t, v in self.tails.items()},
+        )
 
     def truncate(self, k: int) -> TopK:
-        return TopK(self.ids[:, :k], self.logits[:, :k])
+        """The best ``k``; the items cut off join each tail."""
+        cut = self.logits[:, k:]
+        tails = {
+            t: torch.logaddexp(v, torch.logsumexp(cut / t, dim=1)) if cut.shape[1] else v
+            for t, v in self.tails.items()
+        }
+        return TopK(self.ids[:, :k], self.logits[:, :k], tails)
+
+    @staticmethod
+    def concat(parts: Sequence[TopK]) -> TopK:
+        """Rows of ``parts`` in order (tails: the temperatures every part has)."""
+        temps = set.intersection(*(set(p.tails) for p in parts)) if parts else set()
+        return TopK(
+            torch.cat([p.ids for p in parts]),
+            torch.cat([p.logits for p in parts]),
+            {t: torch.cat([p.tails[t] for p in parts]) for t in sorted(temps)},
+        )
 
     def dense(self, n_items: int) -> torch.Tensor:
         """``[P, N]`` logits, ``-inf`` outside the top-K (small catalogues: the full path)."""
@@ -72,22 +104,46 @@ class TopK:
         return out
 
     @classmethod
-    def from_dense(cls, logits: torch.Tensor | np.ndarray, k: int) -> TopK:
-        """The top-``k`` of a dense ``[P, N]`` matrix, in row chunks."""
+    def from_dense(
+        cls, logits: torch.Tensor | np.ndarray, k: int, *, temperatures: Sequence[float] = ()
+    ) -> TopK:
+        """The top-``k`` of a dense ``[P, N]`` matrix, in row chunks (with the tails at
+        ``temperatures``)."""
         x = torch.as_tensor(logits)
         return chunked_topk(
-            lambda r, c: x[r, c].float(), len(x), x.shape[1], k, item_chunk=x.shape[1]
+            lambda r, c: x[r, c].float(),
+            len(x),
+            x.shape[1],
+            k,
+            item_chunk=x.shape[1],
+            temperatures=temperatures,
         )
 
 
 def _merge(
-    vals: torch.Tensor, ids: torch.Tensor, block: torch.Tensor, offset: int, k: int
+    vals: torch.Tensor,
+    ids: torch.Tensor,
+    block: torch.Tensor,
+    offset: int,
+    k: int,
+    tails: dict[float, torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a block into the running top-``k``; every score that is left out of it (the
+    block's own rest, and the ones it evicts) is added to each tail, exactly once."""
     kb = min(k, block.shape[1])
     bv, bi = block.topk(kb, dim=1)
+    neg_inf = float("-inf")
+    if tails and kb < block.shape[1]:
+        rest = block.scatter(1, bi, neg_inf)
+        for t in tails:
+            tails[t] = torch.logaddexp(tails[t], torch.logsumexp(rest / t, dim=1))
     v = torch.cat([vals, bv], dim=1)
     i = torch.cat([ids, bi + offset], dim=1)
     top = v.topk(min(k, v.shape[1]), dim=1)
+    if tails and top.indices.shape[1] < v.shape[1]:
+        evicted = v.scatter(1, top.indices, neg_inf)
+        for t in tails:
+            tails[t] = torch.logaddexp(tails[t], torch.logsumexp(evicted / t, dim=1))
     return top.values, i.gather(1, top.indices)
 
 
@@ -102,16 +158,23 @@ def chunked_topk(
     item_chunk: int | None = None,
     progress: bool = False,
     desc: str = "teacher top-K",
+    temperatures: Sequence[float] = (),
 ) -> TopK:
     """Top-``k`` items of every row, where ``score_block(rows, items)`` returns the
     ``[len(rows), len(items)]`` scores of a block (``rows``, ``items``: slices). Blocks are
     ``row_chunk x item_chunk`` (default: :data:`BLOCK_ELEMENTS` scores, at most 16384 items
-    wide); for each row chunk every item chunk is scored and merged into a running top-K."""
+    wide); for each row chunk every item chunk is scored and merged into a running top-K.
+    ``temperatures``: also the tail of every row at each (:class:`TopK`), for one
+    ``exp`` per score more."""
     k = max(0, min(int(k), n_items))
     item_chunk = int(item_chunk or min(n_items, 16384)) or 1
     row_chunk = int(row_chunk or max(1, BLOCK_ELEMENTS // item_chunk))
     ids = torch.empty((n_rows, k), dtype=torch.long)
     logits = torch.empty((n_rows, k), dtype=torch.float32)
+    temps = sorted({float(t) for t in temperatures})
+    if any(t <= 0 for t in temps):
+        raise ValueError(f"temperatures must be positive, got {temps}")
+    tails = {t: torch.empty(n_rows, dtype=torch.float32) for t in temps}
     starts = range(0, n_rows, row_chunk)
     if progress:
         from tqdm import tqdm
@@ -122,12 +185,15 @@ def chunked_topk(
         nr = rows.stop - rows.start
         vals = torch.full((nr, 0), float("-inf"))
         top = torch.full((nr, 0), -1, dtype=torch.long)
+        run = {t: torch.full((nr,), float("-inf")) for t in temps}
         for c0 in range(0, n_items, item_chunk):
             cols = slice(c0, min(n_items, c0 + item_chunk))
             block = score_block(rows, cols).float()
-            vals, top = _merge(vals, top, block, c0, k)
+            vals, top = _merge(vals, top, block, c0, k, run)
         ids[rows], logits[rows] = top, vals
-    return TopK(ids, logits)
+        for t in temps:
+            tails[t][rows] = run[t]
+    return TopK(ids, logits, tails)
 
 
 def inner_product_topk(
@@ -138,6 +204,7 @@ def inner_product_topk(
     scale: float = 1.0,
     bias: torch.Tensor | np.ndarray | None = None,
     progress: bool = False,
+    temperatures: Sequence[float] = (),
 ) -> TopK:
     """Top-``k`` of ``scale * users @ items.T + bias`` (``bias`` ``[N]``), in blocks."""
     u = torch.as_tensor(users, dtype=torch.float32)
@@ -148,7 +215,7 @@ def inner_product_topk(
         s = (u[rows] @ x[cols].T) * scale
         return s if b is None else s + b[cols]
 
-    return chunked_topk(block, len(u), len(x), k, progress=progress)
+    return chunked_topk(block, len(u), len(x), k, progress=progress, temperatures=temperatures)
 
 
 def head_topk(
@@ -159,10 +226,12 @@ def head_topk(
     *,
     tau: float = 1.0,
     progress: bool = False,
+    temperatures: Sequence[float] = (),
 ) -> TopK:
     """Top-``k`` of an adapted teacher head's logits ``head(feats, item_vecs) / tau``
     (:class:`trainer.adapt.TeacherHead`, in eval mode), block by block through the head's
-    own forward: equal to ``TopK.from_dense(head.score(feats, item_vecs) / tau, k)``."""
+    own forward: equal to ``TopK.from_dense(head.score(feats, item_vecs) / tau, k)``
+    (``temperatures``: with the tails at each, see :class:`TopK`)."""
     f = torch.as_tensor(feats, dtype=torch.float32)
     x = torch.as_tensor(item_vecs, dtype=torch.float32)
     was = head.training
@@ -177,6 +246,7 @@ def head_topk(
             row_chunk=4096,
             item_chunk=4096,
             progress=progress,
+            temperatures=temperatures,
         )
     finally:
         head.train(was)
@@ -189,8 +259,10 @@ def scorer_topk(
     *,
     feats: np.ndarray | None = None,
     n_items: int | None = None,
+    temperatures: Sequence[float] = (),
 ) -> TopK:
-    """The top-``k`` of a trainer-service scorer for ``histories`` (rows of its item table).
+    """The top-``k`` of a trainer-service scorer for ``histories`` (rows of its item table),
+    with the tails at ``temperatures`` (:class:`TopK`).
 
     A :class:`trainer.teacher_heads.TeacherScorer` (``head``, ``item_vecs``, ``tau``,
     ``features``) is scored block by block: through its head, or zero-shot (cosine of the
@@ -201,15 +273,23 @@ def scorer_topk(
         f = scorer.features(list(histories)) if feats is None else feats
         vecs = scorer.item_vecs
         if scorer.head is not None:
-            return head_topk(scorer.head, f, vecs, k, tau=scorer.tau)
-        return inner_product_topk(f[:, : vecs.shape[1]], vecs, k, scale=1.0 / scorer.tau)
+            return head_topk(scorer.head, f, vecs, k, tau=scorer.tau, temperatures=temperatures)
+        return inner_product_topk(
+            f[:, : vecs.shape[1]], vecs, k, scale=1.0 / scorer.tau, temperatures=temperatures
+        )
     hs = list(histories)
     n = int(n_items) if n_items else 1
     step = max(1, BLOCK_ELEMENTS // max(n, 1))
     parts = [
-        TopK.from_dense(np.asarray(scorer(hs[s : s + step]), dtype=np.float32), k)
+        TopK.from_dense(
+            np.asarray(scorer(hs[s : s + step]), dtype=np.float32), k, temperatures=temperatures
+        )
         for s in range(0, len(hs), step)
     ]
     if not parts:
-        return TopK(torch.zeros((0, k), dtype=torch.long), torch.zeros((0, k)))
-    return TopK(torch.cat([p.ids for p in parts]), torch.cat([p.logits for p in parts]))
+        return TopK(
+            torch.zeros((0, k), dtype=torch.long),
+            torch.zeros((0, k)),
+            {float(t): torch.zeros(0) for t in temperatures},
+        )
+    return TopK.concat(parts)

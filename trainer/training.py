@@ -117,6 +117,11 @@ class TrainConfig:
     targets (mixed negatives); ``-1``: every item once (exact, for checks)."""
     teacher_topk: int = 100
     """Sampled path: the teacher's items per prefix that KD reads (top-K)."""
+    kd_tail: bool = True
+    """Sampled path: KD keeps the teacher's mass outside its top-K as one bucket that the
+    student's tail (estimated from the negatives) must match (:func:`topk_kd_kl`); needs the
+    top-K's tail at ``temperature`` (:class:`~trainer.topk.TopK`, computed when the top-K is
+    made from dense logits). ``False``: the teacher renormalised over its top-K."""
 
     def mode(self, n_items: int) -> str:
         """``full`` or ``sampled`` for a catalogue of ``n_items``."""
@@ -416,13 +421,27 @@ class _SampledPath:
         self.t = trainer
         cfg, dev, n = trainer.cfg, trainer.dev, trainer.n_items
         if trainer.teacher is not None and not isinstance(trainer.teacher, TopK):
-            trainer.teacher = TopK.from_dense(trainer.teacher.cpu(), cfg.teacher_topk)
+            trainer.teacher = TopK.from_dense(
+                trainer.teacher.cpu(), cfg.teacher_topk, temperatures=(cfg.temperature,)
+            )
+        self.tail: torch.Tensor | None = None
         if isinstance(trainer.teacher, TopK):
             trainer.teacher = trainer.teacher.truncate(cfg.teacher_topk).to(dev)
+            if cfg.kd_tail and trainer.use_kd and cfg.teacher == "model":
+                self.tail = trainer.teacher.tail(cfg.temperature)
+                if self.tail is None:
+                    raise ValueError(
+                        f"kd_tail needs the teacher top-K's tail at T={cfg.temperature} (made "
+                        f"with temperatures={sorted(trainer.teacher.tails) or '()'}): pass "
+                        f"temperatures=({cfg.temperature},) where the top-K is computed, or "
+                        f"set kd_tail=False"
+                    )
         counts = torch.bincount(trainer.ex.target, minlength=n).to(torch.float32)
         self.target_prob = (counts / counts.sum().clamp_min(1.0)).to(dev)
         self.all_items = torch.arange(n, device=dev) if cfg.negatives < 0 else None
         self.k = min(cfg.teacher_topk, n)
+        # the uniform control: every item outside its K random ones has logit 0
+        self.uniform_tail = math.log(n - self.k) if cfg.kd_tail and n > self.k else -math.inf
 
     def negatives(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float, int]:
         """``(items [M'], log expected count, uniform part size)`` of one batch."""
@@ -473,7 +492,20 @@ class _SampledPath:
             in_top = _in_sorted(top_ids.sort(1).values, neg)
             nsel = neg_s[sel]
             lcs = lc if isinstance(lc, float) else lc.unsqueeze(0)
-            out.kd = topk_kd_kl(st, top_t, nsel, lcs, neg_mask=in_top, temperature=cfg.temperature)
+            tail = None
+            if cfg.teacher == "model" and self.tail is not None:
+                tail = self.tail[rows[sel]]
+            elif cfg.teacher != "model" and cfg.kd_tail:
+                tail = torch.full((n_kd,), self.uniform_tail, device=dev)
+            out.kd = topk_kd_kl(
+                st,
+                top_t,
+                nsel,
+                lcs,
+                neg_mask=in_top,
+                teacher_tail=tail,
+                temperature=cfg.temperature,
+            )
             if cfg.rank_weight > 0 and cfg.teacher == "model":
                 k = min(cfg.rank_k, st.shape[1])
                 kw: dict[str, Any] = (

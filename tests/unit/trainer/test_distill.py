@@ -187,6 +187,80 @@ def test_topk_kd_with_every_other_item_as_a_negative_equals_dense_kl(temperature
     assert full.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
 
 
+def test_topk_kd_tail_bucket_hand_case():
+    # teacher top-1 logit ln 3 and a tail of mass e^0 = 1 (T=1): p = [3/4], p(tail) = 1/4;
+    # student top-1 logit 0, one negative (logit ln 2, count 1): S_tail = 2, Z_s = 3
+    got = topk_kd_kl(
+        torch.tensor([[0.0]]),
+        torch.tensor([[math.log(3.0)]]),
+        torch.tensor([[math.log(2.0)]]),
+        0.0,
+        teacher_tail=torch.tensor([0.0]),
+    ).item()
+    expected = 0.75 * math.log(0.75 / (1 / 3)) + 0.25 * math.log(0.25 / (2 / 3))
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_topk_kd_with_the_tail_is_the_full_kl_when_the_student_ranks_the_tail_alike(
+    temperature,
+):
+    torch.manual_seed(3)
+    b, n, k = 5, 40, 4
+    t = torch.randn(b, n, dtype=torch.float64) * 2
+    s = torch.randn(b, n, dtype=torch.float64)
+    top = t.topk(k, dim=1).indices
+    in_top = torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
+    # outside the shortlist the student is the teacher plus a per-row constant
+    s_alike = torch.where(in_top, s, t + torch.randn(b, 1, dtype=torch.float64))
+    tail = torch.logsumexp((t / temperature).masked_fill(in_top, float("-inf")), dim=1)
+
+    def binned(student):
+        return topk_kd_kl(
+            student.gather(1, top),
+            t.gather(1, top),
+            student,
+            0.0,
+            neg_mask=in_top,
+            teacher_tail=tail,
+            temperature=temperature,
+        ).item()
+
+    assert binned(s_alike) == pytest.approx(kd_kl(s_alike, t, temperature).item(), rel=1e-9)
+    # otherwise it is below the full KL (log-sum inequality), and well above the
+    # renormalised top-K KL's blind spot: a student with no tail mass is penalised
+    assert binned(s) < kd_kl(s, t, temperature).item()
+    no_tail = torch.where(in_top, s, torch.full_like(s, -30.0))
+    renormalised = topk_kd_kl(
+        no_tail.gather(1, top),
+        t.gather(1, top),
+        no_tail,
+        0.0,
+        neg_mask=in_top,
+        temperature=temperature,
+    ).item()
+    assert binned(no_tail) > renormalised + 0.5
+
+
+def test_topk_kd_tail_gradient_matches_the_full_kl_gradient_on_the_tail_total():
+    # the bucket's gradient moves the student's tail *total* toward the teacher's: summed
+    # over the tail items it equals the full KL's summed gradient
+    torch.manual_seed(4)
+    n, k = 30, 5
+    t = torch.randn(1, n, dtype=torch.float64) * 2
+    s = torch.randn(1, n, dtype=torch.float64, requires_grad=True)
+    top = t.topk(k, dim=1).indices
+    in_top = torch.zeros(1, n, dtype=torch.bool).scatter(1, top, True)
+    tail = torch.logsumexp(t.masked_fill(in_top, float("-inf")), dim=1)
+    g_bin = torch.autograd.grad(
+        topk_kd_kl(s.gather(1, top), t.gather(1, top), s, 0.0, neg_mask=in_top, teacher_tail=tail),
+        s,
+    )[0]
+    g_full = torch.autograd.grad(kd_kl(s, t, 1.0), s)[0]
+    assert torch.allclose(g_bin[in_top], g_full[in_top], atol=1e-12)
+    assert g_bin[~in_top].sum().item() == pytest.approx(g_full[~in_top].sum().item(), abs=1e-12)
+
+
 def test_rank_weights_hand_case():
     # K = 2, beta = 1: w_p = [1, e^-1] / (1 + e^-1); teacher [ln 3, 0] -> w_c = [3/4, 1/4];
     # the student agrees on the second item only: w_o = [0, 1]

@@ -30,6 +30,40 @@ def test_chunked_topk_equals_dense_topk(row_chunk, item_chunk, k):
     assert got.ids.dtype == torch.long and got.logits.shape == (50, k)
 
 
+@pytest.mark.parametrize(("row_chunk", "item_chunk", "k"), [(7, 13, 5), (64, 1000, 20), (3, 4, 9)])
+def test_chunked_tails_equal_the_dense_log_sum_outside_the_top_k(row_chunk, item_chunk, k):
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(50, 301, generator=g) * 3
+    got = chunked_topk(
+        lambda r, c: scores[r, c],
+        50,
+        301,
+        k,
+        row_chunk=row_chunk,
+        item_chunk=item_chunk,
+        temperatures=(1.0, 2.5),
+    )
+    ids, _ = _dense_topk(scores, k)
+    outside = torch.ones_like(scores, dtype=torch.bool).scatter(1, ids, False)
+    for t in (1.0, 2.5):
+        want = torch.logsumexp((scores / t).masked_fill(~outside, float("-inf")), dim=1)
+        assert torch.allclose(got.tail(t), want, atol=1e-5)
+    assert got.tail(3.0) is None
+    # truncating moves the cut items into the tail; rows, concat and to() keep it
+    cut = got.truncate(2)
+    ids2, _ = _dense_topk(scores, 2)
+    outside2 = torch.ones_like(scores, dtype=torch.bool).scatter(1, ids2, False)
+    want2 = torch.logsumexp(scores.masked_fill(~outside2, float("-inf")), dim=1)
+    assert torch.allclose(cut.tail(1.0), want2, atol=1e-5)
+    both = TopK.concat([got.rows(slice(0, 20)), got.rows(slice(20, 50)).to("cpu")])
+    assert torch.equal(both.tail(2.5), got.tail(2.5)) and torch.equal(both.ids, got.ids)
+
+
+def test_the_whole_catalogue_leaves_no_tail():
+    got = TopK.from_dense(torch.randn(4, 6), 10, temperatures=(1.0,))
+    assert torch.isneginf(got.tail(1.0)).all()
+
+
 def test_k_above_the_catalogue_is_the_whole_catalogue_sorted():
     scores = torch.randn(4, 6)
     got = TopK.from_dense(scores, 10)
