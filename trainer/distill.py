@@ -168,11 +168,25 @@ def topk_kd_kl(
     *,
     neg_mask: torch.Tensor | None = None,
     teacher_tail: torch.Tensor | None = None,
+    teacher_neg: torch.Tensor | None = None,
     temperature: float = 1.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """KL from the teacher's top-K plus a tail bucket, the student's normaliser and tail
-    estimated from negatives::
+    """KL from the teacher's top-K plus the teacher's mass outside it, by one of two means.
+
+    **Scored negatives** (``teacher_neg`` ``[B, M]`` / ``[M]``: the teacher's logits of the
+    negatives): both distributions over the same support, the top-K exactly and each
+    negative with its sampling correction::
+
+        P(a) = softmax_a( [t_k / T] ++ [t_{j_m} / T - log c_{j_m}] )   (masked negatives: no atom)
+        Q(a) = softmax_a( [s_k / T] ++ [s_{j_m} / T - log c_{j_m}] )
+        loss = T^2 * sum_a P(a) log(P(a) / Q(a))
+
+    the sampled-softmax estimate of the full KL: with every item outside the top-K a negative
+    once (``log c = 0``) it *is* the full KL.
+
+    **Tail bucket** (``teacher_tail``, when the teacher cannot score other items), the
+    student's normaliser and tail estimated from negatives::
 
         log Z_t  = log( sum_k exp(t_k / T) + exp(tail_t) )      tail_t = log sum_{j not in K} exp(t_j / T)
         p(k)     = exp(t_k / T - log Z_t),   p(tail) = exp(tail_t - log Z_t)
@@ -201,6 +215,16 @@ def topk_kd_kl(
     neg = None
     if neg_logits is not None:
         neg = _neg_terms(neg_logits, log_count, neg_mask, s.shape[0], scale=1.0 / t)
+    if teacher_neg is not None:
+        if neg is None:
+            raise ValueError("teacher_neg needs neg_logits (the student's side of the same items)")
+        if teacher_tail is not None:
+            raise ValueError("give teacher_neg or teacher_tail, not both")
+        tneg = _neg_terms(teacher_neg, log_count, neg_mask, s.shape[0], scale=1.0 / t)
+        log_p = F.log_softmax(torch.cat([tt, tneg], dim=1), dim=1)
+        log_q = F.log_softmax(torch.cat([s, neg], dim=1), dim=1)
+        kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0, posinf=0.0, neginf=0.0).sum(-1)
+        return _reduce(kl * (t * t), reduction, student_top)
     use_tail = teacher_tail is not None and neg is not None
     if use_tail:
         tail_t = teacher_tail.to(tt.dtype).unsqueeze(1)

@@ -10,11 +10,11 @@ trained on the same examples with the same seeds:
   logQ correction over ``negatives`` uniform items plus the batch's targets;
 * ``kd_full`` / ``kd_sampled``: plus ``alpha * T^2 * KL`` to the teacher: over the whole
   catalogue from dense teacher logits / over the teacher's top-``teacher_topk`` (found in
-  blocks, :func:`trainer.topk.head_topk`) and one bucket for the teacher's mass outside it,
-  whose student side is estimated from the same sampled negatives. ``alpha, T`` are chosen
-  on validation users from ``kd_grid``, for each path separately;
-* ``kd_sampled_renorm`` (``ablate_tail``): the sampled KD student with the teacher
-  renormalised over its top-K instead (no bucket), chosen the same way.
+  blocks, :func:`trainer.topk.head_topk`) plus the same sampled negatives, which the
+  teacher head scores too. ``alpha, T`` are chosen on validation users from ``kd_grid``, for
+  each path separately;
+* ``kd_sampled_tail`` / ``kd_sampled_renorm`` (``ablations``): the teacher's mass outside
+  its top-K as one bucket / the teacher renormalised over its top-K, chosen the same way.
 
 The defaults are deliberately small against MovieLens' 1,682 items (64 uniform negatives,
 the teacher's top 20): the approximation is stressed, not flattered. Test users are scored
@@ -78,9 +78,10 @@ class CompareConfig:
     kd_grid: list[tuple[float, float]] = field(default_factory=lambda: [(1.0, 1.0), (2.0, 2.0)])
     negatives: int = 64
     teacher_topk: int = 20
-    ablate_tail: bool = True
-    """Also train ``kd_sampled_renorm``: the sampled KD student with the teacher renormalised
-    over its top-K (``TrainConfig.kd_tail=False``), alpha and T chosen the same way."""
+    ablations: tuple[str, ...] = ("tail", "renorm")
+    """Also train ``kd_sampled_<a>`` for each: the sampled KD student with
+    ``TrainConfig.kd_outside=a`` (``kd_sampled`` itself scores the negatives with the teacher
+    head), alpha and T chosen the same way."""
     n_boot: int = 2000
     progress: bool = True
 
@@ -253,13 +254,13 @@ def compare(
 
     sampled = {"softmax": "sampled", "negatives": cfg.negatives, "teacher_topk": cfg.teacher_topk}
     paths: dict[str, dict[str, Any]] = {"full": {"softmax": "full"}, "sampled": sampled}
-    if cfg.ablate_tail:
-        paths["sampled_renorm"] = {**sampled, "kd_tail": False}
+    for a in cfg.ablations:
+        paths[f"sampled_{a}"] = {**sampled, "kd_outside": a}
     models: dict[str, Student] = {}
     curves: dict[str, list] = {}
     chosen: dict[str, dict[str, float]] = {}
     for path, over in paths.items():
-        if path != "sampled_renorm":  # its CE student is ce_sampled (kd_tail is KD only)
+        if path in ("full", "sampled"):  # kd_outside is KD only: the others share ce_sampled
             models[f"ce_{path}"], curves[f"ce_{path}"], _ = train(f"ce_{path}", **over)
         best = None
         for alpha, temp in cfg.kd_grid:
@@ -274,7 +275,7 @@ def compare(
                 best = (m, cv, v, alpha, temp)
         models[f"kd_{path}"], curves[f"kd_{path}"] = best[0], best[1]
         chosen[f"kd_{path}"] = {"alpha": best[3], "T": best[4], "val": round(best[2], 5)}
-    students = [name for name in STUDENTS + ("kd_sampled_renorm",) if name in models]
+    students = [*STUDENTS, *(f"kd_sampled_{a}" for a in cfg.ablations)]
 
     test = {name: cells(m, "test") for name, m in models.items()}
 
@@ -309,10 +310,12 @@ def compare(
             "sampled": {
                 "negatives": f"{cfg.negatives} uniform per batch + the batch's {tc.batch_size} "
                 "targets (mixed), logQ-corrected",
-                "kd": f"KL over the teacher's top-{cfg.teacher_topk} and one bucket for the "
-                "teacher's mass outside it, the student's side estimated from the same negatives",
+                "kd": f"KL over the teacher's top-{cfg.teacher_topk} plus the same negatives, "
+                "which the teacher head scores too (kd_outside=scored)",
+                "kd_tail": "kd_sampled_tail: the teacher's mass outside its top-K as one "
+                "bucket, the student's side estimated from the negatives",
                 "kd_renorm": f"kd_sampled_renorm: KL to the teacher renormalised over its "
-                f"top-{cfg.teacher_topk} (no tail bucket)",
+                f"top-{cfg.teacher_topk}",
             },
             "selection": "alpha, T of each KD student chosen on validation users from "
             f"{cfg.kd_grid} (mean NDCG@10 over {', '.join(CELLS)}); test users scored once",
@@ -325,7 +328,7 @@ def compare(
         "sampled_minus_full": {
             "ce": boot("ce_sampled", "ce_full"),
             "kd": boot("kd_sampled", "kd_full"),
-            **({"kd_renorm": boot("kd_sampled_renorm", "kd_full")} if cfg.ablate_tail else {}),
+            **{f"kd_{a}": boot(f"kd_sampled_{a}", "kd_full") for a in cfg.ablations},
         },
         "kd_minus_ce": {
             "full": boot("kd_full", "ce_full"),

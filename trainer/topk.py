@@ -15,6 +15,7 @@ the dense top-K exactly (tests/unit/trainer/test_topk.py).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,12 @@ import numpy as np
 import torch
 
 __all__ = [
+    "PairScorer",
     "TopK",
     "chunked_topk",
+    "head_pair_scorer",
     "head_topk",
+    "inner_product_pair_scorer",
     "inner_product_topk",
     "scorer_topk",
 ]
@@ -51,6 +55,9 @@ class TopK:
     """``[P, K]`` float32, descending per row."""
     tails: dict[float, torch.Tensor] = field(default_factory=dict)
     """``T -> [P]`` float32 log-sum-exp of ``logit / T`` over the items outside the top-K."""
+    scorer: PairScorer | None = None
+    """The same teacher's logits of *any* items for these rows (``None``: only the top-K is
+    known). With it the sampled KD reads the teacher on the sampled negatives too."""
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -65,13 +72,19 @@ class TopK:
 
     def rows(self, idx: torch.Tensor | np.ndarray | slice) -> TopK:
         idx = torch.as_tensor(idx) if not isinstance(idx, slice) else idx
-        return TopK(self.ids[idx], self.logits[idx], {t: v[idx] for t, v in self.tails.items()})
+        scorer = None if self.scorer is None else self.scorer.rows(idx, len(self))
+        return TopK(
+            self.ids[idx], self.logits[idx], {t: v[idx] for t, v in self.tails.items()}, scorer
+        )
 
     def to(self, device: torch.device | str) -> TopK:
+        """On ``device`` (the scorer computes where it is and hands results to the caller's
+        device)."""
         return TopK(
             self.ids.to(device),
             self.logits.to(device),
             {t: v.to(device) for t, v in self.tails.items()},
+            self.scorer,
         )
 
     def truncate(self, k: int) -> TopK:
@@ -81,11 +94,11 @@ class TopK:
             t: torch.logaddexp(v, torch.logsumexp(cut / t, dim=1)) if cut.shape[1] else v
             for t, v in self.tails.items()
         }
-        return TopK(self.ids[:, :k], self.logits[:, :k], tails)
+        return TopK(self.ids[:, :k], self.logits[:, :k], tails, self.scorer)
 
     @staticmethod
     def concat(parts: Sequence[TopK]) -> TopK:
-        """Rows of ``parts`` in order (tails: the temperatures every part has)."""
+        """Rows of ``parts`` in order (tails: the temperatures every part has; no scorer)."""
         temps = set.intersection(*(set(p.tails) for p in parts)) if parts else set()
         return TopK(
             torch.cat([p.ids for p in parts]),
@@ -118,6 +131,71 @@ class TopK:
             item_chunk=x.shape[1],
             temperatures=temperatures,
         )
+
+
+class PairScorer:
+    """A two-tower teacher's logits for any ``(row, item)`` pairs without the dense matrix::
+
+        score(rows, items) = scale * U[rows] @ V(items).T + prior(items)     [R, M]
+
+    ``U`` ``[P, d]`` (the rows' user vectors, computed once), ``item_fn(items) -> (V, prior)``
+    computes the items' side on demand (``M`` items a batch: a training batch's negatives).
+    Runs on the CPU, returns on the device of ``rows``."""
+
+    def __init__(
+        self,
+        users: torch.Tensor,
+        item_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
+        *,
+        scale: float = 1.0,
+        index: torch.Tensor | None = None,
+    ) -> None:
+        self.users, self.item_fn, self.scale, self.index = users, item_fn, float(scale), index
+
+    @torch.no_grad()
+    def __call__(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        r = rows.cpu()
+        if self.index is not None:
+            r = self.index[r]
+        v, prior = self.item_fn(items.cpu())
+        out = (self.users[r] @ v.T) * self.scale
+        if prior is not None:
+            out = out + prior
+        return out.to(rows.device)
+
+    def rows(self, idx: torch.Tensor | slice, n: int) -> PairScorer:
+        """The scorer of a subset of the rows (``idx`` into ``0..n-1``)."""
+        base = torch.arange(n) if self.index is None else self.index
+        return PairScorer(self.users, self.item_fn, scale=self.scale, index=base[idx])
+
+
+def head_pair_scorer(
+    head: Any, feats: np.ndarray | torch.Tensor, item_vecs: np.ndarray | torch.Tensor, tau: float
+) -> PairScorer:
+    """:class:`PairScorer` of an adapted teacher head (:class:`trainer.adapt.TeacherHead`,
+    eval mode): ``head(feats[rows], item_vecs[items]) / tau`` for any pairs."""
+    head = copy.deepcopy(head).eval().cpu()
+    x = torch.as_tensor(item_vecs, dtype=torch.float32)
+    with torch.no_grad():
+        users = head.users(torch.as_tensor(feats, dtype=torch.float32))
+        log_scale = float(head.log_scale.exp())
+
+    @torch.no_grad()
+    def items(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xi = x[idx]
+        return head.items(xi), head.prior(xi).squeeze(-1) / tau
+
+    return PairScorer(users, items, scale=log_scale / tau)
+
+
+def inner_product_pair_scorer(
+    users: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, *, scale: float = 1.0
+) -> PairScorer:
+    """:class:`PairScorer` of ``scale * users @ items.T``."""
+    x = torch.as_tensor(items, dtype=torch.float32)
+    return PairScorer(
+        torch.as_tensor(users, dtype=torch.float32), lambda i: (x[i], None), scale=scale
+    )
 
 
 def _merge(
@@ -231,14 +309,15 @@ def head_topk(
     """Top-``k`` of an adapted teacher head's logits ``head(feats, item_vecs) / tau``
     (:class:`trainer.adapt.TeacherHead`, in eval mode), block by block through the head's
     own forward: equal to ``TopK.from_dense(head.score(feats, item_vecs) / tau, k)``
-    (``temperatures``: with the tails at each, see :class:`TopK`)."""
+    (``temperatures``: with the tails at each, see :class:`TopK`), with the head's
+    :class:`PairScorer` attached."""
     f = torch.as_tensor(feats, dtype=torch.float32)
     x = torch.as_tensor(item_vecs, dtype=torch.float32)
     was = head.training
     head.eval()
     try:
         # wide row chunks: the head's item transform is recomputed once per row chunk
-        return chunked_topk(
+        top = chunked_topk(
             lambda r, c: head(f[r], x[c]) / tau,
             len(f),
             len(x),
@@ -250,6 +329,8 @@ def head_topk(
         )
     finally:
         head.train(was)
+    top.scorer = head_pair_scorer(head, f, x, tau)
+    return top
 
 
 def scorer_topk(
@@ -274,9 +355,11 @@ def scorer_topk(
         vecs = scorer.item_vecs
         if scorer.head is not None:
             return head_topk(scorer.head, f, vecs, k, tau=scorer.tau, temperatures=temperatures)
-        return inner_product_topk(
+        top = inner_product_topk(
             f[:, : vecs.shape[1]], vecs, k, scale=1.0 / scorer.tau, temperatures=temperatures
         )
+        top.scorer = inner_product_pair_scorer(f[:, : vecs.shape[1]], vecs, scale=1.0 / scorer.tau)
+        return top
     hs = list(histories)
     n = int(n_items) if n_items else 1
     step = max(1, BLOCK_ELEMENTS // max(n, 1))

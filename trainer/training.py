@@ -117,11 +117,13 @@ class TrainConfig:
     targets (mixed negatives); ``-1``: every item once (exact, for checks)."""
     teacher_topk: int = 100
     """Sampled path: the teacher's items per prefix that KD reads (top-K)."""
-    kd_tail: bool = True
-    """Sampled path: KD keeps the teacher's mass outside its top-K as one bucket that the
-    student's tail (estimated from the negatives) must match (:func:`topk_kd_kl`); needs the
-    top-K's tail at ``temperature`` (:class:`~trainer.topk.TopK`, computed when the top-K is
-    made from dense logits). ``False``: the teacher renormalised over its top-K."""
+    kd_outside: str = "auto"
+    """Sampled path: how KD treats the teacher's mass outside its top-K
+    (:func:`~trainer.distill.topk_kd_kl`). ``scored``: the teacher scores the batch's
+    negatives too (needs :attr:`TopK.scorer <trainer.topk.TopK.scorer>`); ``tail``: one
+    bucket for it (needs the top-K's tail at ``temperature``); ``renorm``: the teacher
+    renormalised over its top-K; ``auto``: ``scored`` when the top-K has a scorer, else
+    ``renorm``."""
 
     def mode(self, n_items: int) -> str:
         """``full`` or ``sampled`` for a catalogue of ``n_items``."""
@@ -407,6 +409,23 @@ class _FullPath:
         return out
 
 
+KD_OUTSIDE = ("auto", "scored", "tail", "renorm")
+
+
+def _kd_outside(cfg: TrainConfig, top: TopK) -> str:
+    """The sampled KD's treatment of the teacher's mass outside its top-K (``kd_outside``)."""
+    if cfg.kd_outside not in KD_OUTSIDE:
+        raise ValueError(f"kd_outside must be one of {KD_OUTSIDE}, got {cfg.kd_outside!r}")
+    if cfg.kd_outside == "auto":
+        return "scored" if top.scorer is not None else "renorm"
+    if cfg.kd_outside == "scored" and top.scorer is None:
+        raise ValueError(
+            "kd_outside='scored' needs a teacher top-K with a scorer (head_topk and the "
+            "trainer's scorer_topk attach one); use 'tail' or 'renorm' otherwise"
+        )
+    return cfg.kd_outside
+
+
 def _in_sorted(sorted_rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Bool ``[R, M]``: ``values[r, m]`` (or ``values[m]``) is in row ``r`` of ``sorted_rows``."""
     v = values if values.dim() == 2 else values.unsqueeze(0).expand(len(sorted_rows), -1)
@@ -424,24 +443,28 @@ class _SampledPath:
             trainer.teacher = TopK.from_dense(
                 trainer.teacher.cpu(), cfg.teacher_topk, temperatures=(cfg.temperature,)
             )
+        self.outside = "renorm"
         self.tail: torch.Tensor | None = None
         if isinstance(trainer.teacher, TopK):
             trainer.teacher = trainer.teacher.truncate(cfg.teacher_topk).to(dev)
-            if cfg.kd_tail and trainer.use_kd and cfg.teacher == "model":
+            self.outside = _kd_outside(cfg, trainer.teacher)
+            if self.outside == "tail" and trainer.use_kd and cfg.teacher == "model":
                 self.tail = trainer.teacher.tail(cfg.temperature)
                 if self.tail is None:
                     raise ValueError(
-                        f"kd_tail needs the teacher top-K's tail at T={cfg.temperature} (made "
-                        f"with temperatures={sorted(trainer.teacher.tails) or '()'}): pass "
-                        f"temperatures=({cfg.temperature},) where the top-K is computed, or "
-                        f"set kd_tail=False"
+                        f"kd_outside='tail' needs the teacher top-K's tail at "
+                        f"T={cfg.temperature} (made with temperatures="
+                        f"{sorted(trainer.teacher.tails) or '()'}): pass temperatures="
+                        f"({cfg.temperature},) where the top-K is computed"
                     )
+        elif cfg.kd_outside in ("tail", "scored") and cfg.teacher == "uniform":
+            self.outside = cfg.kd_outside
         counts = torch.bincount(trainer.ex.target, minlength=n).to(torch.float32)
         self.target_prob = (counts / counts.sum().clamp_min(1.0)).to(dev)
         self.all_items = torch.arange(n, device=dev) if cfg.negatives < 0 else None
         self.k = min(cfg.teacher_topk, n)
         # the uniform control: every item outside its K random ones has logit 0
-        self.uniform_tail = math.log(n - self.k) if cfg.kd_tail and n > self.k else -math.inf
+        self.uniform_tail = math.log(n - self.k) if n > self.k else -math.inf
 
     def negatives(self, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float, int]:
         """``(items [M'], log expected count, uniform part size)`` of one batch."""
@@ -492,11 +515,19 @@ class _SampledPath:
             in_top = _in_sorted(top_ids.sort(1).values, neg)
             nsel = neg_s[sel]
             lcs = lc if isinstance(lc, float) else lc.unsqueeze(0)
-            tail = None
-            if cfg.teacher == "model" and self.tail is not None:
-                tail = self.tail[rows[sel]]
-            elif cfg.teacher != "model" and cfg.kd_tail:
-                tail = torch.full((n_kd,), self.uniform_tail, device=dev)
+            tail = tneg = None
+            if self.outside == "scored":
+                tneg = (
+                    t.teacher.scorer(rows[sel], neg)
+                    if cfg.teacher == "model"
+                    else torch.zeros_like(nsel)  # uniform: logit 0 everywhere
+                )
+            elif self.outside == "tail":
+                tail = (
+                    self.tail[rows[sel]]
+                    if cfg.teacher == "model" and self.tail is not None
+                    else torch.full((n_kd,), self.uniform_tail, device=dev)
+                )
             out.kd = topk_kd_kl(
                 st,
                 top_t,
@@ -504,6 +535,7 @@ class _SampledPath:
                 lcs,
                 neg_mask=in_top,
                 teacher_tail=tail,
+                teacher_neg=tneg,
                 temperature=cfg.temperature,
             )
             if cfg.rank_weight > 0 and cfg.teacher == "model":

@@ -187,6 +187,56 @@ def test_topk_kd_with_every_other_item_as_a_negative_equals_dense_kl(temperature
     assert full.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_topk_kd_with_scored_negatives_is_the_full_kl_when_every_other_item_is_one(temperature):
+    torch.manual_seed(5)
+    b, n, k = 4, 30, 6
+    s = torch.randn(b, n, dtype=torch.float64)
+    t = torch.randn(b, n, dtype=torch.float64) * 3
+    top = t.topk(k, dim=1).indices
+    hits = torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
+    got = topk_kd_kl(
+        s.gather(1, top),
+        t.gather(1, top),
+        s,
+        0.0,
+        neg_mask=hits,
+        teacher_neg=t,
+        temperature=temperature,
+    )
+    assert got.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
+
+
+def test_topk_kd_scored_negatives_hand_case_with_log_q():
+    # top-1: teacher ln 2, student 0; one negative drawn with expected count 2 (log c = ln 2):
+    # teacher atoms [ln 2, ln 4 - ln 2] -> P = [1/2, 1/2]; student [0, ln 2 - ln 2] -> Q = [1/2, 1/2]
+    same = topk_kd_kl(
+        torch.tensor([[0.0]]),
+        torch.tensor([[math.log(2.0)]]),
+        torch.tensor([[math.log(2.0)]]),
+        math.log(2.0),
+        teacher_neg=torch.tensor([[math.log(4.0)]]),
+    ).item()
+    assert same == pytest.approx(0.0, abs=1e-7)
+    # student negative at ln 6 instead: Q = [1/4, 3/4]
+    got = topk_kd_kl(
+        torch.tensor([[0.0]]),
+        torch.tensor([[math.log(2.0)]]),
+        torch.tensor([[math.log(6.0)]]),
+        math.log(2.0),
+        teacher_neg=torch.tensor([[math.log(4.0)]]),
+    ).item()
+    assert got == pytest.approx(0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75), rel=1e-6)
+    with pytest.raises(ValueError, match="not both"):
+        topk_kd_kl(
+            torch.zeros(1, 1),
+            torch.zeros(1, 1),
+            torch.zeros(1, 1),
+            teacher_neg=torch.zeros(1, 1),
+            teacher_tail=torch.zeros(1),
+        )
+
+
 def test_topk_kd_tail_bucket_hand_case():
     # teacher top-1 logit ln 3 and a tail of mass e^0 = 1 (T=1): p = [3/4], p(tail) = 1/4;
     # student top-1 logit 0, one negative (logit ln 2, count 1): S_tail = 2, Z_s = 3

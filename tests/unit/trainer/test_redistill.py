@@ -48,8 +48,8 @@ OLD_CYCLE_TRAINING = {
     "full_softmax_max_items": 20_000,
     "negatives": 1024,
     "teacher_topk": 100,
-    # decided: a cycle's sampled KD keeps the teacher's mass outside its top-K (the tail)
-    "kd_tail": True,
+    # decided: a cycle's sampled KD lets the teacher score the negatives when it can
+    "kd_outside": "auto",
 }
 OLD_CYCLE_KD = {"teacher": "model", "alpha": 1.0, "temperature": 2.0}
 

@@ -59,6 +59,22 @@ def test_chunked_tails_equal_the_dense_log_sum_outside_the_top_k(row_chunk, item
     assert torch.equal(both.tail(2.5), got.tail(2.5)) and torch.equal(both.ids, got.ids)
 
 
+def test_the_heads_pair_scorer_equals_its_dense_scores_on_any_rows_and_items():
+    torch.manual_seed(0)
+    head = TeacherHead(8)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    feats, vecs = torch.randn(30, 16).numpy(), torch.randn(200, 8).numpy()
+    top = head_topk(head, feats, vecs, 5, tau=0.7)
+    dense = torch.as_tensor(head.score(feats, vecs) / 0.7)
+    rows, items = torch.tensor([3, 0, 29, 3]), torch.tensor([199, 5, 5, 0, 17])
+    assert torch.allclose(top.scorer(rows, items), dense[rows][:, items], atol=1e-5)
+    # a row subset keeps pointing at its own rows
+    sub = top.rows(torch.tensor([10, 20]))
+    assert torch.allclose(sub.scorer(torch.tensor([1]), items), dense[20][items], atol=1e-5)
+    assert torch.equal(sub.ids, top.ids[[10, 20]])
+
+
 def test_the_whole_catalogue_leaves_no_tail():
     got = TopK.from_dense(torch.randn(4, 6), 10, temperatures=(1.0,))
     assert torch.isneginf(got.tail(1.0)).all()
