@@ -345,8 +345,10 @@ def fit_and_save(
         tau = calibrate_temperature(np.concatenate(vl), np.concatenate(vt))
         lap("teacher_head")
         if sampled:  # the top-K of the whole catalogue, in blocks: never [prefixes x items]
+            # the tail only where the KD reads it (auto/scored use the head's pair scorer)
+            temps = (cfg.temperature,) if tc.kd_outside == "tail" else ()
             teacher_logits = head_topk(
-                head, feats, item_vecs, tc.teacher_topk, tau=tau, temperatures=(cfg.temperature,)
+                head, feats, item_vecs, tc.teacher_topk, tau=tau, temperatures=temps
             )
         else:
             teacher_logits = torch.as_tensor(

@@ -200,7 +200,8 @@ def teacher_targets(
             config.train.teacher_topk,
             feats=feats,
             n_items=n_items,
-            temperatures=(config.temperature,),
+            # the tail only where the KD reads it (auto/scored use the scorer's pairs)
+            temperatures=(config.temperature,) if config.train.kd_outside == "tail" else (),
         )
         return top, tpos
     logits = scorer(histories, feats) if feats is not None else scorer(histories)

@@ -139,9 +139,14 @@ def _val_score(cells: dict[str, dict[str, np.ndarray]]) -> float:
 
 
 def compare(
-    cfg: CompareConfig, *, data: tuple[Any, Any] | None = None, teacher: Any = None
+    cfg: CompareConfig,
+    *,
+    data: tuple[Any, Any] | None = None,
+    teacher: Any = None,
+    keep: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict:
-    """Run the comparison (module doc); returns the report."""
+    """Run the comparison on the split of ``cfg.seed`` (module doc); returns the report
+    (``keep``: filled with each student's per-user test NDCG@10 per cell)."""
     from trainer.adapt import HeadConfig, calibrate_temperature, fit_head
     from trainer.data import load_movielens
 
@@ -278,6 +283,8 @@ def compare(
     students = [*STUDENTS, *(f"kd_sampled_{a}" for a in cfg.ablations)]
 
     test = {name: cells(m, "test") for name, m in models.items()}
+    if keep is not None:
+        keep.update({name: {c: test[name][c]["ndcg@10"] for c in CELLS} for name in test})
 
     def boot(a: str, b: str) -> dict[str, Any]:
         return {
@@ -339,6 +346,82 @@ def compare(
         "seconds_per_epoch": {name: epoch_seconds(curves[name]) for name in students},
         "stages_seconds": stages,
         "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def compare_splits(
+    cfg: CompareConfig,
+    seeds: Sequence[int],
+    *,
+    data: tuple[Any, Any] | None = None,
+    teacher: Any = None,
+) -> dict:
+    """:func:`compare` on the split of every seed (data and teacher loaded once), pooled:
+    NDCG@10 over all test users of all splits and the paired bootstrap of sampled - full
+    over them (a user in the test set of two splits counts twice, as in ``coldstream
+    evaluate --full``). One split's interval holds the test users' noise only; the splits
+    add the split's and the training's (every student is retrained per split)."""
+    from dataclasses import replace
+
+    from trainer.data import load_movielens
+
+    t0 = time.perf_counter()
+    data = data if data is not None else load_movielens()
+    if teacher is None:
+        from trainer.teacher import Teacher
+
+        teacher = Teacher(cfg.teacher_path, device="cpu", item_cache=cfg.item_cache)
+    per_split, arrays = [], []
+    first: dict[str, Any] = {}
+    for i, seed in enumerate(seeds):
+        if cfg.progress:
+            print(f"[compare] split {i + 1}/{len(seeds)} (seed {seed})", flush=True)
+        kept: dict[str, dict[str, np.ndarray]] = {}
+        r = compare(replace(cfg, seed=int(seed)), data=data, teacher=teacher, keep=kept)
+        per_split.append(
+            {
+                "seed": int(seed),
+                "ndcg@10": r["ndcg@10"],
+                "sampled_minus_full": r["sampled_minus_full"],
+                "kd_chosen": r["kd_chosen"],
+                "epochs": r["epochs"],
+                "topk_teacher_mass": r["protocol"]["teacher"]["topk_teacher_mass"],
+                "total_seconds": r["total_seconds"],
+            }
+        )
+        arrays.append(kept)
+        first = first or r
+    names = list(arrays[0])
+    pooled = {n: {c: np.concatenate([a[n][c] for a in arrays]) for c in CELLS} for n in names}
+
+    def boot(a: str, b: str) -> dict[str, Any]:
+        return {
+            c: paired_bootstrap(pooled[a][c], pooled[b][c], n_boot=cfg.n_boot, seed=cfg.seed)
+            for c in CELLS
+        }
+
+    kd_kinds = {"kd": "kd_sampled", **{f"kd_{a}": f"kd_sampled_{a}" for a in cfg.ablations}}
+    protocol = dict(first["protocol"])
+    protocol["split"] = (
+        f"coldstream evaluate's, one per seed {list(map(int, seeds))}: users 80/10/10 and 10% "
+        f"cold items by the seed; every student retrained per split; pooled over "
+        f"{sum(len(pooled['ce_full'][c]) for c in CELLS)} test user-cells"
+    )
+    protocol["test_users_per_cell"] = {c: len(pooled["ce_full"][c]) for c in CELLS}
+    return {
+        "protocol": protocol,
+        "splits": [int(x) for x in seeds],
+        "ndcg@10": {n: {c: round(float(pooled[n][c].mean()), 5) for c in CELLS} for n in names},
+        "sampled_minus_full": {
+            "ce": boot("ce_sampled", "ce_full"),
+            **{k: boot(v, "kd_full") for k, v in kd_kinds.items()},
+        },
+        "kd_minus_ce": {
+            "full": boot("kd_full", "ce_full"),
+            "sampled": boot("kd_sampled", "ce_sampled"),
+        },
+        "per_split": per_split,
+        "total_seconds": round(time.perf_counter() - t0, 1),
     }
 
 

@@ -26,9 +26,12 @@ Two paths compute it (``softmax``; ``auto`` picks by catalogue size, threshold
   targets, negatives, teacher top-K); CE by sampled softmax with logQ correction over
   ``negatives`` uniform items plus the batch's own targets (mixed negatives,
   :func:`~trainer.distill.sampled_softmax_ce`); KD over the teacher's top-``teacher_topk``
-  plus the same negatives (:func:`~trainer.distill.topk_kd_kl`), the ranking term against
-  the uniform negatives (:func:`~trainer.distill.rank_distill_loss`). Cost per batch
-  ``O(B x (L + K + M) x dim)``, independent of ``N``; teacher targets ``O(P x K)``.
+  plus the same negatives, which the teacher scores too when its top-K carries a
+  :class:`~trainer.topk.PairScorer` (``kd_outside``; :func:`~trainer.distill.topk_kd_kl`),
+  the ranking term against the uniform negatives
+  (:func:`~trainer.distill.rank_distill_loss`). Cost per batch ``O(B x (L + K + M) x dim)``
+  plus the teacher's ``O(M x d_t^2 + B x M x d_t)`` for the negatives, independent of
+  ``N``; teacher targets ``O(P x K)``.
 
 Above the threshold the id embeddings also get sparse gradients and a lazy Adam
 (``SparseAdam``: only the rows a batch touched are updated, no weight decay on them): a

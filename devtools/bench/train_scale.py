@@ -15,8 +15,9 @@ Parts (``--part``; ``all`` runs each in its own child process, so each peak RSS 
   (:meth:`trainer.service.TrainerService.cycle`: item table with new items, teacher head and
   top-K, sampled student, gate, signed publish) on a ``--cycle-items`` catalogue and a full
   replay buffer; the second cycle encodes no item text.
-* ``compare`` -- MovieLens-100K, the sampled / top-K path against the full path on one split
-  (:mod:`trainer.softmax_compare`), NDCG@10 at k = 1, 3, 5 with paired bootstrap intervals.
+* ``compare`` -- MovieLens-100K, the sampled / top-K path against the full path on the
+  splits of ``--compare-seeds`` (:func:`trainer.softmax_compare.compare_splits`), NDCG@10 at
+  k = 1, 3, 5 and on cold items, pooled over the splits, with paired bootstrap intervals.
 
 The teacher: ``--teacher minilm`` (the real encoder) or ``stand-in`` (default for ``fit`` and
 ``cycle``): a hashed bag-of-words encoder with MiniLM's width, used because MiniLM encodes
@@ -562,7 +563,7 @@ def part_cycle(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
 
 
 def part_compare(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
-    from trainer.softmax_compare import CompareConfig, compare, markdown
+    from trainer.softmax_compare import CompareConfig, compare_splits, markdown
 
     cfg = CompareConfig(
         seed=args.seed,
@@ -572,8 +573,11 @@ def part_compare(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
         teacher_topk=args.compare_topk,
         progress=not args.no_progress,
     )
-    with meter.stage("compare (MovieLens-100K, full vs sampled)"):
-        report = compare(cfg)
+    seeds = [int(x) for x in str(args.compare_seeds).split(",") if x.strip()]
+    if not seeds:
+        raise SystemExit("--compare-seeds: give at least one seed, e.g. 0,1,2,3,4")
+    with meter.stage(f"compare (MovieLens-100K, full vs sampled, {len(seeds)} splits)"):
+        report = compare_splits(cfg, seeds)
     print(markdown(report), flush=True)
     return report
 
@@ -611,6 +615,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compare-negatives", type=int, default=64, help="compare: uniform negatives per batch"
     )
     p.add_argument("--compare-topk", type=int, default=20, help="compare: teacher top-K")
+    p.add_argument(
+        "--compare-seeds",
+        default="0,1,2,3,4",
+        help="compare: the splits (one per seed), pooled (comma-separated)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--seed", type=int, default=0, help="seed of worlds, splits and training")
     p.add_argument(

@@ -51,3 +51,42 @@ def test_exact_sampled_settings_make_the_two_paths_agree(tmp_path):
     assert report["protocol"]["teacher"]["topk_teacher_mass"] == pytest.approx(1.0, abs=1e-4)
     assert report["kd_chosen"]["kd_full"]["alpha"] == 1.0
     assert "| kd: sampled - full |" in markdown(report)
+
+
+@pytest.mark.slow
+def test_splits_are_pooled_over_every_test_user_of_every_split(tmp_path):
+    from trainer.softmax_compare import compare_splits
+
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=70, n_items=120, n_events=2500, n_topics=8, seed=2)
+    )
+    cfg = CompareConfig(
+        item_cache=str(tmp_path / "cache"),
+        train={"max_prefix": 6, "extra_per_user": 0, "epochs": 1, "id_dropout": 0.0},
+        student={"dim": 16, "max_len": 10, "dropout": 0.0},
+        teacher_first=2,
+        teacher_random_more=0,
+        kd_grid=[(1.0, 2.0)],
+        negatives=16,
+        teacher_topk=10,
+        ablations=("renorm",),
+        n_boot=200,
+        progress=False,
+    )
+    report = compare_splits(cfg, [0, 1], data=(inter, items))
+    splits = report["per_split"]
+    assert [s["seed"] for s in splits] == [0, 1] and report["splits"] == [0, 1]
+    for c in CELLS:
+        n = [s["sampled_minus_full"]["kd"][c]["n_users"] for s in splits]
+        pooled = report["sampled_minus_full"]["kd"][c]
+        assert pooled["n_users"] == sum(n) == report["protocol"]["test_users_per_cell"][c]
+        # the pooled mean is the user-weighted mean of the splits' means
+        want = sum(
+            s["sampled_minus_full"]["kd"][c]["mean"] * k for s, k in zip(splits, n, strict=True)
+        ) / sum(n)
+        assert pooled["mean"] == pytest.approx(want, abs=1e-4)
+        means = [s["ndcg@10"]["ce_full"][c] for s in splits]
+        assert report["ndcg@10"]["ce_full"][c] == pytest.approx(
+            sum(m * k for m, k in zip(means, n, strict=True)) / sum(n), abs=1e-4
+        )
+    assert set(report["sampled_minus_full"]) == {"ce", "kd", "kd_renorm"}
