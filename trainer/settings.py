@@ -94,7 +94,8 @@ class TrainerSettings(SharedSettings):
     changed items (unset: in memory only)."""
     softmax: Literal["auto", "full", "sampled"] = "auto"
     """The student's loss: ``full`` softmax over the catalogue (exact), ``sampled`` (sampled
-    softmax with logQ correction, KD over the teacher's top-K), or ``auto``: full up to
+    softmax with logQ correction; KD over the teacher's top-K plus the same negatives, which
+    the teacher scores too), or ``auto``: full up to
     ``full_softmax_max_items`` items."""
     full_softmax_max_items: int = Field(20_000, ge=1)
     """The ``auto`` threshold of ``softmax`` (above it the id embeddings also get lazy, sparse

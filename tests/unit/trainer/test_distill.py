@@ -168,34 +168,29 @@ def test_topk_kd_hand_case():
     assert got == pytest.approx(expected, rel=1e-6)
 
 
+def _logit_world(seed: int, b: int, n: int, k: int, t_scale: float):
+    """Student and teacher logits ``[b, n]`` (float64), the teacher's top-``k`` and its mask."""
+    torch.manual_seed(seed)
+    s = torch.randn(b, n, dtype=torch.float64)
+    t = torch.randn(b, n, dtype=torch.float64) * t_scale
+    top = t.topk(k, dim=1).indices
+    return s, t, top, torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_topk_kd_with_every_other_item_as_a_negative_equals_dense_kl(temperature):
-    torch.manual_seed(2)
-    b, n, k = 4, 30, 6
-    s = torch.randn(b, n, dtype=torch.float64)
-    t = torch.randn(b, n, dtype=torch.float64) * 3
-    top = t.topk(k, dim=1).indices
+    s, t, top, hits = _logit_world(2, 4, 30, 6, 3.0)
     dense_t = torch.full_like(t, float("-inf")).scatter(1, top, t.gather(1, top))
-    hits = torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
     got = topk_kd_kl(
         s.gather(1, top), t.gather(1, top), s, 0.0, neg_mask=hits, temperature=temperature
     )
     assert got.item() == pytest.approx(kd_kl(s, dense_t, temperature).item(), rel=1e-10)
     # with K = N (the whole teacher) it is the full KL itself
-    allk = t.topk(n, dim=1).indices
+    allk = t.topk(30, dim=1).indices
     full = topk_kd_kl(s.gather(1, allk), t.gather(1, allk), temperature=temperature)
     assert full.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
-
-
-@pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_topk_kd_with_scored_negatives_is_the_full_kl_when_every_other_item_is_one(temperature):
-    torch.manual_seed(5)
-    b, n, k = 4, 30, 6
-    s = torch.randn(b, n, dtype=torch.float64)
-    t = torch.randn(b, n, dtype=torch.float64) * 3
-    top = t.topk(k, dim=1).indices
-    hits = torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
-    got = topk_kd_kl(
+    # and so is the KL with the teacher scoring the negatives (the full teacher, not -inf)
+    scored = topk_kd_kl(
         s.gather(1, top),
         t.gather(1, top),
         s,
@@ -204,7 +199,7 @@ def test_topk_kd_with_scored_negatives_is_the_full_kl_when_every_other_item_is_o
         teacher_neg=t,
         temperature=temperature,
     )
-    assert got.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
+    assert scored.item() == pytest.approx(kd_kl(s, t, temperature).item(), rel=1e-10)
 
 
 def test_topk_kd_scored_negatives_hand_case_with_log_q():
@@ -255,12 +250,8 @@ def test_topk_kd_tail_bucket_hand_case():
 def test_topk_kd_with_the_tail_is_the_full_kl_when_the_student_ranks_the_tail_alike(
     temperature,
 ):
-    torch.manual_seed(3)
-    b, n, k = 5, 40, 4
-    t = torch.randn(b, n, dtype=torch.float64) * 2
-    s = torch.randn(b, n, dtype=torch.float64)
-    top = t.topk(k, dim=1).indices
-    in_top = torch.zeros(b, n, dtype=torch.bool).scatter(1, top, True)
+    b = 5
+    s, t, top, in_top = _logit_world(3, b, 40, 4, 2.0)
     # outside the shortlist the student is the teacher plus a per-row constant
     s_alike = torch.where(in_top, s, t + torch.randn(b, 1, dtype=torch.float64))
     tail = torch.logsumexp((t / temperature).masked_fill(in_top, float("-inf")), dim=1)
@@ -295,12 +286,8 @@ def test_topk_kd_with_the_tail_is_the_full_kl_when_the_student_ranks_the_tail_al
 def test_topk_kd_tail_gradient_matches_the_full_kl_gradient_on_the_tail_total():
     # the bucket's gradient moves the student's tail *total* toward the teacher's: summed
     # over the tail items it equals the full KL's summed gradient
-    torch.manual_seed(4)
-    n, k = 30, 5
-    t = torch.randn(1, n, dtype=torch.float64) * 2
-    s = torch.randn(1, n, dtype=torch.float64, requires_grad=True)
-    top = t.topk(k, dim=1).indices
-    in_top = torch.zeros(1, n, dtype=torch.bool).scatter(1, top, True)
+    s, t, top, in_top = _logit_world(4, 1, 30, 5, 2.0)
+    s.requires_grad_(True)
     tail = torch.logsumexp(t.masked_fill(in_top, float("-inf")), dim=1)
     g_bin = torch.autograd.grad(
         topk_kd_kl(s.gather(1, top), t.gather(1, top), s, 0.0, neg_mask=in_top, teacher_tail=tail),

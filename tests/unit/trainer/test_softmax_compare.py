@@ -23,22 +23,31 @@ def test_split_is_the_one_coldstream_evaluate_makes():
             assert np.array_equal(ours.sets[part][c].users, theirs.sets[part][c].users)
 
 
+def _tiny(tmp_path, *, epochs: int, **over) -> CompareConfig:
+    """A comparison small enough for the synthetic world of these tests."""
+    return CompareConfig(
+        item_cache=str(tmp_path / "cache"),
+        train={"max_prefix": 6, "extra_per_user": 0, "epochs": epochs, "id_dropout": 0.0},
+        student={"dim": 16, "max_len": 10, "dropout": 0.0},
+        teacher_first=2,
+        teacher_random_more=0,
+        kd_grid=[(1.0, 2.0)],
+        n_boot=200,
+        progress=False,
+        **over,
+    )
+
+
 @pytest.mark.slow
 def test_exact_sampled_settings_make_the_two_paths_agree(tmp_path):
     inter, items = synthetic_dataset(
         SyntheticConfig(n_users=70, n_items=120, n_events=2500, n_topics=8, seed=2)
     )
-    cfg = CompareConfig(
-        item_cache=str(tmp_path / "cache"),
-        train={"max_prefix": 6, "extra_per_user": 0, "epochs": 2, "id_dropout": 0.0},
-        student={"dim": 16, "max_len": 10, "dropout": 0.0},
-        teacher_first=2,
-        teacher_random_more=0,
-        kd_grid=[(1.0, 2.0)],
+    cfg = _tiny(
+        tmp_path,
+        epochs=2,
         negatives=-1,  # every item once: the sampled losses are the full ones
         teacher_topk=120,  # the whole catalogue
-        n_boot=200,
-        progress=False,
     )
     report = compare(cfg, data=(inter, items))
     assert set(report["ndcg@10"]) == {*STUDENTS, "kd_sampled_tail", "kd_sampled_renorm"}
@@ -60,19 +69,7 @@ def test_splits_are_pooled_over_every_test_user_of_every_split(tmp_path):
     inter, items = synthetic_dataset(
         SyntheticConfig(n_users=70, n_items=120, n_events=2500, n_topics=8, seed=2)
     )
-    cfg = CompareConfig(
-        item_cache=str(tmp_path / "cache"),
-        train={"max_prefix": 6, "extra_per_user": 0, "epochs": 1, "id_dropout": 0.0},
-        student={"dim": 16, "max_len": 10, "dropout": 0.0},
-        teacher_first=2,
-        teacher_random_more=0,
-        kd_grid=[(1.0, 2.0)],
-        negatives=16,
-        teacher_topk=10,
-        ablations=("renorm",),
-        n_boot=200,
-        progress=False,
-    )
+    cfg = _tiny(tmp_path, epochs=1, negatives=16, teacher_topk=10, ablations=("renorm",))
     report = compare_splits(cfg, [0, 1], data=(inter, items))
     splits = report["per_split"]
     assert [s["seed"] for s in splits] == [0, 1] and report["splits"] == [0, 1]
