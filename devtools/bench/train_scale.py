@@ -38,6 +38,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -460,6 +461,9 @@ def part_cycle(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
     from trainer.settings import TrainerSettings
 
     work = Path(args.work_dir) / "cycle"
+    # the bench's own scratch (keys, model store): a re-run starts from a fresh v1, and
+    # Signer.write refuses to overwrite a key
+    shutil.rmtree(work, ignore_errors=True)
     n, n_new = args.cycle_items, args.cycle_items // 10
     with meter.stage("cycle world (items, v1, buffer)"):
         cfg = SyntheticConfig(
