@@ -134,68 +134,64 @@ class TopK:
 
 
 class PairScorer:
-    """A two-tower teacher's logits for any ``(row, item)`` pairs without the dense matrix::
-
-        score(rows, items) = scale * U[rows] @ V(items).T + prior(items)     [R, M]
-
-    ``U`` ``[P, d]`` (the rows' user vectors, computed once), ``item_fn(items) -> (V, prior)``
-    computes the items' side on demand (``M`` items a batch: a training batch's negatives).
-    Runs on the CPU, returns on the device of ``rows``."""
+    """A teacher's logits for any ``(row, item)`` pairs, without the dense matrix:
+    ``fn(rows, items) -> [R, M]`` (CPU index tensors or slices into the rows it was made for
+    and into the catalogue), e.g. a training batch's negatives. Runs on the CPU, returns on
+    the device of ``rows``."""
 
     def __init__(
-        self,
-        users: torch.Tensor,
-        item_fn: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-        *,
-        scale: float = 1.0,
-        index: torch.Tensor | None = None,
+        self, fn: Callable[[Any, Any], torch.Tensor], *, index: torch.Tensor | None = None
     ) -> None:
-        self.users, self.item_fn, self.scale, self.index = users, item_fn, float(scale), index
+        self.fn, self.index = fn, index
 
     @torch.no_grad()
     def __call__(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         r = rows.cpu()
         if self.index is not None:
             r = self.index[r]
-        v, prior = self.item_fn(items.cpu())
-        out = (self.users[r] @ v.T) * self.scale
-        if prior is not None:
-            out = out + prior
-        return out.to(rows.device)
+        return self.fn(r, items.cpu()).to(rows.device)
 
     def rows(self, idx: torch.Tensor | slice, n: int) -> PairScorer:
         """The scorer of a subset of the rows (``idx`` into ``0..n-1``)."""
         base = torch.arange(n) if self.index is None else self.index
-        return PairScorer(self.users, self.item_fn, scale=self.scale, index=base[idx])
+        return PairScorer(self.fn, index=base[idx])
 
 
 def head_pair_scorer(
     head: Any, feats: np.ndarray | torch.Tensor, item_vecs: np.ndarray | torch.Tensor, tau: float
 ) -> PairScorer:
-    """:class:`PairScorer` of an adapted teacher head (:class:`trainer.adapt.TeacherHead`,
-    eval mode): ``head(feats[rows], item_vecs[items]) / tau`` for any pairs."""
-    head = copy.deepcopy(head).eval().cpu()
+    """:class:`PairScorer` of an adapted teacher head (:class:`trainer.adapt.TeacherHead`):
+    ``head(feats[rows], item_vecs[items]) / tau`` through the head's own forward, on a frozen
+    eval-mode copy (training the head later does not change these targets)."""
+    frozen = copy.deepcopy(head).eval().cpu()
+    f = torch.as_tensor(feats, dtype=torch.float32)
     x = torch.as_tensor(item_vecs, dtype=torch.float32)
-    with torch.no_grad():
-        users = head.users(torch.as_tensor(feats, dtype=torch.float32))
-        log_scale = float(head.log_scale.exp())
+    return PairScorer(lambda r, c: frozen(f[r], x[c]) / tau)
 
-    @torch.no_grad()
-    def items(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xi = x[idx]
-        return head.items(xi), head.prior(xi).squeeze(-1) / tau
 
-    return PairScorer(users, items, scale=log_scale / tau)
+def _inner(
+    users: torch.Tensor | np.ndarray,
+    items: torch.Tensor | np.ndarray,
+    scale: float,
+    bias: torch.Tensor | np.ndarray | None = None,
+) -> Callable[[Any, Any], torch.Tensor]:
+    """``(rows, items) -> scale * users[rows] @ items[items].T (+ bias[items])``."""
+    u = torch.as_tensor(users, dtype=torch.float32)
+    x = torch.as_tensor(items, dtype=torch.float32)
+    b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32)
+
+    def score(rows: Any, cols: Any) -> torch.Tensor:
+        s = (u[rows] @ x[cols].T) * scale
+        return s if b is None else s + b[cols]
+
+    return score
 
 
 def inner_product_pair_scorer(
     users: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor, *, scale: float = 1.0
 ) -> PairScorer:
     """:class:`PairScorer` of ``scale * users @ items.T``."""
-    x = torch.as_tensor(items, dtype=torch.float32)
-    return PairScorer(
-        torch.as_tensor(users, dtype=torch.float32), lambda i: (x[i], None), scale=scale
-    )
+    return PairScorer(_inner(users, items, scale))
 
 
 def _merge(
@@ -285,15 +281,14 @@ def inner_product_topk(
     temperatures: Sequence[float] = (),
 ) -> TopK:
     """Top-``k`` of ``scale * users @ items.T + bias`` (``bias`` ``[N]``), in blocks."""
-    u = torch.as_tensor(users, dtype=torch.float32)
-    x = torch.as_tensor(items, dtype=torch.float32)
-    b = None if bias is None else torch.as_tensor(bias, dtype=torch.float32)
-
-    def block(rows: slice, cols: slice) -> torch.Tensor:
-        s = (u[rows] @ x[cols].T) * scale
-        return s if b is None else s + b[cols]
-
-    return chunked_topk(block, len(u), len(x), k, progress=progress, temperatures=temperatures)
+    return chunked_topk(
+        _inner(users, items, scale, bias),
+        len(users),
+        len(items),
+        k,
+        progress=progress,
+        temperatures=temperatures,
+    )
 
 
 def head_topk(
@@ -310,26 +305,20 @@ def head_topk(
     (:class:`trainer.adapt.TeacherHead`, in eval mode), block by block through the head's
     own forward: equal to ``TopK.from_dense(head.score(feats, item_vecs) / tau, k)``
     (``temperatures``: with the tails at each, see :class:`TopK`), with the head's
-    :class:`PairScorer` attached."""
-    f = torch.as_tensor(feats, dtype=torch.float32)
-    x = torch.as_tensor(item_vecs, dtype=torch.float32)
-    was = head.training
-    head.eval()
-    try:
-        # wide row chunks: the head's item transform is recomputed once per row chunk
-        top = chunked_topk(
-            lambda r, c: head(f[r], x[c]) / tau,
-            len(f),
-            len(x),
-            k,
-            row_chunk=4096,
-            item_chunk=4096,
-            progress=progress,
-            temperatures=temperatures,
-        )
-    finally:
-        head.train(was)
-    top.scorer = head_pair_scorer(head, f, x, tau)
+    :class:`PairScorer` attached (its scores are the ones the top-K was found with)."""
+    scorer = head_pair_scorer(head, feats, item_vecs, tau)
+    # wide row chunks: the head's item transform is recomputed once per row chunk
+    top = chunked_topk(
+        scorer.fn,
+        len(feats),
+        len(item_vecs),
+        k,
+        row_chunk=4096,
+        item_chunk=4096,
+        progress=progress,
+        temperatures=temperatures,
+    )
+    top.scorer = scorer
     return top
 
 
