@@ -283,16 +283,9 @@ def compare(
     students = [*STUDENTS, *(f"kd_sampled_{a}" for a in cfg.ablations)]
 
     test = {name: cells(m, "test") for name, m in models.items()}
+    ndcg = {name: {c: test[name][c]["ndcg@10"] for c in CELLS} for name in students}
     if keep is not None:
-        keep.update({name: {c: test[name][c]["ndcg@10"] for c in CELLS} for name in test})
-
-    def boot(a: str, b: str) -> dict[str, Any]:
-        return {
-            c: paired_bootstrap(
-                test[a][c]["ndcg@10"], test[b][c]["ndcg@10"], n_boot=cfg.n_boot, seed=cfg.seed
-            )
-            for c in CELLS
-        }
+        keep.update(ndcg)
 
     def epoch_seconds(curve: list[dict]) -> float:
         return round(float(np.mean([r["train_seconds"] for r in curve])), 2)
@@ -329,9 +322,27 @@ def compare(
             "train": asdict(tc),
             "student": scfg.to_dict(),
         },
-        "ndcg@10": {
-            name: {c: summarize(test[name][c])["ndcg@10"] for c in CELLS} for name in students
-        },
+        **_summary(ndcg, cfg),
+        "kd_chosen": chosen,
+        "epochs": {name: len(curves[name]) for name in students},
+        "seconds_per_epoch": {name: epoch_seconds(curves[name]) for name in students},
+        "stages_seconds": stages,
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+    }
+
+
+def _summary(ndcg: dict[str, dict[str, np.ndarray]], cfg: CompareConfig) -> dict[str, Any]:
+    """Mean NDCG@10 per student and cell, and the paired bootstraps (sampled - full, KD -
+    CE) of per-user NDCG@10 ``ndcg[student][cell]`` (one split's users or several pooled)."""
+
+    def boot(a: str, b: str) -> dict[str, Any]:
+        return {
+            c: paired_bootstrap(ndcg[a][c], ndcg[b][c], n_boot=cfg.n_boot, seed=cfg.seed)
+            for c in CELLS
+        }
+
+    return {
+        "ndcg@10": {n: summarize({c: ndcg[n][c] for c in CELLS}) for n in ndcg},
         "sampled_minus_full": {
             "ce": boot("ce_sampled", "ce_full"),
             "kd": boot("kd_sampled", "kd_full"),
@@ -341,11 +352,6 @@ def compare(
             "full": boot("kd_full", "ce_full"),
             "sampled": boot("kd_sampled", "ce_sampled"),
         },
-        "kd_chosen": chosen,
-        "epochs": {name: len(curves[name]) for name in students},
-        "seconds_per_epoch": {name: epoch_seconds(curves[name]) for name in students},
-        "stages_seconds": stages,
-        "total_seconds": round(time.perf_counter() - t_start, 1),
     }
 
 
@@ -393,14 +399,6 @@ def compare_splits(
         first = first or r
     names = list(arrays[0])
     pooled = {n: {c: np.concatenate([a[n][c] for a in arrays]) for c in CELLS} for n in names}
-
-    def boot(a: str, b: str) -> dict[str, Any]:
-        return {
-            c: paired_bootstrap(pooled[a][c], pooled[b][c], n_boot=cfg.n_boot, seed=cfg.seed)
-            for c in CELLS
-        }
-
-    kd_kinds = {"kd": "kd_sampled", **{f"kd_{a}": f"kd_sampled_{a}" for a in cfg.ablations}}
     protocol = dict(first["protocol"])
     protocol["split"] = (
         f"coldstream evaluate's, one per seed {list(map(int, seeds))}: users 80/10/10 and 10% "
@@ -411,15 +409,7 @@ def compare_splits(
     return {
         "protocol": protocol,
         "splits": [int(x) for x in seeds],
-        "ndcg@10": {n: {c: round(float(pooled[n][c].mean()), 5) for c in CELLS} for n in names},
-        "sampled_minus_full": {
-            "ce": boot("ce_sampled", "ce_full"),
-            **{k: boot(v, "kd_full") for k, v in kd_kinds.items()},
-        },
-        "kd_minus_ce": {
-            "full": boot("kd_full", "ce_full"),
-            "sampled": boot("kd_sampled", "ce_sampled"),
-        },
+        **_summary(pooled, cfg),
         "per_split": per_split,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
