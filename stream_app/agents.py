@@ -26,6 +26,7 @@ from stream_app.batch import BatchProcessor, Incoming, PartitionBreakers
 from stream_app.delivery import Delivery
 from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
+from stream_app.outputs import send_dlq, send_recommendation
 from stream_app.recommender import Recommender
 from stream_app.sessions import expired_sessions, write_sessions
 from stream_app.settings import Settings
@@ -56,6 +57,8 @@ class Wiring:
     """``(logical topic, partition) -> (last processed offset, monotonic time)``."""
     paused: set[tuple[str, int]] = field(default_factory=set)
     """Input partitions the DLQ breaker paused (``(logical topic, partition)``)."""
+    alerting: set[tuple[str, int]] = field(default_factory=set)
+    """Input partitions whose DLQ breaker is open under ``dlq_breaker_action=alert``."""
     background: set[asyncio.Task] = field(default_factory=set)
     """Tasks the worker started and must keep a reference to (the breaker's resume)."""
     batches: int = 0
@@ -281,10 +284,30 @@ async def handle_batch(
     # sessions: the table's store and changelog, with the event's input partition (the
     # changelog is co-partitioned with the input topics)
     futures = await write_sessions(w.sessions, out.sessions, producer)
-    for rec_key, value in out.recommendations:
-        futures.append(await producer.send(rec_topic, rec_key, value, None, None, None))
-    for dlq_key, value in out.dlq:  # keyed by the record's key (the user) when it had one
-        futures.append(await producer.send(dlq_topic, dlq_key, value, None, None, None))
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> Any:
+        return await producer.send(topic, key, value, None, None, None)
+
+    def count(topic: str, outcome: str) -> None:
+        w.metrics.output_too_large.labels(w.logical.get(topic, topic), outcome).inc()
+
+    # no output can stop the worker for its size (stream_app.outputs)
+    max_dlq = w.settings.dlq_max_bytes
+    for (rec_key, value), origin in zip(out.recommendations, out.origins, strict=True):
+        futures.append(
+            await send_recommendation(
+                send,
+                rec_topic,
+                rec_key,
+                value,
+                dlq_topic=dlq_topic,
+                origin=origin,
+                max_dlq_bytes=max_dlq,
+                count=count,
+            )
+        )
+    for key, value in out.dlq:  # keyed by the record's key (the user) when it had one
+        futures.append(await send_dlq(send, dlq_topic, key, value, count))
     now = time.monotonic()
     for rec in batch:  # per-partition progress (stall detection, /ready)
         w.progress[(rec.topic, rec.partition)] = (rec.offset, now)
@@ -303,18 +326,47 @@ async def handle_batch(
         m.fallback.labels(reason).inc(n)
     if out.model_errors:
         m.model_errors.inc(out.model_errors)
+    if out.n_bad_timestamps:
+        m.bad_record_timestamps.inc(out.n_bad_timestamps)
+    if out.n_empty_rankings:
+        m.empty_rankings.inc(out.n_empty_rankings)
     if out.n_cold_start:
         m.cold_start.inc(out.n_cold_start)
     if out.forgotten:
         m.forgotten.inc(len(out.forgotten))
     w.batches += 1
     w.last_batch_at = time.time()
-    for tp in w.breakers.record(out.per_partition):
-        if w.settings.dlq_breaker_action == "stop":
+    tripped = w.breakers.record(out.per_partition)
+    action = w.settings.dlq_breaker_action
+    if action == "alert":
+        _alert_breakers(w, out.per_partition, tripped)
+    for tp in tripped:
+        if action == "stop":
             await _stop(w, EXIT_DLQ_BREAKER, _breaker_message(w.settings, tp))
-        else:
+        elif action == "pause":
             _pause_partition(w, tp)
     return futures
+
+
+def _alert_breakers(w: Wiring, seen: Any, tripped: list[tuple[str, int]]) -> None:
+    """``dlq_breaker_action=alert``: keep serving; the gauge counts the partitions whose
+    breaker is open (one log line when one opens, one when it closes)."""
+    now_open = set(tripped)
+    for tp in seen:
+        if tp in now_open and tp not in w.alerting:
+            w.alerting.add(tp)
+            log.error(
+                "DLQ breaker open on %s[%d]: over %.0f%% of its last %d events were refused; "
+                "still serving every record (see events-dlq)",
+                tp[0],
+                tp[1],
+                w.settings.dlq_max_ratio * 100,
+                w.settings.dlq_window,
+            )
+        elif tp not in now_open and tp in w.alerting:
+            w.alerting.discard(tp)
+            log.warning("DLQ breaker closed on %s[%d]", tp[0], tp[1])
+    w.metrics.dlq_breaker_open.set(len(w.alerting))
 
 
 EXIT_DLQ_BREAKER = 3

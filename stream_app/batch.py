@@ -21,10 +21,11 @@ in the user's (recovered) session was processed before a crash or a rebalance: i
 answered again from the session as it was then, and not appended twice.
 
 A forget request (``coldstream.core.events.Forget``, on the ``forget-requests`` topic)
-empties the user's session and leaves a marker, ``{"forgotten_at": ts, "h": [...]}``: an
-event of that user with ``ts <= forgotten_at`` (a redelivery, a late duplicate) is answered
-with ``fallback: "forgotten"`` and never stored, so nothing older than the request comes
-back. The request itself is acknowledged by one ``recommendations`` record with no items and
+empties the user's session -- every event that arrived before it, whatever its ``ts`` --
+and leaves a marker, ``{"forgotten_at": ts, "h": [...]}`` (``ts``: the request's, or the
+newest deleted event's if later): an event of that user with ``ts <= forgotten_at`` (a
+redelivery, a late duplicate) is answered with ``fallback: "forgotten"`` and never stored,
+so nothing the request deleted comes back. The request itself is acknowledged by one ``recommendations`` record with no items and
 ``fallback: "forgotten"`` (``docs/privacy.md``).
 """
 
@@ -38,14 +39,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coldstream.core.events import Event, Forget, Rejection, validate_event
-from coldstream.core.records import dlq_payload, recommendation_payload
+from coldstream.core.records import dlq_key, dlq_payload, recommendation_payload
 from stream_app.recommender import Ranked, Recommender
 from stream_app.settings import Settings
 
 FORGOTTEN = "forgotten"
 """``fallback`` of the acknowledgement of a forget request (and of an event older than one)."""
-MAX_DLQ_KEY_BYTES = 512
-"""A longer input key is not reused as the DLQ record's key (the raw key stays in the value)."""
+EMPTY_RANKING = "empty_ranking"
+"""``fallback`` when the model ranked an event to no item (e.g. non-finite scores)."""
 MODEL_ERROR = "model_error"
 """``fallback`` when ranking failed for the batch and the popularity fallback answered."""
 
@@ -87,6 +88,8 @@ class Incoming:
 class BatchResult:
     recommendations: list[tuple[bytes, bytes]] = field(default_factory=list)
     """``(key=user_id, value)`` in input order."""
+    origins: list[tuple[str, int, int]] = field(default_factory=list)
+    """``(topic, partition, offset)`` of each recommendation's input record (aligned)."""
     dlq: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     """``(key, value)``: keyed by the input record's key (the user) when it had a sane one, so
     a user's DLQ records share a partition and can be found (and purged) by user."""
@@ -113,6 +116,10 @@ class BatchResult:
     model_errors: int = 0
     """1 when ranking failed and the popularity fallback answered the batch."""
     model_error_detail: str = ""
+    n_bad_timestamps: int = 0
+    """Records whose timestamp was absent or implausible (latency measured from arrival)."""
+    n_empty_rankings: int = 0
+    """Events the model ranked to no item (answered from the popularity fallback)."""
 
 
 class Deduper:
@@ -215,10 +222,9 @@ class BatchProcessor:
     def _dlq(
         self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None
     ) -> None:
-        key = rec.key if rec.key is not None and len(rec.key) <= MAX_DLQ_KEY_BYTES else None
         out.dlq.append(
             (
-                key,
+                dlq_key(rec.key),
                 dlq_payload(
                     source_topic=rec.topic,
                     partition=rec.partition,
@@ -228,6 +234,7 @@ class BatchProcessor:
                     payload=rec.value,
                     key=rec.key,
                     event_id=event_id,
+                    max_bytes=self.settings.dlq_max_bytes,
                 ),
             )
         )
@@ -275,11 +282,13 @@ class BatchProcessor:
                 known[ev.user_id] = _positions(hist)
             parts[ev.user_id] = rec.partition
             if isinstance(ev, Forget):
-                # everything up to the request's time goes; an event newer than the request
-                # that was read first (the request comes on its own topic) stays
-                hist[:] = [e for e in hist if len(e) > 2 and e[2] > ev.ts]
-                known[ev.user_id] = _positions(hist)
-                marks[ev.user_id] = max(ev.ts, marks[ev.user_id] or ev.ts)
+                # everything that arrived before the request goes, whatever time its
+                # producer stamped on it (a click stamped in the future is no exception);
+                # the marker covers the newest of them, so no redelivery brings one back
+                newest = max((e[2] for e in hist if len(e) > 2), default=ev.ts)
+                hist.clear()
+                known[ev.user_id] = {}
+                marks[ev.user_id] = max(ev.ts, newest, marks[ev.user_id] or ev.ts)
                 accepted.append((rec, ev, False))
                 continue
             at = marks[ev.user_id]
@@ -304,8 +313,10 @@ class BatchProcessor:
         if not accepted:
             return out
         ranked, version = self._rank(snapshots, out)
+        # each user counts once per item and bucket: no single account moves the popular list
+        counted = [ev for _, ev, answered in accepted if answered and isinstance(ev, Event)]
         self.recommender.observe(
-            ev.item_id for _, ev, answered in accepted if answered and isinstance(ev, Event)
+            [ev.item_id for ev in counted], users=[ev.user_id for ev in counted]
         )
         produced_at = self.clock()
         ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True))
@@ -327,6 +338,7 @@ class BatchProcessor:
                     )
                 )
                 out.outcomes[(rec.topic, "recommended")] += 1
+                out.origins.append((rec.topic, rec.partition, rec.offset))
                 self.deduper.add((ev.user_id, ev.event_id))
                 if isinstance(ev, Forget):
                     out.forgotten.append(ev.user_id)
@@ -336,7 +348,13 @@ class BatchProcessor:
                     out.n_refused_forgotten += 1
                 continue
             snap, items, fb = next(ranked_rows)
-            received = rec.timestamp if rec.timestamp else now
+            received = rec.timestamp
+            if (
+                not received
+                or not now - s.max_record_age_s <= received <= now + s.max_future_skew_s
+            ):
+                received = now  # absent or implausible (0, -1, far future): from arrival
+                out.n_bad_timestamps += 1
             latency_s = max(0.0, produced_at - received)
             out.latencies_s.append(latency_s)
             out.recommendations.append(
@@ -355,6 +373,7 @@ class BatchProcessor:
                 )
             )
             out.outcomes[(rec.topic, "recommended")] += 1
+            out.origins.append((rec.topic, rec.partition, rec.offset))
             if len(snap) <= s.cold_start_events:
                 out.n_cold_start += 1
             if fb is not None:
@@ -387,6 +406,19 @@ class BatchProcessor:
         try:
             ranked = rec.rank_batch(snapshots, self.settings.k)
             out.ranked = ranked
+            for i, (row, fb) in enumerate(zip(ranked.items, ranked.fallback, strict=True)):
+                if not row and fb is None:  # e.g. non-finite scores: never an empty answer
+                    ranked.items[i] = rec.popular(
+                        self.settings.k, exclude=[str(x[0]) for x in snapshots[i]]
+                    )
+                    ranked.fallback[i] = EMPTY_RANKING
+                    out.n_empty_rankings += 1
+            if out.n_empty_rankings:
+                log.warning(
+                    "the model ranked %d of %d events to no item; answered from popularity",
+                    out.n_empty_rankings,
+                    len(snapshots),
+                )
             return ranked, version
         except Exception as e:  # noqa: BLE001 - degrade, don't die
             log.exception(

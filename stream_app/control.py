@@ -12,7 +12,9 @@ inside the worker:
   the served one are skipped).
 * ``item-vectors`` (compacted) is read from the beginning; a vector counts only for the
   model version it was computed with (older ones are dropped, newer ones kept, bounded,
-  until that version is served).
+  until that version is served). Deleting an item is a tombstone for its key: it withdraws
+  an item that came from ``item-vectors`` (never a checkpoint's own item), which is what a
+  worker started after compaction sees too.
 
 Every record is signed by the trainer's private key and verified here with the configured
 public keys (:mod:`coldstream.core.signing`). A swap (:class:`ModelSwapper`): verify the
@@ -47,6 +49,7 @@ import numpy as np
 
 from coldstream.core.checkpoint import load_checkpoint
 from coldstream.core.errors import Refused
+from coldstream.core.events import check_id
 from coldstream.core.model_updates import (
     ItemVector,
     UpdateRefused,
@@ -327,6 +330,32 @@ class ItemVectorSink:
                 self.drop("stale_version", outcome="skipped")
         return self._upsert(now)
 
+    def withdraw(self, keys: Sequence[bytes | None]) -> int:
+        """Tombstones (``item_id`` key, no value): the item leaves the served index, as it
+        does for a worker that starts after compaction removed its vector, so a running and
+        a restarted worker agree. A tombstone carries no signature, so it can only withdraw
+        an item that came from ``item-vectors``, never one of the checkpoint's own items
+        (``checkpoint_item``, skipped). Returns the items removed."""
+        m = self.recommender.model
+        ids: list[str] = []
+        for key in keys:
+            try:
+                iid = check_id(key.decode("utf-8") if key is not None else None, "item_id")
+            except (UnicodeDecodeError, ValueError):
+                self.drop("bad_key", outcome="skipped")
+                continue
+            for slot in self.pending.values():
+                slot.pop(iid, None)
+            if iid in m.checkpoint.index_of:
+                self.drop("checkpoint_item", outcome="skipped")
+                continue
+            ids.append(iid)
+        n = self.recommender.remove_items(ids) if ids else 0
+        _count(self.metrics, VECTORS, "withdrawn", "", n)
+        if n and self.metrics is not None:
+            self.metrics.index_items.set(self.recommender.model.n_items)
+        return n
+
     def _keep_pending(self, version: str, item_id: str, vec: np.ndarray) -> None:
         slot = self.pending.get(version)
         if slot is None:
@@ -494,9 +523,9 @@ def attach(w: Any, *, served_seq: int = 0) -> Control:
                     log.exception("item-vectors: fetch failed; retrying in 1 s")
                     await asyncio.sleep(1.0)
                     continue
-                raws = [r.value for records in batch.values() for r in records]
-                if raws:
-                    await handle_vectors(sink, raws)
+                records = [(r.key, r.value) for rs in batch.values() for r in rs]
+                if records:
+                    await handle_vector_records(sink, records)
         finally:
             await consumer.stop()
 
@@ -514,6 +543,31 @@ async def handle_update(swapper: ModelSwapper, raw: Any, offset: int = -1) -> Sw
         return None
     log.info("model-updates offset %d: %s", offset, res)
     return res
+
+
+async def handle_vector_records(
+    sink: ItemVectorSink, records: Sequence[tuple[bytes | None, bytes | None]]
+) -> int:
+    """``(key, value)`` records of ``item-vectors`` in topic order: runs of vectors go to
+    :func:`handle_vectors`, tombstones (no value) withdraw their item
+    (:meth:`ItemVectorSink.withdraw`). Returns the items upserted."""
+    n = 0
+    run: list[bytes] = []
+    for key, value in records:
+        if value is not None:
+            run.append(value)
+            continue
+        if run:
+            n += await handle_vectors(sink, run)
+            run = []
+        try:
+            sink.withdraw([key])
+        except Exception:  # noqa: BLE001 - one record never stops the follower
+            log.exception("item-vectors: a tombstone failed")
+            sink.drop("error")
+    if run:
+        n += await handle_vectors(sink, run)
+    return n
 
 
 async def handle_vectors(sink: ItemVectorSink, raws: Sequence[Any]) -> int:

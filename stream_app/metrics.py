@@ -139,6 +139,26 @@ class Metrics:
             "Output records (recommendations, DLQ, changelog) that could not be delivered",
             registry=r,
         )
+        self.output_too_large = Counter(
+            "coldstream_output_too_large",
+            "Output records the producer or broker refused for size, by topic and what became "
+            "of them (shrunk: re-sent without the raw payload; dead_lettered: a DLQ record "
+            "replaced a recommendation; dropped: counted, not sent)",
+            ["topic", "outcome"],
+            registry=r,
+        )
+        self.bad_record_timestamps = Counter(
+            "coldstream_bad_record_timestamps",
+            "Input records whose record timestamp was implausible (<= 0, far in the future or "
+            "older than the latency clamp): latency measured from arrival instead",
+            registry=r,
+        )
+        self.empty_rankings = Counter(
+            "coldstream_empty_rankings",
+            "Events the model ranked to no item (e.g. non-finite scores): answered from the "
+            "popularity fallback",
+            registry=r,
+        )
         self.sessions_expired = Counter(
             "coldstream_sessions_expired",
             "Idle sessions deleted by the expiry timer (with changelog tombstones)",

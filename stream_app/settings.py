@@ -160,15 +160,28 @@ class Settings(SharedSettings):
     """Larger input payloads go to the DLQ as ``oversize``."""
     max_future_skew_s: float = Field(3600.0, ge=0)
     """Event timestamps further than this in the future go to the DLQ as ``ts_future``."""
+    max_record_age_s: float = Field(86_400.0, gt=0)
+    """A record timestamp (the producer's create time) older than this, like one in the
+    future beyond ``max_future_skew_s`` or none at all, is not believed: the event's latency
+    is measured from its arrival instead (``coldstream_bad_record_timestamps_total``), so one
+    record stamped at 1 ms cannot add 1.8e9 s to the latency histogram."""
     dlq_max_ratio: float = Field(0.5, gt=0, le=1)
     """DLQ circuit breaker: over this share of DLQ'd events in the window, the breaker trips
     (see ``dlq_breaker_action``)."""
-    dlq_breaker_action: Literal["pause", "stop"] = "pause"
-    """What a tripped DLQ breaker does. ``pause`` (the default): pause only the partition whose
-    records were refused, for ``dlq_cooldown_s``, then resume it (its backlog waits in the
-    topic; every other partition keeps flowing; ``coldstream_dlq_breaker_open`` counts paused
-    partitions, an alert fires). ``stop``: log a clear message, commit what was answered and
-    exit with code 3 (for operators who want a crash loop to page them)."""
+    dlq_breaker_action: Literal["alert", "pause", "stop"] = "alert"
+    """What a tripped DLQ breaker does. ``alert`` (the default): nothing but say so --
+    ``coldstream_dlq_breaker_open`` counts the partitions whose breaker is open, an alert
+    fires, one log line per trip -- and every record keeps being answered or dead-lettered at
+    full speed (Kafka Streams' log-and-continue, Connect's ``errors.tolerance=all``): a
+    hostile producer costs only its own records. ``pause``: pause the partition whose
+    records were refused for ``dlq_cooldown_s``, then resume it (its backlog waits in the
+    topic, the good records behind the bad ones too: any producer can then delay a
+    partition). ``stop``: log a clear message, commit what was answered and exit with code
+    3 (for operators who want a crash loop to page them)."""
+    dlq_max_bytes: int = Field(131_072, ge=4096, le=900_000)
+    """Cap on one ``events-dlq`` record's value: the refused record's key and payload are kept
+    up to what fits (``*_truncated`` and the original lengths say so). Below the producer's
+    ``max_request_size`` (1,000,000) whatever the input."""
     dlq_window: int = Field(1000, ge=10)
     """Events in the circuit breaker's sliding window (per input partition)."""
     dlq_min_events: int = Field(200, ge=1)
@@ -198,8 +211,19 @@ class Settings(SharedSettings):
     """Timeout of a ``/recommend`` forwarded to the owner of the user's partition; past it the
     answer is a local popularity one with ``fallback: "owner_unreachable"``."""
     recommend_max_pending: int = Field(64, ge=1, le=100_000)
-    """Most ``/recommend`` rankings queued on the worker's ranking thread; more are answered
-    from popularity with ``fallback: "overloaded"`` (the stream is never slowed by the API)."""
+    """Most ``/recommend`` requests waiting for a ranking; more are answered from popularity
+    with ``fallback: "overloaded"``."""
+    recommend_max_rps: float = Field(200.0, gt=0)
+    """Budget of ``/recommend`` rankings per second on this worker (a token bucket, bursts up
+    to one second's worth). Past it requests are answered from popularity with ``fallback:
+    "overloaded"`` at the cost of a dictionary look-up. Requests that wait together are
+    ranked in one batch, so the API takes the ranking lock at most once per batch and the
+    stream's micro-batches never queue behind hundreds of single-user rankings."""
+    api_token_file: Path | None = None
+    """A file holding the bearer token ``/recommend`` requires (``Authorization: Bearer
+    <token>``; a Kubernetes Secret mounted as a file); unset: no token required (keep the
+    NetworkPolicy either way). Workers forward requests with it. ``/metrics``, ``/healthz``
+    and ``/ready`` stay open to Prometheus and the kubelet."""
     stall_after_s: float = Field(60.0, gt=0, le=86_400)
     """A partition whose lag is positive while its processed position has not moved for this
     long is *stalled*: ``/ready?partitions=1`` answers 503 and names it,

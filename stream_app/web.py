@@ -12,17 +12,23 @@
   ranked on the worker's ranking thread, never on the consumer's event loop. The answer has
   the same fields for every user -- ``user_id``, ``items``, ``fallback``, ``model_version``
   -- and says nothing of the user's history (no length, no cold-start flag): it does not
-  tell whether a user exists. ``fallback``: ``null`` (the student ranked the user's
-  history), ``"popular"`` (no event of the user known to the model), or why the owner did
-  not answer (``"owner_unreachable"``, ``"no_owner"``, ``"overloaded"``).
+  tell whether a user exists. ``fallback``: ``null`` for known and unknown users alike, or
+  why the owner did not rank (``"owner_unreachable"``, ``"no_owner"``, ``"overloaded"``).
+  With ``api_token_file`` set it requires ``Authorization: Bearer <token>`` (401 without).
+  Rankings have a budget per second and wait together (:class:`RankQueue`): the API cannot
+  take more of the worker than ``recommend_max_rps`` single-user rankings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from coldstream.core.events import MAX_ID_LEN
@@ -70,6 +76,67 @@ def is_answer(body: Any) -> bool:
     )
 
 
+class TokenBucket:
+    """``rate`` takes per second, bursts up to ``rate``."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.clock = rate, clock
+        self.tokens, self.at = rate, clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+Ranking = tuple[list[tuple[str, float]], str | None]
+
+
+class RankQueue:
+    """``/recommend`` rankings that wait together are ranked together: one
+    ``rank_batch`` call on the ranking thread per drain, so the API takes the recommender's
+    lock once per batch of requests, not once per request."""
+
+    def __init__(self, rank: Callable[[list[Any], int], Any], executor: ThreadPoolExecutor):
+        self.rank, self.executor = rank, executor
+        self.waiting: list[tuple[list[Any], int, asyncio.Future[Ranking]]] = []
+        self.task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def ranked(self, history: list[Any], k: int) -> Ranking:
+        fut: asyncio.Future[Ranking] = asyncio.get_running_loop().create_future()
+        self.waiting.append((history, k, fut))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                k = max(k for _, k, _ in batch)
+                try:
+                    ranked = await loop.run_in_executor(
+                        self.executor, self.rank, [h for h, _, _ in batch], k
+                    )
+                except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(e)
+                    continue
+                self.batches += 1
+                for i, (_, want, fut) in enumerate(batch):
+                    if not fut.done():
+                        fut.set_result((ranked.items[i][:want], ranked.fallback[i]))
+        finally:
+            self.task = None
+
+
 class Views:
     """What the views need: the wiring, the health state, the ranking thread, routing."""
 
@@ -77,6 +144,9 @@ class Views:
         self.w = w
         self.health = health
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="recommend")
+        self.queue = RankQueue(lambda h, k: w.recommender.rank_batch(h, k), self.executor)
+        self.budget = TokenBucket(w.settings.recommend_max_rps)
+        self.token = read_token(w.settings.api_token_file)
         self.pending = 0
         self.self_url = advertised_url(w.settings)
         self.source_topic = w.names["clicks"]
@@ -109,30 +179,32 @@ class Views:
         )
 
     # -- answers -------------------------------------------------------------------------
-    def _count(self, outcome: str) -> None:
+    def count(self, outcome: str) -> None:
         self.w.metrics.recommend_requests.labels(outcome).inc()
 
     async def popular(self, user_id: str, k: int, reason: str) -> dict[str, Any]:
         """A popularity answer made here (no session is read), ``fallback: reason``."""
         rec = self.w.recommender
         items = rec.popular(k)
-        self._count(reason)
+        self.count(reason)
         return answer_body(user_id, items, reason, rec.model.version)
 
     async def local(self, user_id: str, k: int) -> dict[str, Any]:
-        """The owner's answer: the user's session ranked on the ranking thread."""
-        if self.pending >= self.w.settings.recommend_max_pending:
+        """The owner's answer: the user's session ranked on the ranking thread (with the
+        other requests waiting), within the worker's ranking budget."""
+        if self.pending >= self.w.settings.recommend_max_pending or not self.budget.take():
             return await self.popular(user_id, k, OVERLOADED)
         hist, _ = load_session(self.w.sessions.data.get(user_id))
         rec = self.w.recommender
         self.pending += 1
         try:
-            loop = asyncio.get_running_loop()
-            ranked = await loop.run_in_executor(self.executor, rec.rank_batch, [hist], k)
+            items, _fallback = await self.queue.ranked(hist, k)
         finally:
             self.pending -= 1
-        self._count(LOCAL)
-        return answer_body(user_id, ranked.items[0], ranked.fallback[0], rec.model.version)
+        self.count(LOCAL)
+        # ``fallback`` stays null for known and unknown users alike: the answer must not
+        # tell whether a user exists (docs/privacy.md); it names only operational reasons
+        return answer_body(user_id, items, None, rec.model.version)
 
     async def forward(self, url: str, user_id: str, k: int) -> dict[str, Any] | None:
         """The owner's answer, or ``None`` when it did not give one in time."""
@@ -141,8 +213,11 @@ class Views:
         target = f"{url}/recommend/{urllib.parse.quote(user_id, safe='')}"
         timeout = aiohttp.ClientTimeout(total=self.w.settings.route_timeout_s)
         try:
+            headers = {HOP_HEADER: self.self_url}
+            if self.token is not None:
+                headers["Authorization"] = f"Bearer {self.token}"
             async with self.w.app.http_client.get(
-                target, params={"k": str(k)}, headers={HOP_HEADER: self.self_url}, timeout=timeout
+                target, params={"k": str(k)}, headers=headers, timeout=timeout
             ) as resp:
                 if resp.status != 200:
                     log.info("recommend: owner %s answered %d", url, resp.status)
@@ -154,7 +229,7 @@ class Views:
         if not is_answer(body) or body["user_id"] != user_id:
             log.warning("recommend: owner %s gave a malformed answer", url)
             return None
-        self._count(FORWARDED)
+        self.count(FORWARDED)
         return dict(body)
 
     async def recommend(self, user_id: str, k: int, *, forwarded: bool) -> dict[str, Any]:
@@ -209,6 +284,32 @@ class Views:
         }
 
 
+def read_token(path: Path | None) -> str | None:
+    """The API token from ``api_token_file`` (``None``: no token required)."""
+    if path is None:
+        return None
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ValueError(
+            f"COLDSTREAM_API_TOKEN_FILE={path}: cannot read the API token ({e.strerror})"
+        ) from None
+    if len(token) < 16:
+        raise ValueError(
+            f"COLDSTREAM_API_TOKEN_FILE={path}: the token must be at least 16 characters"
+        )
+    return token
+
+
+def authorised(token: str | None, header: str | None) -> bool:
+    """Whether an ``Authorization`` header carries the token (constant-time compare)."""
+    if token is None:
+        return True
+    if not header or not header.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+
+
 def parse_k(raw: str | None, default: int) -> int | str:
     """``k`` from the query, or the error message."""
     try:
@@ -253,6 +354,13 @@ def register_views(w: Wiring) -> Views:
 
     @app.page("/recommend/{user_id}")
     async def recommend(web: Any, request: Any, user_id: str) -> Any:
+        if not authorised(views.token, request.headers.get("Authorization")):
+            views.count("unauthorised")
+            return web.json(
+                {"error": "a bearer token is required (Authorization: Bearer <token>)"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="coldstream"'},
+            )
         k = parse_k(request.query.get("k"), s.k)
         if isinstance(k, str):
             return web.json({"error": k}, status=400)

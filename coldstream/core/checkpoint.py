@@ -174,6 +174,12 @@ def save_checkpoint(
     idx = torch.where(idx < model.config.n_items, idx, torch.full_like(idx, -1))
     vectors = model.item_vectors(torch.from_numpy(text).to(dev), idx).float().cpu().contiguous()
     model.train(was_training)
+    bad = [k for k, v in cpu_state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad or not np.isfinite(text).all() or not torch.isfinite(vectors).all():
+        raise ValueError(
+            "refusing to write a checkpoint with NaN or infinity in "
+            f"{bad[:5] or 'the item tensors'} (training diverged?)"
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
@@ -645,6 +651,14 @@ class Checkpoint:
         return out[0] if np.ndim(text_vec) == 1 else out
 
 
+def _require_finite(arrays: dict[str, np.ndarray], name: str) -> None:
+    """Refuse NaN or infinity in any floating tensor (hashes, signature and shapes can all be
+    right on a checkpoint that ranks every item to nothing)."""
+    for key, a in arrays.items():
+        if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+            raise CheckpointError("non_finite", f"tensor {key!r} holds NaN or infinity", name)
+
+
 def load_checkpoint(
     path: Path | str,
     *,
@@ -706,6 +720,7 @@ def load_checkpoint(
             "weights.safetensors",
         )
     arrays = _tensors(data.pop("weights.safetensors"), header, start, "weights.safetensors")
+    _require_finite(arrays, "weights.safetensors")
     model = Student(config)
     model.load_state_dict({k: torch.from_numpy(a) for k, a in arrays.items()})
     del arrays
@@ -718,6 +733,7 @@ def load_checkpoint(
             "items.safetensors must hold text_vecs and item_vectors",
             "items.safetensors",
         )
+    _require_finite(tensors, "items.safetensors")
     text, vecs = tensors["text_vecs"], tensors["item_vectors"]
     if text.shape != (n, config.text_dim) or vecs.shape != (n, config.dim):
         raise CheckpointError(

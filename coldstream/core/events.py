@@ -53,6 +53,7 @@ REASONS: dict[str, str] = {
     "forget_not_allowed": "a forget request on an event topic (they go to forget-requests)",
     "unknown_field": "a field that no event schema declares",
     "processing_error": "the worker failed to process a valid event (bug or model failure)",
+    "output_too_large": "the recommendation for a valid event was refused by the broker for size",
 }
 
 FORGET = "forget"
@@ -312,7 +313,7 @@ def validate_event(
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise _Reject("invalid_utf8", str(e)) from None
-        if "[" * MAX_NESTING in text or _too_deep(text):
+        if _too_deep(text):  # strings skipped: brackets inside a string are text
             raise _Reject("invalid_json", f"nested deeper than {MAX_NESTING} levels")
         obj = _decode(text)
         if not isinstance(obj, dict):

@@ -69,12 +69,20 @@ class DlqRecord:
     """The reason code (``coldstream.core.events.REASONS``)."""
     detail: str
     payload: str
-    """The raw payload: UTF-8 text, or base64 when ``payload_encoding`` says so."""
+    """The raw payload (its first bytes when ``payload_truncated``): UTF-8 text, or base64
+    when ``payload_encoding`` says so."""
     payload_encoding: str = "utf-8"
     payload_truncated: bool = False
     key: str | None = None
+    """The raw record key (its first :data:`DLQ_MAX_KEY_BYTES` when ``key_truncated``)."""
     event_id: str | None = None
     """The event id when it could be read from the payload."""
+    key_encoding: str = "utf-8"
+    key_truncated: bool = False
+    payload_bytes: int = 0
+    """Length of the original payload in bytes (also when it was cut)."""
+    key_bytes: int | None = None
+    """Length of the original key in bytes (``None``: the record had no key)."""
 
 
 def field_names(record_type: type) -> tuple[str, ...]:
@@ -149,6 +157,38 @@ def recommendation_payload(
     ).encode()
 
 
+DLQ_MAX_BYTES = 131_072
+"""Default cap on an ``events-dlq`` value (``COLDSTREAM_DLQ_MAX_BYTES``): far below the
+producer's ``max_request_size`` (1,000,000) and the broker's ``message.max.bytes``."""
+DLQ_MAX_KEY_BYTES = 512
+"""At most this many bytes of the input key are kept (in the value and as the DLQ key)."""
+DLQ_MAX_DETAIL_CHARS = 500
+_MIN_DLQ_BYTES = 4096
+
+
+def _bounded_bytes(raw: bytes, budget: int) -> tuple[str, str, bool]:
+    """``(text, encoding, truncated)``: ``raw`` as a JSON string literal of at most
+    ``budget`` bytes. UTF-8 text is kept as text when its escaped form fits (escaping can
+    grow a byte sixfold: ``\u0001``); otherwise base64 of as many leading bytes as fit
+    (4 output bytes per 3 input bytes, whatever they are)."""
+    if len(raw) <= budget:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if len(json.dumps(text, ensure_ascii=False).encode()) <= budget:
+                return text, "utf-8", False
+    keep = max(0, (budget - 2) // 4 * 3)
+    return base64.b64encode(raw[:keep]).decode("ascii"), "base64", len(raw) > keep
+
+
+def dlq_key(key: bytes | None) -> bytes | None:
+    """The key of a DLQ record: the input's key (its user) when it is at most
+    :data:`DLQ_MAX_KEY_BYTES`, so a user's DLQ records share a partition; else none."""
+    return key if key is not None and len(key) <= DLQ_MAX_KEY_BYTES else None
+
+
 def dlq_payload(
     *,
     source_topic: str,
@@ -159,27 +199,46 @@ def dlq_payload(
     payload: bytes | None,
     key: bytes | None,
     event_id: str | None,
-    max_payload_bytes: int = 65_536,
+    max_bytes: int = DLQ_MAX_BYTES,
 ) -> bytes:
+    """The ``events-dlq`` value of a refused record, never longer than ``max_bytes``
+    whatever the input: every field has its own budget (the key
+    :data:`DLQ_MAX_KEY_BYTES` of raw bytes, the detail :data:`DLQ_MAX_DETAIL_CHARS`
+    characters, the payload what is left), and the original bytes are kept as UTF-8 text or
+    base64, cut where they would not fit (``*_truncated``, with the original lengths).
+    Output bounded by construction: one hostile record cannot produce a DLQ record the
+    producer or the broker refuses (as Kafka Connect's dead-letter queue: its output is never
+    larger than a fixed bound over its input)."""
+    if max_bytes < _MIN_DLQ_BYTES:
+        raise ValueError(f"max_bytes must be >= {_MIN_DLQ_BYTES}")
     raw = payload or b""
-    truncated = len(raw) > max_payload_bytes
-    raw = raw[:max_payload_bytes]
-    try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-    return json.dumps(
-        {
-            "source_topic": source_topic,
-            "partition": partition,
-            "offset": offset,
-            "error": error,
-            "detail": detail,
-            "payload": text,
-            "payload_encoding": encoding,
-            "payload_truncated": truncated,
-            "key": key.decode("utf-8", "replace") if key is not None else None,
-            "event_id": event_id,
-        },
-        separators=(",", ":"),
-    ).encode()
+    key_text: str | None = None
+    key_encoding, key_truncated = "utf-8", False
+    if key is not None:
+        key_text, key_encoding, key_truncated = _bounded_bytes(
+            key[:DLQ_MAX_KEY_BYTES], 4 * DLQ_MAX_KEY_BYTES
+        )
+        key_truncated = key_truncated or len(key) > DLQ_MAX_KEY_BYTES
+    obj = {
+        "source_topic": source_topic[:249],
+        "partition": int(partition),
+        "offset": int(offset),
+        "error": error[:64],
+        "detail": detail[:DLQ_MAX_DETAIL_CHARS],
+        "payload": "",
+        "payload_encoding": "utf-8",
+        "payload_truncated": False,
+        "key": key_text,
+        "event_id": event_id[:128] if event_id is not None else None,
+        "key_encoding": key_encoding,
+        "key_truncated": key_truncated,
+        "payload_bytes": len(raw),
+        "key_bytes": None if key is None else len(key),
+    }
+    head = json.dumps(obj, separators=(",", ":"))  # ASCII: every escape already counted
+    budget = max_bytes - len(head) - 16
+    obj["payload"], obj["payload_encoding"], obj["payload_truncated"] = _bounded_bytes(raw, budget)
+    out = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(out) > max_bytes:  # cannot happen by the budgets above; never send one over
+        raise AssertionError(f"DLQ record of {len(out)} bytes > {max_bytes}")
+    return out

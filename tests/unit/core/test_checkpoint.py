@@ -280,3 +280,46 @@ def test_prune_keeps_the_newest_and_the_protected(tmp_path):
     assert prune_store(tmp_path, keep=2, protect=[1]) == [2, 3, 4]
     assert list_versions(tmp_path) == [1, 5, 6]
     assert prune_store(tmp_path, keep=2, protect=[1]) == []
+
+
+@pytest.mark.parametrize("target", ["items.safetensors", "weights.safetensors"])
+def test_a_checkpoint_with_nan_is_refused_at_load_even_signed(tmp_path, target):
+    """Hashes, signature and shapes can all be right on a checkpoint full of NaN (it ranked
+    every item to nothing): finiteness is checked too."""
+    from safetensors.numpy import load_file, save_file
+
+    from coldstream.core.checkpoint import MANIFEST, CheckpointError, sha256_file, sign_checkpoint
+    from coldstream.core.signing import Signer
+    from devtools.checkpoints import make_checkpoint
+
+    signer = Signer.generate()
+    path = make_checkpoint(tmp_path / "s", n_items=30, signer=signer)
+    tensors = load_file(str(path / target))
+    name = sorted(k for k, v in tensors.items() if v.dtype.kind == "f")[0]
+    tensors[name] = tensors[name].copy()
+    tensors[name].flat[0] = np.nan
+    save_file(tensors, str(path / target))
+    m = json.loads((path / MANIFEST).read_text())
+    m["files"][target] = {
+        "sha256": sha256_file(path / target),
+        "bytes": (path / target).stat().st_size,
+    }
+    (path / MANIFEST).write_text(json.dumps(m))
+    sign_checkpoint(path, signer)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, verify_keys=signer.keyring)
+    assert e.value.reason == "non_finite" and e.value.file == target
+
+
+def test_a_diverged_model_is_never_written(tmp_path):
+    model = Student(StudentConfig(n_items=10, dim=8, text_dim=8))
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        save_checkpoint(
+            tmp_path,
+            model=model,
+            item_ids=[str(i) for i in range(10)],
+            item_text_vecs=np.zeros((10, 8), np.float32),
+        )
+    assert not list(tmp_path.iterdir())  # nothing left behind

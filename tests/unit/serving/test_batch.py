@@ -81,7 +81,7 @@ def test_a_ranking_failure_answers_from_popularity_and_dead_letters_nothing(reco
         def popular(self, k, exclude=()):
             return [("7", 0.5)]
 
-        def observe(self, items):
+        def observe(self, items, users=None):
             list(items)
 
     p = BatchProcessor(Broken(), Settings(), get_session=lambda u: None, clock=lambda: NOW)

@@ -227,7 +227,10 @@ def test_batch_yields_one_output_per_record(processor: BatchProcessor, batch: li
             if d["payload_encoding"] == "base64"
             else d["payload"].encode()
         )
-        assert payload == records[d["offset"]].value[:65_536]
+        raw = records[d["offset"]].value or b""
+        assert raw.startswith(payload) and d["payload_bytes"] == len(raw)
+        assert d["payload_truncated"] == (len(payload) < len(raw))
+        assert len(value) <= processor.settings.dlq_max_bytes  # bounded whatever the input
     for key, value in out.recommendations:
         v = json.loads(value)  # strict JSON: no NaN/Infinity
         assert key.decode() == v["user_id"]
