@@ -133,6 +133,8 @@ async def produce(
     settle_every: int = 2000,
     settle_s: float | None = None,
     keep_metadata: bool = False,
+    send_kwargs: Callable[[Any], dict[str, Any]] | None = None,
+    on_failed: Callable[[int, Any, BaseException], None] | None = None,
     **producer_kwargs: Any,
 ) -> Produced:
     """Send ``records`` in order: each is ``(topic, key, value, *anything)`` (a :class:`Record`,
@@ -145,6 +147,9 @@ async def produce(
     broker acknowledged it. Acknowledgements are awaited every ``settle_every`` records (and
     every ``settle_s`` seconds, if given) and at the end. ``producer_kwargs`` are
     ``AIOKafkaProducer`` arguments (defaults :data:`PRODUCER_DEFAULTS`), security included.
+    ``send_kwargs(record)``: more ``send`` arguments per record (``headers``,
+    ``timestamp_ms``). ``on_failed(i, record, exc)``: a record the producer or the broker
+    refused is reported there and the stream goes on (without it, the refusal is raised).
     """
     from aiokafka import AIOKafkaProducer
 
@@ -158,9 +163,13 @@ async def produce(
     sent = 0
 
     async def settle() -> None:
-        mds = await asyncio.gather(*(f for _, _, f in pending))
+        mds = await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
         for (i, rec, _), md in zip(pending, mds, strict=True):
-            if on_acked is not None:
+            if isinstance(md, BaseException):
+                if on_failed is None:
+                    raise md
+                on_failed(i, rec, md)
+            elif on_acked is not None:
                 on_acked(i, rec, md)
         if keep_metadata:
             metadata.extend(mds)
@@ -174,7 +183,14 @@ async def produce(
             delay = pacer.delay(i, time.perf_counter() - t0)
             if delay > 0:
                 await asyncio.sleep(delay)
-            fut = await producer.send(rec[0], value=rec[2], key=rec[1])
+            extra = send_kwargs(rec) if send_kwargs is not None else {}
+            try:
+                fut = await producer.send(rec[0], value=rec[2], key=rec[1], **extra)
+            except Exception as e:
+                if on_failed is None:
+                    raise
+                on_failed(i, rec, e)
+                continue
             if on_sent is not None:
                 on_sent(i, rec, time.time())
             pending.append((i, rec, fut))

@@ -62,6 +62,8 @@ class Outputs:
     dlq_values: list[dict[str, Any]]
     unmatched: int
     produced_at: list[float]
+    dlq_max_bytes: int = 0
+    """The largest DLQ record value read."""
 
     def lost(self, n: int) -> int:
         return sum(1 for i in range(n) if self.counts.get(i, 0) == 0)

@@ -26,6 +26,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/faults.json", help="the JSON report")
     p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
     p.add_argument(
+        "--worker-tree",
+        default=None,
+        help="run the workers from another checkout (PYTHONPATH), e.g. a git worktree of an "
+        "older commit, to show a finding on the code before its fix (default: this one)",
+    )
+    p.add_argument(
         "--bootstrap",
         default=None,
         help="an Apache Kafka to use (default: start one); broker restarts always get a private one",
@@ -45,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coldstream-faults-"))
     )
     shared: dict[str, Any] = {"bootstrap": args.bootstrap}
+    if args.worker_tree:
+        tree = Path(args.worker_tree).resolve()
+        if not (tree / "stream_app").is_dir():
+            print(f"--worker-tree {tree}: no stream_app/ there", file=sys.stderr)
+            return 2
+        shared["worker_env"] = {"PYTHONPATH": str(tree)}
     results: list[FaultResult] = []
     try:
         for name in names:

@@ -43,6 +43,7 @@ class Harness:
         workdir: Path,
         model_store: Path | None = None,
         worker_options: dict[str, Any] | None = None,
+        worker_env: dict[str, str] | None = None,
     ) -> None:
         self.bootstrap, self.prefix, self.topics = bootstrap, prefix, topics
         self.workdir = Path(workdir)
@@ -53,6 +54,8 @@ class Harness:
         self.model_store = model_store
         self.app_id = prefix + "app"
         self.worker_options = {"threads": 1, "log_level": "warning", **(worker_options or {})}
+        self.worker_env = dict(worker_env or {})
+        """Added to every worker's environment (``PYTHONPATH``: workers from another tree)."""
         self.workers: list[WorkerProcess] = []
         self.mismatch_examples: list[dict[str, Any]] = []
         self.logical = {v: k for k, v in topics.items()}
@@ -65,7 +68,12 @@ class Harness:
             app_id=self.app_id,
             model_store=self.model_store,
             ready_timeout_s=120.0,
-            env={**os.environ, **verify_env(), **(env or {})},  # trusts dev_signer()
+            env={
+                **os.environ,
+                **verify_env(),
+                **(env or {}),
+                **self.worker_env,
+            },  # trusts dev_signer()
             **opts,
         )
         self.workers.append(w)
@@ -111,10 +119,21 @@ class Harness:
     def feeder(self, inputs: list[Input], rate: float | Callable[[int], float]) -> Feeder:
         return Feeder(self.bootstrap, self.topics, inputs, rate)
 
-    def produce(self, inputs: list[Input]) -> None:
-        f = self.feeder(inputs, rate=0.0)
+    def produce(
+        self, inputs: list[Input], *, tolerate_refusals: bool = False, **producer_kwargs: Any
+    ) -> None:
+        """Send ``inputs`` flat out. ``tolerate_refusals``: a record the producer or broker
+        refuses gets ``refused`` set instead of failing the stream."""
+        f = Feeder(
+            self.bootstrap,
+            self.topics,
+            inputs,
+            0.0,
+            tolerate_refusals=tolerate_refusals,
+            producer_kwargs=producer_kwargs,
+        )
         f.start()
-        f.join_checked(300.0)
+        f.join_checked(1800.0)
 
     # -- reading back -----------------------------------------------------------------------
     def collect(self, inputs: list[Input], *, timeout_s: float, idle_s: float = 1.0) -> Outputs:
@@ -141,8 +160,13 @@ class Feeder(threading.Thread):
         topics: dict[str, str],
         inputs: list[Input],
         rate: float | Callable[[int], float],
+        *,
+        tolerate_refusals: bool = False,
+        producer_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(daemon=True, name="fault-feeder")
+        self.tolerate_refusals = tolerate_refusals
+        self.producer_kwargs = dict(producer_kwargs or {})
         self.bootstrap, self.topics, self.inputs, self.rate = bootstrap, topics, inputs, rate
         self.sent = 0
         self.limit = len(inputs)
@@ -173,22 +197,42 @@ class Feeder(threading.Thread):
         inp: Input = record[3]
         inp.pos = (inp.topic, md.partition, md.offset)
 
+    @staticmethod
+    def _send_kwargs(record: Any) -> dict[str, Any]:
+        inp: Input = record[3]
+        extra: dict[str, Any] = {}
+        if inp.headers is not None:
+            extra["headers"] = inp.headers
+        if inp.timestamp_ms is not None:
+            extra["timestamp_ms"] = inp.timestamp_ms
+        return extra
+
+    @staticmethod
+    def _on_failed(_i: int, record: Any, exc: BaseException) -> None:
+        record[3].refused = f"{type(exc).__name__}: {exc}"[:200]
+
     async def _main(self) -> None:
         records = ((self.topics[inp.topic], inp.key, inp.value, inp) for inp in self.inputs)
+        options: dict[str, Any] = {
+            "acks": "all",
+            "linger_ms": 5,
+            "request_timeout_ms": 120_000,
+            "retry_backoff_ms": 200,
+            "max_request_size": 2_000_000,
+            **self.producer_kwargs,
+        }
         await produce(
             self.bootstrap,
             records,
+            send_kwargs=self._send_kwargs,
+            on_failed=self._on_failed if self.tolerate_refusals else None,
             rate=self.rate,
             min_sleep_s=0.002,
             stop=lambda i: i >= self.limit,
             on_sent=self._on_sent,
             on_acked=self._on_acked,
             settle_every=2000,
-            acks="all",
-            linger_ms=5,
-            request_timeout_ms=120_000,
-            retry_backoff_ms=200,
-            max_request_size=2_000_000,
+            **options,
         )
         self.finished_at = time.time()
 
@@ -208,12 +252,14 @@ async def collect(
     counts: dict[int, int] = defaultdict(int)
     by_user: dict[str, list[tuple[int, int, dict[str, Any]]]] = defaultdict(list)
     dlq_values: list[dict[str, Any]] = []
-    tally = {"recs": 0, "dlq": 0, "unmatched": 0}
+    tally = {"recs": 0, "dlq": 0, "unmatched": 0, "dlq_max_bytes": 0}
     produced_at: list[float] = []
 
     def match(records: list[Any], _now: float) -> None:
         for r in records:
             v = json.loads(r.value)
+            if r.topic == dlq_t:
+                tally["dlq_max_bytes"] = max(tally["dlq_max_bytes"], len(r.value))
             if r.topic == rec_t:
                 tally["recs"] += 1
                 i = by_eid.get(v.get("event_id"))
@@ -253,6 +299,7 @@ async def collect(
         dlq_values,
         tally["unmatched"],
         sorted(produced_at),
+        tally["dlq_max_bytes"],
     )
 
 

@@ -43,6 +43,11 @@ class Input:
     event_id: str | None
     user: str | None
     pos: tuple[str, int, int] | None = None  # (logical topic, partition, offset)
+    headers: list[tuple[str, bytes | None]] | None = None
+    timestamp_ms: int | None = None
+    """The record timestamp (``None``: the producer's clock)."""
+    refused: str | None = None
+    """Why the producer or the broker refused the record (then it is no input)."""
 
 
 def good_events(n: int, *, n_users: int, tag: str, seed: int = 0) -> list[Input]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,7 +155,13 @@ def run_scenario(name: str, *, scale: float, workdir: Path, shared: dict[str, An
         specs = load_topics()
         topics = {k: s.name for k, s in prefixed(specs, prefix).items()}
         run_coro(create_topics(bootstrap, specs, replication_factor=1, prefix=prefix), 120)
-        h = Harness(bootstrap=bootstrap, prefix=prefix, topics=topics, workdir=workdir / name)
+        h = Harness(
+            bootstrap=bootstrap,
+            prefix=prefix,
+            topics=topics,
+            workdir=workdir / name,
+            worker_env=shared.get("worker_env"),
+        )
         try:
             args = (h,) if private is None else (h, private)
             return sc.func(*args, **sc.scaled(scale))
@@ -482,6 +489,145 @@ def fuzz_flood(h: Harness, *, n_payloads: int = 3000, seed: int = 11) -> FaultRe
     )
 
 
+@scenario("fuzz_records", scaled=lambda s: {"n_records": int(500_000 * s)})
+def fuzz_records(
+    h: Harness, *, n_records: int = 3000, seed: int = 18, n_control: int = 200
+) -> FaultResult:
+    """The whole record fuzzed flat out through one worker (:mod:`devtools.faults.records`):
+    keys absent, empty, random or up to 1 MB; headers many, large or null; record
+    timestamps 0, 1 ms, negative, far future; every compression codec; junk on the control
+    topics; forget sequences and bursts. ``coldstream bench faults --scale 2``: 1,000,000.
+    Checks: one worker start and alive at the end (no crash), every record the broker took
+    answered or dead-lettered exactly once, no DLQ record over the worker's cap."""
+    from coldstream.core.records import DLQ_MAX_BYTES
+    from devtools.faults.records import control_junk, with_codec
+    from devtools.faults.records import fuzz_records as make
+
+    inputs, kinds = make(n_records, seed=seed, tag=h.prefix + "fz")
+    h.start_worker("a", env={**os.environ, "COLDSTREAM_DLQ_MAX_RATIO": "1.0"})
+    w = h.workers[-1]
+    t0 = time.time()
+    junk = [Input(t, k, v, None, None) for t, k, v in control_junk(n_control, seed=seed)]
+    h.produce(junk, tolerate_refusals=True)
+    codecs: dict[str, int] = {}
+    for codec, run in with_codec(inputs, seed).items():
+        # one producer per codec; its runs interleave on the topics
+        h.produce(run, tolerate_refusals=True, compression_type=codec)
+        codecs[codec or "none"] = len(run)
+    taken = [inp for inp in inputs if inp.refused is None]
+    refused = Counter(
+        (inp.refused or "").split(":")[0] for inp in inputs if inp.refused is not None
+    )
+    out = h.collect(taken, timeout_s=max(120.0, len(taken) / 500), idle_s=2.0)
+    assert w.proc is not None
+    alive = w.proc.poll() is None
+    log_text = (h.workdir / "worker-a.log").read_text(errors="replace")
+    return account(
+        "whole records fuzzed through a worker",
+        taken,
+        out,
+        time.time() - t0,
+        worker_alive=alive,
+        worker_exit_code=None if alive else w.proc.returncode,
+        worker_starts=len(re.findall(r"(?<!still )serving model", log_text)),
+        size_errors_in_log=log_text.count("MessageSizeTooLarge"),
+        records=len(inputs),
+        refused_by_producer_or_broker=dict(refused),
+        control_records=len(junk),
+        dlq_max_bytes=out.dlq_max_bytes,
+        dlq_cap=DLQ_MAX_BYTES,
+        codecs=codecs,
+        kinds={k: dict(v) for k, v in kinds.items()},
+    )
+
+
+@scenario("hostile_partition", scaled=lambda s: {"phase_s": 10.0 * min(s, 3)})
+def hostile_partition(
+    h: Harness,
+    *,
+    phase_s: float = 8.0,
+    victim_rate: float = 20.0,
+    junk_per_event: int = 6,
+    action: str = "alert",
+) -> FaultResult:
+    """One producer writes junk to one partition (``junk_per_event`` records per victim
+    event: 125/s at the defaults, the audit's 250 every 2 s) while a victim user on that
+    partition clicks at ``victim_rate``. Steady phase, then the attack. The victim's
+    end-to-end latency (the recommendations' ``latency_ms``: producer create time to
+    publish) in each phase; with the default ``dlq_breaker_action=alert`` the partition keeps
+    flowing and the victim's p99 stays within 2x of steady state (``pause`` delayed it by
+    seconds). Every input answered or dead-lettered."""
+    import numpy as np
+
+    from coldstream.core.topics import load_topics
+    from stream_app.routing import partition_for
+
+    parts = load_topics()["clicks"].partitions
+    victim = f"{h.prefix}hp-victim"
+    target = partition_for(victim.encode(), parts)
+    attacker = next(
+        f"{h.prefix}hp-bad{i}"
+        for i in range(10_000)
+        if partition_for(f"{h.prefix}hp-bad{i}".encode(), parts) == target
+    )
+    n_phase = int(victim_rate * phase_s)
+    inputs: list[Input] = []
+    for i in range(2 * n_phase):
+        eid = f"{h.prefix}hp-{i}"
+        value = event_payload(victim, str(1 + i % N_ITEMS), event_id=eid, ts=time.time())
+        inputs.append(Input("clicks", victim.encode(), value, eid, victim))
+        if i >= n_phase:  # the attack: junk on the victim's partition
+            inputs += [
+                Input("clicks", attacker.encode(), b"{not json", None, None)
+                for _ in range(junk_per_event)
+            ]
+    attack_from = next(i for i, inp in enumerate(inputs) if inp.event_id is None)
+
+    def rate(i: int) -> float:
+        return victim_rate * (1 + junk_per_event) if i >= attack_from else victim_rate
+
+    env = {
+        **os.environ,
+        "COLDSTREAM_DLQ_BREAKER_ACTION": action,
+        "COLDSTREAM_DLQ_MIN_EVENTS": "50",
+        "COLDSTREAM_DLQ_WINDOW": "200",
+        "COLDSTREAM_DLQ_COOLDOWN_S": "5",
+    }
+    h.start_worker("a", env=env)
+    f = h.feeder(inputs, rate=rate)
+    f.start()
+    f.join_checked(phase_s * 6 + 60)
+    out = h.collect(inputs, timeout_s=120, idle_s=1.0)
+    lat = {v["event_id"]: float(v["latency_ms"]) for v in out.by_user.get(victim, [])}
+    steady = [
+        lat[f"{h.prefix}hp-{i}"] for i in range(n_phase // 4, n_phase) if f"{h.prefix}hp-{i}" in lat
+    ]
+    attack = [
+        lat[f"{h.prefix}hp-{i}"] for i in range(n_phase, 2 * n_phase) if f"{h.prefix}hp-{i}" in lat
+    ]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(float(np.percentile(xs, q)), 1) if xs else None
+
+    p99_steady, p99_attack = pct(steady, 99), pct(attack, 99)
+    metrics = h.workers[-1].get_text("/metrics") if h.workers[-1].proc else ""
+    return account(
+        f"hostile producer on one partition (breaker: {action})",
+        inputs,
+        out,
+        None,
+        partition=target,
+        junk_records=sum(1 for inp in inputs if inp.event_id is None),
+        victim_events=2 * n_phase,
+        victim_p50_ms={"steady": pct(steady, 50), "attack": pct(attack, 50)},
+        victim_p99_ms={"steady": p99_steady, "attack": p99_attack},
+        p99_ratio=round(p99_attack / p99_steady, 2) if p99_steady and p99_attack else None,
+        breaker_alerted="coldstream_dlq_breaker_open 1.0" in metrics
+        or "coldstream_dlq_breaker_open 1" in metrics
+        or "DLQ breaker open" in (h.workdir / "worker-a.log").read_text(errors="replace"),
+    )
+
+
 @scenario("dlq_breaker_pause", scaled=lambda s: {"n_good": scaled_count(600, s)})
 def dlq_breaker_pause(
     h: Harness, *, n_good: int = 600, n_bad: int = 600, cooldown_s: float = 3.0
@@ -499,6 +645,7 @@ def dlq_breaker_pause(
     good = good_events(n_good, n_users=60, tag=h.prefix + "bp")
     env = {
         **os.environ,
+        "COLDSTREAM_DLQ_BREAKER_ACTION": "pause",  # the default is alert (no pause)
         "COLDSTREAM_DLQ_MIN_EVENTS": "100",
         "COLDSTREAM_DLQ_WINDOW": "200",
         "COLDSTREAM_DLQ_COOLDOWN_S": str(cooldown_s),
