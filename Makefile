@@ -1,6 +1,6 @@
 # One command each on a fresh machine: `make demo` (events in, recommendations out on
 # the embedded broker) and `make test` (the whole suite, brokers started by fixtures).
-.PHONY: setup demo test test-unit lint format bench evaluate
+.PHONY: setup demo test test-unit lint format bench evaluate gpu-check
 
 setup:
 	bash scripts/setup.sh
@@ -30,3 +30,7 @@ evaluate: setup
 
 bench: setup
 	.venv/bin/coldstream bench serve
+
+# the GPU check (README: GPU): exits 2 at once without a GPU; GPU_CHECK_DRY_RUN=1 for the CPU
+gpu-check:
+	bash scripts/gpu-check.sh

@@ -14,6 +14,8 @@ recommender's item table; the index keeps its search structure beside it:
   slower to scan.
 * :class:`GpuFlatIndex`, :class:`GpuIvfIndex`: the same on a CUDA GPU when FAISS sees one
   (``faiss.get_num_gpus() > 0``).
+* :class:`TorchFlatIndex`: exact search with torch on any device, the rows mirrored there (a
+  candidate for GPUs where FAISS GPU is not installed; :func:`make_index` does not choose it).
 
 Churn: the CPU indexes are ID-mapped by slot; an upsert of an existing slot replaces its
 entry in place and a removal deletes it (``remove_ids`` + ``add_with_ids``), so they hold
@@ -847,16 +849,35 @@ class _Entries:
     structure is refilled from the store, in place (a GPU adds 1M vectors in about a
     second; one GPU's resources serve one call at a time)."""
 
-    store: VectorStore
-    dim: int
-    config: IndexConfig
+    kind: str
+    device = "gpu"
     _max_k = GPU_MAX_K
 
-    def _init_entries(self) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        store: VectorStore | None = None,
+        config: IndexConfig | None = None,
+        device: int = 0,
+    ) -> None:
+        """The set-up both FAISS GPU indexes share: FAISS with a GPU (else ``RuntimeError``),
+        one ``StandardGpuResources`` on GPU ``device``, no entries, an empty report."""
+        import faiss
+
+        if not gpu_available():
+            raise RuntimeError("this faiss build sees no GPU")
+        self.dim = dim
+        self.store = store if store is not None else VectorStore(dim)
+        self.config = config or IndexConfig(kind="flat" if self.kind == "flat" else "ivf")
+        self._faiss: Any = faiss
+        self._res = faiss.StandardGpuResources()
+        self._device = device
         self._slot_of_entry = _Growable()
         self._entry_of_slot = np.full(0, -1, np.int64)
         self._index: Any = None
         self.rebuilds = 0
+        self.report = IndexReport(self.kind, self.device, 0)
 
     def _fresh(self) -> Any:
         """An empty, trained structure."""
@@ -951,28 +972,6 @@ class GpuFlatIndex(_Entries):
     support); dead entries and an in-place refill (:class:`_Entries`)."""
 
     kind = "flat"
-    device = "gpu"
-
-    def __init__(
-        self,
-        dim: int,
-        *,
-        store: VectorStore | None = None,
-        config: IndexConfig | None = None,
-        device: int = 0,
-    ) -> None:
-        import faiss
-
-        if not gpu_available():
-            raise RuntimeError("this faiss build sees no GPU")
-        self.dim = dim
-        self.store = store if store is not None else VectorStore(dim)
-        self.config = config or IndexConfig(kind="flat")
-        self._faiss: Any = faiss
-        self._res = faiss.StandardGpuResources()
-        self._device = device
-        self._init_entries()
-        self.report = IndexReport(self.kind, self.device, 0)
 
     def _fresh(self) -> Any:
         cfg = self._faiss.GpuIndexFlatConfig()
@@ -1020,20 +1019,9 @@ class GpuIvfIndex(_Entries, _Ivf):
         config: IndexConfig | None = None,
         device: int = 0,
     ) -> None:
-        import faiss
-
-        if not gpu_available():
-            raise RuntimeError("this faiss build sees no GPU")
-        self.dim = dim
-        self.store = store if store is not None else VectorStore(dim)
-        self.config = config or IndexConfig(kind="ivf")
-        self._faiss: Any = faiss
-        self._res = faiss.StandardGpuResources()
-        self._device = device
+        super().__init__(dim, store=store, config=config, device=device)
         self._template: Any = None
-        self._init_entries()
         self._init_ivf()
-        self.report = IndexReport(self.kind, self.device, 0)
 
     def _fresh(self) -> Any:
         return self._faiss.index_cpu_to_gpu(self._res, self._device, self._template)
@@ -1062,6 +1050,154 @@ class GpuIvfIndex(_Entries, _Ivf):
         self._fill_all(gpu)
         self._finish(t0, sample, "flat", self.config.refine)
         return self.report
+
+
+# ---------------------------------------------------------------------------- torch
+
+
+TORCH_BLOCK_ELEMENTS = 1 << 26
+""":class:`TorchFlatIndex`: scores computed per block of items (queries x items elements)."""
+
+
+class TorchFlatIndex:
+    """Exact search with torch on any device: inner products and top-``k`` per block of items
+    (at most :data:`TORCH_BLOCK_ELEMENTS` scores at a time), merged block by block; the
+    store's rows are mirrored on ``device`` (grown with the store), free slots masked, so an
+    upsert or a removal writes rows in place (no dead entries, no refill).
+
+    A candidate GPU implementation beside :class:`GpuFlatIndex`: it needs only torch (FAISS
+    GPU wheels need their own CUDA libraries); :func:`make_index` does not choose it.
+    ``device``: a torch device (``cuda``, ``cuda:1``, ``cpu``); ``None``: ``cuda`` when torch
+    sees a GPU, else ``cpu`` (the CPU path is what the unit tests run)."""
+
+    kind = "flat"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        store: VectorStore | None = None,
+        config: IndexConfig | None = None,
+        device: Any = None,
+        block_elements: int = TORCH_BLOCK_ELEMENTS,
+    ) -> None:
+        import torch
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.torch_device = torch.device(device)
+        self.device = "cpu" if self.torch_device.type == "cpu" else "gpu"
+        self.dim = dim
+        self.store = store if store is not None else VectorStore(dim)
+        self.config = config or IndexConfig(kind="flat")
+        self.block_elements = block_elements
+        self._rows = torch.zeros((0, dim), dtype=torch.float32, device=self.torch_device)
+        self._live = torch.zeros(0, dtype=torch.bool, device=self.torch_device)
+        self._built = False
+        self.report = IndexReport(self.kind, self.device, 0)
+
+    @property
+    def ntotal(self) -> int:
+        return self.store.n_live
+
+    @property
+    def rows_held(self) -> int:
+        return self.store.n_live
+
+    def _mirror(self) -> None:
+        """The device rows and mask, as long as the store (new rows copied from it)."""
+        import torch
+
+        have, cap = int(self._rows.shape[0]), self.store.capacity
+        if cap <= have:
+            return
+        rows = torch.empty((cap, self.dim), dtype=torch.float32, device=self.torch_device)
+        live = torch.zeros(cap, dtype=torch.bool, device=self.torch_device)
+        rows[:have] = self._rows
+        live[:have] = self._live
+        for c0 in range(have, cap, CHUNK):
+            c1 = min(cap, c0 + CHUNK)
+            rows[c0:c1] = torch.from_numpy(self.store.array[c0:c1]).to(self.torch_device)
+            live[c0:c1] = torch.from_numpy(np.array(self.store.live[c0:c1])).to(self.torch_device)
+        self._rows, self._live = rows, live
+
+    def build(self, *, sample: np.ndarray | None = None) -> IndexReport:
+        import torch
+
+        t0 = time.perf_counter()
+        self._rows = torch.zeros((0, self.dim), dtype=torch.float32, device=self.torch_device)
+        self._live = torch.zeros(0, dtype=torch.bool, device=self.torch_device)
+        self._mirror()
+        self._built = True
+        if self.torch_device.type == "cuda":
+            torch.cuda.synchronize(self.torch_device)
+        recall, nq = _measure(self, sample)
+        self.report = IndexReport(
+            self.kind,
+            self.device,
+            self.ntotal,
+            recall_at_10=recall,
+            recall_queries=nq,
+            build_s=round(time.perf_counter() - t0, 3),
+        )
+        return self.report
+
+    def _require(self) -> None:
+        if not self._built:
+            raise RuntimeError("the index is not built yet (call build())")
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        import torch
+
+        self._require()
+        v = _as_f32(vectors, self.dim)
+        s = _slots(ids, v.shape[0])
+        if not s.size:
+            return
+        self.store.write(s, v)
+        self._mirror()
+        at = torch.from_numpy(s).to(self.torch_device)
+        self._rows[at] = torch.from_numpy(v).to(self.torch_device)
+        self._live[at] = True
+
+    def remove(self, ids: np.ndarray) -> int:
+        import torch
+
+        self._require()
+        gone = self.store.clear(_slots(ids))
+        if gone.size:
+            self._live[torch.from_numpy(gone).to(self.torch_device)] = False
+        return int(gone.size)
+
+    def search(
+        self, queries: np.ndarray, k: int, params: SearchParams | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact: ``params`` change nothing."""
+        import torch
+
+        q_host = _as_f32(queries, self.dim)
+        nq = q_host.shape[0]
+        if k <= 0 or nq == 0 or self.ntotal == 0:
+            return _empty(nq, max(k, 0))
+        self._require()
+        dev = self.torch_device
+        q = torch.from_numpy(q_host).to(dev)
+        block = max(1024, self.block_elements // nq)
+        best_s = torch.full((nq, 0), -math.inf, device=dev)
+        best_i = torch.full((nq, 0), -1, dtype=torch.int64, device=dev)
+        with torch.no_grad():
+            for c0 in range(0, int(self._rows.shape[0]), block):
+                c1 = min(int(self._rows.shape[0]), c0 + block)
+                s = q @ self._rows[c0:c1].T
+                s.masked_fill_(~self._live[c0:c1], -math.inf)
+                top = torch.topk(s, min(k, c1 - c0), dim=1)
+                cand_s = torch.cat([best_s, top.values], 1)
+                cand_i = torch.cat([best_i, top.indices + c0], 1)
+                merged = torch.topk(cand_s, min(k, cand_s.shape[1]), dim=1)
+                best_s, best_i = merged.values, torch.gather(cand_i, 1, merged.indices)
+        scores = best_s.cpu().numpy().astype(np.float32)
+        slots = np.where(np.isfinite(scores), best_i.cpu().numpy(), -1).astype(np.int64)
+        return _pad(scores, slots, k)
 
 
 # ---------------------------------------------------------------------------- choosing

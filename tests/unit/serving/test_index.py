@@ -16,6 +16,7 @@ from stream_app.index import (
     ItemIndex,
     IvfIndex,
     SearchParams,
+    TorchFlatIndex,
     VectorStore,
     exact_topk,
     gpu_available,
@@ -61,12 +62,22 @@ def _gpu_ivf(dim, store, **kw):
     return GpuIvfIndex(dim, store=store, config=IndexConfig(kind="ivf", **kw))
 
 
+def _torch_cpu(dim, store, **kw):
+    return TorchFlatIndex(dim, store=store, config=IndexConfig(kind="flat", **kw), device="cpu")
+
+
+def _torch_cuda(dim, store, **kw):
+    return TorchFlatIndex(dim, store=store, config=IndexConfig(kind="flat", **kw), device="cuda")
+
+
 IMPLS = [
     pytest.param(_flat, id="flat"),
     pytest.param(_ivf_pq, id="ivf-pq"),
     pytest.param(_ivf_flat, id="ivf-flat"),
     pytest.param(_gpu_flat, id="gpu-flat", marks=GPU),
     pytest.param(_gpu_ivf, id="gpu-ivf", marks=GPU),
+    pytest.param(_torch_cpu, id="torch-cpu"),
+    pytest.param(_torch_cuda, id="torch-cuda", marks=pytest.mark.gpu),  # conftest: torch sees one
 ]
 APPROXIMATE = {"ivf-pq", "ivf-flat", "gpu-ivf"}
 
@@ -316,3 +327,38 @@ def test_ivf_tuning_stops_at_a_recall_plateau(caplog):
     assert idx.nprobe < idx.nlist // 4
     assert idx.report.recall_at_10 < 0.9999
     assert "the most the sample reached" in caplog.text
+
+
+# --------------------------------------------------------------------------- the torch index
+
+
+def test_torch_index_matches_exact_numpy_across_blocks_and_growth():
+    rng = np.random.default_rng(10)
+    items = clustered(3000, 24, clusters=30)
+    idx = TorchFlatIndex(
+        24, store=VectorStore.adopt(items.copy()), device="cpu", block_elements=4096
+    )
+    assert (idx.kind, idx.device) == ("flat", "cpu") and isinstance(idx, ItemIndex)
+    report = idx.build(sample=rng.standard_normal((64, 24)).astype(np.float32))
+    assert report.recall_at_10 == 1.0 and report.items == 3000
+    q = rng.standard_normal((100, 24)).astype(np.float32)  # 100 queries: blocks of 1,024 items
+    scores, slots = idx.search(q, 10)
+    np.testing.assert_array_equal(slots, _exact(items, q, 10))
+    np.testing.assert_allclose(scores, np.take_along_axis(q @ items.T, slots, 1), rtol=1e-5)
+    new = rng.standard_normal((500, 24)).astype(np.float32)
+    idx.upsert(np.arange(5000, 5500), new)  # past the store's capacity: the mirror grows
+    idx.remove(np.arange(0, 3000, 2))
+    live = np.vstack([items[1::2], new])
+    ids = np.concatenate([np.arange(1, 3000, 2), np.arange(5000, 5500)])
+    _, slots = idx.search(q, 10)
+    np.testing.assert_array_equal(slots, ids[_exact(live, q, 10)])
+    assert idx.ntotal == idx.rows_held == 2000
+    with pytest.raises(RuntimeError, match="not built"):
+        TorchFlatIndex(4, device="cpu").upsert(np.array([0]), np.zeros((1, 4), np.float32))
+
+
+@pytest.mark.skipif(gpu_available(), reason="FAISS sees a GPU here: the refusal cannot happen")
+@pytest.mark.parametrize("cls", [GpuFlatIndex, GpuIvfIndex])
+def test_faiss_gpu_indexes_refuse_without_a_gpu(cls):
+    with pytest.raises(RuntimeError, match="sees no GPU"):
+        cls(8)  # the constructor both share, up to its GPU check
