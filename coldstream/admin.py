@@ -31,7 +31,8 @@ SHARED_FLAGS = ("bootstrap", "topic_prefix")
 
 
 def register(sub: Any) -> None:
-    """Add ``topics create`` and ``topics describe``."""
+    """Add ``topics create``, ``topics describe`` and ``models``."""
+    register_models(sub)
     p = sub.add_parser(
         "topics",
         help="create or describe the Kafka topics of kafka/topics.yaml",
@@ -68,6 +69,26 @@ def register(sub: Any) -> None:
     )
     create.set_defaults(func=cmd_create)
     describe.set_defaults(func=cmd_describe)
+
+
+def register_models(sub: Any) -> None:
+    """Add ``models``: the versions of a model store."""
+    p = sub.add_parser(
+        "models",
+        help="list the versions in a model store: created, metrics, signed, which one is CURRENT",
+        description="One line per checkpoint of the model store: version, creation time, its "
+        "metrics, whether it is signed (and by a key this environment trusts: "
+        "COLDSTREAM_VERIFY_KEYS / _FILE), and which one CURRENT.json names. Nothing is loaded.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument(
+        "--model-store",
+        type=Path,
+        default=None,
+        help="model store root (default: model-store; env COLDSTREAM_MODEL_STORE)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per version")
+    p.set_defaults(func=cmd_models)
 
 
 def register_settings(sub: Any, classes: Mapping[str, Callable[[], type[SharedSettings]]]) -> None:
@@ -225,6 +246,108 @@ def cmd_create(args: argparse.Namespace) -> int:
     existing = [n for n in names if n not in created]
     print(f"created on {s.bootstrap}: {', '.join(created) or 'none'}")
     print(f"already there: {', '.join(existing) or 'none'}")
+    return 0
+
+
+def model_rows(store: Path, keyring: Any) -> list[dict[str, Any]]:
+    """What ``coldstream models`` shows of each version of ``store`` (files read, nothing
+    loaded): version, created_at, metrics, signed_by, trusted, current."""
+    import json
+
+    from coldstream.core.checkpoint import MANIFEST, SIGNATURE, list_versions, version_path
+    from coldstream.core.pointer import PointerError, peek_pointer, read_pointer
+
+    if not store.is_dir():
+        what = "is not a directory" if store.exists() else "does not exist"
+        raise UsageError(
+            f"model store {store} {what} (env COLDSTREAM_MODEL_STORE, flag --model-store)"
+        )
+    pointer = peek_pointer(store)
+    try:
+        verified = read_pointer(store, keyring) is not None
+    except PointerError:
+        verified = False
+
+    def read(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    rows = []
+    for v in list_versions(store):
+        path = version_path(store, v)
+        manifest, metrics, sig = (
+            read(path / MANIFEST),
+            read(path / "metrics.json"),
+            read(path / SIGNATURE),
+        )
+        key = sig.get("key_id") if sig else None
+        shown = {
+            k: val
+            for k, val in metrics.items()
+            if isinstance(val, int | float) and not isinstance(val, bool)
+        }
+        rows.append(
+            {
+                "version": v,
+                "created_at": manifest.get("created_at"),
+                "metrics": shown,
+                "signed_by": key,
+                "trusted": bool(key) and key in keyring.key_ids,
+                "current": pointer is not None and pointer.version == v,
+                "pointer_verified": verified
+                if pointer is not None and pointer.version == v
+                else None,
+                "complete": bool(manifest),
+            }
+        )
+    return rows
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``coldstream models``."""
+    import json
+    import time as _time
+
+    from coldstream.core.pointer import peek_pointer
+
+    s = load_settings(SharedSettings, flags=("model_store",), model_store=args.model_store)
+    store = Path(s.model_store)
+    rows = model_rows(store, s.verify_keyring())
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    pointer = peek_pointer(store)
+    if not rows:
+        print(f"{store}: no versions (train one: coldstream train --model-store {store})")
+        return 0
+    print(
+        f"{store}: {len(rows)} version(s); CURRENT.json: "
+        + (
+            f"v{pointer.version} (seq {pointer.seq})"
+            if pointer
+            else "none (workers serve the newest verified one)"
+        )
+    )
+    for row in rows:
+        created = (
+            _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(row["created_at"]))
+            if isinstance(row["created_at"], int | float)
+            else "?"
+        )
+        if row["signed_by"] is None:
+            signed = "unsigned"
+        else:
+            signed = f"signed {row['signed_by']}" + (
+                "" if row["trusted"] else " (key not in COLDSTREAM_VERIFY_KEYS)"
+            )
+        metrics = ", ".join(f"{k} {val:.4g}" for k, val in list(row["metrics"].items())[:4]) or "-"
+        mark = "* " if row["current"] else "  "
+        tail = "" if row["complete"] else "  (incomplete: no manifest)"
+        print(f"{mark}v{row['version']:06d}  {created}  {signed}  {metrics}{tail}")
     return 0
 
 

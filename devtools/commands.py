@@ -43,6 +43,11 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 # (name, module, help) of the commands under ``coldstream`` and ``coldstream bench``
 COMMANDS = (
+    (
+        "quickstart",
+        "devtools.quickstart",
+        "your CSVs to a running recommender: train, embedded broker, worker, replay",
+    ),
     ("demo", "devtools.demo", "embedded broker + model + worker + replay, with a live table"),
     ("replay", "devtools.replay", "replay MovieLens-100K or synthetic events into the topics"),
     ("send", "devtools.send", "send your own event(s), checked with the worker's rules first"),
@@ -97,10 +102,27 @@ def register(sub: SubParsers) -> None:
     p = sub.add_parser(
         "broker",
         help="run the embedded Tansu broker with the coldstream topics",
+        description="Start the embedded Tansu broker (memory storage: a restart loses "
+        "everything) on a loopback port, create the topics of kafka/topics.yaml and print the "
+        "export lines that point the next commands at it (also written to --env-file). "
+        "--background: start it detached and print only those lines, for "
+        'eval "$(coldstream broker --background)".',
         formatter_class=HelpFormatter,
     )
     p.add_argument("--port", type=int, default=None, help="listen port (default: a free one)")
     p.add_argument("--topic-prefix", default="", help="prefix of the created topics")
+    p.add_argument(
+        "--env-file",
+        type=Path,
+        default=BROKER_ENV,
+        help="where the export lines are written while the broker runs (removed at its stop)",
+    )
+    p.add_argument(
+        "--background",
+        action="store_true",
+        help="start the broker detached (its pid in .coldstream/broker.pid, its log beside), "
+        "print the export lines and return",
+    )
     p.set_defaults(func=cmd_broker)
 
     for name, module, text in COMMANDS:
@@ -173,6 +195,56 @@ def _extend_evaluate(e: argparse.ArgumentParser) -> None:
     e.set_defaults(func=dispatch)
 
 
+BROKER_ENV = Path(".coldstream") / "broker.env"
+"""Where ``coldstream broker`` writes its export lines (relative to the working directory)."""
+
+
+def broker_exports(bootstrap: str, topic_prefix: str = "") -> list[str]:
+    """The export lines that point the next commands at an embedded broker."""
+    lines = [
+        f"export COLDSTREAM_BOOTSTRAP={bootstrap}",
+        "export COLDSTREAM_IDEMPOTENT_PRODUCER=false  # Tansu gives out no producer ids",
+        "export COLDSTREAM_ALLOW_UNSIGNED_CHECKPOINTS=true  # dev: serve a model trained "
+        "without keys",
+        "export COLDSTREAM_FETCH_MAX_WAIT_MS=100  # idle worker ~2% of a core instead of ~10%",
+    ]
+    if topic_prefix:
+        lines.append(f"export COLDSTREAM_TOPIC_PREFIX={topic_prefix}")
+    return lines
+
+
+def _broker_background(args: argparse.Namespace) -> int:
+    """``coldstream broker --background``: the same command, detached; returns once its
+    export lines are written, and prints them."""
+    import subprocess
+
+    env_file: Path = args.env_file
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.unlink(missing_ok=True)
+    log = env_file.parent / "broker.log"
+    argv = [sys.executable, "-m", "coldstream", "broker", "--env-file", str(env_file)]
+    if args.port is not None:
+        argv += ["--port", str(args.port)]
+    if args.topic_prefix:
+        argv += ["--topic-prefix", args.topic_prefix]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+        )
+    (env_file.parent / "broker.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 60
+    while not env_file.is_file():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            if proc.poll() is None:
+                proc.kill()
+            raise Unavailable(f"the broker did not start: {tail[0]} (log {log})")
+        time.sleep(0.1)
+    print(env_file.read_text(), end="")
+    print(f"# broker pid {proc.pid}, log {log}; stop it: kill {proc.pid}", file=sys.stderr)
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
@@ -186,27 +258,40 @@ def cmd_broker(args: argparse.Namespace) -> int:
         if not 1 <= args.port <= 65535:
             raise UsageError(f"--port {args.port}: must be in 1..65535")
         check_port("127.0.0.1", args.port, what="broker", flag="--port")
+    if args.background:
+        return _broker_background(args)
     broker = TansuBroker(port=args.port)
     try:
         broker.start()
     except BrokerError as e:
         raise Unavailable(f"the Tansu broker did not start: {str(e).splitlines()[0]}") from None
+    env_file: Path = args.env_file
     try:
         asyncio.run(create_topics(broker.bootstrap, replication_factor=1, prefix=args.topic_prefix))
+        exports = broker_exports(broker.bootstrap, args.topic_prefix)
         print(broker.bootstrap, flush=True)
         print(
-            f"Tansu broker ready at {broker.bootstrap} (memory storage); Ctrl-C to stop", flush=True
+            f"Tansu broker ready at {broker.bootstrap} (memory storage); Ctrl-C to stop. "
+            f"For the next commands, in another shell (or: source {env_file}):",
+            flush=True,
         )
+        for line in exports:
+            print(f"  {line}", flush=True)
+        env_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = env_file.with_name(env_file.name + ".tmp")
+        tmp.write_text("\n".join(exports) + "\n")
+        tmp.replace(env_file)  # whole or absent: --background waits for it
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            while not stop.wait(0.5):
+            while not stop.wait(1.0):
                 if not broker.running:
                     print("broker exited", flush=True)
                     return 1
         except KeyboardInterrupt:
             pass
     finally:
+        env_file.unlink(missing_ok=True)
         broker.stop()
     return 0
 

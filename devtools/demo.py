@@ -118,7 +118,7 @@ def _random_movielens_model(store: Path) -> Path:
     )
 
 
-def _signed_copy(path: Path, workdir: Path) -> tuple[Path, Path]:
+def signed_copy(path: Path, workdir: Path) -> tuple[Path, Path]:
     """The demo's own store: a copy of the checkpoint at ``path``, signed with a key pair made
     for this run (``workdir/keys``; the worker gets the public key only), and the store's
     ``CURRENT.json`` pointing at it. The user's store is only read."""
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     del ck
 
     workdir = Path(tempfile.mkdtemp(prefix="coldstream-demo-"))
-    served, verify_keys = _signed_copy(path, workdir)
+    served, verify_keys = signed_copy(path, workdir)
     broker = TansuBroker(log_path=workdir / "tansu.log")
     worker = None
     try:

@@ -23,6 +23,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from coldstream.core.errors import UsageError
@@ -66,6 +67,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="wait up to S seconds for each event's answer and print it (0: do not wait)",
     )
     p.add_argument("--json", action="store_true", help="print answers as JSON lines")
+    p.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="send the events of a file (CSV, JSON lines, Parquet) through the adapters of "
+        "coldstream train: --columns, --event-map, ISO-8601 or epoch s/ms times (default: none)",
+    )
+    from trainer.commands import add_input_options
+
+    add_input_options(p)
     connection_arguments(p)
 
 
@@ -100,6 +111,30 @@ def _stdin_events() -> list[tuple[int, dict[str, Any]]]:
     if not out:
         raise UsageError("stdin held no events; nothing sent")
     return out
+
+
+def _file_events(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """The events of ``--file`` through :func:`trainer.data.files.read_event_rows` (the
+    ``ts`` of the file is kept)."""
+    from trainer.commands import input_options_of
+    from trainer.data.files import DataFileError, LoadNotes, read_event_rows
+
+    notes = LoadNotes()
+    try:
+        rows = [
+            (
+                f"{args.file} row {n}",
+                {k: v for k, v in obj.items() if k != "event_type" or v != "click"},
+            )
+            for n, obj in read_event_rows(args.file, input_options_of(args), notes)
+        ]
+    except DataFileError as e:
+        raise UsageError(f"{e}; nothing sent") from None
+    for line in notes.lines:
+        print(f"note: {line}", file=sys.stderr)
+    if not rows:
+        raise UsageError(f"{args.file} holds no events; nothing sent")
+    return rows
 
 
 def build_events(
@@ -165,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
     from devtools.kafka_io import produce, read_until
 
     s = shared_settings(args)
-    if args.user is not None:
+    if args.file is not None:
+        objs = _file_events(args)
+    elif args.user is not None:
         objs = [("flags", _one_event(args))]
     elif args.item is not None:
         raise UsageError("--item needs --user")

@@ -32,6 +32,8 @@ WORKER_OPTIONS = (
     "broker_wait_s",
     "fast_path",
     "idempotent_producer",
+    "allow_unsigned_checkpoints",
+    "verify_keys_file",
     "max_uncommitted_batches",
     "session_store",
     "data_dir",

@@ -122,6 +122,7 @@ def run(settings: Settings) -> int:
     import faust
 
     preflight(settings)
+    settings = settle_idempotence(settings)
     try:
         w = build(settings)
     except NoModelError as e:  # one line, exit 2: coldstream worker: error: ...
@@ -132,6 +133,8 @@ def run(settings: Settings) -> int:
         w.app, loglevel=level, quiet=True, redirect_stdouts=False
     )
     worker.drain_timeout_s = settings.drain_timeout_s
+    if not sys.stdout.isatty():  # Faust's start-up spinner writes cursor codes into log files
+        worker.spinner = None
 
     @w.app.task
     async def _tune_process() -> None:
@@ -179,6 +182,34 @@ def preflight(settings: Settings) -> None:
         wait_s=settings.broker_wait_s,
         prefix=settings.topic_prefix,
     )
+
+
+def settle_idempotence(settings: Settings) -> Settings:
+    """The settings to serve with, as far as Kafka's idempotent producer goes: when it is on
+    and the broker cannot give out producer ids (the embedded Tansu), the ``dev`` profile
+    turns it off and says so in one line; ``prod`` refuses to start (one line, exit 6)."""
+    from coldstream.core.errors import Unavailable
+    from coldstream.core.preflight import idempotence_unsupported
+
+    if not settings.idempotent_producer:
+        return settings
+    why = idempotence_unsupported(settings.bootstrap, client_kwargs=settings.kafka_client_kwargs())
+    if why is None:
+        return settings
+    env = f"{Settings.env_var('idempotent_producer')}=false"
+    if settings.profile == "prod":
+        raise Unavailable(
+            f"the broker at {settings.bootstrap} cannot do idempotent production ({why}); "
+            f"use a Kafka broker, or accept possible duplicate outputs on retries: {env}"
+        )
+    print(
+        f"coldstream worker: the broker at {settings.bootstrap} cannot do idempotent production "
+        f"({why}): serving without it ({env}; at-least-once holds, a retried send may be "
+        f"written twice)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return settings.model_copy(update={"idempotent_producer": False})
 
 
 def announce(settings: Settings, w: Any) -> None:

@@ -60,9 +60,10 @@ def load_trainer_settings(**overrides: Any) -> Any:
 def _data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "data",
-        "MovieLens-100K unless told otherwise. --events: user_id, item_id, ts (seconds), "
-        "event_type (click|purchase, optional); --catalogue: item_id, title, description?, "
-        "category? (CSV, JSON lines, or Parquet with pyarrow).",
+        "MovieLens-100K unless told otherwise. --events: user_id, item_id, ts (epoch s or ms, "
+        "or ISO-8601), event_type (optional); --catalogue: item_id, title, description?, "
+        "category? (CSV, JSON lines, or Parquet with pyarrow). Other columns are ignored with "
+        "a note; a byte-order mark is stripped.",
     )
     g.add_argument(
         "--events",
@@ -77,6 +78,45 @@ def _data_options(p: argparse.ArgumentParser) -> None:
         help="your catalogue file, with --events; the teacher reads title - category. "
         "description (default: MovieLens-100K's items)",
     )
+    add_input_options(g)
+
+
+def add_input_options(g: Any) -> None:
+    """``--columns``, ``--event-map`` and ``--unknown-items`` (trainer.data.files)."""
+    g.add_argument(
+        "--columns",
+        default=None,
+        metavar="OURS=YOURS,...",
+        help="read our columns from yours, e.g. item_id=sku,title=name (default: same names)",
+    )
+    g.add_argument(
+        "--event-map",
+        default=None,
+        metavar="TYPE=click|purchase,...",
+        help="your event types, e.g. cart=click,order=purchase (default: click and view are "
+        "clicks; purchase, order and buy are purchases)",
+    )
+    g.add_argument(
+        "--unknown-items",
+        choices=["drop", "fail"],
+        default="drop",
+        help="events on items that are not in the catalogue: drop them (counted) or stop",
+    )
+
+
+def input_options_of(args: argparse.Namespace) -> Any:
+    """The :class:`trainer.data.files.InputOptions` of the flags (one-line errors)."""
+    from coldstream.core.errors import UsageError
+    from trainer.data.files import DataFileError, input_options
+
+    try:
+        return input_options(
+            getattr(args, "columns", None),
+            getattr(args, "event_map", None),
+            getattr(args, "unknown_items", "drop"),
+        )
+    except DataFileError as e:
+        raise UsageError(str(e)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -270,36 +310,74 @@ def register_control(sub: argparse._SubParsersAction) -> None:
     ks.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
     ks.set_defaults(func=cmd_keys_sign)
 
+    def store_flags(q: argparse.ArgumentParser, publish: bool = True) -> None:
+        q.add_argument(
+            "--model-store",
+            type=Path,
+            default=None,
+            help="model store root (default: model-store; env COLDSTREAM_MODEL_STORE)",
+        )
+        if not publish:
+            return
+        q.add_argument(
+            "--bootstrap",
+            default=None,
+            help="brokers the update is published to (default: 127.0.0.1:9092; env "
+            "COLDSTREAM_BOOTSTRAP)",
+        )
+        q.add_argument(
+            "--topic-prefix",
+            default=None,
+            help="topic prefix (default: none; env COLDSTREAM_TOPIC_PREFIX)",
+        )
+        q.add_argument(
+            "--no-publish",
+            action="store_true",
+            help="only write CURRENT.json (workers follow at their next start)",
+        )
+
+    pm = sub.add_parser(
+        "promote",
+        help="serve VERSION: point CURRENT.json at it and make every running worker swap",
+        description="Verifies VERSION (its files and its signature), writes CURRENT.json with "
+        "the next sequence number and publishes the signed model-updates record with it: "
+        "every running worker swaps to VERSION, newer or older than what it serves. Needs the "
+        "private key (COLDSTREAM_TRAINER_SIGNING_KEY_FILE); workers need the public key "
+        "(COLDSTREAM_VERIFY_KEYS_FILE). coldstream models lists the versions.",
+        formatter_class=HelpFormatter,
+    )
+    pm.add_argument("version", type=int, help="version to serve (2 for v000002)")
+    store_flags(pm)
+    pm.set_defaults(func=cmd_promote)
+
     r = sub.add_parser(
         "rollback",
         help="point the store at an older (or any) verified version and make every worker swap",
-        description="Writes CURRENT.json with the next sequence number and publishes the "
-        "signed model-updates record with it: workers accept a record whose sequence number "
-        "is above the one they serve, so they swap back to VERSION (docs/operations.md). "
-        "Needs the private key (COLDSTREAM_TRAINER_SIGNING_KEY_FILE).",
+        description="The same as coldstream promote VERSION, said the other way round: writes "
+        "CURRENT.json with the next sequence number and publishes the signed model-updates "
+        "record with it; workers accept a record whose sequence number is above the one they "
+        "serve, so they swap back to VERSION (docs/operations.md). Needs the private key "
+        "(COLDSTREAM_TRAINER_SIGNING_KEY_FILE).",
+        formatter_class=HelpFormatter,
     )
     r.add_argument("--to", dest="version", type=int, required=True, help="version to serve")
-    r.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
-    r.add_argument("--bootstrap", default=None, help="env COLDSTREAM_BOOTSTRAP")
-    r.add_argument("--topic-prefix", default=None, help="env COLDSTREAM_TOPIC_PREFIX")
-    r.add_argument(
-        "--no-publish",
-        action="store_true",
-        help="only write CURRENT.json (workers follow at their next start)",
-    )
+    store_flags(r)
     r.set_defaults(func=cmd_rollback)
 
     pr = sub.add_parser(
         "prune",
         help="delete old checkpoints: keep the newest K versions and the one CURRENT.json names",
+        description="Deletes every version of the model store except the newest --keep and the "
+        "one CURRENT.json names (read without verifying: when in doubt, it is kept).",
+        formatter_class=HelpFormatter,
     )
     pr.add_argument(
         "--keep",
         type=int,
         default=None,
-        help="versions kept (env COLDSTREAM_TRAINER_KEEP_VERSIONS)",
+        help="versions kept (default: 5; env COLDSTREAM_TRAINER_KEEP_VERSIONS)",
     )
-    pr.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
+    store_flags(pr, publish=False)
     pr.set_defaults(func=cmd_prune)
 
 
@@ -334,11 +412,15 @@ def cmd_keys_sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rollback(args: argparse.Namespace) -> int:
+def cmd_promote(args: argparse.Namespace) -> int:
+    return cmd_rollback(args, note="promote")
+
+
+def cmd_rollback(args: argparse.Namespace, note: str = "rollback") -> int:
     from trainer.promote import promote
 
     s = _store_settings(args, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
-    done = promote(s, args.version, publish=not args.no_publish, note="rollback")
+    done = promote(s, args.version, publish=not args.no_publish, note=note)
     was = f"v{done.previous.version} (seq {done.previous.seq})" if done.previous else "no pointer"
     where = (
         f"model-updates record published to {s.bootstrap}"
@@ -438,12 +520,16 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
             raise UsageError(
                 "--data (a RecBole folder) and --events/--catalogue exclude each other"
             )
-        from trainer.data.files import DataFileError, load_files
+        from trainer.data.files import DataFileError, LoadNotes, load_files
 
+        notes = LoadNotes()
         try:
-            inter, items = load_files(events, catalogue)
+            inter, items = load_files(events, catalogue, input_options_of(args), notes)
         except DataFileError as e:
             raise UsageError(f"{e} (flags --events / --catalogue)") from None
+        for line in notes.lines:
+            print(f"note: {line}", file=sys.stderr)
+        args.load_notes = notes
         return inter, items, f"{events.name} + {catalogue.name} ({len(inter)} events)"
     _check_dir(data, "data folder", ("ml-100k.inter", "ml-100k.item"))
     from trainer.data import load_movielens
@@ -496,7 +582,55 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.promote import sign_and_point
 
     print(sign_and_point(s, path))
+    if s.signer() is not None:
+        print(
+            f"running workers keep their model until: coldstream promote {int(path.name[1:])} "
+            f"(publishes the signed update; they swap without a restart)"
+        )
     return 0
+
+
+def data_coverage(inter: Any, report: dict[str, Any], notes: Any = None) -> dict[str, Any]:
+    """What of the data the evaluation used, in numbers and plain lines (the report's
+    ``protocol.data``): rows read, rows dropped on load, users per split, test users per
+    cell (a test user needs more events than a cell reveals)."""
+    p = report["protocol"]
+    rows = getattr(notes, "rows", 0) or len(inter)
+    dropped = getattr(notes, "dropped_unknown", 0)
+    users = len(inter.user_ids)
+    split = p.get("split", {})
+    in_split = sum(int(split.get(k, 0)) for k in ("train_users", "val_users", "test_users"))
+    cells = p.get("test_users_per_cell", {})
+    lines = [
+        f"events: {len(inter)} of {rows} rows read used"
+        + (f" ({dropped} on items not in the catalogue dropped)" if dropped else "")
+    ]
+    lines.append(
+        f"users: {users}; split {split.get('train_users')}/{split.get('val_users')}/"
+        f"{split.get('test_users')} (train/val/test)"
+        + (f", {users - in_split} left out of the split" if in_split and in_split != users else "")
+    )
+    if cells:
+        lines.append(
+            "test users scored per cell (a user counts in cell k=n only with more than n warm "
+            "events; cold items only with a later cold item): "
+            + ", ".join(f"{c} {n}" for c, n in cells.items())
+        )
+    cold = p.get("cold_items", {})
+    if cold:
+        lines.append(
+            f"{cold.get('n')} cold items ({cold.get('share', 0):.0%} of the catalogue) and their "
+            f"events are held out of all training"
+        )
+    for note in getattr(notes, "lines", []):
+        lines.append(f"load: {note}")
+    return {
+        "rows_read": rows,
+        "events_used": len(inter),
+        "dropped_unknown_items": dropped,
+        "users": users,
+        "lines": lines,
+    }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -556,6 +690,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     set_threads(cfg.threads)
     report = run_splits(cfg, seeds, None, load=lambda: (inter, items), dataset=dataset)
+    notes = getattr(args, "load_notes", None)
+    report["protocol"]["data"] = data_coverage(inter, report, notes)
+    if args.smoke:
+        report["protocol"]["smoke"] = (
+            "SMOKE run: a tiny configuration (1 epoch, one KD setting, 200 bootstrap draws, "
+            "prefixes cut at 10 events) that checks the pipeline runs; its numbers are not a "
+            "result and say nothing about which model wins"
+        )
     report["protocol"]["item_text"] = {
         "rule": "title - category. description (trainer.teacher.catalog_text)"
         if args.events is not None
@@ -564,6 +706,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     }
     write_coldstart_report(report, out)
     write_multisplit_extras(report, out)
+    if args.smoke:
+        print(f"# {report['protocol']['smoke']}\n")
+    for line in report["protocol"]["data"]["lines"]:
+        print(f"note: {line}", file=sys.stderr)
     print(markdown_table(report))
     stem = out.with_suffix("")
     print(

@@ -191,6 +191,18 @@ class TeacherRun:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def event_rule(dataset: str, inter: Interactions) -> str:
+    """What the run's clicks and purchases are, written from the data it read."""
+    purchases = int(np.count_nonzero(inter.event == 1))
+    clicks = len(inter) - purchases
+    source = (
+        "MovieLens ratings: >= 4 is a purchase, else a click (trainer.data.movielens)"
+        if dataset.startswith("MovieLens")
+        else "the file's event_type column through the event map (trainer.data.files)"
+    )
+    return f"{clicks} clicks, {purchases} purchases; {source}"
+
+
 @dataclass
 class EvalData:
     """The data of one run and its split: users 80/10/10, cold items, the evaluation cells."""
@@ -777,7 +789,7 @@ class Evaluation:
             "order": "stable sort by (timestamp, file order); "
             f"{tie_share(d.inter):.0%} of interactions share a timestamp with another of the same user, "
             "so 'the next 10' is partly arbitrary within ties",
-            "events": "rating >= 4 purchase, else click",
+            "events": event_rule(self.dataset, d.inter),
             "split": {
                 "seed": cfg.seed,
                 "train_users": len(d.train_u),

@@ -53,6 +53,9 @@ def verdict(report: dict[str, Any]) -> list[str]:
     """Plain statements of which floors hold (never softened)."""
     r = report["results"]
     out = []
+    smoke = report.get("protocol", {}).get("smoke")
+    if smoke:
+        out.append(f"- **{smoke}.** The statements below are what this smoke run gave.")
     kd, ce, un = r["student_kd"], r["student_ce"], r["student_uniform"]
     for c in ("k=1", "k=3", "k=5", "cold_items"):
         beats = kd[c]["ndcg@10"] > max(r["popularity"][c]["ndcg@10"], r["itemknn"][c]["ndcg@10"])
@@ -91,8 +94,14 @@ def write_coldstart_report(report: dict[str, Any], out: Path) -> None:
     with open(stem.with_suffix(".json"), "w") as f:
         json.dump(report, f, indent=1, default=float)
     p = report["protocol"]
+    smoke = "SMOKE run (pipeline check, not a result) -- " if p.get("smoke") else ""
     md = [
-        f"# Cold-start evaluation: {p['dataset']}",
+        f"# Cold-start evaluation: {smoke}{p['dataset']}",
+        "",
+        *([f"**{p['smoke']}.**", ""] if p.get("smoke") else []),
+        *[f"- {line}" for line in (p.get("data") or {}).get("lines", [])],
+        *([""] if p.get("data") else []),
+        f"Events: {p['events']}." if p.get("events") else "",
         "",
         f"Split seed {p['split']['seed']}: {p['split']['train_users']}/{p['split']['val_users']}/"
         f"{p['split']['test_users']} users (train/val/test), {p['cold_items']['n']} cold items. "

@@ -219,8 +219,11 @@ class Selection:
         if self.source == "pointer":
             return f"v{ck.version} from {POINTER} (seq {self.seq}, key {ck.signed_by})"
         what = "newest verified" if self.source == "fallback" else "newest UNSIGNED (dev only)"
-        refused = f"; passed over: {', '.join(self.refused[:5])}" if self.refused else ""
-        return f"v{ck.version}, the {what} checkpoint ({self.reason}){refused}"
+        served = f"v{ck.version:06d}:"
+        others = [r for r in self.refused if not r.startswith(served)]  # not the one served
+        refused = f"; passed over: {', '.join(others[:5])}" if others else ""
+        reason = "no CURRENT.json" if self.reason == "no_pointer" else self.reason
+        return f"v{ck.version}, the {what} checkpoint ({reason}){refused}"
 
 
 def select_checkpoint(
@@ -234,6 +237,12 @@ def select_checkpoint(
     """The checkpoint to serve at start-up (module docstring); :class:`NoServableModel`
     when there is none."""
     root = Path(root)
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise NoServableModel(
+            f"model store {root} {what} (env COLDSTREAM_MODEL_STORE, flag --model-store); "
+            f"train a model into it first: coldstream train --model-store {root}"
+        )
     refused: list[str] = []
     seq, reason, skip = 0, "no_pointer", None
     try:

@@ -193,3 +193,42 @@ def check_broker(
         if time.monotonic() >= deadline:
             raise Unavailable(problem)
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+async def _init_producer_id(
+    bootstrap: str, client_kwargs: Mapping[str, Any], timeout_s: float
+) -> str | None:
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import for_code
+    from aiokafka.protocol.transaction import InitProducerIdRequest
+
+    client = AIOKafkaClient(
+        bootstrap_servers=bootstrap,
+        client_id="coldstream-preflight",
+        request_timeout_ms=int(timeout_s * 1000),
+        **dict(client_kwargs),
+    )
+    try:
+        await asyncio.wait_for(client.bootstrap(), timeout_s)
+        node = client.get_random_node()
+        request = InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+        response = await asyncio.wait_for(client.send(node, request), timeout_s)
+    finally:
+        await client.close()
+    code = getattr(response, "error_code", 0)
+    if code:
+        return f"InitProducerId answered {for_code(code).__name__} [{code}]"
+    return None
+
+
+def idempotence_unsupported(
+    bootstrap: str, *, client_kwargs: Mapping[str, Any] | None = None, timeout_s: float = 5.0
+) -> str | None:
+    """``None`` when the broker gives out producer ids (Kafka's idempotent producer works
+    there), else why not. The embedded Tansu broker answers ``InitProducerId`` with an
+    error, which an idempotent aiokafka producer turns into a crash (``UnknownError``)."""
+    try:
+        with quiet_kafka_logs():
+            return asyncio.run(_init_producer_id(bootstrap, client_kwargs or {}, timeout_s))
+    except Exception as e:  # noqa: BLE001 - any failure means: cannot rely on it
+        return (str(e) or type(e).__name__).splitlines()[0][:160]

@@ -98,3 +98,10 @@ def test_nothing_verified_is_a_clear_error_unless_unsigned_is_allowed(tmp_path):
     assert "COLDSTREAM_ALLOW_UNSIGNED_CHECKPOINTS" in str(ei.value)
     sel = select_checkpoint(tmp_path, keyring=Keyring(), allow_unsigned=True)
     assert (sel.source, sel.checkpoint.version) == ("unsigned", 1)
+
+
+def test_a_missing_store_is_named_as_missing_not_empty(tmp_path) -> None:
+    from coldstream.core.pointer import NoServableModel, select_checkpoint
+
+    with pytest.raises(NoServableModel, match="model store .*nope does not exist"):
+        select_checkpoint(tmp_path / "nope", keyring=Keyring.of([]))

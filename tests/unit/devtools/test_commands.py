@@ -25,6 +25,7 @@ def _dev_parsers() -> dict[str, argparse.ArgumentParser]:
     return {
         "broker": top["broker"],
         "demo": top["demo"],
+        "quickstart": top["quickstart"],
         "replay": top["replay"],
         "send": top["send"],
         "tail": top["tail"],
@@ -45,6 +46,7 @@ def test_every_dev_command_is_there() -> None:
         "bench train-scale",
         "broker",
         "demo",
+        "quickstart",
         "replay",
         "send",
         "tail",

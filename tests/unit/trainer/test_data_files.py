@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.data.files import DataFileError, load_catalogue, load_events, load_files
+from trainer.data.files import (
+    DataFileError,
+    LoadNotes,
+    input_options,
+    load_catalogue,
+    load_events,
+    load_files,
+    parse_ts,
+)
 from trainer.teacher import catalog_text
 
 
@@ -52,11 +60,14 @@ def test_json_lines_work_too(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("events", "message"),
     [
-        ("user_id,item_id,ts\nu1,i1,1700000000000\n", "row 1: ts_future: .*not milliseconds"),
-        ("user_id,item_id,ts\nu1,nope,1\nu1,nada,2\n", "2 event\\(s\\) name items that are not in"),
-        ("user_id,item_id\nu1,i1\n", "missing column\\(s\\) ts"),
-        ("user_id,item_id,ts,colour\nu1,i1,1,red\n", "unknown column\\(s\\) colour"),
-        ("user_id,item_id,ts,event_type\nu1,i1,1,view\n", "event_type 'view' is not one of"),
+        ("user_id,item_id,ts\nu1,i1,4102444800000\n", "row 1: ts_future"),
+        ("user_id,item_id,ts\nu1,nope,1\nu1,nada,2\n", "has no events on catalogue items"),
+        ("user_id,item_id\nu1,i1\n", "missing column\\(s\\) ts .*--columns ts=YOURS"),
+        (
+            "user_id,item_id,ts,event_type\nu1,i1,1,like\n",
+            "event_type 'like' is not one of.*--event-map like=click",
+        ),
+        ("user_id,item_id,ts\nu1,i1,2024-13-45\n", "is not a number or an ISO-8601 time"),
         ("user_id,item_id,ts\nu 1,i1,1\n", "row 1: bad_id"),
         ("user_id,item_id,ts\nu1,i1,soon\n", "ts 'soon' is not a number"),
     ],
@@ -100,3 +111,67 @@ def test_parquet_is_read_with_pyarrow_or_refused_saying_so(tmp_path: Path) -> No
     p = tmp_path / "cat.parquet"
     pq.write_table(pa.table({"item_id": ["a"], "title": ["A"]}), p)
     assert load_catalogue(p).ids == ["a"]
+
+
+def test_a_real_export_loads_with_notes(tmp_path: Path) -> None:
+    """A byte-order mark, extra columns, ISO-8601 and epoch-ms times, a `view` event and an
+    item deleted from the catalogue: loaded, and every change said in a note."""
+    cat = tmp_path / "cat.csv"
+    cat.write_text("\ufeffsku,name,price\ni1,Alien,9.99\ni2,Heat,4.99\n", encoding="utf-8")
+    ev = tmp_path / "ev.csv"
+    ev.write_text(
+        "\ufeffuser_id,sku,ts,event_type,session_id\n"
+        "u1,i1,2024-05-01T12:00:00Z,view,s1\n"
+        "u1,gone,2024-05-01T12:00:01Z,view,s1\n"
+        "u2,i2,1714564800500,order,s2\n",
+        encoding="utf-8",
+    )
+    notes = LoadNotes()
+    opts = input_options("item_id=sku,title=name", "order=purchase")
+    inter, items = load_files(ev, cat, opts, notes)
+    assert items.ids == ["i1", "i2"] and items.titles == ["Alien", "Heat"]
+    assert inter.ts.tolist() == [1714564800.0, 1714564800.5]
+    assert inter.event.tolist() == [0, 1] and inter.user_ids == ["u1", "u2"]
+    text = "\n".join(notes.lines)
+    assert "cat.csv: ignored column(s) price" in text and "read sku as item_id" in text
+    assert "ev.csv: ignored column(s) session_id" in text
+    assert "event type 'view' read as click" in text and "'order' read as purchase" in text
+    assert "ISO-8601" in text and "epoch milliseconds" in text
+    assert "dropped 1 of 3 event(s) on items not in the catalogue (row 2 item 'gone')" in text
+    assert notes.dropped_unknown == 1 and notes.rows == 3
+    with pytest.raises(DataFileError, match="1 event\\(s\\) name items that are not in"):
+        load_files(ev, cat, input_options("item_id=sku,title=name", unknown_items="fail"))
+
+
+def test_the_bom_no_longer_hides_the_first_column(tmp_path: Path) -> None:
+    cat = tmp_path / "cat.csv"
+    cat.write_bytes("item_id,title\ni1,A\n".encode("utf-8-sig"))
+    assert load_catalogue(cat).ids == ["i1"]
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (1_700_000_000, 1_700_000_000.0),
+        ("1700000000", 1_700_000_000.0),
+        (1_700_000_000_250, 1_700_000_000.25),
+        ("2023-11-14T22:13:20Z", 1_700_000_000.0),
+        ("2023-11-14 22:13:20", 1_700_000_000.0),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000.0),
+    ],
+)
+def test_timestamps(value, seconds) -> None:
+    assert parse_ts(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("columns", "event_map", "message"),
+    [
+        ("sku=item_id", None, "sku is not one of our columns"),
+        ("item_id", None, "expected NAME=VALUE"),
+        (None, "view=like", "map view to click or purchase"),
+    ],
+)
+def test_bad_adapter_flags_are_one_line(columns, event_map, message) -> None:
+    with pytest.raises(DataFileError, match=message):
+        input_options(columns, event_map)
