@@ -22,6 +22,7 @@ from devtools.faults.harness import Feeder, Harness
 from devtools.faults.inputs import N_ITEMS, Input
 from devtools.faults.scenarios import (
     REGISTRY,
+    api_flood,
     bad_input,
     broker_restart,
     burst,
@@ -36,6 +37,7 @@ from devtools.faults.scenarios import (
     hostile_checkpoint,
     hostile_partition,
     kill9,
+    kill9_exactly_once,
     rebalance,
     replayed_update,
     run_scenario,
@@ -53,6 +55,7 @@ __all__ = [
     "Harness",
     "Input",
     "Outputs",
+    "api_flood",
     "bad_input",
     "broker_restart",
     "burst",
@@ -67,6 +70,7 @@ __all__ = [
     "hostile_checkpoint",
     "hostile_partition",
     "kill9",
+    "kill9_exactly_once",
     "rebalance",
     "replayed_update",
     "run_scenario",

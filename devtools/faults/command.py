@@ -26,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/faults.json", help="the JSON report")
     p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
     p.add_argument(
+        "--docs",
+        action="store_true",
+        help="run nothing: regenerate the table of docs/reliability.md from --out",
+    )
+    p.add_argument(
         "--worker-tree",
         default=None,
         help="run the workers from another checkout (PYTHONPATH), e.g. a git worktree of an "
@@ -39,6 +44,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.docs:
+        write_docs(Path(args.out))
+        print(f"regenerated the table of {DOCS} from {args.out}")
+        return 0
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -78,6 +87,37 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps([r.row() for r in results], indent=1) + "\n")
     print(f"\nwritten {out} (logs in {workdir})")
     return 0 if all(r.lost == 0 for r in results) else 1
+
+
+DOCS = Path("docs/reliability.md")
+"""The page whose fault table is generated from ``reports/faults.json``."""
+_BEGIN = (
+    "<!-- faults table: generated from reports/faults.json by coldstream bench faults --docs -->"
+)
+_END = "<!-- end of faults table -->"
+
+
+def markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The fault table of ``docs/reliability.md`` from the report's rows."""
+    lines = [
+        "| scenario | events in | recs out | DLQ | lost | duplicated | recovery s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        rec = r.get("recovery_seconds")
+        lines.append(
+            f"| {r['scenario']} | {r['events_in']} | {r['outputs']} | {r['dlq']} | {r['lost']} "
+            f"| {r['duplicated']} | {'–' if rec is None else f'{rec:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def write_docs(report: Path, docs: Path = DOCS) -> None:
+    """Replace the generated table in ``docs`` with the rows of ``report``."""
+    text = docs.read_text(encoding="utf-8")
+    begin, end = text.index(_BEGIN), text.index(_END)
+    table_md = markdown(json.loads(report.read_text(encoding="utf-8")))
+    docs.write_text(text[: begin + len(_BEGIN)] + "\n" + table_md + "\n" + text[end:])
 
 
 def table(rows: Sequence[FaultResult], header: bool = True) -> str:

@@ -15,6 +15,7 @@ of a harness) and ``scaled(scale)`` gives its benchmark-size keyword arguments.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -222,6 +223,85 @@ def kill9(
         ),
         mismatch_examples=h.mismatch_examples[:3],
         order_violations=order_violations(inputs, out),
+    )
+
+
+@scenario(
+    "kill9_exactly_once",
+    scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)},
+)
+def kill9_exactly_once(
+    h: Harness,
+    *,
+    n_events: int = 1500,
+    n_users: int = 40,
+    rate: float = 300.0,
+    kills: int = 3,
+) -> FaultResult:
+    """``processing_guarantee=exactly_once``: SIGKILL the only worker ``kills`` times
+    mid-stream (evenly spread), each time starting a new one. Counted by the independent
+    ``read_committed`` checker (:mod:`devtools.faults.committed`): every input must have
+    exactly one committed output, and every user's committed session exactly their events.
+    A ``read_uncommitted`` reader (details) also sees the outputs of aborted transactions.
+    Recovery: kill -> the new worker ready (the slowest of the kills)."""
+    from devtools.faults.committed import read_committed_changelog, read_committed_outputs
+
+    n_users = max(n_users, n_events // 25 + 1)
+    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "k9eos")
+    opts: dict[str, Any] = {"processing_guarantee": "exactly_once", "session_store": "memory"}
+    h.start_worker("eos0", **opts)
+    feeder = h.feeder(inputs, rate)
+    feeder.start()
+    restarts: list[float] = []
+    for k in range(kills):
+        at = (k + 1) * n_events / (kills + 1)
+        wait_until(lambda at=at: feeder.sent >= at, 120, "the stream to be under way")
+        w = h.workers[-1]
+        assert w.proc is not None
+        t_kill = time.time()
+        os.kill(w.proc.pid, signal.SIGKILL)
+        w.proc.wait(10)
+        w.proc = None
+        h.start_worker(f"eos{k + 1}", **opts)
+        restarts.append(time.time() - t_kill)
+    feeder.join_checked(300)
+    committed = run_coro(
+        read_committed_outputs(
+            h.bootstrap,
+            h.topics,
+            [inp.event_id for inp in inputs],
+            [inp.pos for inp in inputs],
+            timeout_s=180,
+        ),
+        240,
+    )
+    sessions = run_coro(
+        read_committed_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog", 30), 90
+    )
+    uncommitted = h.collect(inputs, timeout_s=30)
+    users = {inp.user for inp in inputs if inp.user}
+    return FaultResult(
+        f"worker kill -9 x{kills} + restart, exactly_once (read_committed)",
+        len(inputs),
+        committed.recommendations,
+        committed.dlq,
+        committed.lost,
+        committed.duplicated,
+        max(restarts) if restarts else None,
+        {
+            "kills": kills,
+            "committed": committed.row(),
+            "session_mismatches": session_mismatches(
+                sessions, inputs, users, examples=h.mismatch_examples
+            ),
+            "mismatch_examples": h.mismatch_examples[:3],
+            "read_uncommitted": {
+                "outputs": uncommitted.n_recs,
+                "duplicated": uncommitted.duplicated(),
+                "lost": uncommitted.lost(len(inputs)),
+            },
+            "log_tail": (h.workdir / f"worker-eos{kills}.log").read_text(errors="replace")[-2000:],
+        },
     )
 
 
@@ -622,9 +702,112 @@ def hostile_partition(
         victim_p50_ms={"steady": pct(steady, 50), "attack": pct(attack, 50)},
         victim_p99_ms={"steady": p99_steady, "attack": p99_attack},
         p99_ratio=round(p99_attack / p99_steady, 2) if p99_steady and p99_attack else None,
+        load_average=os.getloadavg(),
         breaker_alerted="coldstream_dlq_breaker_open 1.0" in metrics
         or "coldstream_dlq_breaker_open 1" in metrics
         or "DLQ breaker open" in (h.workdir / "worker-a.log").read_text(errors="replace"),
+    )
+
+
+@scenario("api_flood", scaled=lambda s: {"phase_s": 10.0 * min(s, 3)})
+def api_flood(
+    h: Harness,
+    *,
+    phase_s: float = 8.0,
+    event_rate: float = 200.0,
+    api_rps: float = 350.0,
+    n_users: int = 200,
+) -> FaultResult:
+    """Events at ``event_rate`` through one worker; in the second phase a client also sends
+    ``api_rps`` ``GET /recommend`` for the stream's users (the audit's 16 clients at ~345/s
+    moved event p50 15.6 -> 70 ms). The event latency (recommendations' ``latency_ms``) per
+    phase, and how the API was answered (ranked, ``overloaded``), in one run."""
+    import urllib.parse
+
+    import numpy as np
+
+    n_phase = int(event_rate * phase_s)
+    inputs = good_events(2 * n_phase, n_users=n_users, tag=h.prefix + "af")
+    h.start_worker("a")
+    w = h.workers[-1]
+    users = sorted({inp.user for inp in inputs if inp.user})
+    flood_at = threading.Event()
+    stop = threading.Event()
+    answers: Counter = Counter()
+
+    async def client() -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session:
+            pacer_t0 = time.perf_counter()
+            sent = 0
+            pending: set[asyncio.Task[None]] = set()
+
+            async def one(user: str) -> None:
+                url = w.url(f"/recommend/{urllib.parse.quote(user, safe='')}")
+                try:
+                    async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                        body = await r.json(content_type=None)
+                        answers[str(body.get("fallback") or r.status)] += 1
+                except Exception as e:  # noqa: BLE001 - counted: the figure is the stream's
+                    answers[type(e).__name__] += 1
+
+            while not stop.is_set():
+                due = pacer_t0 + sent / api_rps
+                now = time.perf_counter()
+                if now < due:
+                    await asyncio.sleep(due - now)
+                    continue
+                task = asyncio.ensure_future(one(users[sent % len(users)]))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                sent += 1
+            await asyncio.gather(*pending, return_exceptions=True)
+            answers["sent"] = sent
+
+    def flood() -> None:
+        flood_at.wait()
+        if not stop.is_set():
+            asyncio.run(client())
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+
+    def rate(i: int) -> float:
+        if i == n_phase:
+            flood_at.set()
+        return event_rate
+
+    t0 = time.time()
+    f = h.feeder(inputs, rate=rate)
+    f.start()
+    f.join_checked(phase_s * 4 + 60)
+    stop.set()
+    flood_at.set()
+    flooder.join(30)
+    out = h.collect(inputs, timeout_s=120, idle_s=1.0)
+    lat: dict[str, float] = {}
+    for vals in out.by_user.values():
+        for v in vals:
+            lat[v["event_id"]] = float(v["latency_ms"])
+    ids = [inp.event_id for inp in inputs]
+    quiet = [lat[e] for e in ids[n_phase // 4 : n_phase] if e in lat]
+    loud = [lat[e] for e in ids[n_phase + n_phase // 8 :] if e in lat]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(float(np.percentile(xs, q)), 1) if xs else None
+
+    return account(
+        f"/recommend flood ({api_rps:.0f}/s) against the stream ({event_rate:.0f} ev/s)",
+        inputs,
+        out,
+        None,
+        event_p50_ms={"quiet": pct(quiet, 50), "flood": pct(loud, 50)},
+        event_p99_ms={"quiet": pct(quiet, 99), "flood": pct(loud, 99)},
+        p99_ratio=round(pct(loud, 99) / pct(quiet, 99), 2) if quiet and loud else None,
+        api_answers=dict(answers),
+        api_rps_achieved=round(answers["sent"] / max(1e-9, time.time() - t0 - phase_s), 1),
+        load_average=os.getloadavg(),
     )
 
 

@@ -232,3 +232,22 @@ def test_a_hostile_producer_on_one_partition_costs_only_its_own_records(harness)
     assert r.details["breaker_alerted"], _show(r)
     # never held for a 5 s cool-down (a behaviour, not a speed limit: the figure is p99_ratio)
     assert r.details["victim_p99_ms"]["attack"] < 5000, _show(r)
+
+
+def test_an_api_flood_is_held_to_its_budget_and_every_event_answered(harness):
+    # 350 requests/s against a budget of 200 rankings/s: the rest answered from popularity
+    # ("overloaded"), so the API cannot take the stream's time (the figure: p99_ratio)
+    r = faults.api_flood(harness, phase_s=5.0, event_rate=100.0, api_rps=350.0)
+    assert r.lost == 0 and r.duplicated == 0, _show(r)
+    answers = r.details["api_answers"]
+    assert answers.get("200", 0) > 0 and answers.get("overloaded", 0) > 0, _show(r)
+
+
+def test_kill9_three_times_under_exactly_once_is_exactly_once_for_read_committed(harness):
+    r = faults.kill9_exactly_once(harness, n_events=600, n_users=30, rate=400.0, kills=3)
+    print("EOSRESULT", _show(r))
+    assert r.lost == 0, _show(r)
+    assert r.duplicated == 0, _show(r)
+    assert r.details["committed"]["unmatched"] == 0, _show(r)
+    assert r.outputs == r.events_in and r.dlq == 0, _show(r)
+    assert r.details["session_mismatches"] == 0, _show(r)  # committed sessions: exact
