@@ -56,15 +56,32 @@ FORWARDED = "forwarded"
 
 
 def answer_body(
-    user_id: str, items: list[tuple[str, float]], fallback: str | None, model_version: str
+    user_id: str,
+    items: list[tuple[str, float]],
+    fallback: str | None,
+    model_version: str,
+    title: Callable[[str], str | None] = lambda item_id: None,
 ) -> dict[str, Any]:
-    """The one shape of a ``/recommend`` answer (known and unknown users alike)."""
+    """The one shape of a ``/recommend`` answer (known and unknown users alike); each item
+    with its catalogue title (``None`` for an item that came without one)."""
     return {
         "user_id": user_id,
-        "items": [{"item_id": i, "score": s} for i, s in items],
+        "items": [{"item_id": i, "score": s, "title": title(i)} for i, s in items],
         "fallback": fallback,
         "model_version": model_version,
     }
+
+
+def title_of(recommender: Any) -> Callable[[str], str | None]:
+    """Item id -> title in the served checkpoint's catalogue (``None``: no title)."""
+    ck = recommender.model.checkpoint
+    rows, titles = ck.index_of, ck.item_titles
+
+    def title(item_id: str) -> str | None:
+        row = rows.get(item_id)
+        return (titles[row] or None) if row is not None and row < len(titles) else None
+
+    return title
 
 
 def is_answer(body: Any) -> bool:
@@ -187,7 +204,7 @@ class Views:
         rec = self.w.recommender
         items = rec.popular(k)
         self.count(reason)
-        return answer_body(user_id, items, reason, rec.model.version)
+        return answer_body(user_id, items, reason, rec.model.version, title_of(rec))
 
     async def local(self, user_id: str, k: int) -> dict[str, Any]:
         """The owner's answer: the user's session ranked on the ranking thread (with the
@@ -204,7 +221,7 @@ class Views:
         self.count(LOCAL)
         # ``fallback`` stays null for known and unknown users alike: the answer must not
         # tell whether a user exists (docs/privacy.md); it names only operational reasons
-        return answer_body(user_id, items, None, rec.model.version)
+        return answer_body(user_id, items, None, rec.model.version, title_of(rec))
 
     async def forward(self, url: str, user_id: str, k: int) -> dict[str, Any] | None:
         """The owner's answer, or ``None`` when it did not give one in time."""

@@ -111,6 +111,14 @@ async def test_known_and_unknown_users_get_answers_of_one_shape(ckpt: Path) -> N
     assert "history_length" not in a and "cold_start" not in a  # no existence oracle
     assert a["fallback"] is None and b["fallback"] is None  # "popular" told who exists
     assert len(a["items"]) == len(b["items"]) == 5
+    titles = dict(
+        zip(
+            w.recommender.model.checkpoint.item_ids,
+            w.recommender.model.checkpoint.item_titles,
+            strict=True,
+        )
+    )
+    assert all(i["title"] == (titles[i["item_id"]] or None) for i in a["items"] + b["items"])
     assert not {"3", "7"} & {i["item_id"] for i in a["items"]}  # seen items excluded
     assert _count(w, "local") == 2
 
