@@ -370,6 +370,19 @@ class ItemIndex(Protocol):
         best first; ``-1`` (score ``-inf``) where fewer than ``k`` were found."""
 
 
+def _flat_report(index: Any, sample: np.ndarray | None, t0: float) -> IndexReport:
+    """The build report of an exact index: its recall@10 on ``sample`` and build time."""
+    recall, nq = _measure(index, sample)
+    return IndexReport(
+        index.kind,
+        index.device,
+        index.ntotal,
+        recall_at_10=recall,
+        recall_queries=nq,
+        build_s=round(time.perf_counter() - t0, 3),
+    )
+
+
 def _measure(index: Any, sample: np.ndarray | None) -> tuple[float | None, int]:
     if sample is None or len(sample) == 0 or index.ntotal == 0:
         return None, 0
@@ -457,15 +470,7 @@ class FlatIndex:
         for c0 in range(0, slots.size, CHUNK):
             part = slots[c0 : c0 + CHUNK]
             self._add_rows(part, self.store.rows(part))
-        recall, nq = _measure(self, sample)
-        self.report = IndexReport(
-            self.kind,
-            self.device,
-            self.ntotal,
-            recall_at_10=recall,
-            recall_queries=nq,
-            build_s=round(time.perf_counter() - t0, 3),
-        )
+        self.report = _flat_report(self, sample, t0)
         return self.report
 
     def _add_rows(self, slots: np.ndarray, vecs: np.ndarray) -> None:
@@ -991,15 +996,7 @@ class GpuFlatIndex(_Entries):
     def build(self, *, sample: np.ndarray | None = None) -> IndexReport:
         t0 = time.perf_counter()
         self._fill_all()
-        recall, nq = _measure(self, sample)
-        self.report = IndexReport(
-            self.kind,
-            self.device,
-            self.ntotal,
-            recall_at_10=recall,
-            recall_queries=nq,
-            build_s=round(time.perf_counter() - t0, 3),
-        )
+        self.report = _flat_report(self, sample, t0)
         return self.report
 
 
@@ -1131,15 +1128,7 @@ class TorchFlatIndex:
         self._built = True
         if self.torch_device.type == "cuda":
             torch.cuda.synchronize(self.torch_device)
-        recall, nq = _measure(self, sample)
-        self.report = IndexReport(
-            self.kind,
-            self.device,
-            self.ntotal,
-            recall_at_10=recall,
-            recall_queries=nq,
-            build_s=round(time.perf_counter() - t0, 3),
-        )
+        self.report = _flat_report(self, sample, t0)
         return self.report
 
     def _require(self) -> None:

@@ -89,10 +89,15 @@ async def _start(send: Send, topic: str, key: bytes | None, value: bytes) -> asy
     return asyncio.ensure_future(fut)
 
 
-async def send_dlq(
-    send: Send, topic: str, key: bytes | None, value: bytes, count: Count
+async def _send_or(
+    send: Send,
+    topic: str,
+    key: bytes | None,
+    value: bytes,
+    instead: Callable[[], Awaitable[Any]],
 ) -> asyncio.Future:
-    """Send one DLQ record; the returned future fails only for a real delivery failure."""
+    """Send one record; refused for size, ``instead()`` is what its future gives. Any other
+    failure fails the future (a real delivery failure)."""
     first = await _start(send, topic, key, value)
 
     async def settle() -> Any:
@@ -101,22 +106,33 @@ async def send_dlq(
         except Exception as e:
             if not is_too_large(e):
                 raise
+        return await instead()
+
+    return asyncio.ensure_future(settle())
+
+
+async def send_dlq(
+    send: Send, topic: str, key: bytes | None, value: bytes, count: Count
+) -> asyncio.Future:
+    """Send one DLQ record; the returned future fails only for a real delivery failure."""
+
+    async def shrunk() -> Any:
         log.warning(
             "a DLQ record of %d bytes was refused for size; re-sending it without the raw bytes",
             len(value),
         )
-        try:
-            md = await (await _start(send, topic, None, shrink_dlq(value)))
-        except Exception as e:
-            if not is_too_large(e):
-                raise
+
+        async def dropped() -> None:
             count(topic, "dropped")
             log.error("a DLQ record was refused for size even without its raw bytes: dropped")
-            return None
-        count(topic, "shrunk")
+
+        fut = await _send_or(send, topic, None, shrink_dlq(value), dropped)
+        md = await fut
+        if md is not None:
+            count(topic, "shrunk")
         return md
 
-    return asyncio.ensure_future(settle())
+    return await _send_or(send, topic, key, value, shrunk)
 
 
 async def send_recommendation(
@@ -131,18 +147,10 @@ async def send_recommendation(
     count: Count,
 ) -> asyncio.Future:
     """Send one recommendation; refused for size, its input is dead-lettered instead."""
-    first = await _start(send, topic, key, value)
 
-    async def settle() -> Any:
-        try:
-            return await first
-        except Exception as e:
-            if not is_too_large(e):
-                raise
+    async def dead_lettered() -> Any:
         count(topic, "dead_lettered")
-        dlq = await send_dlq(
-            send, dlq_topic, None, dlq_for_output(origin, value, max_dlq_bytes), count
-        )
-        return await dlq
+        dlq = dlq_for_output(origin, value, max_dlq_bytes)
+        return await (await send_dlq(send, dlq_topic, None, dlq, count))
 
-    return asyncio.ensure_future(settle())
+    return await _send_or(send, topic, key, value, dead_lettered)
