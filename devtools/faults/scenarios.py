@@ -920,14 +920,24 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
 
 @scenario("delivery_failure", scaled=lambda s: {"n_events": scaled_count(300, s)})
 def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
-    """The output topic refuses every record (``max.message.bytes`` below a recommendation's
-    size, a non-retriable error): the worker must stop (exit 5) without committing past the
-    failed sends; after the topic is fixed a new worker answers every event. Before, the
-    failure was logged and counted in a variable no metric exported, and offsets were
-    committed anyway (the events were lost). Recovery: topic fixed -> first answer."""
-    inputs = good_events(n_events, n_users=30, tag=h.prefix + "df")
-    rec_topic = h.topics["recommendations"]
-    run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "64"}), 60)
+    """An output topic refuses every record with a non-retriable error: ``events-dlq`` is
+    made compacted, and a compacted topic refuses records without a key (``INVALID_RECORD``);
+    the inputs are refused events without a key, so their DLQ records have none. The worker
+    must stop (exit 5) without committing past the failed sends; after the topic is fixed a
+    new worker answers every event. (A refusal *for size* is not such a failure: see
+    :func:`output_too_large`.) Recovery: topic fixed -> first answer."""
+    inputs = [
+        Input(
+            "clicks",
+            None,
+            event_payload(f"df-u{i}", "1", event_id=f"{h.prefix}df-{i}", ts=time.time()),
+            None,
+            None,
+        )
+        for i in range(n_events)
+    ]
+    dlq_topic = h.topics["events-dlq"]
+    run_coro(alter_topic_configs(h.bootstrap, dlq_topic, {"cleanup.policy": "compact"}), 60)
     proc = h.spawn_worker("a")
     h.produce(inputs)
     try:
@@ -938,18 +948,54 @@ def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
     committed = run_coro(
         committed_offsets(h.bootstrap, h.app_id, [h.topics["clicks"], h.topics["purchases"]]), 60
     )
-    run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "1048588"}), 60)
+    run_coro(alter_topic_configs(h.bootstrap, dlq_topic, {"cleanup.policy": "delete"}), 60)
     t_fixed = time.time()
     h.start_worker("b")
     out = h.collect(inputs, timeout_s=120)
     return account(
-        "output topic refuses every record, then is fixed",
+        "an output topic refuses every record (non-retriable), then is fixed",
         inputs,
         out,
         first_output_after(out, t_fixed),
         exit_code=rc,
         message="could not be delivered" in log_text,
         committed_before_fix=sum(committed.values()),
+    )
+
+
+@scenario("output_too_large", scaled=lambda s: {"n_events": scaled_count(300, s)})
+def output_too_large(h: Harness, *, n_events: int = 300) -> FaultResult:
+    """The recommendations topic refuses every record for size (``max.message.bytes`` 64):
+    never a worker exit -- each event is answered by a bounded DLQ record
+    (``output_too_large``) and counted (``coldstream_output_too_large_total``); every input
+    is answered, nothing waits for a fix."""
+    inputs = good_events(n_events, n_users=30, tag=h.prefix + "ol")
+    rec_topic = h.topics["recommendations"]
+    run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "64"}), 60)
+    try:
+        h.start_worker("a")
+        w = h.workers[-1]
+        h.produce(inputs)
+        out = h.collect(inputs, timeout_s=120)
+        metrics = w.get_text("/metrics")
+        assert w.proc is not None
+        alive = w.proc.poll() is None
+    finally:
+        run_coro(alter_topic_configs(h.bootstrap, rec_topic, {"max.message.bytes": "1048588"}), 60)
+    reasons = Counter(d["error"] for d in out.dlq_values)
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("coldstream_output_too_large_total") and "dead_lettered" in line
+    )
+    return account(
+        "the recommendations topic refuses every record for size",
+        inputs,
+        out,
+        None,
+        worker_alive=alive,
+        reasons=dict(reasons),
+        counted_dead_lettered=counted,
     )
 
 

@@ -117,6 +117,15 @@ def test_a_failed_delivery_stops_the_worker_before_any_commit(harness):
     assert r.lost == 0, _show(r)  # the next worker answered every event
 
 
+def test_an_output_refused_for_size_is_dead_lettered_never_a_worker_exit(harness):
+    # before: the worker exited 5 and the partition's next owner died the same way
+    r = faults.output_too_large(harness, n_events=200)
+    assert r.details["worker_alive"], _show(r)
+    assert r.lost == 0 and r.duplicated == 0 and r.dlq == 200, _show(r)
+    assert r.details["reasons"] == {"output_too_large": 200}, _show(r)
+    assert r.details["counted_dead_lettered"] == 200, _show(r)
+
+
 def test_burst_100x_bounded_memory_and_drained(harness):
     r = faults.burst(harness, steady_rate=20.0, steady_s=3.0, burst_factor=100, burst_s=1.5)
     assert r.lost == 0, _show(r)
