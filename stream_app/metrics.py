@@ -273,8 +273,14 @@ class Metrics:
             self.dlq.labels(reason)
         for outcome in ("ok", "refused"):
             self.model_swaps.labels(outcome)
-        for reason in ("popular", "model_error"):
+        for reason in ("popular", "model_error", "empty_ranking"):
             self.fallback.labels(reason)
+        for out_topic, outcomes in (
+            ("recommendations", ("dead_lettered",)),
+            ("events-dlq", ("shrunk", "dropped")),
+        ):
+            for outcome in outcomes:
+                self.output_too_large.labels(out_topic, outcome)
         for segment in ("cold", "warm"):
             self.segment_hits.labels(segment)
             self.segment_requests.labels(segment)
