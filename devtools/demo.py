@@ -79,7 +79,7 @@ def _ensure_model(store: Path, random_model: bool) -> tuple[Path, bool]:
         return _random_movielens_model(store), True
     from devtools.demo_scoring import held_out_users, without_users, write_marker
     from trainer.data import load_movielens
-    from trainer.fitting import FitConfig, fit
+    from trainer.student.fitting import FitConfig, fit
 
     inter, items = load_movielens()
     held = held_out_users(inter.user_ids)

@@ -52,7 +52,7 @@ from typing import Any
 from coldstream.core.checkpoint import sign_checkpoint
 from coldstream.core.signing import Signer
 from devtools.checkpoints import point_store
-from trainer.prequential import (
+from trainer.evaluation.prequential import (
     KS,
     _mean,
     aggregate,
@@ -60,7 +60,7 @@ from trainer.prequential import (
     score_recommendations,
     slice_reference,
 )
-from trainer.reports import write_prequential_report
+from trainer.evaluation.reports import write_prequential_report
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def _subset(inter, sl: slice):
 def bootstrap_checkpoint(cfg: StreamEvalConfig, inter, items, cut: int) -> tuple[Path, float]:
     """The bootstrap student trained on ``inter[:cut]`` only (cached by cut and seed)."""
     from coldstream.core.checkpoint import latest_checkpoint
-    from trainer.fitting import FitConfig, fit
+    from trainer.student.fitting import FitConfig, fit
 
     cache = Path(cfg.work_dir) / f"bootstrap-cut{cut}-seed{cfg.seed}-e{cfg.bootstrap_epochs}"
     path = latest_checkpoint(cache)

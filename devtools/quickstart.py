@@ -113,7 +113,7 @@ def _train(args: argparse.Namespace, inter: Any, items: Any) -> Path:
     if path is not None:
         print(f"model: {path} (already trained; --retrain for a new one)", flush=True)
         return path
-    from trainer.fitting import FitConfig, fit
+    from trainer.student.fitting import FitConfig, fit
 
     print(f"training a quick model on {len(inter)} events into {store} ...", flush=True)
     t0 = time.perf_counter()

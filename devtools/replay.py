@@ -70,7 +70,7 @@ def synthetic_catalogue(
     *, n_items: int, seed: int = 0, categories: bool = True
 ) -> Iterator[tuple[str, str] | tuple[str, str, str]]:
     """The synthetic catalogue, streamed: ``(item_id, title, category)`` (the category makes the
-    trainer's :func:`trainer.teacher.catalog_text` equal the generator's item text), or
+    trainer's :func:`trainer.teacher.encoder.catalog_text` equal the generator's item text), or
     ``(item_id, title)`` without ``categories``."""
     from trainer.data.synthetic import SyntheticConfig, synthetic_items
 

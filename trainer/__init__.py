@@ -1,4 +1,8 @@
-"""Training side of coldstream: data, teacher, student, distillation, evaluation, model store.
+"""Training side of coldstream, in rooms: :mod:`trainer.data`, :mod:`trainer.teacher` (the
+language model and its adaptation), :mod:`trainer.student` (distillation into the student),
+:mod:`trainer.service` (the long-running trainer) and :mod:`trainer.evaluation` (the research
+harness), with :mod:`trainer.commands`, :mod:`trainer.settings` and :mod:`trainer.ranking` at
+the top (docs/architecture.md).
 
 ``import trainer``, ``coldstream.core.student`` and ``coldstream.core.checkpoint`` stay light (no
 ``transformers``); ``fit``, ``train_bootstrap`` and ``load_checkpoint`` are exported
@@ -12,7 +16,7 @@ __all__ = ["fit", "train_bootstrap", "load_checkpoint", "FitConfig"]
 
 def __getattr__(name: str):
     if name in ("fit", "train_bootstrap", "FitConfig"):
-        from trainer import fitting as _fit
+        from trainer.student import fitting as _fit
 
         return getattr(_fit, name)
     if name == "load_checkpoint":

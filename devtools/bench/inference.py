@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     from coldstream.core.student import Student, StudentConfig, pack_histories
     from trainer.data import load_movielens
-    from trainer.teacher import Teacher, history_text
+    from trainer.teacher.encoder import Teacher, history_text
 
     inter, items = load_movielens()
     seqs = inter.sequences()
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     types = [seqs[u][1][: args.history] for u in users]
 
     from trainer.settings import get_settings
-    from trainer.teachers import resolve_teacher
+    from trainer.teacher.install import resolve_teacher
 
     teacher = Teacher(
         resolve_teacher(args.teacher, get_settings().teacher_cache.expanduser()),
@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     )
     item_vecs = teacher.encode_items(items.texts)
     if args.adapter is not None:
-        from trainer.lora import load_adapter
+        from trainer.teacher.lora import load_adapter
 
         load_adapter(args.adapter, teacher)
     elif args.lora:
-        from trainer.lora import attach_lora
+        from trainer.teacher.lora import attach_lora
 
         attach_lora(teacher)
     texts = [history_text([items.texts[i] for i in h], max_items=args.history) for h in hists]

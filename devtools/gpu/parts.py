@@ -6,7 +6,7 @@ its figures; a step inside it that the deadline cannot afford, or that this mach
 run (no FAISS, no FAISS GPU, no teacher weights), is recorded with ``outcome: skipped`` and
 why. A part raises to fail. Imports: numpy, torch and the modules of this repository that
 import nothing else at module level (``stream_app.index``, ``coldstream.core.student``,
-``trainer.training``); pytest, FAISS, transformers and peft where a part needs them.
+``trainer.student.training``); pytest, FAISS, transformers and peft where a part needs them.
 
 * ``tests`` -- the ``gpu``-marked tests whose files import on this machine (the others are
   named with the module they lack), JUnit XML in ``gpu-tests.xml``;
@@ -17,10 +17,10 @@ import nothing else at module level (``stream_app.index``, ``coldstream.core.stu
   device, FAISS CPU IVF (:class:`~stream_app.index.IvfIndex`, nprobe tuned to recall 0.97),
   FAISS GPU flat and IVF where FAISS sees a GPU: users/s per batch, recall@10 against exact
   search (:func:`~stream_app.index.exact_topk`) on sample queries, build seconds;
-* ``train`` -- :func:`trainer.training.train_student` (sampled softmax, top-100 KD) on a
+* ``train`` -- :func:`trainer.student.training.train_student` (sampled softmax, top-100 KD) on a
   synthetic catalogue, on the device, and a few batches of it on the CPUs;
 * ``finetune`` -- the MiniLM teacher: encode rate, then one epoch of LoRA fine-tuning
-  (:func:`trainer.lora.fit_lora`) on a tiny synthetic set of histories.
+  (:func:`trainer.teacher.lora.fit_lora`) on a tiny synthetic set of histories.
 """
 
 from __future__ import annotations
@@ -481,8 +481,13 @@ def part_train(ctx: Context) -> dict[str, Any]:
     import torch
 
     from coldstream.core.student import StudentConfig
-    from trainer.topk import TopK
-    from trainer.training import TrainConfig, build_examples, prefix_position_arrays, train_student
+    from trainer.student.training import (
+        TrainConfig,
+        build_examples,
+        prefix_position_arrays,
+        train_student,
+    )
+    from trainer.teacher.topk import TopK
 
     sz = ctx.sizes
     n = sz.train_items
@@ -577,8 +582,8 @@ def part_finetune(ctx: Context) -> dict[str, Any]:
         )
     import torch
 
-    from trainer.lora import LoraConfig, fit_lora
-    from trainer.teacher import Teacher
+    from trainer.teacher.encoder import Teacher
+    from trainer.teacher.lora import LoraConfig, fit_lora
 
     sz = ctx.sizes
     torch.set_num_threads(ctx.cpu_threads)

@@ -202,7 +202,7 @@ def _minilm_fp16(into: Path) -> Path:
     import torch
     from safetensors.torch import load_file, save
 
-    from trainer.teacher import default_teacher_path
+    from trainer.teacher.encoder import default_teacher_path
 
     src = default_teacher_path()
     out = into / MINILM_DIR

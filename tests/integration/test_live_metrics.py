@@ -9,9 +9,9 @@ What is live and what is not:
 
 * worker metrics: LIVE (HTTP scrapes of the running worker, and Prometheus scraping it);
 * trainer metrics: NOT a running trainer service (it needs the teacher and a trained store):
-  the trainer's own metrics object (``trainer.telemetry.TrainerMetrics``) is served over HTTP
+  the trainer's own metrics object (``trainer.service.telemetry.TrainerMetrics``) is served over HTTP
   by ``prometheus_client.start_http_server`` in this process -- the exact call
-  ``trainer.service.run`` makes -- and scraped; no trainer cycle has run, and every trainer
+  ``trainer.service.loop.run`` makes -- and scraped; no trainer cycle has run, and every trainer
   series still has a sample (``coldstream_trainer_cycles_total{outcome}`` is primed at 0).
 
 A missing ``promtool`` or ``prometheus`` fails (``.ci/install-deploy-tools.sh`` installs the
@@ -418,7 +418,7 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     only -- that the trainer's metrics object serves over HTTP (see the module docstring)."""
     from prometheus_client import start_http_server
 
-    from trainer.telemetry import TrainerMetrics
+    from trainer.service.telemetry import TrainerMetrics
 
     trainer = TrainerMetrics()
     port = free_port()

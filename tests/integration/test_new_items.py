@@ -42,7 +42,7 @@ def text_student_checkpoint(root: Path) -> Path:
     from coldstream.core.checkpoint import save_checkpoint
     from coldstream.core.student import Student, StudentConfig
     from trainer.data import load_movielens
-    from trainer.teacher import Teacher
+    from trainer.teacher.encoder import Teacher
 
     _, items = load_movielens()
     teacher = Teacher(device="cpu")

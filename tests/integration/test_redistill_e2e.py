@@ -41,7 +41,7 @@ def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     from coldstream.core.checkpoint import save_checkpoint
     from coldstream.core.student import Student, StudentConfig
     from trainer.data import load_movielens
-    from trainer.teacher import Teacher
+    from trainer.teacher.encoder import Teacher
 
     inter, items = load_movielens()
     vecs = Teacher(device="cpu").encode(items.texts[:N_ITEMS])

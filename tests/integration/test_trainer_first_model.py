@@ -12,7 +12,7 @@ import pytest
 
 from coldstream.core.checkpoint import load_checkpoint
 from devtools.kafka_io import new_event, produce
-from trainer.bootstrap import first_model, read_stream
+from trainer.service.bootstrap import first_model, read_stream
 from trainer.settings import TrainerSettings
 
 GENRES = ("jazz", "metal", "folk")

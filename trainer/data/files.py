@@ -10,7 +10,7 @@
   ids 1-128 characters without whitespace, a timestamp not in the future).
 * **Catalogue** -- columns ``item_id, title`` and optionally ``description``, ``category``.
   The teacher reads ``"Title - Category. Description"`` (what the ``items`` topic gives it,
-  :func:`trainer.teacher.catalog_text`).
+  :func:`trainer.teacher.encoder.catalog_text`).
 * **Real exports** (:class:`InputOptions`): a UTF-8 byte-order mark is stripped; columns are
   renamed by a column map (``--columns item_id=sku,title=name``: our name = the file's);
   other columns are ignored, with a note; events on items missing from the catalogue are
@@ -167,7 +167,7 @@ def parse_ts(value: Any) -> float:
 
 def catalogue_text(title: str, category: str | None = None, description: str | None = None) -> str:
     """The teacher's text of a catalogue row: ``"Title - Category. Description"``."""
-    from trainer.teacher import catalog_text
+    from trainer.teacher.encoder import catalog_text
 
     return catalog_text({"title": title, "category": category, "description": description})
 

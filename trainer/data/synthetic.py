@@ -117,7 +117,7 @@ def synthetic_items(
     cfg: SyntheticConfig, chunk_size: int = 100_000
 ) -> Iterator[tuple[list[str], list[str], list[str]]]:
     """Chunks of ``(ids, titles, texts)``; ids are ``"s0"``, ``"s1"``, ... A text is
-    ``"<title> - <category>"``: what :func:`trainer.teacher.catalog_text` makes of an
+    ``"<title> - <category>"``: what :func:`trainer.teacher.encoder.catalog_text` makes of an
     ``items`` record with that title and category."""
     vocab = _vocabulary(cfg)
     topics = item_topics(cfg)

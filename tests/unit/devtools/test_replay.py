@@ -12,7 +12,7 @@ import pytest
 
 from devtools.replay import item_records, synthetic_catalogue, synthetic_events
 from trainer.data.synthetic import SyntheticConfig, synthetic_items
-from trainer.teacher import catalog_text
+from trainer.teacher.encoder import catalog_text
 
 
 def test_a_million_items_and_ten_million_users_stream_in_bounded_memory():

@@ -16,7 +16,7 @@ import torch
 
 from coldstream.core.checkpoint import save_checkpoint
 from coldstream.core.student import Student, StudentConfig
-from trainer.buffer import EventBuffer
+from trainer.service.buffer import EventBuffer
 
 N_TOPICS, PER_TOPIC, TEXT_DIM = 20, 10, 32
 
@@ -132,7 +132,7 @@ def toy_sequences(n_users=40, n_items=30, length=12, seed=0):
 def toy_world(n: int = 30):
     """``(seqs, text, pos, ex, tl)``: :func:`toy_sequences`, near-one-hot item text vectors,
     every prefix up to 8, its examples, and teacher logits that know the next item."""
-    from trainer.training import build_examples, prefix_positions
+    from trainer.student.training import build_examples, prefix_positions
 
     seqs = toy_sequences(n_items=n)
     text = np.eye(n, 16, dtype=np.float32) + np.random.default_rng(0).normal(

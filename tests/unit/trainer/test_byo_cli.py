@@ -62,7 +62,7 @@ def test_a_csv_dataset_trains_through_the_cli(dataset: Path) -> None:
     assert len(ids) == 120
     # the fallback before any traffic: the training users' most frequent items, not catalogue order
     from trainer.data.files import load_files
-    from trainer.fitting import fit_users
+    from trainer.student.fitting import fit_users
 
     inter, items = load_files(dataset / "events.csv", dataset / "catalogue.csv")
     seq_map = inter.sequences()
