@@ -75,6 +75,7 @@ BENCHMARKS = (
     ("soak", "devtools.bench.soak", "long steady stream through broker, worker and trainer"),
     ("sessions", "devtools.bench.sessions", "10M sessions in the store; recovery after kill -9"),
     ("delivery", "devtools.bench.delivery", "throughput and kill -9 duplicates per delivery mode"),
+    ("eos", "devtools.bench.eos", "exactly_once vs at_least_once: flat-out events/s, p50/p99"),
     (
         "train-scale",
         "devtools.bench.train_scale",

@@ -8,7 +8,9 @@
   writes (one per user per batch), ``recommendations`` and ``events-dlq`` sends; a
   :class:`~stream_app.delivery.Delivery` task acknowledges a batch's inputs, and commits,
   only after all of its outputs were delivered (``COLDSTREAM_FAST_PATH=false``: a stock
-  Faust agent with ``take_events`` that awaits each batch's delivery instead);
+  Faust agent with ``take_events`` that awaits each batch's delivery instead); under
+  ``processing_guarantee=exactly_once`` the outputs and the input offsets of each batch and
+  input partition commit in one Kafka transaction instead (:func:`_serve_exactly_once`);
 * a timer that exports consumer lag and session counts.
 """
 
@@ -53,6 +55,8 @@ class Wiring:
     changelog_topic: str = ""
     delivery: Delivery | None = None
     """The fast path's delivery tracker (``None`` on the stock-agent path)."""
+    transactions: Any = None
+    """``exactly_once``: the :class:`~stream_app.transactions.TransactionalOutputs`."""
     progress: dict[tuple[str, int], tuple[int, float]] = field(default_factory=dict)
     """``(logical topic, partition) -> (last processed offset, monotonic time)``."""
     paused: set[tuple[str, int]] = field(default_factory=set)
@@ -118,7 +122,9 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     metrics.set_model(recommender.model.version, recommender.model.n_items)
 
     within = settings.batch_window_ms / 1000.0
-    if settings.fast_path:
+    if settings.fast_path and settings.processing_guarantee == "exactly_once":
+        _serve_exactly_once(w, source, rec_topic, dlq_topic, device)
+    elif settings.fast_path:
         fast = FastPath(
             [names[t] for t in INPUT_TOPICS],
             max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
@@ -275,12 +281,18 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
 
 
 async def handle_batch(
-    w: Wiring, batch: list[Incoming], rec_topic: str, dlq_topic: str, device: str
+    w: Wiring,
+    batch: list[Incoming],
+    rec_topic: str,
+    dlq_topic: str,
+    device: str,
+    producer: Any = None,
 ) -> list[asyncio.Future]:
-    """Process one micro-batch and hand its outputs to the producer; returns the futures of
-    every record sent (the caller acknowledges the inputs once they are all delivered)."""
+    """Process one micro-batch and hand its outputs to the producer (the app's, or the
+    given one: a transaction's); returns the futures of every record sent (the caller
+    acknowledges the inputs once they are all delivered)."""
     out = w.processor.process(batch)
-    producer = w.app.producer
+    producer = producer if producer is not None else w.app.producer
     # sessions: the table's store and changelog, with the event's input partition (the
     # changelog is co-partitioned with the input topics)
     futures = await write_sessions(w.sessions, out.sessions, producer)
@@ -346,6 +358,118 @@ async def handle_batch(
         elif action == "pause":
             _pause_partition(w, tp)
     return futures
+
+
+def _serve_exactly_once(
+    w: Wiring, source: Any, rec_topic: str, dlq_topic: str, device: str
+) -> None:
+    """The fast path under ``exactly_once`` (:mod:`stream_app.transactions`): each micro-batch
+    is split by input partition; each part is processed and sent in its own transaction on
+    that partition's producer, with its input offsets; the parts commit concurrently, then the
+    inputs are acknowledged (for Faust's rebalance and stop bookkeeping: its own offset
+    commits commit nothing under ``exactly_once``, ``stream_app.transport``). Any
+    failure aborts the batch's open transactions and ends the process (code 5): the next
+    owner reads on from the committed offsets, the session table is rebuilt from the
+    committed changelog."""
+    from stream_app.transactions import TransactionalOutputs, TransactionSender
+
+    app, settings, logical = w.app, w.settings, w.logical
+    fast = FastPath(
+        [w.names[t] for t in INPUT_TOPICS],
+        max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
+    )
+    app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
+    app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
+    outputs = TransactionalOutputs(
+        app_id=settings.app_id,
+        group_id=app.conf.id,
+        make_producer=lambda tid: _transactional_producer(settings, tid),
+    )
+    app.transactional_outputs = outputs  # fenced on assignment (stream_app.recovery)
+    w.transactions = outputs
+    within = settings.batch_window_ms / 1000.0
+
+    @app.task
+    async def serve_exactly_once() -> None:
+        while True:
+            if app.should_stop and not fast.messages:
+                break
+            messages = await fast.take(settings.batch_size, within, idle_s=0.2)
+            if not messages:
+                continue
+            parts: dict[int, list[Any]] = {}
+            for m in messages:
+                parts.setdefault(m.partition, []).append(m)
+            if outputs.owned is not None:  # fetched before a rebalance took the partition:
+                for partition in set(parts) - outputs.owned:  # its new owner answers them
+                    log.warning(
+                        "skipping %d records of partition %d (not owned now)",
+                        len(parts.pop(partition)),
+                        partition,
+                    )
+            opened: list[Any] = []
+            try:
+                commits = []
+                for partition, part in parts.items():
+                    producer = await outputs.producer(partition)
+                    await producer.begin_transaction()
+                    opened.append(producer)
+                    batch = [
+                        Incoming(
+                            logical.get(m.topic, m.topic),
+                            m.partition,
+                            m.offset,
+                            m.key,
+                            m.value,
+                            m.timestamp,
+                        )
+                        for m in part
+                    ]
+                    sender = TransactionSender(producer)
+                    futures = await handle_batch(w, batch, rec_topic, dlq_topic, device, sender)
+                    commits.append(outputs.commit(producer, futures, part, sender))
+                results = await asyncio.gather(*commits, return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if failed:
+                    raise failed[0]
+            except Exception as exc:  # noqa: BLE001 - any failure: abort, exit, re-read
+                await outputs.abort(opened)
+                _exit_transaction_failed(w, exc)
+            for m in messages:
+                app.consumer.ack(m)
+            if w.stop_reason is not None:  # the DLQ breaker asked for a stop
+                _exit_now(w)
+
+
+def _transactional_producer(settings: Settings, transactional_id: str) -> Any:
+    """An unstarted aiokafka producer for ``transactional_id`` (idempotent, ``acks=all``)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=transactional_id,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=int(settings.producer_linger_ms),
+        max_batch_size=256 * 1024,
+        **settings.kafka_client_kwargs(),
+    )
+
+
+def _exit_transaction_failed(w: Wiring, exc: BaseException) -> None:
+    """End the process after an aborted transaction (``exactly_once``): nothing of it is
+    visible to ``read_committed`` readers and its input offsets were not committed."""
+    w.metrics.send_failures.inc()
+    w.stop_reason = (
+        f"exactly_once: a transaction failed ({exc!r}) and was aborted: none of its outputs "
+        f"is visible to read_committed readers and its input offsets were not committed. "
+        f"Exiting (code {EXIT_DELIVERY_FAILED}): the next owner of the partitions reads on "
+        f"from the committed offsets. Check the broker and the output topics."
+    )
+    w.exit_code = EXIT_DELIVERY_FAILED
+    log.critical(w.stop_reason)
+    _exit_now(w)
 
 
 def _alert_breakers(w: Wiring, seen: Any, tripped: list[tuple[str, int]]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 from faust.types.auth import CredentialsT
 
 from stream_app.fastpath import FastPath
 from stream_app.sessions import store_url
 from stream_app.settings import Settings
+from stream_app.transactions import TransactionalOutputs
 from stream_app.transport import Transport
 
 
@@ -21,6 +24,10 @@ class ColdstreamApp(faust.App):
     fast_path: FastPath | None = None
     idempotent_producer: bool = False
     """Kafka's idempotent producer for every send (``Settings.idempotent_producer``)."""
+    exactly_once: bool = False
+    """``processing_guarantee=exactly_once``: the worker consumer reads ``read_committed``."""
+    transactional_outputs: TransactionalOutputs | None = None
+    """The fast path's transactional producers under ``exactly_once`` (set by ``wire``)."""
 
     def _new_transport(self) -> Transport:
         return Transport(self.conf.broker_consumer, self)
@@ -43,12 +50,15 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
     return None
 
 
+def _table_manager(settings: Settings) -> dict[str, Any]:
+    """Faust's ``TableManager`` setting: ours under ``exactly_once`` (fence, then recover
+    from committed records: :mod:`stream_app.recovery`), Faust's default otherwise."""
+    if settings.processing_guarantee != "exactly_once":
+        return {}
+    return {"TableManager": "stream_app.recovery:TableManager"}
+
+
 def create_app(settings: Settings) -> ColdstreamApp:
-    if settings.processing_guarantee == "exactly_once":
-        raise NotImplementedError(
-            "exactly_once is not wired into the batched send path yet; "
-            "use at_least_once (outputs are deduplicated by event_id)"
-        )
     session = settings.effective_session_timeout_s
     brokers = ";".join(f"kafka://{h.strip()}" for h in settings.bootstrap.split(",") if h.strip())
     app = ColdstreamApp(
@@ -61,7 +71,9 @@ def create_app(settings: Settings) -> ColdstreamApp:
         store=store_url(settings.effective_session_store),
         topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
-        processing_guarantee=settings.processing_guarantee,
+        # Faust's own exactly-once mode is not used: the fast path runs its own transactions
+        # (stream_app.transactions)
+        processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=session,
         broker_heartbeat_interval=max(0.5, session / 4),
@@ -85,9 +97,13 @@ def create_app(settings: Settings) -> ColdstreamApp:
         producer_max_batch_size=256 * 1024,
         table_standby_replicas=settings.standby_replicas,
         autodiscover=False,
+        # exactly_once: fence, then recover from committed records (stream_app.recovery)
+        **_table_manager(settings),
     )
     if settings.data_dir is not None:
         app.conf.datadir = settings.data_dir  # a Faust setting (before any store opens)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     app.idempotent_producer = settings.idempotent_producer
+    if settings.processing_guarantee == "exactly_once":
+        app.exactly_once = True
     return app

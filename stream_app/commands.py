@@ -32,6 +32,7 @@ WORKER_OPTIONS = (
     "broker_wait_s",
     "fast_path",
     "idempotent_producer",
+    "processing_guarantee",
     "allow_unsigned_checkpoints",
     "verify_keys_file",
     "max_uncommitted_batches",

@@ -41,7 +41,12 @@ class Settings(SharedSettings):
     """Producer linger: how long the worker's producer waits to fill a request (fewer, larger
     requests; adds at most this to latency)."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    """Faust processing guarantee; ``exactly_once`` needs broker transactions (not Tansu)."""
+    """``at_least_once`` (default: outputs deduplicated downstream by ``event_id``) or
+    ``exactly_once``: per micro-batch and input partition, the outputs, the session
+    changelog records and the input offsets commit in one Kafka transaction
+    (``stream_app.transactions``; read outputs with ``isolation.level=read_committed``).
+    ``exactly_once`` needs a broker with transactions (refused at start on one without, such
+    as the embedded Tansu), the fast path and the memory session store."""
 
     # -- model ----------------------------------------------------------------------------
     device: str = "auto"

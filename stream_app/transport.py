@@ -1,6 +1,6 @@
 """The one place where the serving worker's Kafka consumer is tuned beyond Faust's settings.
 
-Three changes, fenced by tests that fail
+Four changes, fenced by tests that fail
 when the installed Faust or aiokafka changes under them
 (``tests/unit/serving/test_transport.py``):
 
@@ -23,7 +23,14 @@ when the installed Faust or aiokafka changes under them
    the message exactly like Faust's own loop), read offsets, gaps, unacked-message tracking
    (``stream_wait_empty`` on rebalance waits for our acks), commits.
 
-3. **Idempotent producer.** :class:`Producer` adds Kafka's idempotent producer settings
+3. **Read committed, no plain commits** (``exactly_once`` only). Faust reads with
+   ``read_committed`` only in its own exactly-once mode, which coldstream does not use
+   (:mod:`stream_app.transactions` has its own transactions): :class:`ConsumerThread` sets
+   the isolation level the same way as the fetch wait, so the session table is recovered
+   from committed changelog records only; and :meth:`Consumer._commit` commits nothing, the
+   transactions being the only writers of the input offsets.
+
+4. **Idempotent producer.** :class:`Producer` adds Kafka's idempotent producer settings
    (``acks=all``, ``enable_idempotence``) outside transactions when the app declares
    ``idempotent_producer`` (Faust enables them only for exactly-once), through Faust's own
    ``Producer._settings_extra`` hook.
@@ -61,12 +68,26 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka keeps the constructor argument here and builds its Fetcher from it in
         # start(); the test suite checks both ends against the installed aiokafka.
         consumer._fetch_max_wait_ms = int(wait)  # noqa: SLF001
+        if getattr(self.app, "exactly_once", False):
+            # exactly_once (stream_app.transactions): the table recovery reads only committed
+            # changelog records; read there and into the Fetcher in start(), like the wait
+            consumer._isolation_level = "read_committed"  # noqa: SLF001
         return consumer
 
 
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[Any, int]) -> bool:
+        """Faust's offset commit, except under ``exactly_once``: there the input offsets are
+        committed only in the fast path's transactions (:mod:`stream_app.transactions`). A
+        plain ``OffsetCommit`` from Faust's periodic or rebalance commit could reach the
+        broker after a later transaction's offsets and move the group back: the next owner
+        would answer those events twice."""
+        if getattr(self.app, "exactly_once", False):
+            return False  # nothing committed here
+        return bool(await super()._commit(offsets))
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         """Faust 0.15.3's ``Consumer._drain_messages`` with the fast path (marked below)."""

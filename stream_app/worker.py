@@ -122,6 +122,7 @@ def run(settings: Settings) -> int:
     import faust
 
     preflight(settings)
+    check_guarantee(settings)
     settings = settle_idempotence(settings)
     try:
         w = build(settings)
@@ -182,6 +183,42 @@ def preflight(settings: Settings) -> None:
         wait_s=settings.broker_wait_s,
         prefix=settings.topic_prefix,
     )
+
+
+def check_guarantee(settings: Settings) -> None:
+    """``processing_guarantee=exactly_once`` refused at start, one line naming the setting
+    (:class:`UsageError`, exit 2), where it could only half-work: without the fast path (the
+    transactions are the fast path's), with the RocksDB session store (its local files would
+    keep the session writes of an aborted transaction across a crash; the memory store is
+    rebuilt from the committed changelog), or on a broker without transactions (the
+    embedded Tansu)."""
+    from coldstream.core.preflight import transactions_unsupported
+
+    if settings.processing_guarantee != "exactly_once":
+        return
+    env = f"{Settings.env_var('processing_guarantee')}=exactly_once"
+    if not settings.fast_path:
+        raise UsageError(
+            f"{env} needs the fast path ({Settings.env_var('fast_path')}=true): its "
+            f"transactions are the fast path's"
+        )
+    if settings.effective_session_store != "memory":
+        raise UsageError(
+            f"{env} needs the memory session store ({Settings.env_var('session_store')}="
+            f"memory): the RocksDB store would keep the session writes of an aborted "
+            f"transaction across a crash"
+        )
+    why = transactions_unsupported(
+        settings.bootstrap,
+        transactional_id=f"{settings.app_id}-eos-preflight",
+        client_kwargs=settings.kafka_client_kwargs(),
+    )
+    if why is not None:
+        raise UsageError(
+            f"{env} refused: the broker at {settings.bootstrap} does not run Kafka "
+            f"transactions ({why}); use Apache Kafka (or another broker with transactions) "
+            f"or {Settings.env_var('processing_guarantee')}=at_least_once"
+        )
 
 
 def settle_idempotence(settings: Settings) -> Settings:

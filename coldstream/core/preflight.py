@@ -9,6 +9,8 @@ and which setting or command fixes it:
 * :func:`check_broker` -- the brokers answer a metadata request (TLS/SASL included) and the
   topics of ``kafka/topics.yaml`` exist (else: ``coldstream topics create``). With
   ``wait_s`` it retries until then (containers started together).
+* :func:`idempotence_unsupported`, :func:`transactions_unsupported` -- whether the broker
+  gives out producer ids, and whether it runs transactions (the embedded Tansu does neither).
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ __all__ = [
     "check_broker",
     "check_device",
     "check_port",
+    "idempotence_unsupported",
     "quiet_kafka_logs",
     "tcp_unreachable",
+    "transactions_unsupported",
 ]
 
 
@@ -232,3 +236,46 @@ def idempotence_unsupported(
             return asyncio.run(_init_producer_id(bootstrap, client_kwargs or {}, timeout_s))
     except Exception as e:  # noqa: BLE001 - any failure means: cannot rely on it
         return (str(e) or type(e).__name__).splitlines()[0][:160]
+
+
+async def _empty_transaction(
+    bootstrap: str, transactional_id: str, client_kwargs: Mapping[str, Any], timeout_s: float
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        client_id="coldstream-preflight",
+        transactional_id=transactional_id,
+        request_timeout_ms=int(timeout_s * 1000),
+        **dict(client_kwargs),
+    )
+    try:
+        await asyncio.wait_for(producer.start(), timeout_s)  # InitProducerId (transactional)
+        await asyncio.wait_for(producer.begin_transaction(), timeout_s)
+        await asyncio.wait_for(producer.commit_transaction(), timeout_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(producer.stop(), timeout_s)
+
+
+def transactions_unsupported(
+    bootstrap: str,
+    *,
+    transactional_id: str,
+    client_kwargs: Mapping[str, Any] | None = None,
+    timeout_s: float = 10.0,
+) -> str | None:
+    """``None`` when the broker runs Kafka transactions (a transactional producer for
+    ``transactional_id`` starts, begins and commits an empty transaction), else why not.
+    Use an id of the caller's own (one per application, reused: no broker state piles up)."""
+    try:
+        with quiet_kafka_logs():
+            asyncio.run(
+                _empty_transaction(bootstrap, transactional_id, client_kwargs or {}, timeout_s)
+            )
+    except TimeoutError:
+        return f"no transactional producer id within {timeout_s:.0f} s"
+    except Exception as e:  # noqa: BLE001 - any failure means: cannot rely on it
+        return (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__).splitlines()[0][:160]
+    return None

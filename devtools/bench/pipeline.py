@@ -70,10 +70,13 @@ async def collect(
     received: dict[str, float] | None = None,
     started: asyncio.Event | None = None,
     stop: Callable[[], bool] | None = None,
+    isolation_level: str = "read_uncommitted",
 ) -> list[Any]:
     """Read ``topics`` until ``n`` records; ``received[event_id] = arrival time``.
 
-    From the start, or, with ``started``, from the current end (set once positioned)."""
+    From the start, or, with ``started``, from the current end (set once positioned).
+    ``isolation_level="read_committed"``: what a downstream reader of an ``exactly_once``
+    worker sees (outputs arrive when their transaction commits)."""
     from coldstream.core.topics import load_topics
 
     def note_arrivals(records: list[Any], now: float) -> None:
@@ -97,6 +100,7 @@ async def collect(
         poll_ms=100,
         max_records=5000,
         max_poll_records=5000,
+        isolation_level=isolation_level,
     )
 
 
@@ -160,11 +164,19 @@ def wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
     )
 
 
-def flat_out(bootstrap: str, names: dict[str, str], n: int) -> tuple[float, list[Any], int]:
+def flat_out(
+    bootstrap: str, names: dict[str, str], n: int, isolation_level: str = "read_uncommitted"
+) -> tuple[float, list[Any], int]:
     """Read a drained backlog's ``n`` outputs: ``(events/s from their timestamps, records,
     DLQ records)``."""
     out = asyncio.run(
-        collect(bootstrap, [names["recommendations"], names["events-dlq"]], n, timeout_s=120)
+        collect(
+            bootstrap,
+            [names["recommendations"], names["events-dlq"]],
+            n,
+            timeout_s=120,
+            isolation_level=isolation_level,
+        )
     )
     n_dlq = sum(1 for r in out if r.topic == names["events-dlq"])
     return rate_from_timestamps(out), out, n_dlq
@@ -179,6 +191,7 @@ def fixed_rate(
     rate: float,
     seconds: float,
     run_of_fixed: str,
+    isolation_level: str = "read_uncommitted",
 ) -> dict[str, Any]:
     """Send ``warm`` then ``fixed`` at ``rate`` (event ids ``f"{run_of_fixed}-{i}"``) and time
     each answer: ``achieved`` (ev/s), ``lat`` (send -> receipt, ms), ``wlat`` (the worker's
@@ -208,6 +221,7 @@ def fixed_rate(
                 received,
                 started=ready,
                 stop=all_answered,
+                isolation_level=isolation_level,
             )
         )
         await asyncio.wait_for(ready.wait(), 60)

@@ -77,10 +77,13 @@ def tally(
     inputs, given per input (same order) its ``event_id`` and its logical position
     ``(logical topic, partition, offset)``: a recommendation names its input by
     ``event_id``, a DLQ record by ``source_topic``, ``partition``, ``offset`` (its payload may
-    have no event id at all)."""
+    have no event id at all); only for an input whose position is not known (``None``) is a
+    DLQ record matched by the ``event_id`` it carries."""
     ids = list(event_ids)
+    pos_list = list(positions)
     by_eid = {eid: i for i, eid in enumerate(ids) if eid}
-    by_pos = {pos: i for i, pos in enumerate(positions) if pos is not None}
+    by_pos = {pos: i for i, pos in enumerate(pos_list) if pos is not None}
+    unplaced = {eid: i for eid, i in by_eid.items() if pos_list[i] is None}
     counts: Counter[int] = Counter()
     out = CommittedOutputs(inputs=len(ids), counts={})
     for r in records:
@@ -97,6 +100,8 @@ def tally(
             out.dlq += 1
             if isinstance(v, dict):
                 i = by_pos.get((v.get("source_topic"), v.get("partition"), v.get("offset")))
+                if i is None:
+                    i = unplaced.get(v.get("event_id"))
         if i is None:
             out.unmatched += 1
         else:

@@ -227,6 +227,53 @@ def kill9(
 
 
 @scenario(
+    "sigterm", scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)}
+)
+def sigterm(
+    h: Harness,
+    *,
+    n_events: int = 1500,
+    n_users: int = 40,
+    rate: float = 300.0,
+    stop_at: float = 0.4,
+    drain_budget_s: float = 30.0,
+) -> FaultResult:
+    """SIGTERM the only worker mid-stream (a rolling deploy), start a new one. Recovery:
+    old worker's exit -> first output of the new one. Drain: SIGTERM -> exit (``details``)."""
+    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "st")
+    h.start_worker("a")
+    w = h.workers[-1]
+    feeder = h.feeder(inputs, rate)
+    feeder.start()
+    wait_until(lambda: feeder.sent >= stop_at * n_events, 120, "the stream to be under way")
+    assert w.proc is not None
+    proc = w.proc
+    t_term = time.time()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(drain_budget_s + 10)
+    except subprocess.TimeoutExpired:
+        rc = None
+    drain_s = time.time() - t_term
+    w.stop(deadline_s=5)
+    h.start_worker("b")
+    feeder.join_checked(300)
+    out = h.collect(inputs, timeout_s=120)
+    log_tail = (h.workdir / "worker-a.log").read_text(errors="replace")[-2000:]
+    return account(
+        "graceful stop (SIGTERM) + restart",
+        inputs,
+        out,
+        first_output_after(out, t_term + drain_s),
+        exit_code=rc,
+        drain_seconds=round(drain_s, 2),
+        drain_budget_s=drain_budget_s,
+        order_violations=order_violations(inputs, out),
+        log_tail=log_tail if rc != 0 else "",
+    )
+
+
+@scenario(
     "kill9_exactly_once",
     scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)},
 )
@@ -302,53 +349,6 @@ def kill9_exactly_once(
             },
             "log_tail": (h.workdir / f"worker-eos{kills}.log").read_text(errors="replace")[-2000:],
         },
-    )
-
-
-@scenario(
-    "sigterm", scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)}
-)
-def sigterm(
-    h: Harness,
-    *,
-    n_events: int = 1500,
-    n_users: int = 40,
-    rate: float = 300.0,
-    stop_at: float = 0.4,
-    drain_budget_s: float = 30.0,
-) -> FaultResult:
-    """SIGTERM the only worker mid-stream (a rolling deploy), start a new one. Recovery:
-    old worker's exit -> first output of the new one. Drain: SIGTERM -> exit (``details``)."""
-    inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "st")
-    h.start_worker("a")
-    w = h.workers[-1]
-    feeder = h.feeder(inputs, rate)
-    feeder.start()
-    wait_until(lambda: feeder.sent >= stop_at * n_events, 120, "the stream to be under way")
-    assert w.proc is not None
-    proc = w.proc
-    t_term = time.time()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(drain_budget_s + 10)
-    except subprocess.TimeoutExpired:
-        rc = None
-    drain_s = time.time() - t_term
-    w.stop(deadline_s=5)
-    h.start_worker("b")
-    feeder.join_checked(300)
-    out = h.collect(inputs, timeout_s=120)
-    log_tail = (h.workdir / "worker-a.log").read_text(errors="replace")[-2000:]
-    return account(
-        "graceful stop (SIGTERM) + restart",
-        inputs,
-        out,
-        first_output_after(out, t_term + drain_s),
-        exit_code=rc,
-        drain_seconds=round(drain_s, 2),
-        drain_budget_s=drain_budget_s,
-        order_violations=order_violations(inputs, out),
-        log_tail=log_tail if rc != 0 else "",
     )
 
 

@@ -254,9 +254,83 @@ def test_an_api_flood_is_held_to_its_budget_and_every_event_answered(harness):
 
 def test_kill9_three_times_under_exactly_once_is_exactly_once_for_read_committed(harness):
     r = faults.kill9_exactly_once(harness, n_events=600, n_users=30, rate=400.0, kills=3)
-    print("EOSRESULT", _show(r))
     assert r.lost == 0, _show(r)
     assert r.duplicated == 0, _show(r)
     assert r.details["committed"]["unmatched"] == 0, _show(r)
     assert r.outputs == r.events_in and r.dlq == 0, _show(r)
     assert r.details["session_mismatches"] == 0, _show(r)  # committed sessions: exact
+
+
+def test_sigterm_under_exactly_once_exits_zero_and_stays_exactly_once(
+    kafka_bootstrap, harness_factory
+):
+    from devtools.faults.committed import read_committed_outputs
+    from devtools.faults.inputs import good_events
+    from devtools.kafka_io import run_coro
+
+    h = harness_factory(
+        kafka_bootstrap, processing_guarantee="exactly_once", session_store="memory"
+    )
+    inputs = good_events(600, n_users=30, tag=h.prefix + "st")  # the scenario's event ids
+    r = faults.sigterm(h, n_events=600, n_users=30, rate=200.0)
+    assert r.details["exit_code"] == 0, _show(r)
+    assert r.details["drain_seconds"] < 30, _show(r)
+    committed = run_coro(
+        read_committed_outputs(
+            h.bootstrap,
+            h.topics,
+            [i.event_id for i in inputs],
+            [None] * len(inputs),  # good events: matched by event id
+            timeout_s=120,
+        ),
+        180,
+    )
+    assert committed.exactly_once, committed.row()
+
+
+def test_a_failed_transaction_is_aborted_invisible_and_answered_after_the_fix(
+    kafka_bootstrap, harness_factory
+):
+    from devtools.faults.committed import read_committed_outputs
+    from devtools.kafka_io import run_coro
+
+    h = harness_factory(
+        kafka_bootstrap, processing_guarantee="exactly_once", session_store="memory"
+    )
+    r = faults.delivery_failure(h, n_events=200)
+    log_a = (h.workdir / "worker-a.log").read_text(errors="replace")
+    assert r.details["exit_code"] == 5 and "was aborted" in log_a, _show(r)
+    assert r.details["committed_before_fix"] == 0, _show(r)  # no offset committed
+    committed = run_coro(
+        read_committed_outputs(
+            h.bootstrap,
+            h.topics,
+            [f"{h.prefix}df-{i}" for i in range(200)],  # the scenario's keyless events:
+            [None] * 200,  # all dead-lettered (missing_key), matched by their event ids
+            timeout_s=60,
+        ),
+        120,
+    )
+    # the aborted batches' DLQ records are invisible: every event dead-lettered exactly once
+    assert committed.exactly_once and committed.dlq == 200, committed.row()
+
+
+def test_rebalance_under_exactly_once_fences_and_stays_exactly_once(
+    kafka_bootstrap, harness_factory
+):
+    from devtools.faults.committed import read_committed_outputs
+    from devtools.kafka_io import run_coro
+
+    h = harness_factory(
+        kafka_bootstrap, processing_guarantee="exactly_once", session_store="memory"
+    )
+    # two workers join, then the first leaves: every partition changes owner at least once,
+    # and each new owner fences the old one's transactional id
+    r = faults.rebalance(h, n_events=3000, n_users=60, rate=100.0, tail_events=300)
+    assert r.details["leaver_exit_code"] == 0 and r.details["others_alive"], _show(r)
+    ids = [f"{h.prefix}rb-e{i}" for i in range(r.events_in)]  # the scenario's event ids
+    committed = run_coro(
+        read_committed_outputs(h.bootstrap, h.topics, ids, [None] * len(ids), timeout_s=120),
+        180,
+    )
+    assert committed.exactly_once, committed.row()

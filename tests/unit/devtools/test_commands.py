@@ -36,6 +36,7 @@ def _dev_parsers() -> dict[str, argparse.ArgumentParser]:
 def test_every_dev_command_is_there() -> None:
     assert sorted(_dev_parsers()) == [
         "bench delivery",
+        "bench eos",
         "bench faults",
         "bench inference",
         "bench recommend",

@@ -47,10 +47,40 @@ def test_every_setting_documented():
         assert doc, f"setting {name} lacks a docstring"
 
 
-def test_unwired_options_refused():
-    # SSL and SASL are wired (tests/integration/test_tls.py, tests/integration/test_sasl.py)
-    with pytest.raises(NotImplementedError):
-        create_app(Settings(processing_guarantee="exactly_once"))
+async def test_exactly_once_reads_committed_and_recovers_with_our_recovery():
+    from stream_app.recovery import Recovery
+
+    s = Settings(bootstrap="127.0.0.1:1", processing_guarantee="exactly_once", app_id="t-eos")
+    app = create_app(s)
+    assert app.exactly_once and isinstance(app.tables.recovery, Recovery)
+    # Faust's own exactly-once mode (its transaction manager) stays off
+    assert not app.in_transaction
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._isolation_level == "read_committed"
+    # at-least-once: Faust's own classes and isolation, exactly as before
+    plain = create_app(Settings(bootstrap="127.0.0.1:1", app_id="t-alo"))
+    assert not plain.exactly_once and type(plain.tables.recovery) is not Recovery
+    consumer = plain.consumer._thread._create_worker_consumer(plain.transport)
+    assert consumer._isolation_level == "read_uncommitted"
+
+
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        ({"fast_path": False}, "COLDSTREAM_FAST_PATH=true"),
+        ({"session_store": "rocksdb"}, "COLDSTREAM_SESSION_STORE=memory"),
+        ({"profile": "prod"}, "COLDSTREAM_SESSION_STORE=memory"),  # prod: rocksdb by default
+    ],
+)
+def test_exactly_once_refused_where_it_would_half_work(changes, names):
+    from coldstream.core.errors import UsageError
+    from stream_app.worker import check_guarantee
+
+    s = Settings(bootstrap="127.0.0.1:1", processing_guarantee="exactly_once", **changes)
+    with pytest.raises(UsageError, match="COLDSTREAM_PROCESSING_GUARANTEE=exactly_once") as e:
+        check_guarantee(s)
+    assert names in str(e.value) and "\n" not in str(e.value)
+    check_guarantee(s.with_overrides(processing_guarantee="at_least_once"))  # no broker asked
 
 
 def test_serving_path_never_imports_transformers():

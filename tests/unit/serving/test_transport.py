@@ -101,6 +101,36 @@ def test_fetch_wait_is_still_hard_coded_by_faust_and_read_by_aiokafka() -> None:
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start_src
 
 
+def test_isolation_level_is_read_by_aiokafka_and_faust_recovery_fixup_needs_its_eos() -> None:
+    # exactly_once sets the attribute the constructor keeps; start() builds the fetcher with it
+    init_src = inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+    start_src = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "self._isolation_level = isolation_level" in init_src
+    assert "isolation_level=self._isolation_level" in start_src
+    # Faust reads committed only in its own exactly-once mode (which we do not use)
+    faust_src = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
+    assert 'isolation_level = "read_committed"' in faust_src
+    assert "if self.consumer.in_transaction:" in faust_src
+
+
+def test_every_faust_offset_commit_goes_through_the_commit_we_override() -> None:
+    # exactly_once: stream_app.transport.Consumer._commit commits nothing (the transactions
+    # commit the offsets); Faust's periodic and rebalance commits must all go through it
+    src = inspect.getsource(faust_consumer.Consumer._commit_offsets)
+    assert "did_commit = await self._commit(committable_offsets)" in src
+    assert "_commit(" not in inspect.getsource(faust_consumer.Consumer._commit_tps).replace(
+        "self._commit_offsets(", ""
+    )
+
+
+async def test_exactly_once_consumer_commits_nothing_itself() -> None:
+    from stream_app.app import create_app
+    from stream_app.settings import Settings
+
+    app = create_app(Settings(bootstrap="127.0.0.1:1", processing_guarantee="exactly_once"))
+    assert await app.consumer._commit({}) is False  # no broker asked
+
+
 def test_track_message_is_faust_pending_ack_plus_sensors() -> None:
     # the fast path calls Consumer.track_message for every record it buffers: it must keep
     # adding the message to the unacked set (graceful stop and rebalances wait for our acks)

@@ -1,0 +1,165 @@
+"""``coldstream bench eos``: what ``exactly_once`` costs against ``at_least_once``, one run.
+
+For each processing guarantee (``COLDSTREAM_PROCESSING_GUARANTEE``), on one Apache Kafka,
+with fresh topics and a fresh worker each:
+
+* **flat out**: a backlog of ``--events`` input events, then the worker drains it;
+  events/s from the output records' timestamps;
+* **fixed rate** (``--rate``, default 1,000 ev/s, for ``--seconds`` after a warm-up): the
+  event-to-recommendation latency p50/p95/p99 as the benchmark's consumer receives it.
+
+The outputs of ``exactly_once`` are read with ``read_committed`` (what a downstream reader
+sees: an output arrives when its transaction commits), those of ``at_least_once`` with the
+default ``read_uncommitted``. Writes ``reports/bench-eos.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "run"]
+
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", type=int, default=40_000, help="backlog of the flat-out phase")
+    p.add_argument("--rate", type=float, default=1000.0, help="events/s of the latency phase")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of the latency phase")
+    p.add_argument("--warmup-seconds", type=float, default=5.0, help="unmeasured, first")
+    p.add_argument("--users", type=int, default=20_000, help="distinct users in the events")
+    p.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
+    p.add_argument("--bootstrap", default=None, help="an Apache Kafka (default: start one)")
+    p.add_argument("--out", default="reports/bench-eos.json", help="the JSON report")
+
+
+def _one(args: argparse.Namespace, bootstrap: str, store: Path, work: Path, mode: str) -> dict:
+    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
+    from coldstream.core.topics import create_topics, topic_names
+    from devtools.bench.pipeline import fixed_rate, flat_out, send_events, wait_processed
+    from devtools.bench.serve import make_events
+    from devtools.processes import WorkerProcess
+
+    checkpoint = latest_checkpoint(store)
+    assert checkpoint is not None
+    item_ids = load_checkpoint(checkpoint).item_ids
+    prefix = f"bench-eos-{mode.replace('_', '-')}-{uuid.uuid4().hex[:6]}-"
+    names = topic_names(prefix)
+    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    run = uuid.uuid4().hex[:6]
+    backlog = make_events(args.events, n_users=args.users, item_ids=item_ids, seed=1, run=run)
+    asyncio.run(send_events(bootstrap, names, backlog))
+    isolation = "read_committed" if mode == "exactly_once" else "read_uncommitted"
+    worker = WorkerProcess(
+        log_path=work / f"worker-{mode}.log",
+        bootstrap=bootstrap,
+        topic_prefix=prefix,
+        app_id=prefix + "app",
+        model_store=store,
+        threads=args.threads,
+        log_level="warning",
+        processing_guarantee=mode,
+        session_store="memory",
+        ready_timeout_s=120,
+    )
+    worker.start()
+    try:
+        wait_processed(worker, len(backlog), timeout_s=900)
+        rate, out, n_dlq = flat_out(bootstrap, names, len(backlog), isolation_level=isolation)
+        print(f"{mode}: flat out {rate:,.0f} events/s ({len(out)} outputs)", flush=True)
+        fixed = make_events(
+            int(args.rate * args.seconds),
+            n_users=args.users,
+            item_ids=item_ids,
+            seed=2,
+            run=run + "r",
+        )
+        warm = make_events(
+            int(args.rate * args.warmup_seconds),
+            n_users=args.users,
+            item_ids=item_ids,
+            seed=3,
+            run=run + "w",
+        )
+        fr = fixed_rate(
+            bootstrap,
+            names,
+            fixed,
+            warm,
+            rate=args.rate,
+            seconds=args.seconds,
+            run_of_fixed=run + "r",
+            isolation_level=isolation,
+        )
+    finally:
+        worker.stop(deadline_s=15)
+    pct = fr["pct"]
+    row = {
+        "processing_guarantee": mode,
+        "reader_isolation": isolation,
+        "flat_out_events_per_s": round(rate, 1),
+        "flat_out_outputs": len(out),
+        "flat_out_dlq": n_dlq,
+        "fixed_rate_target_events_per_s": args.rate,
+        "fixed_rate_achieved_events_per_s": round(fr["achieved"], 1),
+        "fixed_rate_answered": len(fr["lat"]),
+        "fixed_rate_events": fr["n"],
+        "latency_ms": {f"p{q}": round(v, 1) for q, v in pct.items()},
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    from devtools.brokers import KafkaBroker
+    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
+
+    work = Path(tempfile.mkdtemp(prefix="bench-eos-"))
+    broker = None
+    rows: list[dict[str, Any]] = []
+    load0 = os.getloadavg()[0]
+    try:
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            broker = KafkaBroker(work / "kafka").start()
+            bootstrap = broker.bootstrap
+        store = work / "store"
+        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
+        os.environ.update(verify_env())  # inherited by the workers
+        for mode in GUARANTEES:
+            rows.append(_one(args, bootstrap, store, work, mode))
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{'guarantee':>14} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
+    for r in rows:
+        lat = r["latency_ms"]
+        print(
+            f"{r['processing_guarantee']:>14} {r['flat_out_events_per_s']:>9,.0f} "
+            f"{lat.get('p50', float('nan')):>7.1f} {lat.get('p99', float('nan')):>7.1f}"
+        )
+    report = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_avg_1m_start": round(load0, 2),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        "broker": "given" if args.bootstrap else "apache-kafka (single node, KRaft)",
+        "events": args.events,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
