@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _one(args: argparse.Namespace, bootstrap: str, store: Path, work: Path, mode: str) -> dict:
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
-    from devtools.bench.pipeline import fixed_rate, flat_out, send_events, wait_processed
-    from devtools.bench.serve import make_events
+    from devtools.bench.pipeline import flat_out, send_events, wait_processed
+    from devtools.bench.serve import fixed_rate_phase, make_events
     from devtools.processes import WorkerProcess
 
     checkpoint = latest_checkpoint(store)
@@ -77,30 +77,7 @@ def _one(args: argparse.Namespace, bootstrap: str, store: Path, work: Path, mode
         wait_processed(worker, len(backlog), timeout_s=900)
         rate, out, n_dlq = flat_out(bootstrap, names, len(backlog), isolation_level=isolation)
         print(f"{mode}: flat out {rate:,.0f} events/s ({len(out)} outputs)", flush=True)
-        fixed = make_events(
-            int(args.rate * args.seconds),
-            n_users=args.users,
-            item_ids=item_ids,
-            seed=2,
-            run=run + "r",
-        )
-        warm = make_events(
-            int(args.rate * args.warmup_seconds),
-            n_users=args.users,
-            item_ids=item_ids,
-            seed=3,
-            run=run + "w",
-        )
-        fr = fixed_rate(
-            bootstrap,
-            names,
-            fixed,
-            warm,
-            rate=args.rate,
-            seconds=args.seconds,
-            run_of_fixed=run + "r",
-            isolation_level=isolation,
-        )
+        fr = fixed_rate_phase(bootstrap, names, args, item_ids, run, isolation)
     finally:
         worker.stop(deadline_s=15)
     pct = fr["pct"]

@@ -30,6 +30,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ from devtools.bench.pipeline import (
     wait_processed,
 )
 
-__all__ = ["add_arguments", "make_events", "run"]
+__all__ = ["add_arguments", "fixed_rate_phase", "make_events", "run"]
 
 
 def add_arguments(s: argparse.ArgumentParser) -> None:
@@ -132,6 +133,39 @@ def make_events(
     return out
 
 
+def fixed_rate_phase(
+    bootstrap: str,
+    names: dict[str, str],
+    args: argparse.Namespace,
+    item_ids: list[str],
+    run: str,
+    isolation_level: str = "read_uncommitted",
+) -> dict[str, Any]:
+    """The latency phase of a serving benchmark: ``args.warmup_seconds`` then
+    ``args.seconds`` of events at ``args.rate`` over ``args.users`` users
+    (:func:`devtools.bench.pipeline.fixed_rate`; its result)."""
+    fixed = make_events(
+        int(args.rate * args.seconds), n_users=args.users, item_ids=item_ids, seed=2, run=run + "r"
+    )
+    warm = make_events(
+        int(args.rate * args.warmup_seconds),
+        n_users=args.users,
+        item_ids=item_ids,
+        seed=3,
+        run=run + "w",
+    )
+    return fixed_rate(
+        bootstrap,
+        names,
+        fixed,
+        warm,
+        rate=args.rate,
+        seconds=args.seconds,
+        run_of_fixed=run + "r",
+        isolation_level=isolation_level,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.items:
         from devtools.bench.scale import run_scale
@@ -204,23 +238,7 @@ def run(args: argparse.Namespace) -> int:
 
         # -- fixed rate: latency ---------------------------------------------------------
         n_fixed = int(args.rate * args.seconds)
-        fixed = make_events(n_fixed, n_users=args.users, item_ids=item_ids, seed=2, run=run + "r")
-        warm = make_events(
-            int(args.rate * args.warmup_seconds),
-            n_users=args.users,
-            item_ids=item_ids,
-            seed=3,
-            run=run + "w",
-        )
-        fr = fixed_rate(
-            bootstrap,
-            names,
-            fixed,
-            warm,
-            rate=args.rate,
-            seconds=args.seconds,
-            run_of_fixed=run + "r",
-        )
+        fr = fixed_rate_phase(bootstrap, names, args, item_ids, run)
         achieved, lat, wlat, pct = fr["achieved"], fr["lat"], fr["wlat"], fr["pct"]
         print(
             f"fixed rate {achieved:,.0f} ev/s: p50 {pct.get(50, float('nan')):.1f} ms, "
