@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from coldstream.core.errors import Unavailable, UsageError
+from coldstream.core.errors import BrokerError, ExitCode, TopicsError, UsageError
 from coldstream.core.preflight import check_broker, quiet_kafka_logs
 from coldstream.core.settings import SharedSettings
 from coldstream.core.usage import HelpFormatter, load_settings
@@ -113,7 +113,7 @@ def register_settings(sub: Any, classes: Mapping[str, Callable[[], type[SharedSe
         cls = classes[args.process]()
         current = load_settings(cls) if args.values else None
         print_settings(cls, current)
-        return 0
+        return ExitCode.OK
 
     p.set_defaults(func=run)
 
@@ -205,7 +205,7 @@ def _connect(s: SharedSettings) -> tuple[int, dict[str, int]]:
             return asyncio.run(_cluster(s))
     except Exception as e:  # noqa: BLE001 - reported as one line
         detail = (str(e) or type(e).__name__).splitlines()[0][:160]
-        raise Unavailable(
+        raise BrokerError(
             f"no broker answers at {s.bootstrap}: {detail}; start one or point env "
             f"COLDSTREAM_BOOTSTRAP / flag --bootstrap at it"
         ) from None
@@ -246,7 +246,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     existing = [n for n in names if n not in created]
     print(f"created on {s.bootstrap}: {', '.join(created) or 'none'}")
     print(f"already there: {', '.join(existing) or 'none'}")
-    return 0
+    return ExitCode.OK
 
 
 def model_rows(store: Path, keyring: Any) -> list[dict[str, Any]]:
@@ -319,11 +319,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         for row in rows:
             print(json.dumps(row))
-        return 0
+        return ExitCode.OK
     pointer = peek_pointer(store)
     if not rows:
         print(f"{store}: no versions (train one: coldstream train --model-store {store})")
-        return 0
+        return ExitCode.OK
     print(
         f"{store}: {len(rows)} version(s); CURRENT.json: "
         + (
@@ -348,7 +348,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         mark = "* " if row["current"] else "  "
         tail = "" if row["complete"] else "  (incomplete: no manifest)"
         print(f"{mark}v{row['version']:06d}  {created}  {signed}  {metrics}{tail}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
@@ -378,8 +378,8 @@ def cmd_describe(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if wrong:
         opt = f" --topic-prefix {s.topic_prefix}" if s.topic_prefix else ""
-        raise Unavailable(
+        raise TopicsError(
             f"{len(wrong)} topic(s) missing or different: {', '.join(wrong)}; "
             f"create them with: coldstream topics create --bootstrap {s.bootstrap}{opt}"
         )
-    return 0
+    return ExitCode.OK

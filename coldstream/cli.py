@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from coldstream import __version__, admin
-from coldstream.core.errors import ColdstreamError
+from coldstream.core.errors import ColdstreamError, ExitCode
 
 
 def _command_modules() -> list[ModuleType]:
@@ -60,7 +60,7 @@ class Parser(argparse.ArgumentParser):
     --k: ... (coldstream worker --help)``, exit 2 (subcommands inherit the class)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,16 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `coldstream tail | head`: the reader left; no traceback
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return ExitCode.BROKEN_PIPE
     except ColdstreamError as e:
         print(f"coldstream {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    return int(rc or 0)
+    return int(rc or ExitCode.OK)
 
 
 if __name__ == "__main__":

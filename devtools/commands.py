@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from coldstream.core.errors import Unavailable, UsageError
+from coldstream.core.errors import ExitCode, Unavailable, UsageError
 
 __all__ = ["HelpFormatter", "register"]
 
@@ -243,7 +243,7 @@ def _broker_background(args: argparse.Namespace) -> int:
         time.sleep(0.1)
     print(env_file.read_text(), end="")
     print(f"# broker pid {proc.pid}, log {log}; stop it: kill {proc.pid}", file=sys.stderr)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -288,13 +288,13 @@ def cmd_broker(args: argparse.Namespace) -> int:
             while not stop.wait(1.0):
                 if not broker.running:
                     print("broker exited", flush=True)
-                    return 1
+                    return ExitCode.FAILURE
         except KeyboardInterrupt:
             pass
     finally:
         env_file.unlink(missing_ok=True)
         broker.stop()
-    return 0
+    return ExitCode.OK
 
 
 def cmd_evaluate_stream(args: argparse.Namespace) -> int:
@@ -336,4 +336,4 @@ def cmd_evaluate_stream(args: argparse.Namespace) -> int:
         f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK

@@ -25,6 +25,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -197,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             worker.stop(deadline_s=10)
         broker.stop()
     if stats is None:
-        return 130
+        return ExitCode.INTERRUPTED
     who = "new users (never seen by the model)" if cold else "users (the model may know them)"
     console.print(
         f"events sent {stats['sent']}, recommendations {stats['recs']}, DLQ {stats['dlq']}, "
@@ -207,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         f"next event among the previous top-10: coldstream {stats['hit_rate']:.1%}, popularity "
         f"{stats['popular_rate']:.1%} (n={stats['judged']} next events)"
     )
-    return 0 if stats["recs"] + stats["dlq"] >= stats["sent"] else 1
+    return ExitCode.OK if stats["recs"] + stats["dlq"] >= stats["sent"] else ExitCode.FAILURE
 
 
 async def _run(

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coldstream.core.errors import UsageError
+from coldstream.core.errors import ExitCode, UsageError
 
 __all__ = ["add_arguments", "run", "write_example"]
 
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"next: coldstream quickstart --events {d / 'events.csv'} --catalogue {d / 'catalogue.csv'}"
         )
-        return 0
+        return ExitCode.OK
     if args.events is None or args.catalogue is None:
         raise UsageError("give --events FILE and --catalogue FILE (or --write-example DIR)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -218,15 +218,15 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(0.5)
             if worker.proc is not None and worker.proc.poll() is not None:
                 print(f"the worker exited ({worker.proc.returncode}): see {workdir / 'worker.log'}")
-                return 1
+                return ExitCode.FAILURE
     except KeyboardInterrupt:
         print("interrupted: stopping the worker and the broker", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
         if worker is not None:
             worker.stop(deadline_s=10)
         broker.stop()
-    return 0
+    return ExitCode.OK
 
 
 async def _replay(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.records import event_payload
 from devtools.kafka_io import produce
 
@@ -251,4 +252,4 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     print(f"sent {sent} events to {s.bootstrap}")
-    return 0
+    return ExitCode.OK

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from coldstream.core.errors import UsageError
+from coldstream.core.errors import ExitCode, UsageError
 from devtools.console import connection_arguments
 
 __all__ = ["add_arguments", "build_events", "run"]
@@ -129,7 +129,7 @@ def _file_events(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
             for n, obj in read_event_rows(args.file, input_options_of(args), notes)
         ]
     except DataFileError as e:
-        raise UsageError(f"{e}; nothing sent") from None
+        raise DataFileError(f"{e}; nothing sent") from None
     for line in notes.lines:
         print(f"note: {line}", file=sys.stderr)
     if not rows:
@@ -284,4 +284,4 @@ def run(args: argparse.Namespace) -> int:
         return []
 
     missing = asyncio.run(go())
-    return 1 if missing else 0
+    return ExitCode.FAILURE if missing else ExitCode.OK

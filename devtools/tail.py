@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from coldstream.core.errors import UsageError
+from coldstream.core.errors import ExitCode, UsageError
 from devtools.console import connection_arguments, format_dlq, format_recommendation
 
 __all__ = ["add_arguments", "run"]
@@ -69,7 +69,7 @@ def _titles(args: argparse.Namespace, store: Path) -> dict[str, str]:
         try:
             items = load_catalogue(args.catalogue)
         except DataFileError as e:
-            raise UsageError(f"{e} (flag --catalogue)") from None
+            raise DataFileError(f"{e} (flag --catalogue)") from None
         return dict(zip(items.ids, items.titles, strict=True))
     from devtools.console import catalogue_titles
 
@@ -131,5 +131,5 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.count and shown["n"] < args.count:
         print(f"{shown['n']} of {args.count} records before the timeout", file=sys.stderr)
-        return 1
-    return 0
+        return ExitCode.FAILURE
+    return ExitCode.OK

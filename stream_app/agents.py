@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.events import INPUT_TOPICS
 from coldstream.core.topics import load_topics, topic_names
 from stream_app.batch import BatchProcessor, Incoming, PartitionBreakers
@@ -34,9 +35,6 @@ from stream_app.sessions import expired_sessions, write_sessions
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-EXIT_DELIVERY_FAILED = 5
-"""Exit code of a worker stopped because an output record could not be delivered."""
 
 
 @dataclass
@@ -69,7 +67,7 @@ class Wiring:
     last_batch_at: float = 0.0
     stop_reason: str | None = None
     """Why the worker asked itself to stop (the DLQ breaker); ``None`` while it runs."""
-    exit_code: int = 0
+    exit_code: int = ExitCode.OK
     """The process exit code that goes with ``stop_reason`` (``worker.run`` returns it)."""
 
 
@@ -141,15 +139,15 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
 
             w.stop_reason = (
                 f"an output record could not be delivered ({exc!r}); no offset was committed "
-                f"past it. Exiting (code {EXIT_DELIVERY_FAILED}): the events from the last "
+                f"past it. Exiting (code {ExitCode.NOT_DELIVERED}): the events from the last "
                 f"committed offset are answered again on restart. Check the broker and the "
                 f"output topics."
             )
-            w.exit_code = EXIT_DELIVERY_FAILED
+            w.exit_code = ExitCode.NOT_DELIVERED
             log.critical(w.stop_reason)
             print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
             logging.shutdown()
-            os._exit(EXIT_DELIVERY_FAILED)
+            os._exit(ExitCode.NOT_DELIVERED)
 
         delivery = Delivery(
             ack=lambda m: app.consumer.ack(m),
@@ -224,7 +222,7 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
                     metrics.send_failures.inc(len(failed))
                     await _stop(
                         w,
-                        EXIT_DELIVERY_FAILED,
+                        ExitCode.NOT_DELIVERED,
                         f"an output record could not be "
                         f"delivered ({failed[0]!r}); stopping before its offset is "
                         f"committed",
@@ -354,7 +352,7 @@ async def handle_batch(
         _alert_breakers(w, out.per_partition, tripped)
     for tp in tripped:
         if action == "stop":
-            await _stop(w, EXIT_DLQ_BREAKER, _breaker_message(w.settings, tp))
+            await _stop(w, ExitCode.DLQ_BREAKER, _breaker_message(w.settings, tp))
         elif action == "pause":
             _pause_partition(w, tp)
     return futures
@@ -464,10 +462,10 @@ def _exit_transaction_failed(w: Wiring, exc: BaseException) -> None:
     w.stop_reason = (
         f"exactly_once: a transaction failed ({exc!r}) and was aborted: none of its outputs "
         f"is visible to read_committed readers and its input offsets were not committed. "
-        f"Exiting (code {EXIT_DELIVERY_FAILED}): the next owner of the partitions reads on "
+        f"Exiting (code {ExitCode.NOT_DELIVERED}): the next owner of the partitions reads on "
         f"from the committed offsets. Check the broker and the output topics."
     )
-    w.exit_code = EXIT_DELIVERY_FAILED
+    w.exit_code = ExitCode.NOT_DELIVERED
     log.critical(w.stop_reason)
     _exit_now(w)
 
@@ -491,10 +489,6 @@ def _alert_breakers(w: Wiring, seen: Any, tripped: list[tuple[str, int]]) -> Non
             w.alerting.discard(tp)
             log.warning("DLQ breaker closed on %s[%d]", tp[0], tp[1])
     w.metrics.dlq_breaker_open.set(len(w.alerting))
-
-
-EXIT_DLQ_BREAKER = 3
-"""Exit code of a worker stopped by the DLQ circuit breaker (``dlq_breaker_action=stop``)."""
 
 
 def _breaker_message(s: Settings, tp: tuple[str, int]) -> str:
@@ -578,7 +572,7 @@ async def _stop(w: Wiring, exit_code: int, reason: str) -> None:
         return
     w.stop_reason = reason
     w.exit_code = exit_code
-    if exit_code == EXIT_DLQ_BREAKER:
+    if exit_code == ExitCode.DLQ_BREAKER:
         w.metrics.dlq_breaker_open.set(1)
     log.critical(reason)
     consumer = w.app.consumer
@@ -597,4 +591,4 @@ def _exit_now(w: Wiring) -> None:
 
     print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
     logging.shutdown()
-    os._exit(w.exit_code or 1)
+    os._exit(w.exit_code or ExitCode.FAILURE)

@@ -11,14 +11,10 @@ import sys
 import time
 from typing import Any
 
-from coldstream.core.errors import UsageError
+from coldstream.core.errors import ExitCode, NoModelError, UsageError
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class NoModelError(RuntimeError):
-    pass
 
 
 def select_model(settings: Settings, device: Any = "cpu") -> Any:
@@ -124,10 +120,7 @@ def run(settings: Settings) -> int:
     preflight(settings)
     check_guarantee(settings)
     settings = settle_idempotence(settings)
-    try:
-        w = build(settings)
-    except NoModelError as e:  # one line, exit 2: coldstream worker: error: ...
-        raise UsageError(str(e)) from None
+    w = build(settings)  # NoModelError: one line, exit 2: coldstream worker: error: ...
     announce(settings, w)
     level = settings.log_level.upper()
     worker = _draining_worker_class(faust.Worker)(
@@ -150,12 +143,16 @@ def run(settings: Settings) -> int:
     try:
         worker.execute_from_commandline()  # ends with SystemExit
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        code = (
+            e.code
+            if isinstance(e.code, int)
+            else (ExitCode.OK if e.code is None else ExitCode.FAILURE)
+        )
     else:  # pragma: no cover - execute_from_commandline never returns
-        code = 0
+        code = ExitCode.OK
     if w.stop_reason:
         print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
-        return w.exit_code or 1
+        return w.exit_code or ExitCode.FAILURE
     return code
 
 
@@ -270,10 +267,6 @@ def announce(settings: Settings, w: Any) -> None:
         )
 
 
-EXIT_DRAIN_TIMEOUT = 4
-"""Exit code when a graceful stop overran ``drain_timeout_s`` (the process is ended anyway)."""
-
-
 def _draining_worker_class(base: type) -> type:
     """A Faust worker whose SIGTERM/SIGINT stop is bounded by ``drain_timeout_s``.
 
@@ -299,7 +292,7 @@ def _draining_worker_class(base: type) -> type:
                         f"exiting (uncommitted events will be answered again)\n"
                     )
                     sys.stderr.flush()
-                    os._exit(EXIT_DRAIN_TIMEOUT)
+                    os._exit(ExitCode.DRAIN_TIMEOUT)
 
                 self._watchdog = threading.Timer(self.drain_timeout_s, overrun)
                 self._watchdog.daemon = True

@@ -4,7 +4,8 @@ One list, :data:`CASES`, is the source of ``docs/errors.md`` (between its ``erro
 markers) and of the subprocess tests that run the real CLI on each case
 (``tests/unit/test_cli_errors.py``; the cases that need a broker:
 ``tests/integration/test_cli_errors_broker.py``). When behaviour and table disagree, a test
-fails; after a deliberate change, rewrite the table with::
+fails; after a deliberate change, rewrite the table (and the exit-code table above it,
+generated from ``coldstream.core.errors.ExitCode``) with::
 
     .venv/bin/python -m tests.cli_errors --write
 
@@ -26,6 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "errors.md"
 BEGIN, END = "<!-- errors-table: begin -->", "<!-- errors-table: end -->"
+EXIT_BEGIN, EXIT_END = "<!-- exit-codes: begin -->", "<!-- exit-codes: end -->"
+"""The markers of the exit-code table (``coldstream.core.errors.exit_code_table``)."""
 
 
 @dataclass(frozen=True)
@@ -266,18 +269,36 @@ def render_table(cases: tuple[Case, ...] = CASES) -> str:
     return "\n".join(lines)
 
 
-def documented_table(doc: Path = DOC) -> str:
+def _between(doc: Path, begin: str, end: str) -> str:
     text = doc.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise AssertionError(f"{doc} lacks the {BEGIN} ... {END} markers")
-    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    if begin not in text or end not in text:
+        raise AssertionError(f"{doc} lacks the {begin} ... {end} markers")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip()
+
+
+def documented_table(doc: Path = DOC) -> str:
+    """The error table of ``doc`` (between the ``errors-table`` markers)."""
+    return _between(doc, BEGIN, END)
+
+
+def documented_exit_codes(doc: Path = DOC) -> str:
+    """The exit-code table of ``doc`` (between the ``exit-codes`` markers)."""
+    return _between(doc, EXIT_BEGIN, EXIT_END)
+
+
+def _replace(text: str, begin: str, end: str, body: str) -> str:
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
 def write_table(doc: Path = DOC) -> None:
+    """Rewrite both generated tables of ``doc``: the exit codes and the error table."""
+    from coldstream.core.errors import exit_code_table
+
     text = doc.read_text(encoding="utf-8")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{render_table()}\n{END}{tail}", encoding="utf-8")
+    text = _replace(text, EXIT_BEGIN, EXIT_END, exit_code_table())
+    doc.write_text(_replace(text, BEGIN, END, render_table()), encoding="utf-8")
 
 
 @dataclass

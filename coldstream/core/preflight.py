@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from coldstream.core.errors import Unavailable, UsageError
+from coldstream.core.errors import BrokerError, TopicsError, Unavailable, UsageError
 
 __all__ = [
     "broker_topics",
@@ -157,13 +157,14 @@ def check_broker(
 ) -> set[str]:
     """Check that ``bootstrap`` answers and that ``topics`` (physical names) exist; returns
     the cluster's topic names. Retries every second until ``wait_s`` has passed; then raises
-    :class:`Unavailable` naming the bootstrap setting, or the missing topics and the command
-    that creates them."""
+    :class:`BrokerError` naming the bootstrap setting, or :class:`TopicsError` naming the
+    missing topics and the command that creates them."""
     wanted = list(topics)
     deadline = time.monotonic() + wait_s
     waited = "" if wait_s <= 0 else f" (waited {wait_s:.0f} s, COLDSTREAM_BROKER_WAIT_S)"
     while True:
         problem: str
+        error: type[Unavailable] = BrokerError
         unreachable = tcp_unreachable(bootstrap, timeout_s=min(timeout_s, 3.0))
         if unreachable is not None:
             problem = (
@@ -171,7 +172,7 @@ def check_broker(
                 f"env COLDSTREAM_BOOTSTRAP / flag --bootstrap at it"
             )
             if time.monotonic() >= deadline:
-                raise Unavailable(problem)
+                raise BrokerError(problem)
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
             continue
         try:
@@ -190,12 +191,13 @@ def check_broker(
             if not missing:
                 return have
             opt = f" --topic-prefix {prefix}" if prefix else ""
+            error = TopicsError
             problem = (
                 f"topics missing on {bootstrap}{waited}: {', '.join(missing)}; "
                 f"create them with: coldstream topics create --bootstrap {bootstrap}{opt}"
             )
         if time.monotonic() >= deadline:
-            raise Unavailable(problem)
+            raise error(problem)
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 

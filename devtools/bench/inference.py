@@ -25,6 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -175,4 +177,4 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
-    return 0
+    return ExitCode.OK

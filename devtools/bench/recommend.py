@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["add_arguments", "exact_recall", "run"]
 
 
@@ -290,4 +292,4 @@ def run(args: argparse.Namespace) -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    return 0
+    return ExitCode.OK

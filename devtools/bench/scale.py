@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.records import event_payload
 
 __all__ = [
@@ -479,7 +480,7 @@ def run_scale(args: argparse.Namespace) -> int:
         )
     Console().print(t)
     print(json.dumps(report["floors"], indent=1))
-    return 0
+    return ExitCode.OK
 
 
 def _floors(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.records import event_payload
 from devtools.bench.pipeline import (
     collect,
@@ -333,4 +334,4 @@ def run(args: argparse.Namespace) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
-    return 0
+    return ExitCode.OK

@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -236,4 +238,4 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
-    return 0
+    return ExitCode.OK

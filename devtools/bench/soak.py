@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
 from coldstream.core.records import event_payload
 from devtools.kafka_io import produce, read_until
 from devtools.processes import rss_mb
@@ -327,4 +328,4 @@ def run(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=1) + "\n")
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=1))
-    return 0 if result.get("lost") == 0 else 1
+    return ExitCode.OK if result.get("lost") == 0 else ExitCode.FAILURE

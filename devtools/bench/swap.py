@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -273,4 +275,4 @@ def run(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
-    return 0
+    return ExitCode.OK

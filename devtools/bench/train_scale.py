@@ -50,6 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from coldstream.core.errors import ExitCode
+
 __all__ = ["StandInEncoder", "add_arguments", "run"]
 
 PARTS = ("paths", "fit", "cycle", "compare")
@@ -686,7 +688,7 @@ def run(args: argparse.Namespace) -> int:
             rc = subprocess.call(_child_argv(args, part))
             if rc:
                 return rc
-        return 0
+        return ExitCode.OK
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     meter = Meter()
@@ -713,4 +715,4 @@ def run(args: argparse.Namespace) -> int:
         f"{measured['peak_rss_mb']} MB -> {args.out}",
         flush=True,
     )
-    return 0
+    return ExitCode.OK

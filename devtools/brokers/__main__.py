@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from coldstream.core.errors import ExitCode
 from devtools.brokers.kafka import KafkaBroker
 from devtools.brokers.tansu import TansuBroker
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         stop.wait()
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.errors import ExitCode
 from devtools.faults.accounting import FaultResult
 from devtools.faults.scenarios import REGISTRY, run_scenario
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.docs:
         write_docs(Path(args.out))
         print(f"regenerated the table of {DOCS} from {args.out}")
-        return 0
+        return ExitCode.OK
     names = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             f"unknown scenarios: {sorted(set(unknown))}; known: {', '.join(REGISTRY)}",
             file=sys.stderr,
         )
-        return 2
+        return ExitCode.BAD_INPUT
     workdir = (
         Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="coldstream-faults-"))
     )
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         tree = Path(args.worker_tree).resolve()
         if not (tree / "stream_app").is_dir():
             print(f"--worker-tree {tree}: no stream_app/ there", file=sys.stderr)
-            return 2
+            return ExitCode.BAD_INPUT
         shared["worker_env"] = {"PYTHONPATH": str(tree)}
     results: list[FaultResult] = []
     try:
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps([r.row() for r in results], indent=1) + "\n")
     print(f"\nwritten {out} (logs in {workdir})")
-    return 0 if all(r.lost == 0 for r in results) else 1
+    return ExitCode.OK if all(r.lost == 0 for r in results) else ExitCode.FAILURE
 
 
 DOCS = Path("docs/reliability.md")

@@ -279,7 +279,7 @@ def run_part(
         traceback.print_exc()
         row = {"outcome": "failed", "reason": one_line(e), "figures": {}}
     result.write_text(json.dumps(row, indent=2))
-    return 0
+    return Exit.PASSED
 
 
 def _run_child(

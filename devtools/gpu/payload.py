@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coldstream.core.errors import ExitCode
+
 __all__ = [
     "CALL_LIMIT",
     "MARGIN",
@@ -347,4 +349,4 @@ def main(argv: list[str] | None = None) -> int:
             f"{total / 2**20:.1f} MiB of {CALL_LIMIT / 2**20:.0f} MiB",
             file=sys.stderr,
         )
-    return 0 if all(t <= CALL_LIMIT for t in result.call_bytes()) else 1
+    return ExitCode.OK if all(t <= CALL_LIMIT for t in result.call_bytes()) else ExitCode.FAILURE

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from coldstream.core.errors import DataFileError
 from coldstream.core.events import EVENT_TYPES, REASONS, Event, validate_event
 from coldstream.core.records import event_payload
 from trainer.data.interactions import Interactions, Items
@@ -67,10 +68,6 @@ DEFAULT_EVENT_MAP: Mapping[str, str] = {
 """Event types understood without ``--event-map`` (case-insensitive)."""
 MS_ABOVE = 1e11
 """Epoch numbers above this are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
-
-
-class DataFileError(ValueError):
-    """A data file is missing, unreadable or has a bad row (the message names which)."""
 
 
 @dataclass(frozen=True)

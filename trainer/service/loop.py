@@ -48,6 +48,7 @@ import torch
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from coldstream.core.checkpoint import Checkpoint, load_checkpoint, prune_store, version_path
+from coldstream.core.errors import ExitCode
 from coldstream.core.events import FORGET_TOPIC, Event, Forget, check_id, validate_event
 from coldstream.core.model_updates import make_item_vector, make_update
 from coldstream.core.pointer import (
@@ -558,5 +559,5 @@ def run(settings: Any) -> int:
         asyncio.run(main())
     except (NoSigningKey, NoServableModel) as e:
         print(f"coldstream trainer: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return ExitCode.BAD_INPUT
+    return ExitCode.OK
