@@ -77,6 +77,11 @@ BENCHMARKS = (
     ("delivery", "devtools.bench.delivery", "throughput and kill -9 duplicates per delivery mode"),
     ("eos", "devtools.bench.eos", "exactly_once vs at_least_once: flat-out events/s, p50/p99"),
     (
+        "codecs",
+        "devtools.bench.codecs",
+        "per-event decode and encode: old vs new codecs, microseconds",
+    ),
+    (
         "train-scale",
         "devtools.bench.train_scale",
         "training at catalogue scale: paths, a 1M-item fit, 100k-item cycles, sampled vs full",

@@ -13,6 +13,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - a partial environment: see _FAST
+    _FAST = False
+else:
+    _FAST = True
+"""Whether the fast encoder is there. orjson is a dependency (pyproject.toml), but a machine
+with a partial package set (the GPU check's, devtools/gpu/payload.py) imports this module all
+the same; there every record takes :func:`recommendation_payload_slow`."""
+
 
 @dataclass(frozen=True)
 class ClickEvent:
@@ -133,6 +143,47 @@ def _num(x: float) -> str:
     return f"{x:.6g}" if -1e300 < x < 1e300 else "null"  # NaN/inf are not JSON
 
 
+def recommendation_payload_slow(
+    *,
+    event_id: str,
+    user_id: str,
+    items: Sequence[tuple[str, float]],
+    model_version: str,
+    cold_start: bool,
+    produced_at: float,
+    latency_ms: float,
+    fallback: str | None,
+) -> bytes:
+    """The reference encoder of :func:`recommendation_payload` (string fragments and the
+    standard library's JSON encoder): the same bytes, slower. It also writes what the fast
+    one declines (a score or latency that is not JSON: ``null``; a string orjson refuses)."""
+    items_json = ",".join(
+        [_item_prefix(i) + (f"{s:.6g}" if -1e300 < s < 1e300 else "null") + "}" for i, s in items]
+    )
+    return (
+        f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
+        f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
+        f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
+        f'"fallback":{_dumps(fallback)}}}'
+    ).encode()
+
+
+_ITEM_FORMAT: dict[str, bytes] = {}
+
+
+def _item_format(item_id: str) -> bytes:
+    """``{"item_id":<id>,"score":%.6g}`` cached per item: a ``bytes %`` template of one item
+    (a ``%`` in the id doubled). It replaces :data:`_ITEM_PREFIX` on the fast path (that
+    cache fills only where the slow encoder runs), so the memory stays one cache's."""
+    f = _ITEM_FORMAT.get(item_id)
+    if f is None:
+        if len(_ITEM_FORMAT) > 2_000_000:
+            _ITEM_FORMAT.clear()
+        prefix = '{"item_id":' + _dumps(item_id) + ',"score":'  # as _item_prefix, uncached
+        f = _ITEM_FORMAT[item_id] = (prefix.replace("%", "%%") + "%.6g}").encode()
+    return f
+
+
 def recommendation_payload(
     *,
     event_id: str,
@@ -144,17 +195,51 @@ def recommendation_payload(
     latency_ms: float,
     fallback: str | None,
 ) -> bytes:
-    """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON
-    (built from cached fragments: this runs once per event)."""
-    items_json = ",".join(
-        [_item_prefix(i) + (f"{s:.6g}" if -1e300 < s < 1e300 else "null") + "}" for i, s in items]
+    """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON;
+    this runs once per event.
+
+    Byte for byte the output of :func:`recommendation_payload_slow`: the strings are
+    escaped by orjson (as the standard library does with ``ensure_ascii=False``), the items
+    are one ``bytes %`` over cached per-item templates, scores and latency keep their
+    ``%.6g`` (6 significant digits) and ``produced_at`` its ``repr``. A score or latency
+    that is not finite or not within +-1e300 (written ``null``), or a string orjson refuses
+    (a lone surrogate), goes to the slow encoder."""
+    lat = round(latency_ms, 3)
+    scores = tuple([s for _, s in items])
+    total = sum(scores)  # NaN when any score is NaN
+    if (
+        _FAST
+        and total == total
+        and -1e300 < lat < 1e300
+        and (not scores or (min(scores) > -1e300 and max(scores) < 1e300))
+    ):
+        try:
+            return (
+                b'{"event_id":%b,"user_id":%b,"items":[%b],"model_version":%b,'
+                b'"cold_start":%b,"produced_at":%a,"latency_ms":%.6g,"fallback":%b}'
+                % (
+                    orjson.dumps(event_id),
+                    orjson.dumps(user_id),
+                    b",".join([_ITEM_FORMAT.get(i) or _item_format(i) for i, _ in items]) % scores,
+                    orjson.dumps(model_version),
+                    b"true" if cold_start else b"false",
+                    produced_at,
+                    lat,
+                    orjson.dumps(fallback),
+                )
+            )
+        except orjson.JSONEncodeError:
+            pass
+    return recommendation_payload_slow(
+        event_id=event_id,
+        user_id=user_id,
+        items=items,
+        model_version=model_version,
+        cold_start=cold_start,
+        produced_at=produced_at,
+        latency_ms=latency_ms,
+        fallback=fallback,
     )
-    return (
-        f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
-        f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
-        f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
-        f'"fallback":{_dumps(fallback)}}}'
-    ).encode()
 
 
 DLQ_MAX_BYTES = 131_072
