@@ -187,7 +187,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training), the zero-shot and adapted teacher, and four students (ID-only, CE, "
         "uniform-teacher control, KD) on one split of MovieLens-100K (or of your files); reveals "
         "k=1,3,5 events of each test user, and measures cold items. "
-        "--full: 5 splits, MiniLM and mpnet, frozen + towers and LoRA (hours on 2 CPUs).",
+        "--full: 5 splits; MiniLM and mpnet compared on the first (LoRA too with --lora or "
+        "on a GPU), the winner on all; about 2 h on 2 CPUs, resumable.",
         formatter_class=HelpFormatter,
     )
     e.add_argument(
@@ -219,11 +220,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--full",
         action="store_true",
-        help="the full report: 5 user splits (seeds 0-4), teachers MiniLM and mpnet (install "
-        "it first: `coldstream teacher install mpnet`), frozen + towers and LoRA, every baseline "
-        "and student, paired bootstraps over all test users of all splits; hours on 2 CPUs, "
-        "resumable (each finished split is kept in coldstart/ beside the report, one JSON per "
-        "split, and a rerun skips it; encoder outputs stay in COLDSTREAM_TRAINER_EVAL_CACHE)",
+        help="the full report: 5 user splits (seeds 0-4); teachers MiniLM and mpnet (install "
+        "it first: `coldstream teacher install mpnet`) compared, frozen + towers (and LoRA with "
+        "--lora, or on a GPU), on the validation users of --teacher-seeds; the winner teaches "
+        "on every split; every baseline and student on all splits, paired bootstraps over all "
+        "test users of all splits; resumable (each finished split is kept in coldstart/ beside "
+        "the report, one JSON per split, and a rerun skips it; encoder outputs stay in "
+        "COLDSTREAM_TRAINER_EVAL_CACHE)",
     )
     e.add_argument(
         "--seeds",
@@ -236,11 +239,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="comma-separated teachers compared (default: minilm; with --full: minilm,mpnet)",
     )
     e.add_argument(
+        "--teacher-seeds",
+        default=None,
+        help="comma-separated seeds whose validation users compare the teachers; the other "
+        "splits run only the winner (default: every seed; with --full: the first seed)",
+    )
+    e.add_argument(
         "--lora",
         action="store_true",
-        help="also LoRA-fine-tune each teacher's encoder (--full: on)",
+        help="also LoRA-fine-tune each teacher's encoder (--full: on where a GPU is used)",
     )
     _data_options(e)
+    e.add_argument(
+        "--docs",
+        action="store_true",
+        help="run nothing: regenerate the cold-start section of docs/results.md from the "
+        "report at --out (after a run)",
+    )
     e.add_argument(
         "--smoke",
         action="store_true",
@@ -636,6 +651,30 @@ def data_coverage(inter: Any, report: dict[str, Any], notes: Any = None) -> dict
     }
 
 
+def evaluate_docs(report_path: Path, doc: Path) -> int:
+    """``coldstream evaluate --docs``: the cold-start section of ``doc`` from the report."""
+    import json
+
+    from coldstream.core.errors import UsageError
+    from trainer.evaluation.reports import readme_results_sentence, update_results_doc
+
+    for path, what in ((report_path, "report (--out)"), (doc, "results page")):
+        if not path.is_file():
+            raise UsageError(f"{what} {path} not found (run from the repository root)")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    if "results_ci" not in report:
+        raise UsageError(
+            f"{report_path} is a single-split report: run `coldstream evaluate --full`"
+        )
+    try:
+        changed = update_results_doc(report, doc)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(f"{doc}: {'updated' if changed else 'already up to date'}", file=sys.stderr)
+    print(readme_results_sentence(report))
+    return ExitCode.OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from coldstream.core.errors import UsageError
@@ -648,6 +687,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = args.out or s.report
     if out.parent.exists() and not out.parent.is_dir():
         raise UsageError(f"report folder {out.parent} is not a directory")
+    if args.docs:
+        return evaluate_docs(out, Path("docs/results.md"))
     teachers = [
         t.strip() for t in (args.teachers or ("minilm,mpnet" if args.full else "minilm")).split(",")
     ]
@@ -662,6 +703,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     except ValueError as e:
         raise UsageError(f"--seeds {args.seeds!r}: comma-separated integers expected") from e
+    try:
+        teacher_seeds = (
+            [int(x) for x in args.teacher_seeds.split(",")]
+            if args.teacher_seeds
+            else (seeds[:1] if args.full else None)
+        )
+    except ValueError as e:
+        raise UsageError(
+            f"--teacher-seeds {args.teacher_seeds!r}: comma-separated integers expected"
+        ) from e
+    if teacher_seeds is not None and not set(teacher_seeds) & set(seeds):
+        raise UsageError(f"--teacher-seeds {args.teacher_seeds} names none of the seeds {seeds}")
+    device = "cpu" if s.device == "auto" else s.device
+    if s.device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     inter, items, dataset = load_data(args)
     from trainer.evaluation.evaluate import EvalConfig
     from trainer.evaluation.multisplit import run_splits
@@ -678,10 +736,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         teacher_path=str(teacher) if teacher else None,
         teachers=teachers,
         teacher_cache=str(tcache),
-        lora=args.lora or args.full,
+        lora=args.lora or (args.full and device.startswith("cuda")),
         threads=args.threads or s.threads,
         progress=s.progress,
-        device="cpu" if s.device == "auto" else s.device,
+        device=device,
         cache_dir=str(s.eval_cache.expanduser()),
     )
     if args.smoke:
@@ -700,7 +758,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # after an interruption resumes; a smoke run is not worth resuming
     splits_dir = None if args.smoke else out.parent / "coldstart"
     report = run_splits(
-        cfg, seeds, None, load=lambda: (inter, items), dataset=dataset, splits_dir=splits_dir
+        cfg,
+        seeds,
+        None,
+        load=lambda: (inter, items),
+        dataset=dataset,
+        splits_dir=splits_dir,
+        teacher_seeds=teacher_seeds,
     )
     notes = getattr(args, "load_notes", None)
     report["protocol"]["data"] = data_coverage(inter, report, notes)

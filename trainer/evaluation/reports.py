@@ -455,6 +455,7 @@ def multisplit_markdown(report: dict[str, Any]) -> str:
             + f" | {s['teacher_chosen']['teacher']} {s['teacher_chosen']['variant']} | "
             + f"{kd.get('variant')} a={kd.get('alpha')} T={kd.get('T')} |"
         )
+    lines += teacher_comparison_lines(report)
     lines += ["", "## Floors", ""]
     for name, f in report["floors"].items():
         state = {True: "MET", False: "NOT MET", None: "NOT MEASURED"}[f["met"]]
@@ -540,3 +541,151 @@ def write_multisplit_extras(report: dict[str, Any], out: Path) -> None:
     md = stem.with_suffix(".md")
     md.write_text(md.read_text() + "\n" + multisplit_markdown(report))
     plot_multisplit(report, stem.parent / f"{stem.name}-splits.png")
+
+
+def teacher_comparison_lines(report: dict[str, Any]) -> list[str]:
+    """The adapted teachers compared on validation users (reports without it: nothing)."""
+    comp = report.get("teacher_comparison")
+    if not comp or not comp.get("validation"):
+        return []
+    chosen = (comp.get("chosen") or {}).get("row")
+    lines = [
+        "",
+        f"Teachers compared on the validation users of split(s) {comp['seeds']} ({comp['criterion']}); "
+        "the best teaches on every split:",
+        "",
+        "| adapted teacher | validation criterion | test NDCG@10 k=1 |",
+        "|---|---|---|",
+    ]
+    for m, v in sorted(comp["validation"].items(), key=lambda kv: -kv[1]):
+        t = comp.get("test_ndcg@10_k=1", {}).get(m)
+        mark = " (chosen)" if m == chosen else ""
+        lines.append(f"| {m}{mark} | {v:.4f} | {'' if t is None else f'{t:.3f}'} |")
+    return lines
+
+
+DOC_BEGIN = "<!-- coldstart: begin (generated from reports/coldstart-ml100k.json by `coldstream evaluate --docs`) -->"
+DOC_END = "<!-- coldstart: end -->"
+GAINS = (
+    ("transfer: text inputs - ID-only (both CE)", "ce_minus_id_only"),
+    ("distillation: KD - CE (same inputs)", "kd_minus_ce"),
+    ("knowledge: KD - uniform-teacher control", "kd_minus_uniform"),
+)
+ROW_NAMES = {
+    "popularity": "popularity",
+    "itemknn": "ItemKNN",
+    "ease": "EASE",
+    "sasrec": "SASRec (full CE)",
+    "text_kshot": "text k-shot (no training)",
+    "teacher_zero_shot": "teacher, zero-shot",
+    "teacher_adapted": "teacher, adapted (chosen)",
+    "student_id_only": "student, ID-only (CE)",
+    "student_ce": "student, text inputs (CE)",
+    "student_uniform": "student, uniform-teacher control",
+    "student_kd": "**student, KD (chosen on validation)**",
+}
+
+
+def _ci(d: dict[str, Any], fmt: str = "+.3f") -> str:
+    return f"{d['mean']:{fmt}} [{d['ci95'][0]:{fmt}}, {d['ci95'][1]:{fmt}}]"
+
+
+def results_doc_section(report: dict[str, Any]) -> str:
+    """The cold-start section of ``docs/results.md``: a pure function of the pooled report."""
+    p, t = report["protocol"], report["timing"]
+    cells = ["k=1", "k=3", "k=5", "cold_items", "cold_items_mixed"]
+    n = p["test_users_per_cell"]
+    heads = ["k=1", "k=3", "k=5", "cold items", "cold (mixed)"]
+    lines = [
+        DOC_BEGIN,
+        "",
+        f"{p['dataset']}: {len(report['splits'])} user splits (seeds {report['splits']}), each "
+        "80/10/10 train/validation/test users; every item ranked; the first k events of a test "
+        "user revealed, the next 10 the truth. 10% of items are held out of all training "
+        "(cold items: ranked among cold items, and among all items in *cold (mixed)*). "
+        "Every choice (epochs, teacher, temperature, KD variant and its alpha/T, EASE's lambda) "
+        "is made on validation users; test users are scored once. Figures: NDCG@10, mean over "
+        f"all test users of all splits (n = {n['k=1']} per k, {n['cold_items']} for cold items) "
+        "with a 95% bootstrap interval.",
+        "",
+        "| model | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+    ]
+    ci = report["results_ci"]
+    for m, label in ROW_NAMES.items():
+        if m in ci:
+            lines.append(
+                f"| {label} | "
+                + " | ".join(
+                    f"{ci[m][c]['mean']:.3f} [{ci[m][c]['ci95'][0]:.3f}, {ci[m][c]['ci95'][1]:.3f}]"
+                    for c in cells
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "What each part adds (paired bootstrap over the same users, 95%):",
+        "",
+        "| difference | " + " | ".join(heads) + " |",
+        "|---|" + "---|" * len(heads),
+    ]
+    for label, key in GAINS:
+        if key in report:
+            lines.append(f"| {label} | " + " | ".join(_ci(report[key][c]) for c in cells) + " |")
+    best = report["kd_minus_best_baseline"]
+    lines.append(
+        "| KD - best baseline (chosen per cell on validation) | "
+        + " | ".join(f"{_ci(best[c])} ({best[c]['baseline']})" for c in cells)
+        + " |"
+    )
+    lines += teacher_comparison_lines(report)
+    lines += ["", "Floors set by the issue, as measured (never softened):", ""]
+    for name, f in report["floors"].items():
+        state = {True: "met", False: "**not met**", None: "not measured"}[f["met"]]
+        lines.append(f"- `{name}`: {state}. {f['detail']}.")
+    mach = t.get("machine") or {}
+    split_s = t.get("split_seconds", {})
+    lines += [
+        "",
+        "Cost: "
+        + ", ".join(f"split {k} {v / 60:.0f} min" for k, v in split_s.items())
+        + (
+            f" on {mach.get('cpus')} CPUs ({mach.get('cpu')}, torch threads "
+            f"{mach.get('torch_threads')}, load {mach.get('load_average_at_end')} at the end)"
+            if mach
+            else ""
+        )
+        + f"; teacher {t['teacher_ms_per_user']} ms per user, student "
+        f"{t['student_ms_per_user']} ms per user. Per-split tables, every variant and the "
+        "per-stage times: `reports/coldstart-ml100k.md`; plots "
+        "`reports/coldstart-ml100k.png`, `reports/coldstart-ml100k-splits.png`.",
+        "",
+        DOC_END,
+    ]
+    return "\n".join(lines)
+
+
+def readme_results_sentence(report: dict[str, Any]) -> str:
+    """The README's one-sentence summary of the two gains, at k=1 and on cold items."""
+    tr, kd = report["ce_minus_id_only"], report["kd_minus_ce"]
+    return (
+        f"Over {len(report['splits'])} user splits ({report['protocol']['test_users_per_cell']['k=1']} "
+        "test users), NDCG@10 with 95% intervals: reading the item text (the transfer gain: "
+        "the same student with and without text inputs) adds "
+        f"{_ci(tr['k=1'])} after one event and {_ci(tr['cold_items'])} on cold items; "
+        "distilling the teacher on top (KD minus cross-entropy only) adds "
+        f"{_ci(kd['k=1'])} after one event and {_ci(kd['cold_items'])} on cold items."
+    )
+
+
+def update_results_doc(report: dict[str, Any], doc: Path) -> bool:
+    """Replace the generated section of ``doc`` (between :data:`DOC_BEGIN` and
+    :data:`DOC_END`); ``True`` when the file changed."""
+    text = Path(doc).read_text(encoding="utf-8")
+    a, b = text.find(DOC_BEGIN), text.find(DOC_END)
+    if a < 0 or b < a:
+        raise ValueError(f"{doc}: no generated cold-start section ({DOC_BEGIN!r} ... {DOC_END!r})")
+    new = text[:a] + results_doc_section(report) + text[b + len(DOC_END) :]
+    if new != text:
+        Path(doc).write_text(new, encoding="utf-8")
+    return new != text
