@@ -82,6 +82,11 @@ BENCHMARKS = (
         "per-event decode and encode: old vs new codecs, microseconds",
     ),
     (
+        "rollout-sim",
+        "devtools.bench.rollout_sim",
+        "rollout judge by simulation: error rates, time to a decision (no broker)",
+    ),
+    (
         "train-scale",
         "devtools.bench.train_scale",
         "training at catalogue scale: paths, a 1M-item fit, 100k-item cycles, sampled vs full",

@@ -9,8 +9,15 @@ A ``model-updates`` record announces a promotion (or a rollback) of the store's 
 
 ``seq`` is the sequence number of the ``CURRENT.json`` pointer written with it
 (:mod:`coldstream.core.pointer`); a worker swaps only to a record whose ``seq`` is above
-the one it serves (rollback works, replays do not). An ``item-vectors`` record places one
-new item under one model version::
+the one it serves (rollback works, replays do not).
+
+A record may also carry the rollout fields (:mod:`coldstream.core.rollout`, inside the signed
+payload): ``"arm": "canary", "share": 0.1, "rollout_id": "r-8-1790000000"`` (a canary served to
+10% of users), ``"arm": "shadow", "rollout_id": ...`` (scored, never published) or
+``"arm": "live", "rollout_id": ...`` (a candidate promoted out of its rollout). A record
+without them is ``live`` with share 1.0, as before; malformed ones are ``bad_record``.
+
+An ``item-vectors`` record places one new item under one model version::
 
     {"item_id": "42", "model_version": "7", "vector": [0.1, ...], "key_id": ..., "signature": ...}
 
@@ -46,6 +53,7 @@ from urllib.parse import unquote, urlparse
 
 from coldstream.core.errors import Refused
 from coldstream.core.events import check_id
+from coldstream.core.rollout import Arm, check_rollout_fields
 from coldstream.core.signing import Keyring, SignatureRefused, Signer, canonical
 
 UPDATE_KIND = "model-update"
@@ -77,9 +85,23 @@ class ModelUpdate:
     metrics: dict[str, Any]
     key_id: str | None = None
     signature: str | None = None
+    arm: Arm = "live"
+    share: float | None = None
+    """The canary's share of users; ``None`` for ``live`` (all the rest) and ``shadow``."""
+    rollout_id: str | None = None
+    """The rollout (and the salt of :func:`coldstream.core.rollout.assign`); ``None``: a
+    plain record, ``live``."""
+
+    @property
+    def served_share(self) -> float:
+        """The share of users this version is meant for: 1.0 live, the canary's share, 0.0
+        for a shadow."""
+        if self.arm == "canary" and self.share is not None:
+            return self.share
+        return 0.0 if self.arm == "shadow" else 1.0
 
     def payload(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "version": self.version,
             "seq": self.seq,
             "uri": self.uri,
@@ -87,6 +109,12 @@ class ModelUpdate:
             "created_at": self.created_at,
             "metrics": self.metrics,
         }
+        if self.rollout_id is not None:  # a plain live record keeps its old shape
+            body["arm"] = self.arm
+            body["rollout_id"] = self.rollout_id
+            if self.share is not None:
+                body["share"] = self.share
+        return body
 
     def record(self) -> dict[str, Any]:
         return {**self.payload(), "key_id": self.key_id, "signature": self.signature}
@@ -122,8 +150,21 @@ def make_update(
     metrics: dict[str, Any],
     signer: Signer,
     created_at: float | None = None,
+    arm: Arm = "live",
+    share: float | None = None,
+    rollout_id: str | None = None,
 ) -> ModelUpdate:
-    """Build and sign a record for a checkpoint directory (trainer side)."""
+    """Build and sign a record for a checkpoint directory (trainer side). ``arm``, ``share``
+    and ``rollout_id`` place the version in a rollout (:mod:`coldstream.core.rollout`);
+    left out, the record is a plain ``live`` one. Malformed ones raise
+    :class:`UpdateRefused` (``bad_record``) before anything is signed."""
+    if rollout_id is None and arm == "live" and share is None:
+        fields: tuple[Any, Any, Any] = (None, None, None)
+    else:
+        fields = (arm, share, rollout_id)
+    why = check_rollout_fields(*fields)
+    if why:
+        raise UpdateRefused("bad_record", why)
     body = ModelUpdate(
         version=int(version),
         seq=int(seq),
@@ -131,6 +172,9 @@ def make_update(
         sha256=manifest_sha256,
         created_at=float(created_at or time.time()),
         metrics=metrics,
+        arm=arm,
+        share=None if share is None else float(share),
+        rollout_id=rollout_id,
     ).payload()
     signed = signer.sign(UPDATE_KIND, body)
     return parse_update(signed)
@@ -155,6 +199,10 @@ def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
         raise UpdateRefused("bad_record", "signature is not a string")
     if kid is not None and not isinstance(kid, str):
         raise UpdateRefused("bad_record", "key_id is not a string")
+    arm, share, rollout_id = data.get("arm"), data.get("share"), data.get("rollout_id")
+    why = check_rollout_fields(arm, share, rollout_id)
+    if why:
+        raise UpdateRefused("bad_record", why)
     return ModelUpdate(
         version=data["version"],
         seq=data["seq"],
@@ -164,6 +212,9 @@ def parse_update(raw: bytes | str | dict[str, Any]) -> ModelUpdate:
         metrics=data["metrics"],
         key_id=kid,
         signature=sig,
+        arm=arm if arm is not None else "live",
+        share=None if share is None else float(share),
+        rollout_id=rollout_id,
     )
 
 
