@@ -65,6 +65,11 @@ BENCHMARKS = (
         "users/s of batched recommend on a large random index",
     ),
     (
+        "search",
+        "devtools.bench.search",
+        "search with seen items excluded: old vs new, µs per user, recall@10 at 100k and 1M items",
+    ),
+    (
         "faults",
         "devtools.faults.command",
         "fault scenarios: kill -9, SIGTERM, rebalance, broker restart, "

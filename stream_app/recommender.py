@@ -11,14 +11,17 @@ batch sees an upsert entirely or not at all.
 
 Costs per micro-batch of B users with histories of at most L events, catalogue of N items:
 encoding O(B x L); search as the index's (:mod:`stream_app.index`: exact O(B x N), IVF
-O(B x nprobe x N / nlist)) for ``k + |seen|`` results; seen-item exclusion O(B x (k + L) x L)
-in numpy; the popularity fallback O(k + L) per cold user (a running total and a top list
-refreshed at most once a second, :class:`stream_app.online.WindowedCounter`). An upsert of
-n items costs O(n) (amortised over the table's growth).
+O(B x nprobe x N / nlist)) for ``k + min(L, SEARCH_MARGIN)`` results per user, the few users
+whose seen items took more of them searched again at their own ``k + |seen|``
+(:func:`search_unseen`); seen-item exclusion O(B x (k + margin) x log(B x L)) in numpy; the
+popularity fallback O(k + L) per cold user (a running total and a top list refreshed at
+most once a second, :class:`stream_app.online.WindowedCounter`). An upsert of n items costs
+O(n) (amortised over the table's growth).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -418,45 +421,10 @@ class Recommender:
     def _search(
         self, m: ServingModel, users: np.ndarray, rows_l: list[list[int]], k: int
     ) -> list[list[tuple[str, float]]]:
-        """Top-``k`` per user with the user's seen slots excluded: one search of
-        ``k + max |seen|`` for the batch, a vectorised filter; users left short (an
-        approximate index found too few) are searched again with 8x the lists probed."""
-        width = max(len(r) for r in rows_l)
-        seen = np.full((len(rows_l), width), -2, dtype=np.int64)
-        for j, user_rows in enumerate(rows_l):
-            seen[j, : len(user_rows)] = user_rows
-        n_seen = np.fromiter((len(set(r)) for r in rows_l), np.int64, count=len(rows_l))
-        n_items = m.n_items
-        kk = min(n_items, k + int(n_seen.max()))
-        scores, found = m.index.search(users, kk)
-        keep = _keep(found, seen, k)
-        wanted = np.minimum(k, n_items - n_seen)
-        short = np.flatnonzero(keep.sum(axis=1) < wanted)
-        nprobe = int(getattr(m.index, "nprobe", 0))
-        nlist = int(getattr(m.index, "nlist", 0))
-        while short.size and nprobe < nlist:  # approximate: probe 8x more lists, rarely
-            nprobe = min(nlist, 8 * nprobe)
-            kk2 = min(n_items, 2 * kk + k)
-            s2, f2 = m.index.search(users[short], kk2, SearchParams(nprobe=nprobe))
-            k2 = _keep(f2, seen[short], k)
-            if kk2 > found.shape[1]:
-                pad = kk2 - found.shape[1]
-                scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-                found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
-                keep = np.pad(keep, ((0, 0), (0, pad)))
-            width2 = f2.shape[1]
-            scores[short, :width2], found[short, :width2], keep[short, :width2] = s2, f2, k2
-            keep[short, width2:] = False
-            short = short[k2.sum(axis=1) < wanted[short]]
-        counts = keep.sum(axis=1).tolist()
-        ids = m.catalog.ids
-        flat_ids = [ids[s] for s in found[keep].tolist()]
-        flat_scores = scores[keep].tolist()
-        out, at = [], 0
-        for c in counts:
-            out.append(list(zip(flat_ids[at : at + c], flat_scores[at : at + c], strict=True)))
-            at += c
-        return out
+        """Top-``k`` per user with the user's seen slots excluded (:func:`search_unseen`:
+        the cost per user does not grow with the longest history of the batch)."""
+        scores, found = search_unseen(m.index, users, rows_l, k, m.n_items)
+        return _listed(m.catalog.ids, scores, found, found >= 0)
 
     # -- item cold start -------------------------------------------------------------------
     def upsert_items(self, ids: Sequence[str], vectors: np.ndarray) -> ServingModel:
@@ -495,7 +463,184 @@ class Recommender:
             return int(slots.size)
 
 
+SEARCH_MARGIN = 16
+"""Results asked of the index per user beyond ``k`` in the first search of a batch (fewer if
+no user of the batch has seen as many items): users whose seen items took more of their
+results are searched again at their own width. ``coldstream bench search`` (IVF-PQ,
+batches of 64 users, most histories of 1-20 events, two of 200-500): with no margin 97% of
+the users are searched again (their latest items fill their first results) and the search
+costs 2x; at 8, 0.1-0.4% are; at 16 none, for 0-6% more CPU than 8; recall@10 is the same
+at every margin and the same as the batch-wide search's, at 1/3 (1M items) to 1/4 (100k)
+of its CPU per user."""
+
+
+def search_unseen(
+    index: ItemIndex,
+    users: np.ndarray,
+    rows_l: Sequence[Sequence[int]],
+    k: int,
+    n_items: int,
+    margin: int = SEARCH_MARGIN,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ``(scores [B, k], slots [B, k])`` per user, best first, the user's seen
+    slots ``rows_l[j]`` excluded (``-inf`` / ``-1``: none left).
+
+    One search of the batch for ``k + min(max |seen|, margin)`` results, filtered; only the
+    users left short are searched again, each at its own width ``k + |seen|`` (in groups of
+    widths within 2x, one index call per group), which an exact index always fills. An
+    approximate index can still leave a user short (its probed lists hold too few items):
+    those users are searched again with 8x the lists probed and twice the width, until the
+    index probes every list. The same items (and scores) as :func:`search_wide` on an exact
+    index; on an approximate one, a user's candidates no longer grow with its batch-mates'
+    histories."""
+    b = len(rows_l)
+    out_s = np.full((b, k), -np.inf, np.float32)
+    out_f = np.full((b, k), -1, np.int64)
+    if b == 0 or k <= 0:
+        return out_s, out_f
+    keys, n_seen = _seen_keys(rows_l)
+    wanted = np.minimum(k, np.maximum(n_items - n_seen, 0))
+    need = np.minimum(n_items, k + n_seen)
+    width = min(n_items, k + min(int(n_seen.max()), margin))
+    everyone = np.arange(b, dtype=np.int64)
+    scores, found = index.search(users, width)
+    got = _take(everyone, scores, found, keys, k, out_s, out_f)
+    short = everyone[got < wanted]
+    again = short[need[short] > width]  # an exact index needs no more than k + |seen|
+    if again.size:
+        got[again] = _search_groups(index, users, again, need[again], keys, k, out_s, out_f)
+        short = short[got[short] < wanted[short]]
+    nprobe = int(getattr(index, "nprobe", 0))
+    nlist = int(getattr(index, "nlist", 0))
+    tried = np.maximum(need, width)
+    while short.size and nprobe < nlist:  # approximate: probe 8x more lists, rarely
+        nprobe = min(nlist, 8 * nprobe)
+        tried[short] = np.minimum(n_items, 2 * tried[short] + k)
+        got[short] = _search_groups(
+            index, users, short, tried[short], keys, k, out_s, out_f, SearchParams(nprobe=nprobe)
+        )
+        short = short[got[short] < wanted[short]]
+    return out_s, out_f
+
+
+def _seen_keys(rows_l: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique ``user << 32 | slot`` keys of the seen slots, and ``|seen|`` per user
+    (duplicates counted once)."""
+    lens = np.fromiter(map(len, rows_l), np.int64, count=len(rows_l))
+    slots = np.fromiter(itertools.chain.from_iterable(rows_l), np.int64, count=int(lens.sum()))
+    owner = np.repeat(np.arange(len(rows_l), dtype=np.int64), lens)
+    keys = np.unique((owner << 32) | slots)
+    return keys, np.bincount(keys >> 32, minlength=len(rows_l))
+
+
+def _unseen(found: np.ndarray, who: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the first ``k`` results per row that are found and not seen by the row's user
+    ``who`` (a binary search in ``keys``: O(results x log seen), whatever the longest
+    history)."""
+    q = (who[:, None] << 32) | np.maximum(found, 0)
+    pos = np.minimum(np.searchsorted(keys, q), keys.size - 1)
+    good = (found >= 0) & (keys[pos] != q) if keys.size else found >= 0
+    return good & (np.cumsum(good, axis=1) <= k)
+
+
+def _take(
+    who: np.ndarray,
+    scores: np.ndarray,
+    found: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    out_s: np.ndarray,
+    out_f: np.ndarray,
+) -> np.ndarray:
+    """Write the first ``k`` unseen results of rows ``who`` into ``out_*`` (left-aligned, the
+    rest ``-inf``/``-1``); returns how many each row got."""
+    keep = _unseen(found, who, keys, k)
+    r, c = np.nonzero(keep)
+    dest = (np.cumsum(keep, axis=1) - 1)[r, c]
+    out_s[who], out_f[who] = -np.inf, -1
+    out_s[who[r], dest] = scores[r, c]
+    out_f[who[r], dest] = found[r, c]
+    return keep.sum(axis=1)
+
+
+def _search_groups(
+    index: ItemIndex,
+    users: np.ndarray,
+    who: np.ndarray,
+    widths: np.ndarray,
+    keys: np.ndarray,
+    k: int,
+    out_s: np.ndarray,
+    out_f: np.ndarray,
+    params: SearchParams | None = None,
+) -> np.ndarray:
+    """Search users ``who`` again, each at (at least) its ``widths`` and at most twice it:
+    one index call per power-of-two width class; returns how many results each got."""
+    got = np.zeros(who.size, np.int64)
+    cls = np.ceil(np.log2(np.maximum(widths, 1))).astype(np.int64)
+    for c in np.unique(cls).tolist():
+        sel = np.flatnonzero(cls == c)
+        s, f = index.search(users[who[sel]], int(widths[sel].max()), params)
+        got[sel] = _take(who[sel], s, f, keys, k, out_s, out_f)
+    return got
+
+
+def search_wide(
+    index: ItemIndex,
+    users: np.ndarray,
+    rows_l: Sequence[Sequence[int]],
+    k: int,
+    n_items: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The search before :func:`search_unseen` (kept for ``coldstream bench search`` and
+    its test): one search of ``k + max |seen|`` for the whole batch, a vectorised filter;
+    users left short (an approximate index found too few) are searched again with 8x the
+    lists probed. Returns ``(scores, slots, keep)``."""
+    width = max(len(r) for r in rows_l)
+    seen = np.full((len(rows_l), width), -2, dtype=np.int64)
+    for j, user_rows in enumerate(rows_l):
+        seen[j, : len(user_rows)] = user_rows
+    n_seen = np.fromiter((len(set(r)) for r in rows_l), np.int64, count=len(rows_l))
+    kk = min(n_items, k + int(n_seen.max()))
+    scores, found = index.search(users, kk)
+    keep = _keep(found, seen, k)
+    wanted = np.minimum(k, n_items - n_seen)
+    short = np.flatnonzero(keep.sum(axis=1) < wanted)
+    nprobe = int(getattr(index, "nprobe", 0))
+    nlist = int(getattr(index, "nlist", 0))
+    while short.size and nprobe < nlist:  # approximate: probe 8x more lists, rarely
+        nprobe = min(nlist, 8 * nprobe)
+        kk2 = min(n_items, 2 * kk + k)
+        s2, f2 = index.search(users[short], kk2, SearchParams(nprobe=nprobe))
+        k2 = _keep(f2, seen[short], k)
+        if kk2 > found.shape[1]:
+            pad = kk2 - found.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            found = np.pad(found, ((0, 0), (0, pad)), constant_values=-1)
+            keep = np.pad(keep, ((0, 0), (0, pad)))
+        width2 = f2.shape[1]
+        scores[short, :width2], found[short, :width2], keep[short, :width2] = s2, f2, k2
+        keep[short, width2:] = False
+        short = short[k2.sum(axis=1) < wanted[short]]
+    return scores, found, keep
+
+
 def _keep(found: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
-    """Mask of the first ``k`` results per row that are found and not seen."""
+    """Mask of the first ``k`` results per row that are found and not seen (``seen``: the
+    rows' seen slots, padded with ``-2``; :func:`search_wide`)."""
     good = (found >= 0) & ~(found[:, :, None] == seen[:, None, :]).any(axis=2)
     return good & (np.cumsum(good, axis=1) <= k)
+
+
+def _listed(
+    ids: Sequence[str | None], scores: np.ndarray, found: np.ndarray, keep: np.ndarray
+) -> list[list[tuple[str, float]]]:
+    """Per row, the ``(item_id, score)`` of the kept results, in order."""
+    counts = keep.sum(axis=1).tolist()
+    flat_ids = [ids[s] for s in found[keep].tolist()]
+    flat_scores = scores[keep].tolist()
+    out, at = [], 0
+    for c in counts:
+        out.append(list(zip(flat_ids[at : at + c], flat_scores[at : at + c], strict=True)))
+        at += c
+    return out

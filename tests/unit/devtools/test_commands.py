@@ -42,6 +42,7 @@ def test_every_dev_command_is_there() -> None:
         "bench inference",
         "bench recommend",
         "bench rollout-sim",
+        "bench search",
         "bench serve",
         "bench sessions",
         "bench soak",
