@@ -38,7 +38,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +50,9 @@ from trainer.data import Interactions, Items, load_movielens, tie_share
 from trainer.evaluation.baselines import EASE, ItemKNN, Popularity, TextKShot
 from trainer.evaluation.sasrec import SASRec, SASRecConfig
 from trainer.ranking import paired_bootstrap, summarize
+from trainer.student import pipeline
 from trainer.student.features import (
     EvalSet,
-    attach_kd_rows,
     cold_sets,
     drop_items,
     pick_cold_items,
@@ -64,10 +64,7 @@ from trainer.student.training import (
     Examples,
     Seq,
     TrainConfig,
-    build_examples,
-    prefix_positions,
     student_scores,
-    train_student,
 )
 from trainer.teacher.adapt import (
     HeadConfig,
@@ -308,6 +305,7 @@ class Evaluation:
         self.positions: list[tuple[int, int]]
         self.scfg: StudentConfig
         self.ex: Examples
+        self.examples: pipeline.TrainingExamples
         self.selection: dict[str, Any] = {}
         self.models: dict[str, Student] = {}
         self.student_ms = 0.0
@@ -672,17 +670,16 @@ class Evaluation:
     def student_examples(self) -> None:
         """The students' training examples (with the teacher's rows) and their configuration."""
         d = self.data
-        self.positions = prefix_positions(
-            d.train_seqs,
-            max_prefix=self.tc.max_prefix,
-            extra_per_user=self.tc.extra_per_user,
-            seed=self.cfg.seed,
+        self.positions = pipeline.as_pairs(
+            pipeline.prefixes(d.train_seqs, pipeline.PrefixSpec.of(self.tc, seed=self.cfg.seed))
         )
         self.scfg = StudentConfig(
             n_items=int(d.warm.sum()), text_dim=int(self.item_vecs.shape[1]), **self.cfg.student
         )
-        self.ex = build_examples(d.train_seqs, self.positions, self.scfg.max_len)
-        attach_kd_rows(self.ex, self.positions, self.tpos)
+        self.examples = pipeline.examples(
+            d.train_seqs, self.positions, max_len=self.scfg.max_len, teacher_positions=self.tpos
+        )
+        self.ex = self.examples.examples
 
     def init_student(self) -> Student:
         """A student whose item vectors start at the chosen teacher's item tower output."""
@@ -693,7 +690,7 @@ class Evaluation:
 
     def train(
         self,
-        teacher_kind: str,
+        teacher_kind: pipeline.KDKind,
         alpha: float,
         temp: float,
         name: str,
@@ -704,28 +701,30 @@ class Evaluation:
         inputs zeroed); its curve and best validation score."""
         v = dict(variant or {})
         rank = {k: v[k] for k in ("rank_weight", "rank_kind", "rank_k") if k in v}
-        conf = TrainConfig(
-            **{
-                **asdict(self.tc),
-                "teacher": teacher_kind,
-                "alpha": alpha,
-                "temperature": temp,
-                **(rank if teacher_kind == "model" else {}),
-                # id-dropout trains the text path under the ids: with no text it only hurts
-                **({"id_dropout": 0.0} if v.get("id_only") else {}),
-            }
+        kd = pipeline.Distillation(
+            teacher_kind, alpha, temp, **(rank if teacher_kind == "model" else {})
         )
-        init = self.init_student() if teacher_kind == "model" and v.get("init") else None
         id_only = bool(v.get("id_only"))
+        # id-dropout trains the text path under the ids: with no text it only hurts
+        base = replace(self.tc, id_dropout=0.0) if id_only else self.tc
+        init = self.init_student() if teacher_kind == "model" and v.get("init") else None
+        targets = (
+            pipeline.TeacherTargets(self.tpos, self.teacher_logits)
+            if teacher_kind == "model"
+            else None
+        )
         tt = time.perf_counter()
-        model, curve = train_student(
-            self.ex,
-            text_vecs=np.zeros_like(self.item_vecs) if id_only else self.item_vecs,
-            id_index=self.data.id_index,
-            catalogue=self.data.warm,
-            student_config=self.scfg,
-            config=conf,
-            teacher_logits=self.teacher_logits if teacher_kind == "model" else None,
+        trained = pipeline.train(
+            self.examples,
+            pipeline.StudentInputs(
+                np.zeros_like(self.item_vecs) if id_only else self.item_vecs,
+                self.data.id_index,
+                self.data.warm,
+                self.scfg,
+            ),
+            base,
+            kd=kd,
+            targets=targets,
             validate=(
                 (lambda m: _val_score(self.student_cells(m, "val", id_only=True)))
                 if id_only
@@ -736,7 +735,7 @@ class Evaluation:
             init=init,
         )
         self.stamp(f"train {name}", tt)
-        return model, curve, max(r["val"] for r in curve)
+        return trained.model, trained.curve, trained.val
 
     def students(self) -> None:
         """CE; the uniform control (the best of ``kd_grid``); KD: for each variant the best of
@@ -782,7 +781,7 @@ class Evaluation:
         return self.train("none", 0.0, 1.0, "student_id_only", {"id_only": True})
 
     def select(
-        self, kind: str, name: str, variant: dict[str, Any] | None = None
+        self, kind: pipeline.KDKind, name: str, variant: dict[str, Any] | None = None
     ) -> tuple[Student, list, float, float, float]:
         """Train ``name`` for every (alpha, T) of ``kd_grid``; keep the best on validation
         (the first of equals) and record the grid in :attr:`selection`."""

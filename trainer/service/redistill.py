@@ -2,7 +2,8 @@
 
 :func:`redistill` warm-starts from the current student (:class:`~coldstream.core.checkpoint.Checkpoint`)
 and trains on the buffer's older part: CE on the next item + ``alpha * T^2 * KL`` to the
-teacher's scores on a budget of buffer prefixes (:mod:`trainer.student.distill`). New items join
+teacher's scores on a budget of buffer prefixes (:mod:`trainer.student.distill`), through the
+stages of :mod:`trainer.student.pipeline` that ``fit`` and the evaluation run too. New items join
 the item table with their text only (:func:`item_table`). The candidate is gated
 (:mod:`trainer.service.gate`) against the current student on the buffer's latest slice, never
 trained on; :func:`publish_checkpoint` writes a promoted one (and the teacher head it was
@@ -14,7 +15,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,12 @@ from coldstream.core.checkpoint import Checkpoint, save_checkpoint
 from coldstream.core.signing import Signer
 from trainer.service.buffer import EventBuffer
 from trainer.service.gate import GateResult, gate
-from trainer.student.features import kd_rows
+from trainer.student import pipeline
 from trainer.student.training import (
     Seq,
     TrainConfig,
-    build_examples,
     encode_users,
-    prefix_positions,
     student_item_vectors,
-    train_student,
 )
 from trainer.teacher.heads import TeacherScorer, save_teacher_head
 from trainer.teacher.topk import TopK, inner_product_topk, scorer_topk
@@ -84,11 +82,13 @@ class CycleConfig:
     def train_config(self, *, kd: bool) -> TrainConfig:
         """What the candidate trains with: :attr:`train`, with the cycle's KD (``kd``: teacher
         logits given) or none."""
+        return self.distillation(kd=kd).config(self.train)
+
+    def distillation(self, *, kd: bool) -> pipeline.Distillation:
+        """The candidate's KD: the cycle's (``kd``: teacher logits given) or none."""
         if kd:
-            return replace(
-                self.train, teacher="model", alpha=self.alpha, temperature=self.temperature
-            )
-        return replace(self.train, teacher="none", alpha=0.0, temperature=1.0)
+            return pipeline.Distillation("model", self.alpha, self.temperature)
+        return pipeline.NO_KD
 
 
 @dataclass
@@ -165,19 +165,43 @@ def cycle_data(
         if len(hs[0]) and len(tr):
             hist.append((hs[0][-ck.config.max_len :], hs[1][-ck.config.max_len :]))
             truths.append(tr)
-    tc = config.train
-    positions = prefix_positions(
-        seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=tc.seed
-    )
+    positions = pipeline.as_pairs(pipeline.prefixes(seqs, pipeline.PrefixSpec.of(config.train)))
     return CycleData(table, seqs, hist, truths, positions)
 
 
-def teacher_targets(
-    scorer: Scorer, data: CycleData, config: CycleConfig
-) -> tuple[torch.Tensor | TopK, list[tuple[int, int]]]:
-    """Teacher targets on a random budget of the training prefixes, and those prefixes: dense
-    logits ``[P, N]`` on the full-softmax path, the top-``teacher_topk`` (:class:`TopK`,
-    scored in blocks: never ``[P, N]``) on the sampled one (``config.train.mode(N)``). A
+@dataclass(frozen=True)
+class HistoryScores:
+    """A cycle's scorer on the teacher's prefixes (histories as rows of the item table), as the
+    pipeline reads it (:class:`trainer.student.pipeline.TeacherScores`): dense logits, or the
+    top-K in blocks (:func:`~trainer.teacher.topk.scorer_topk`)."""
+
+    scorer: Any
+    histories: list[np.ndarray]
+    feats: np.ndarray | None
+    n_items: int
+
+    def dense(self) -> np.ndarray:
+        if self.feats is not None:
+            return self.scorer(self.histories, self.feats)
+        return self.scorer(self.histories)
+
+    def topk(self, k: int, temperatures: tuple[float, ...]) -> TopK:
+        return scorer_topk(
+            self.scorer,
+            self.histories,
+            k,
+            feats=self.feats,
+            n_items=self.n_items,
+            temperatures=temperatures,
+        )
+
+
+def cycle_targets(scorer: Scorer, data: CycleData, config: CycleConfig) -> pipeline.TeacherTargets:
+    """Teacher targets on a random budget of the training prefixes (:attr:`CycleConfig.teacher_prefixes`,
+    drawn by the training seed; ``positions``: those prefixes as ``(user, t)`` pairs): dense
+    logits ``[P, N]`` on the full-softmax path, the top-``teacher_topk`` (:class:`TopK`, scored in
+    blocks: never ``[P, N]``) on the sampled one (``config.train.mode(N)``;
+    :func:`trainer.student.pipeline.teacher_targets`). A
     :class:`~trainer.teacher.heads.TeacherScorer` without a head fits one on them first."""
     rng = np.random.default_rng(config.train.seed)
     positions, seqs = data.positions, data.seqs
@@ -187,25 +211,24 @@ def teacher_targets(
     tpos = [positions[i] for i in pick]
     histories = [seqs[u][0][:t] for u, t in tpos]
     n_items = len(data.table.ids)
-    sampled = config.train.mode(n_items) == "sampled"
     feats = None
     if isinstance(scorer, TeacherScorer):
         feats = scorer.features(histories)
         if scorer.head is None:
             scorer.fit_head(histories, [seqs[u][0][t : t + 10] for u, t in tpos], feats)
-    if sampled:
-        top = scorer_topk(
-            scorer,
-            histories,
-            config.train.teacher_topk,
-            feats=feats,
-            n_items=n_items,
-            # the tail only where the KD reads it (auto/scored use the scorer's pairs)
-            temperatures=(config.temperature,) if config.train.kd_outside == "tail" else (),
-        )
-        return top, tpos
-    logits = scorer(histories, feats) if feats is not None else scorer(histories)
-    return torch.as_tensor(logits, dtype=torch.float32), tpos
+    return pipeline.teacher_targets(
+        HistoryScores(scorer, histories, feats, n_items),
+        tpos,
+        pipeline.TargetSpec.of(config.train, n_items, config.temperature),
+    )
+
+
+def teacher_targets(
+    scorer: Scorer, data: CycleData, config: CycleConfig
+) -> tuple[torch.Tensor | TopK, list[tuple[int, int]]]:
+    """:func:`cycle_targets` as ``(targets, prefixes)``."""
+    targets = cycle_targets(scorer, data, config)
+    return targets.logits, list(targets.positions)
 
 
 def redistill(
@@ -221,25 +244,30 @@ def redistill(
     t0 = time.perf_counter()
     data = cycle_data(ck, buffer, new_items, cfg)
     table = data.table
-    ex = build_examples(data.seqs, data.positions, ck.config.max_len)
-    teacher_logits = None
+    targets = None
     info: dict[str, Any] = {}
     if scorer is not None and cfg.teacher_prefixes > 0 and cfg.alpha > 0:
-        teacher_logits, tpos = teacher_targets(scorer, data, cfg)
-        ex.kd_row = kd_rows(data.positions, tpos)
-        info["teacher_prefixes"] = len(tpos)
-    candidate, curve = train_student(
-        ex,
-        text_vecs=table.text_vecs,
-        id_index=table.id_index,
-        catalogue=np.ones(len(table.ids), bool),
-        student_config=ck.config,
-        config=cfg.train_config(kd=teacher_logits is not None),
-        teacher_logits=teacher_logits,
+        targets = cycle_targets(scorer, data, cfg)
+        info["teacher_prefixes"] = len(targets.positions)
+    examples = pipeline.examples(
+        data.seqs,
+        data.positions,
+        max_len=ck.config.max_len,
+        teacher_positions=None if targets is None else targets.positions,
+    )
+    trained = pipeline.train(
+        examples,
+        pipeline.StudentInputs(
+            table.text_vecs, table.id_index, np.ones(len(table.ids), bool), ck.config
+        ),
+        cfg.train,
+        kd=cfg.distillation(kd=targets is not None),
+        targets=targets,
         progress=False,
         desc="re-distil",
         init=ck.model,
     )
+    candidate, curve = trained.model, trained.curve
     current = ck.model.cpu().eval()
     g = gate(
         candidate,
@@ -250,7 +278,7 @@ def redistill(
         truths=data.truths,
         margin=cfg.margin,
     )
-    if teacher_logits is not None and data.holdout:
+    if targets is not None and data.holdout:
         info["topk_agreement@10"] = topk_agreement(candidate, scorer, table, data.holdout)
     metrics = {
         **g.as_dict(),

@@ -3,7 +3,8 @@ store) and :func:`train_bootstrap` (MovieLens-100K, for the demo).
 
 ``fit`` holds out ``val_share`` of the users that have data (at least two events; by
 seed) for early stopping (:func:`fit_users`), adapts the teacher (unless ``quick``),
-distils the student (CE + KD) and writes a versioned, checksummed checkpoint
+distils the student (CE + KD; the stages of :mod:`trainer.student.pipeline`, shared with the
+trainer service and the evaluation) and writes a versioned, checksummed checkpoint
 (:func:`coldstream.core.checkpoint.save_checkpoint`).
 """
 
@@ -22,8 +23,8 @@ from coldstream.core.checkpoint import save_checkpoint
 from coldstream.core.device import resolve_device
 from coldstream.core.settings import DEFAULT_MODEL_STORE
 from coldstream.core.student import StudentConfig
+from trainer.student import pipeline
 from trainer.student.features import (
-    attach_kd_rows,
     split_users,
     subsample_positions,
     teacher_position_arrays,
@@ -32,11 +33,8 @@ from trainer.student.features import (
 from trainer.student.training import (
     Seq,
     TrainConfig,
-    build_examples,
-    prefix_position_arrays,
     set_threads,
     student_scores,
-    train_student,
 )
 from trainer.teacher.encoder import teacher_features
 
@@ -195,7 +193,6 @@ def fit_and_save(
 ) -> Path:
     """Body of :func:`fit` (config already parsed)."""
     from trainer.teacher.adapt import HeadConfig, calibrate_temperature, fit_head
-    from trainer.teacher.topk import head_topk
 
     set_threads(cfg.threads)
     t0 = time.perf_counter()
@@ -272,11 +269,9 @@ def fit_and_save(
         ]
         return float(np.mean(vals))
 
-    positions = prefix_position_arrays(
-        train_seqs, max_prefix=tc.max_prefix, extra_per_user=tc.extra_per_user, seed=cfg.seed
-    )
-    ex = build_examples(train_seqs, positions, scfg.max_len)
-    teacher_logits = None
+    positions = pipeline.prefixes(train_seqs, pipeline.PrefixSpec.of(tc, seed=cfg.seed))
+    targets: pipeline.TeacherTargets | None = None
+    kd: pipeline.Distillation | None = None  # quick: the training configuration as it is
     info: dict = {"quick": cfg.quick, "softmax": "sampled" if sampled else "full"}
     if not cfg.quick:
         tpos = subsample_positions(
@@ -344,19 +339,14 @@ def fit_and_save(
             vt.append([es.gts[i][0] for i in keep])
         tau = calibrate_temperature(np.concatenate(vl), np.concatenate(vt))
         lap("teacher_head")
-        if sampled:  # the top-K of the whole catalogue, in blocks: never [prefixes x items]
-            # the tail only where the KD reads it (auto/scored use the head's pair scorer)
-            temps = (cfg.temperature,) if tc.kd_outside == "tail" else ()
-            teacher_logits = head_topk(
-                head, feats, item_vecs, tc.teacher_topk, tau=tau, temperatures=temps
-            )
-        else:
-            teacher_logits = torch.as_tensor(
-                head.score(feats, item_vecs) / tau, dtype=torch.float32
-            )
+        # sampled: the top-K of the whole catalogue, in blocks (never [prefixes x items])
+        targets = pipeline.teacher_targets(
+            pipeline.HeadScores(head, feats, item_vecs, tau),
+            tpos,
+            pipeline.TargetSpec.of(tc, n_items, cfg.temperature),
+        )
         lap("teacher_targets")
-        attach_kd_rows(ex, positions, tpos)
-        tc.teacher, tc.alpha, tc.temperature = "model", cfg.alpha, cfg.temperature
+        kd = pipeline.Distillation("model", cfg.alpha, cfg.temperature)
         info.update(
             {
                 "teacher_head_val_ndcg10": vhead(head),
@@ -368,21 +358,26 @@ def fit_and_save(
         )
         if cat_rows is not None:
             info["teacher_head_items"] = len(cat_rows)
-    model, curve = train_student(
-        ex,
-        text_vecs=item_vecs,
-        id_index=id_index,
-        catalogue=seen,
-        student_config=scfg,
-        config=tc,
-        teacher_logits=teacher_logits,
+    data = pipeline.examples(
+        train_seqs,
+        positions,
+        max_len=scfg.max_len,
+        teacher_positions=None if targets is None else targets.positions,
+    )
+    trained = pipeline.train(
+        data,
+        pipeline.StudentInputs(item_vecs, id_index, seen, scfg),
+        tc,
+        kd=kd,
+        targets=targets,
         validate=validate,
         progress=progress,
     )
+    model, curve = trained.model, trained.curve
     lap("student")
     metrics = {
-        "val_ndcg@10_mean_k135": max(r["val"] for r in curve),
-        "epochs": len(curve),
+        "val_ndcg@10_mean_k135": trained.val,
+        "epochs": trained.epochs,
         "epoch_train_seconds": [r["train_seconds"] for r in curve],
         "val_curve": [round(r["val"], 5) for r in curve],
         "stage_seconds": stages,
@@ -390,7 +385,7 @@ def fit_and_save(
         "popular_items": popular_item_ids(train_seqs, items.ids),
         **info,
     }
-    del ex, teacher_logits
+    del data, targets, trained
     item_vecs = item_vecs[order]  # (rebinding frees the training copy at catalogue scale)
     return save_checkpoint(
         store_root,

@@ -12,7 +12,6 @@ import torch
 from coldstream.core.checkpoint import load_checkpoint, manifest_sha256
 from coldstream.core.model_updates import make_update, verify_update
 from tests.unit.trainer._world import cosine_scorer, make_buffer, make_world, random_checkpoint
-from trainer.service import redistill as redistill_module
 from trainer.service.redistill import (
     CycleConfig,
     cycle_train_config,
@@ -20,6 +19,7 @@ from trainer.service.redistill import (
     publish_checkpoint,
     redistill,
 )
+from trainer.student import pipeline
 from trainer.student.training import TrainConfig
 
 # What one cycle trained with before CycleConfig nested a TrainConfig: the TrainConfig that
@@ -94,13 +94,13 @@ def test_redistill_trains_with_the_cycle_training_config(world, tmp_path, monkey
     ids, text = world
     ck = load_checkpoint(random_checkpoint(tmp_path / "s", ids, text))
     seen: list[TrainConfig] = []
-    real = redistill_module.train_student
+    real = pipeline.train_student  # the stage the cycle trains through
 
     def spy(*args, **kwargs):
         seen.append(kwargs["config"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(redistill_module, "train_student", spy)
+    monkeypatch.setattr(pipeline, "train_student", spy)
     cfg = CycleConfig(
         teacher_prefixes=50,
         alpha=0.5,
