@@ -669,8 +669,9 @@ def readme_results_sentence(report: dict[str, Any]) -> str:
     """The README's one-sentence summary of the two gains, at k=1 and on cold items."""
     tr, kd = report["ce_minus_id_only"], report["kd_minus_ce"]
     return (
-        f"Over {len(report['splits'])} user splits ({report['protocol']['test_users_per_cell']['k=1']} "
-        "test users), NDCG@10 with 95% intervals: reading the item text (the transfer gain: "
+        f"Offline cold start over {len(report['splits'])} user splits of MovieLens-100K "
+        f"({report['protocol']['test_users_per_cell']['k=1']} test users), NDCG@10 with 95% "
+        "intervals: reading the item text (the transfer gain: "
         "the same student with and without text inputs) adds "
         f"{_ci(tr['k=1'])} after one event and {_ci(tr['cold_items'])} on cold items; "
         "distilling the teacher on top (KD minus cross-entropy only) adds "
