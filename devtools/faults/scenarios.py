@@ -400,6 +400,153 @@ def rebalance(
     )
 
 
+@scenario(
+    "rolling_restart",
+    scaled=lambda s: {"rate": 1000.0 * min(s, 1.0), "steady_s": 10.0 * min(max(s, 0.5), 2)},
+)
+def rolling_restart(
+    h: Harness,
+    *,
+    workers: int = 3,
+    rate: float = 1000.0,
+    n_users: int = 400,
+    steady_s: float = 10.0,
+    tail_s: float = 8.0,
+    pre_stop_s: float = 2.0,
+    drain_budget_s: float = 30.0,
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
+) -> FaultResult:
+    """A Kubernetes rolling update of ``workers`` replicas (``maxSurge: 1``,
+    ``maxUnavailable: 0``) under ``rate`` events/s: for each old worker in turn a new one
+    starts and becomes ready, ``pre_stop_s`` passes (the preStop hook while the endpoint is
+    removed), then the old one gets SIGTERM and drains; a new model version (v2) is
+    published after the first replacement. Counted: lost, duplicated, end-to-end latency
+    (``latency_ms``) before, during and after the roll, each drain (SIGTERM -> exit) and
+    each surge worker's start (spawn -> ready), and how long v1 and v2 were served side by
+    side. Recovery: the longest pause between consecutive outputs during the roll.
+    Under ``exactly_once`` lost and duplicated are counted by the ``read_committed`` checker
+    (:mod:`devtools.faults.committed`); under at-least-once by every record, and each of the
+    ``2 * workers`` rebalances may repeat what was in flight on the moved partitions."""
+    import numpy as np
+
+    from coldstream.core.checkpoint import manifest_sha256
+    from coldstream.core.model_updates import make_update
+    from coldstream.core.pointer import write_pointer
+
+    signer, _, v2 = _control_world(h, "roll")
+    horizon_s = steady_s + workers * 25.0 + tail_s + 30.0  # enough input for a slow roll
+    inputs = good_events(int(rate * horizon_s), n_users=n_users, tag=h.prefix + "rr")
+    env = {"COLDSTREAM_DRAIN_TIMEOUT_S": str(drain_budget_s)}
+    opts: dict[str, Any] = {"env": env}
+    if guarantee == "exactly_once":
+        opts.update(processing_guarantee="exactly_once", session_store="memory")
+    old = h.start_workers(*[f"old{i}" for i in range(workers)], **opts)
+    feeder = h.feeder(inputs, rate)
+    feeder.start()
+    wait_until(lambda: feeder.sent >= rate * steady_s, 120 + steady_s, "the steady phase")
+    t_roll = time.time()
+    drains, readies, codes = [], [], []
+    t_v2 = None
+    new = []
+    for i, w in enumerate(old):
+        t0 = time.time()
+        new.append(h.start_worker(f"new{i}", **opts))
+        readies.append(round(time.time() - t0, 2))
+        if i == 0:  # the new version lands mid-roll, as the trainer publishes it:
+            # the store's pointer first (workers that start later load v2), then the record
+            ptr = write_pointer(
+                h.model_store, version=2, manifest_sha256=manifest_sha256(v2), signer=signer
+            )
+            t_v2 = _send_control(
+                h,
+                make_update(
+                    version=2,
+                    seq=ptr.seq,
+                    checkpoint_dir=v2,
+                    manifest_sha256=manifest_sha256(v2),
+                    metrics={"rolling_restart": True},
+                    signer=signer,
+                ).to_json(),
+            )
+        time.sleep(pre_stop_s)
+        t_term = time.time()
+        codes.append(w.stop(deadline_s=drain_budget_s + 5))
+        drains.append(round(time.time() - t_term, 2))
+    t_done = time.time()
+    time.sleep(tail_s)  # the tail: events keep flowing to the new workers
+    feeder.limit = min(feeder.limit, feeder.sent)
+    feeder.join_checked(120)
+    inputs = inputs[: feeder.sent]
+    out = h.collect(inputs, timeout_s=180)
+    recs = [v for vs in out.by_user.values() for v in vs]
+    checked: dict[str, Any] = {}
+    if guarantee == "exactly_once":
+        from devtools.faults.committed import read_committed_outputs
+
+        committed = run_coro(
+            read_committed_outputs(
+                h.bootstrap,
+                h.topics,
+                [inp.event_id for inp in inputs],
+                [inp.pos for inp in inputs],
+                timeout_s=180,
+            ),
+            240,
+        )
+        checked = {"committed": committed.row(), "read_uncommitted_duplicated": out.duplicated()}
+
+    def phase(a: float, b: float) -> list[float]:
+        return [float(v["latency_ms"]) for v in recs if a <= v["produced_at"] < b]
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(float(np.percentile(xs, q)), 1) if xs else None
+
+    lat = {
+        "steady": phase(t_roll - steady_s / 2, t_roll),
+        "roll": phase(t_roll, t_done),
+        "after": phase(t_done + 2, float("inf")),
+    }
+    times = sorted(v["produced_at"] for v in recs if t_roll <= v["produced_at"] <= t_done)
+    gap = max((b - a for a, b in zip(times, times[1:], strict=False)), default=None)
+    v1_after = [
+        v["produced_at"]
+        for v in recs
+        if v["model_version"] == "1" and t_v2 and v["produced_at"] > t_v2
+    ]
+    first_v2 = min((v["produced_at"] for v in recs if v["model_version"] == "2"), default=None)
+    alive = [w.proc is not None and w.proc.poll() is None for w in new]
+    p99s, p99r = pct(lat["steady"], 99), pct(lat["roll"], 99)
+    result = account(
+        f"rolling restart ({guarantee}): {workers} workers replaced one by one (maxSurge 1) at "
+        f"{rate:.0f} ev/s, v2 published mid-roll",
+        inputs,
+        out,
+        gap,
+        guarantee=guarantee,
+        duplicate_bound=2 * workers * 2 * BATCH_SIZE if guarantee == "at_least_once" else 0,
+        **checked,
+        rate=rate,
+        workers=workers,
+        roll_seconds=round(t_done - t_roll, 1),
+        drain_seconds=drains,
+        ready_seconds=readies,
+        exit_codes=codes,
+        latency_p50_ms={k: pct(v, 50) for k, v in lat.items()},
+        latency_p99_ms={k: pct(v, 99) for k, v in lat.items()},
+        latency_n={k: len(v) for k, v in lat.items()},
+        p99_roll_over_steady=round(p99r / p99s, 2) if p99s and p99r else None,
+        v2_first_after_s=round(first_v2 - t_v2, 2) if first_v2 and t_v2 else None,
+        v1_served_after_v2_published_s=round(max(v1_after) - t_v2, 2) if v1_after and t_v2 else 0.0,
+        new_workers_alive=all(alive),
+        order_violations=order_violations(inputs, out),
+        load_average=os.getloadavg(),
+    )
+    if guarantee == "exactly_once":  # the committed view is the one that counts
+        c = checked["committed"]
+        result.lost, result.duplicated = c["lost"], c["duplicated"]
+    return result
+
+
 @scenario("broker_restart", broker="kafka", scaled=lambda s: {"n_events": scaled_count(1500, s)})
 def broker_restart(
     h: Harness,

@@ -47,6 +47,46 @@ def test_rebalance_under_load_keeps_order_and_loses_nothing(harness):
     assert r.details["sent_when_left"] < r.events_in, "the leave happened after the stream ended"
 
 
+def test_a_rolling_restart_of_three_workers_loses_nothing_and_moves_to_the_new_version(
+    harness,
+):
+    r = faults.rolling_restart(
+        harness, workers=3, rate=150.0, n_users=120, steady_s=4.0, tail_s=4.0, pre_stop_s=1.0
+    )
+    d = r.details
+    assert r.lost == 0, _show(r)
+    # at-least-once: each of the 6 rebalances may repeat what was in flight on moved partitions
+    assert r.duplicated <= d["duplicate_bound"], _show(r)
+    assert d["exit_codes"] == [0, 0, 0], _show(r)
+    assert d["new_workers_alive"], _show(r)
+    assert d["order_violations"] == 0, _show(r)
+    assert d["latency_n"]["roll"] > 0 and d["latency_n"]["after"] > 0, _show(r)
+    # the version published mid-roll reaches every worker, old and new, within seconds
+    assert d["v2_first_after_s"] is not None, _show(r)
+    assert d["v1_served_after_v2_published_s"] < 30, _show(r)
+    print(_show(r))
+
+
+def test_a_rolling_restart_under_exactly_once_commits_each_answer_once(harness):
+    r = faults.rolling_restart(
+        harness,
+        workers=3,
+        rate=150.0,
+        n_users=120,
+        steady_s=4.0,
+        tail_s=4.0,
+        pre_stop_s=1.0,
+        guarantee="exactly_once",
+    )
+    d = r.details
+    assert d["committed"]["lost"] == 0 and r.lost == 0, _show(r)
+    assert d["committed"]["duplicated"] == 0 and r.duplicated == 0, _show(r)
+    assert d["exit_codes"] == [0, 0, 0] and d["new_workers_alive"], _show(r)
+    assert d["v2_first_after_s"] is not None, _show(r)
+    assert d["v1_served_after_v2_published_s"] < 30, _show(r)
+    print(_show(r))
+
+
 def test_kafka_broker_restart_is_survived(kafka_broker_factory, harness_factory):
     broker = kafka_broker_factory()
     h = harness_factory(broker.bootstrap)
