@@ -173,6 +173,30 @@ def run_scenario(name: str, *, scale: float, workdir: Path, shared: dict[str, An
             private.close()
 
 
+def pct(xs: list[float], q: float) -> float | None:
+    """The ``q``-th percentile of ``xs`` to 0.1 (``None`` for no values)."""
+    import numpy as np
+
+    return round(float(np.percentile(xs, q)), 1) if xs else None
+
+
+def _committed_outputs(h: Harness, inputs: list[Input]) -> Any:
+    """What a ``read_committed`` reader sees of ``inputs``' answers
+    (:func:`devtools.faults.committed.read_committed_outputs`)."""
+    from devtools.faults.committed import read_committed_outputs
+
+    return run_coro(
+        read_committed_outputs(
+            h.bootstrap,
+            h.topics,
+            [inp.event_id for inp in inputs],
+            [inp.pos for inp in inputs],
+            timeout_s=180,
+        ),
+        240,
+    )
+
+
 # ------------------------------------------------------------------------------ scenarios
 # (defined in the default order of ``coldstream bench faults --scenarios``)
 
@@ -275,7 +299,7 @@ def sigterm(
 
 @scenario(
     "kill9_exactly_once",
-    scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)},
+    scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3), "kills": 5},
 )
 def kill9_exactly_once(
     h: Harness,
@@ -291,7 +315,7 @@ def kill9_exactly_once(
     exactly one committed output, and every user's committed session exactly their events.
     A ``read_uncommitted`` reader (details) also sees the outputs of aborted transactions.
     Recovery: kill -> the new worker ready (the slowest of the kills)."""
-    from devtools.faults.committed import read_committed_changelog, read_committed_outputs
+    from devtools.faults.committed import read_committed_changelog
 
     n_users = max(n_users, n_events // 25 + 1)
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "k9eos")
@@ -312,16 +336,7 @@ def kill9_exactly_once(
         h.start_worker(f"eos{k + 1}", **opts)
         restarts.append(time.time() - t_kill)
     feeder.join_checked(300)
-    committed = run_coro(
-        read_committed_outputs(
-            h.bootstrap,
-            h.topics,
-            [inp.event_id for inp in inputs],
-            [inp.pos for inp in inputs],
-            timeout_s=180,
-        ),
-        240,
-    )
+    committed = _committed_outputs(h, inputs)
     sessions = run_coro(
         read_committed_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog", 30), 90
     )
@@ -427,11 +442,6 @@ def rolling_restart(
     Under ``exactly_once`` lost and duplicated are counted by the ``read_committed`` checker
     (:mod:`devtools.faults.committed`); under at-least-once by every record, and each of the
     ``2 * workers`` rebalances may repeat what was in flight on the moved partitions."""
-    import numpy as np
-
-    from coldstream.core.checkpoint import manifest_sha256
-    from coldstream.core.model_updates import make_update
-    from coldstream.core.pointer import write_pointer
 
     signer, _, v2 = _control_world(h, "roll")
     horizon_s = steady_s + workers * 25.0 + tail_s + 30.0  # enough input for a slow roll
@@ -454,20 +464,7 @@ def rolling_restart(
         readies.append(round(time.time() - t0, 2))
         if i == 0:  # the new version lands mid-roll, as the trainer publishes it:
             # the store's pointer first (workers that start later load v2), then the record
-            ptr = write_pointer(
-                h.model_store, version=2, manifest_sha256=manifest_sha256(v2), signer=signer
-            )
-            t_v2 = _send_control(
-                h,
-                make_update(
-                    version=2,
-                    seq=ptr.seq,
-                    checkpoint_dir=v2,
-                    manifest_sha256=manifest_sha256(v2),
-                    metrics={"rolling_restart": True},
-                    signer=signer,
-                ).to_json(),
-            )
+            _, _, t_v2 = _publish_version(h, signer, 2, v2, {"rolling_restart": True})
         time.sleep(pre_stop_s)
         t_term = time.time()
         codes.append(w.stop(deadline_s=drain_budget_s + 5))
@@ -481,25 +478,11 @@ def rolling_restart(
     recs = [v for vs in out.by_user.values() for v in vs]
     checked: dict[str, Any] = {}
     if guarantee == "exactly_once":
-        from devtools.faults.committed import read_committed_outputs
-
-        committed = run_coro(
-            read_committed_outputs(
-                h.bootstrap,
-                h.topics,
-                [inp.event_id for inp in inputs],
-                [inp.pos for inp in inputs],
-                timeout_s=180,
-            ),
-            240,
-        )
+        committed = _committed_outputs(h, inputs)
         checked = {"committed": committed.row(), "read_uncommitted_duplicated": out.duplicated()}
 
     def phase(a: float, b: float) -> list[float]:
         return [float(v["latency_ms"]) for v in recs if a <= v["produced_at"] < b]
-
-    def pct(xs: list[float], q: float) -> float | None:
-        return round(float(np.percentile(xs, q)), 1) if xs else None
 
     lat = {
         "steady": phase(t_roll - steady_s / 2, t_roll),
@@ -556,11 +539,18 @@ def broker_restart(
     n_users: int = 40,
     rate: float = 200.0,
     down_s: float = 5.0,
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
 ) -> FaultResult:
     """Apache Kafka (persistent log dir) killed mid-stream and restarted on the same ports.
-    Recovery: broker back -> first output after it."""
+    Recovery: broker back -> first output after it. Under ``exactly_once`` a transaction
+    that the dead broker cannot complete ends the worker (exit 5, by design: the next owner
+    reads on from the committed offsets); a supervisor (here the scenario, in Kubernetes the
+    Deployment) starts a new one, and the ``read_committed`` checker counts."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "br")
-    h.start_worker("a")
+    opts: dict[str, Any] = {}
+    if guarantee == "exactly_once":
+        opts = {"processing_guarantee": "exactly_once", "session_store": "memory"}
+    h.start_worker("a", **opts)
     w = h.workers[-1]
     feeder = h.feeder(inputs, rate)
     feeder.start()
@@ -570,21 +560,41 @@ def broker_restart(
     time.sleep(down_s)
     broker.start()
     t_up = time.time()
+    exits: list[int | None] = []
+    while feeder.is_alive() or (w.proc is not None and w.proc.poll() is not None):
+        assert w.proc is not None
+        if w.proc.poll() is not None:  # the supervisor's restart
+            exits.append(w.proc.returncode)
+            w.proc = None
+            if len(exits) > 3:
+                break
+            w = h.start_worker(f"a{len(exits)}", **opts)
+        time.sleep(0.5)
     feeder.join_checked(300)
     out = h.collect(inputs, timeout_s=180)
     assert w.proc is not None
     alive = w.proc.poll() is None
-    restarts = (h.workdir / "worker-a.log").read_text(errors="replace").count("serving model")
-    return account(
-        "Kafka broker kill + restart (persistent log)",
+    restarts = sum(
+        p.read_text(errors="replace").count("serving model")
+        for p in sorted(h.workdir.glob("worker-a*.log"))
+    )
+    result = account(
+        f"Kafka broker kill + restart (persistent log, {guarantee})",
         inputs,
         out,
         first_output_after(out, t_up),
+        guarantee=guarantee,
         worker_alive=alive,
         worker_starts=restarts,
+        worker_exit_codes=exits,
         broker_down_seconds=round(t_up - t_down, 2),
         order_violations=order_violations(inputs, out),
     )
+    if guarantee == "exactly_once":
+        committed = _committed_outputs(h, inputs)
+        result.details["committed"] = committed.row()
+        result.lost, result.duplicated = committed.lost, committed.duplicated
+    return result
 
 
 @scenario("tansu_restart", broker="tansu", scaled=lambda s: {"n_events": scaled_count(400, s)})
@@ -784,7 +794,6 @@ def hostile_partition(
     publish) in each phase; with the default ``dlq_breaker_action=alert`` the partition keeps
     flowing and the victim's p99 stays within 2x of steady state (``pause`` delayed it by
     seconds). Every input answered or dead-lettered."""
-    import numpy as np
 
     from coldstream.core.topics import load_topics
     from stream_app.routing import partition_for
@@ -833,9 +842,6 @@ def hostile_partition(
         lat[f"{h.prefix}hp-{i}"] for i in range(n_phase, 2 * n_phase) if f"{h.prefix}hp-{i}" in lat
     ]
 
-    def pct(xs: list[float], q: float) -> float | None:
-        return round(float(np.percentile(xs, q)), 1) if xs else None
-
     p99_steady, p99_attack = pct(steady, 99), pct(attack, 99)
     metrics = h.workers[-1].get_text("/metrics") if h.workers[-1].proc else ""
     return account(
@@ -870,8 +876,6 @@ def api_flood(
     moved event p50 15.6 -> 70 ms). The event latency (recommendations' ``latency_ms``) per
     phase, and how the API was answered (ranked, ``overloaded``), in one run."""
     import urllib.parse
-
-    import numpy as np
 
     n_phase = int(event_rate * phase_s)
     inputs = good_events(2 * n_phase, n_users=n_users, tag=h.prefix + "af")
@@ -940,9 +944,6 @@ def api_flood(
     ids = [inp.event_id for inp in inputs]
     quiet = [lat[e] for e in ids[n_phase // 4 : n_phase] if e in lat]
     loud = [lat[e] for e in ids[n_phase + n_phase // 8 :] if e in lat]
-
-    def pct(xs: list[float], q: float) -> float | None:
-        return round(float(np.percentile(xs, q)), 1) if xs else None
 
     return account(
         f"/recommend flood ({api_rps:.0f}/s) against the stream ({event_rate:.0f} ev/s)",
@@ -1590,6 +1591,29 @@ def _send_control(h: Harness, value: bytes, topic: str = "model-updates") -> flo
     return time.time()
 
 
+def _publish_version(
+    h: Harness, signer: Any, version: int, ck: Path, metrics: dict[str, Any]
+) -> tuple[Any, bytes, float]:
+    """Publish ``version`` as the trainer does: the store's pointer first (workers that start
+    later load it), then the signed ``model-updates`` record. Returns the pointer, the
+    record's bytes and when it was sent."""
+    from coldstream.core.checkpoint import manifest_sha256
+    from coldstream.core.model_updates import make_update
+    from coldstream.core.pointer import write_pointer
+
+    sha = manifest_sha256(ck)
+    ptr = write_pointer(h.model_store, version=version, manifest_sha256=sha, signer=signer)
+    record = make_update(
+        version=version,
+        seq=ptr.seq,
+        checkpoint_dir=ck,
+        manifest_sha256=sha,
+        metrics=metrics,
+        signer=signer,
+    ).to_json()
+    return ptr, record, _send_control(h, record)
+
+
 def _versions_after(out: Any, t: float) -> list[str]:
     rows = sorted((v["produced_at"], v["model_version"]) for vs in out.by_user.values() for v in vs)
     return [ver for at, ver in rows if at > t]
@@ -1689,9 +1713,6 @@ def replayed_update(
     3), then the v2 record replayed byte for byte (a valid signature, an old seq). The
     replay is skipped: every output after the rollback settles is v1. Recovery: rollback
     record -> first v1 output after it."""
-    from coldstream.core.checkpoint import manifest_sha256
-    from coldstream.core.model_updates import make_update
-    from coldstream.core.pointer import write_pointer
 
     signer, v1, v2 = _control_world(h, "replayed")
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "ru")
@@ -1699,33 +1720,9 @@ def replayed_update(
     feeder = h.feeder(inputs, rate)
     feeder.start()
     wait_until(lambda: feeder.sent >= 0.2 * n_events, 120, "the stream to be under way")
-    promoted = write_pointer(
-        h.model_store, version=2, manifest_sha256=manifest_sha256(v2), signer=signer
-    )
-    genuine = make_update(
-        version=2,
-        seq=promoted.seq,
-        checkpoint_dir=v2,
-        manifest_sha256=manifest_sha256(v2),
-        metrics={},
-        signer=signer,
-    ).to_json()
-    _send_control(h, genuine)
+    promoted, genuine, _ = _publish_version(h, signer, 2, v2, {})
     wait_until(lambda: _metric(w, "coldstream_model_seq") == promoted.seq, 60, "the swap to v2")
-    back = write_pointer(
-        h.model_store, version=1, manifest_sha256=manifest_sha256(v1), signer=signer
-    )
-    t_rollback = _send_control(
-        h,
-        make_update(
-            version=1,
-            seq=back.seq,
-            checkpoint_dir=v1,
-            manifest_sha256=manifest_sha256(v1),
-            metrics={"rollback": True},
-            signer=signer,
-        ).to_json(),
-    )
+    back, _, t_rollback = _publish_version(h, signer, 1, v1, {"rollback": True})
     wait_until(lambda: _metric(w, "coldstream_model_seq") == back.seq, 60, "the rollback to v1")
     t_settled = time.time()
     _send_control(h, genuine)  # the replay: the very bytes of the v2 record

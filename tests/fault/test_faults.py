@@ -96,6 +96,22 @@ def test_kafka_broker_restart_is_survived(kafka_broker_factory, harness_factory)
     assert r.details["order_violations"] == 0, _show(r)
 
 
+def test_a_broker_restart_under_exactly_once_stays_exactly_once(
+    kafka_broker_factory, harness_factory
+):
+    broker = kafka_broker_factory()
+    h = harness_factory(broker.bootstrap)
+    r = faults.broker_restart(
+        h, broker, n_events=600, n_users=30, rate=100.0, down_s=4.0, guarantee="exactly_once"
+    )
+    d = r.details
+    assert d["committed"]["lost"] == 0 and d["committed"]["duplicated"] == 0, _show(r)
+    assert d["worker_alive"], _show(r)
+    # a transaction the dead broker could not finish ends a worker with 5, never anything else
+    assert set(d["worker_exit_codes"]) <= {5}, _show(r)
+    print(_show(r))
+
+
 def test_tansu_restart_is_survived_without_crash_loop(harness_factory):
     from devtools.brokers import TansuBroker
 
