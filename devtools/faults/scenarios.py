@@ -530,6 +530,15 @@ def rolling_restart(
     return result
 
 
+@scenario(
+    "rolling_restart_exactly_once",
+    scaled=lambda s: {"rate": 1000.0 * min(s, 1.0), "steady_s": 10.0 * min(max(s, 0.5), 2)},
+)
+def rolling_restart_exactly_once(h: Harness, **kw: Any) -> FaultResult:
+    """:func:`rolling_restart` under ``exactly_once`` (the side-by-side row)."""
+    return rolling_restart(h, guarantee="exactly_once", **kw)
+
+
 @scenario("broker_restart", broker="kafka", scaled=lambda s: {"n_events": scaled_count(1500, s)})
 def broker_restart(
     h: Harness,
@@ -595,6 +604,16 @@ def broker_restart(
         result.details["committed"] = committed.row()
         result.lost, result.duplicated = committed.lost, committed.duplicated
     return result
+
+
+@scenario(
+    "broker_restart_exactly_once",
+    broker="kafka",
+    scaled=lambda s: {"n_events": scaled_count(1500, s)},
+)
+def broker_restart_exactly_once(h: Harness, broker: Any, **kw: Any) -> FaultResult:
+    """:func:`broker_restart` under ``exactly_once`` (the side-by-side row)."""
+    return broker_restart(h, broker, guarantee="exactly_once", **kw)
 
 
 @scenario("tansu_restart", broker="tansu", scaled=lambda s: {"n_events": scaled_count(400, s)})
