@@ -12,7 +12,8 @@ the uniform control, minus each baseline (text k-shot included) and minus the be
 adds), plus ``floors`` (which of the issue's floors hold, stated plainly).
 
 Resumable per split: each finished split is written to ``splits_dir`` (``coldstream evaluate``:
-``reports/coldstart/``) as one JSON file, ``split-seed<seed>-<digest>.json``, holding its report
+``reports/coldstart/``) as one gzipped JSON file, ``split-seed<seed>-<digest>.json.gz``
+(gzipped: five splits' per-user arrays stay small enough to travel with the tree), holding its report
 and every per-user metric array; the digest covers every setting that changes the split's
 results and the data itself. A rerun reads the finished splits instead of recomputing them, so
 an interrupted run resumes where it stopped and gives the same pooled report: a fresh split
@@ -22,6 +23,7 @@ atomically (a temporary file, then a rename): a run killed mid-write leaves no h
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -75,7 +77,15 @@ def split_key(cfg: EvalConfig, seed: int, data_id: str = "") -> str:
 
 
 def split_path(splits_dir: Path, key: str) -> Path:
-    return Path(splits_dir) / f"split-{key}.json"
+    return Path(splits_dir) / f"split-{key}.json.gz"
+
+
+def read_split_text(path: Path) -> str | None:
+    """The JSON text of a split file (``None``: not gzip, cut short or not UTF-8: recompute)."""
+    try:
+        return gzip.decompress(path.read_bytes()).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
 
 
 def split_arrays(ev: Evaluation) -> Arrays:
@@ -119,11 +129,13 @@ def parse_split(text: str, key: str) -> tuple[dict[str, Any], Arrays] | None:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """``text`` gzipped into ``path`` (no time stamp in the header: the same split, the same
+    bytes), through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(gzip.compress(text.encode("utf-8"), mtime=0))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # a report file like the others (mkstemp makes it private)
@@ -147,8 +159,9 @@ def run_one(
     else run and (with ``splits_dir``) written there. Either way in the form read back."""
     key = split_key(cfg, seed, data_id)
     path = split_path(splits_dir, key) if splits_dir is not None else None
-    if path is not None and path.is_file():
-        done = parse_split(path.read_text(encoding="utf-8"), key)
+    text = read_split_text(path) if path is not None and path.is_file() else None
+    if text is not None:
+        done = parse_split(text, key)
         if done is not None:
             if cfg.progress:
                 print(

@@ -139,7 +139,7 @@ def test_the_report_is_written_with_its_plots(two_splits):
 
 def test_a_finished_split_is_read_back_not_recomputed(two_splits, teacher, tiny, monkeypatch):
     report, cache, _ = two_splits
-    assert len(list((cache / "splits").glob("split-*.json"))) == 2
+    assert len(list((cache / "splits").glob("split-*.json.gz"))) == 2
     monkeypatch.setattr(Evaluation, "run", lambda self: pytest.fail("recomputed a split"))
     again = run_splits(
         _config(cache),

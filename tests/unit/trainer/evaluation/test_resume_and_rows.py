@@ -5,6 +5,7 @@ teacher's stock vectors; the ID-only student reads no text."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -77,7 +78,7 @@ def _run(toy, splits_dir, teacher=None):
 def test_an_interrupted_run_resumed_gives_the_same_report(toy, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     whole = _run(toy, tmp_path / "whole")
-    assert len(list((tmp_path / "whole").glob("split-seed*.json"))) == 2
+    assert len(list((tmp_path / "whole").glob("split-seed*.json.gz"))) == 2
 
     run = Evaluation.run
 
@@ -111,7 +112,7 @@ def test_an_interrupted_run_resumed_gives_the_same_report(toy, tmp_path, monkeyp
 
 def test_a_damaged_or_foreign_split_file_is_recomputed(toy, tmp_path, monkeypatch):
     key = split_key(_config(), 0, data_fingerprint(*toy))
-    (tmp_path / f"split-{key}.json").write_text('{"format": 1, "key": "trunc')  # cut short
+    (tmp_path / f"split-{key}.json.gz").write_text('{"format": 1, "key": "trunc')  # not gzip
     ran = []
     run = Evaluation.run
 
@@ -130,7 +131,9 @@ def test_a_damaged_or_foreign_split_file_is_recomputed(toy, tmp_path, monkeypatc
         splits_dir=tmp_path,
     )
     assert ran == [0]
-    assert json.loads((tmp_path / f"split-{key}.json").read_text())["key"] == key
+    assert (
+        json.loads(gzip.decompress((tmp_path / f"split-{key}.json.gz").read_bytes()))["key"] == key
+    )
     # other data, other key: a split of another data set is never read for this one
     inter, items = toy
     other = Interactions(
