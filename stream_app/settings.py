@@ -65,7 +65,7 @@ class Settings(SharedSettings):
     """Online quality: a later event of a user is joined to that user's recommendation made
     at most this long before it (``coldstream_online_hits_total``)."""
 
-    # -- item index (stream_app/index.py) ---------------------------------------------------
+    # -- item index (stream_app/index/) -----------------------------------------------------
     index: Literal["auto", "flat", "ivf"] = "auto"
     """Item index: ``flat`` (exact), ``ivf`` (FAISS IVF, approximate; trained when a model is
     loaded or swapped in, off the event loop), ``auto``: exact below ``index_exact_below``
