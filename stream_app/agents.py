@@ -29,6 +29,7 @@ from stream_app.batch import BatchProcessor, Incoming, PartitionBreakers
 from stream_app.delivery import Delivery
 from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
+from stream_app.online import OnlineQuality
 from stream_app.outputs import send_dlq, send_recommendation
 from stream_app.recommender import Recommender
 from stream_app.sessions import expired_sessions, write_sessions
@@ -97,7 +98,15 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
     source = app.topic(
         *(names[t] for t in INPUT_TOPICS), key_serializer="raw", value_serializer="raw"
     )
-    processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
+    # the online hit rate per model version goes with the model followers (control.attach)
+    online = (
+        OnlineQuality(window_s=settings.online_window_s, metrics=metrics)
+        if settings.hot_swap
+        else None
+    )
+    processor = BatchProcessor(
+        recommender, settings, get_session=lambda u: sessions.data.get(u), online=online
+    )
     breakers = PartitionBreakers(
         window=settings.dlq_window,
         max_ratio=settings.dlq_max_ratio,

@@ -41,6 +41,7 @@ from typing import Any
 
 from coldstream.core.events import Event, Forget, Rejection, validate_event
 from coldstream.core.records import dlq_key, dlq_payload, recommendation_payload
+from stream_app.online import OnlineQuality
 from stream_app.recommender import Ranked, Recommender
 from stream_app.sessions import (
     EVENT_ID,
@@ -199,16 +200,17 @@ class BatchProcessor:
         *,
         get_session: Callable[[str], Any],
         clock: Callable[[], float] = time.time,
+        online: OnlineQuality | None = None,
     ) -> None:
         self.recommender = recommender
         self.settings = settings
         self.get_session = get_session
         self.clock = clock
+        self.online = online
+        """Fed every answered event (the online hit rate per model version); ``None``: off."""
         self.deduper = Deduper(settings.dedupe_capacity)
         self.stream_time: float | None = None
         """The newest event timestamp processed (session expiry runs on this clock)."""
-        self.online: Any = None
-        """``stream_app.online.OnlineQuality`` (attached by ``stream_app.control``) or None."""
 
     def _dlq(
         self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None
