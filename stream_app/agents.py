@@ -1,24 +1,37 @@
 """Agents and timers of the serving worker (thin: the work is in ``batch.py``).
 
-:func:`wire` registers, on an app from :func:`stream_app.app.create_app`:
+:func:`wire` builds the :class:`Wiring` and registers, on an app from
+:func:`stream_app.app.create_app`, one part per function, in this order:
 
-* the ``sessions`` table (user -> last ``max_history`` events, changelog-backed);
-* the serving task over ``clicks`` + ``purchases``: micro-batches from the fast path
-  (:mod:`stream_app.fastpath`) -> :class:`~stream_app.batch.BatchProcessor` -> session
-  writes (one per user per batch), ``recommendations`` and ``events-dlq`` sends; a
-  :class:`~stream_app.delivery.Delivery` task acknowledges a batch's inputs, and commits,
-  only after all of its outputs were delivered (``COLDSTREAM_FAST_PATH=false``: a stock
-  Faust agent with ``take_events`` that awaits each batch's delivery instead); under
-  ``processing_guarantee=exactly_once`` the outputs and the input offsets of each batch and
-  input partition commit in one Kafka transaction instead (:func:`_serve_exactly_once`);
-* a timer that exports consumer lag and session counts.
+* the ``sessions`` table (:func:`_sessions_table`: user -> last ``max_history`` events,
+  changelog-backed);
+* one serving path over ``clicks`` + ``purchases``; each hands every micro-batch to
+  :func:`handle_batch` (:class:`~stream_app.batch.BatchProcessor` -> session writes, one per
+  user per batch, ``recommendations`` and ``events-dlq`` sends, metrics, DLQ breakers):
+
+  * :func:`_serve_fast_path` (the default): micro-batches from the fast path
+    (:mod:`stream_app.fastpath`); a :class:`~stream_app.delivery.Delivery` task acknowledges
+    a batch's inputs, and commits, only after all of its outputs were delivered;
+  * :func:`_serve_exactly_once` (``processing_guarantee=exactly_once``): the fast path with
+    the outputs and the input offsets of each batch and input partition committed in one
+    Kafka transaction;
+  * :func:`_serve_stock_agent` (``COLDSTREAM_FAST_PATH=false``): a stock Faust agent with
+    ``take_events`` that awaits each batch's delivery;
+
+* :func:`_start_session_expiry` (``session_ttl_s > 0``): a timer that deletes idle sessions;
+* :func:`_start_gauges`: a timer that exports consumer lag and session counts.
+
+Below them: what the DLQ breaker does when it trips (alert, pause and resume, stop) and the
+worker's deliberate exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +42,7 @@ from stream_app.batch import BatchProcessor, Incoming, PartitionBreakers
 from stream_app.delivery import Delivery
 from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
+from stream_app.online import OnlineQuality
 from stream_app.outputs import send_dlq, send_recommendation
 from stream_app.recommender import Recommender
 from stream_app.sessions import expired_sessions, write_sessions
@@ -72,6 +86,10 @@ class Wiring:
 
 
 def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metrics) -> Wiring:
+    """Register the sessions table, one serving path and the timers on ``app``: the fast
+    path (:func:`_serve_fast_path`), its ``exactly_once`` variant
+    (:func:`_serve_exactly_once`) or the stock Faust agent (:func:`_serve_stock_agent`); then
+    session expiry (:func:`_start_session_expiry`) and the gauges (:func:`_start_gauges`)."""
     specs = load_topics()
     names = topic_names(settings.topic_prefix, specs)
     logical = {v: k for k, v in names.items()}
@@ -80,24 +98,19 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
         raise RuntimeError(
             f"{', '.join(INPUT_TOPICS)} must have the same partition count (co-partitioned)"
         )
-
-    import faust
-
-    sessions = app.Table(
-        "sessions",
-        default=None,
-        partitions=partitions,
-        extra_topic_configs={
-            "max.compaction.lag.ms": str(settings.changelog_compaction_lag_ms),
-            "delete.retention.ms": str(settings.changelog_delete_retention_ms),
-        },
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        help="user_id -> last events [item_id, event_type, ts, event_id]",
-    )
+    sessions = _sessions_table(app, settings, partitions)
     source = app.topic(
         *(names[t] for t in INPUT_TOPICS), key_serializer="raw", value_serializer="raw"
     )
-    processor = BatchProcessor(recommender, settings, get_session=lambda u: sessions.data.get(u))
+    # the online hit rate per model version goes with the model followers (control.attach)
+    online = (
+        OnlineQuality(window_s=settings.online_window_s, metrics=metrics)
+        if settings.hot_swap
+        else None
+    )
+    processor = BatchProcessor(
+        recommender, settings, get_session=lambda u: sessions.data.get(u), online=online
+    )
     breakers = PartitionBreakers(
         window=settings.dlq_window,
         max_ratio=settings.dlq_max_ratio,
@@ -115,167 +128,320 @@ def wire(app: Any, settings: Settings, recommender: Recommender, metrics: Metric
         breakers,
         changelog_topic=sessions.changelog_topic.get_topic_name(),
     )
-    device = str(recommender.model.device.type)
-    rec_topic, dlq_topic = names["recommendations"], names["events-dlq"]
     metrics.set_model(recommender.model.version, recommender.model.n_items)
-
-    within = settings.batch_window_ms / 1000.0
     if settings.fast_path and settings.processing_guarantee == "exactly_once":
-        _serve_exactly_once(w, source, rec_topic, dlq_topic, device)
+        _serve_exactly_once(w, source)
     elif settings.fast_path:
-        fast = FastPath(
-            [names[t] for t in INPUT_TOPICS],
-            max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
-        )
-        app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
-        app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
-
-        async def delivery_failed(exc: BaseException) -> None:
-            # No graceful drain: it would wait for the acknowledgements this batch never
-            # gets. Exiting now is what a kill -9 does, and at-least-once holds: nothing was
-            # committed past the failure, the next owner answers those events again.
-            import os
-            import sys
-
-            w.stop_reason = (
-                f"an output record could not be delivered ({exc!r}); no offset was committed "
-                f"past it. Exiting (code {ExitCode.NOT_DELIVERED}): the events from the last "
-                f"committed offset are answered again on restart. Check the broker and the "
-                f"output topics."
-            )
-            w.exit_code = ExitCode.NOT_DELIVERED
-            log.critical(w.stop_reason)
-            print(f"coldstream worker: {w.stop_reason}", file=sys.stderr, flush=True)
-            logging.shutdown()
-            os._exit(ExitCode.NOT_DELIVERED)
-
-        delivery = Delivery(
-            ack=lambda m: app.consumer.ack(m),
-            commit=lambda: app.consumer.commit(),
-            max_uncommitted_batches=settings.max_uncommitted_batches,
-            on_send_failure=delivery_failed,
-            count_failure=lambda n: metrics.send_failures.inc(n),
-        )
-        w.delivery = delivery
-
-        @app.task
-        async def deliver() -> None:
-            await delivery.run()
-
-        @app.task
-        async def serve_fast() -> None:
-            # On a stop Faust waits until every tracked record is acknowledged: the records
-            # already in the fast-path buffer are answered and delivered before this ends.
-            while delivery.failure is None:
-                if app.should_stop and not fast.messages:
-                    break
-                messages = await fast.take(settings.batch_size, within, idle_s=0.2)
-                if not messages:
-                    continue
-                batch = [
-                    Incoming(
-                        logical.get(m.topic, m.topic),
-                        m.partition,
-                        m.offset,
-                        m.key,
-                        m.value,
-                        m.timestamp,
-                    )
-                    for m in messages
-                ]
-                try:
-                    futures = await handle_batch(w, batch, rec_topic, dlq_topic, device)
-                except Exception as exc:  # not an event's fault (those go to the DLQ): stop loudly
-                    log.exception("serving batch failed; stopping the worker")
-                    await app.crash(exc)
-                    raise
-                await delivery.submit(messages, futures)
-                if w.stop_reason is not None:  # the DLQ breaker asked for a stop
-                    break
-            await delivery.drain(settings.drain_timeout_s)
-            if w.stop_reason is not None:
-                _exit_now(w)
+        _serve_fast_path(w, source)
     else:
-
-        @app.agent(source, name="serve")
-        async def serve(stream: Any) -> None:
-            async for events in stream.take_events(settings.batch_size, within=within):
-                batch = [
-                    Incoming(
-                        logical.get(e.message.topic, e.message.topic),
-                        e.message.partition,
-                        e.message.offset,
-                        e.message.key,
-                        e.message.value,
-                        e.message.timestamp,
-                    )
-                    for e in events
-                ]
-                futures = await handle_batch(w, batch, rec_topic, dlq_topic, device)
-                # Faust acks these events when the next batch is taken: deliver them first
-                failed = [
-                    r
-                    for r in await asyncio.gather(*futures, return_exceptions=True)
-                    if isinstance(r, BaseException)
-                ]
-                if failed:
-                    metrics.send_failures.inc(len(failed))
-                    await _stop(
-                        w,
-                        ExitCode.NOT_DELIVERED,
-                        f"an output record could not be "
-                        f"delivered ({failed[0]!r}); stopping before its offset is "
-                        f"committed",
-                    )
-                    raise failed[0]
-
+        _serve_stock_agent(w, source)
     if settings.session_ttl_s > 0:
-        cursors: dict[int, Any] = {}
+        _start_session_expiry(w)
+    _start_gauges(w)
+    return w
 
-        @app.timer(interval=settings.session_expiry_interval_s, name="expire-sessions")
-        async def expire_sessions() -> None:
-            """Delete sessions idle for ``session_ttl_s`` of event time (stream time: the
-            newest event timestamp this worker has processed), with changelog tombstones."""
-            if processor.stream_time is None:
-                return
-            owned = sorted(
-                {
-                    tp.partition
-                    for tp in app.consumer.assignment()
-                    if tp.topic in logical and logical[tp.topic] in INPUT_TOPICS
-                }
-            )
-            gone = expired_sessions(
-                sessions.data,
-                owned,
-                cursors,
-                older_than=processor.stream_time - settings.session_ttl_s,
-                limit=settings.session_expiry_batch,
-            )
-            if gone:
-                futures = await write_sessions(sessions, gone, app.producer)
-                await asyncio.gather(*futures)
-                metrics.sessions_expired.inc(len(gone))
-                log.info("expired %d idle sessions", len(gone))
 
-    @app.timer(interval=5.0, name="export-gauges")
-    async def export_gauges() -> None:
-        metrics.active_sessions.set(len(sessions.data))
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic not in logical or logical[tp.topic] not in INPUT_TOPICS:
+def _sessions_table(app: Any, settings: Settings, partitions: int) -> Any:
+    """The ``sessions`` table: user -> session value (:mod:`stream_app.sessions`),
+    changelog-backed, co-partitioned with the input topics."""
+    import faust
+
+    return app.Table(
+        "sessions",
+        default=None,
+        partitions=partitions,
+        extra_topic_configs={
+            "max.compaction.lag.ms": str(settings.changelog_compaction_lag_ms),
+            "delete.retention.ms": str(settings.changelog_delete_retention_ms),
+        },
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        help="user_id -> last events [item_id, event_type, ts, event_id]",
+    )
+
+
+@dataclass(frozen=True)
+class _Outputs:
+    """Where :func:`handle_batch` sends a batch's outputs, and the device label of its
+    inference timings."""
+
+    rec_topic: str
+    dlq_topic: str
+    device: str
+
+
+def _outputs(w: Wiring) -> _Outputs:
+    return _Outputs(
+        w.names["recommendations"], w.names["events-dlq"], str(w.recommender.model.device.type)
+    )
+
+
+def _incoming(w: Wiring, messages: Iterable[Any]) -> list[Incoming]:
+    """Consumed records (Faust's messages) as :class:`~stream_app.batch.Incoming`."""
+    return [
+        Incoming(
+            w.logical.get(m.topic, m.topic), m.partition, m.offset, m.key, m.value, m.timestamp
+        )
+        for m in messages
+    ]
+
+
+def _subscribe_fast_path(w: Wiring, source: Any) -> FastPath:
+    """Subscribe to the input topics through the fast path (no Faust stream: a serving task
+    takes the records from the returned buffer)."""
+    app, settings = w.app, w.settings
+    fast = FastPath(
+        [w.names[t] for t in INPUT_TOPICS],
+        max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
+    )
+    app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
+    app.topics.add(source)
+    return fast
+
+
+def _serve_fast_path(w: Wiring, source: Any) -> None:
+    """The fast path, at-least-once: micro-batches from the fast-path buffer ->
+    :func:`handle_batch`; a :class:`~stream_app.delivery.Delivery` task acknowledges a
+    batch's inputs, and commits, only after all of its outputs were delivered."""
+    app, settings, metrics = w.app, w.settings, w.metrics
+    fast = _subscribe_fast_path(w, source)
+    out = _outputs(w)
+    within = settings.batch_window_ms / 1000.0
+    delivery = Delivery(
+        ack=lambda m: app.consumer.ack(m),
+        commit=lambda: app.consumer.commit(),
+        max_uncommitted_batches=settings.max_uncommitted_batches,
+        on_send_failure=functools.partial(_exit_delivery_failed, w),
+        count_failure=lambda n: metrics.send_failures.inc(n),
+    )
+    w.delivery = delivery
+
+    @app.task
+    async def deliver() -> None:
+        await delivery.run()
+
+    @app.task
+    async def serve_fast() -> None:
+        # On a stop Faust waits until every tracked record is acknowledged: the records
+        # already in the fast-path buffer are answered and delivered before this ends.
+        while delivery.failure is None:
+            if app.should_stop and not fast.messages:
+                break
+            messages = await fast.take(settings.batch_size, within, idle_s=0.2)
+            if not messages:
                 continue
+            try:
+                futures = await handle_batch(
+                    w, _incoming(w, messages), out.rec_topic, out.dlq_topic, out.device
+                )
+            except Exception as exc:  # not an event's fault (those go to the DLQ): stop loudly
+                log.exception("serving batch failed; stopping the worker")
+                await app.crash(exc)
+                raise
+            await delivery.submit(messages, futures)
+            if w.stop_reason is not None:  # the DLQ breaker asked for a stop
+                break
+        await delivery.drain(settings.drain_timeout_s)
+        if w.stop_reason is not None:
+            _exit_now(w)
+
+
+async def _exit_delivery_failed(w: Wiring, exc: BaseException) -> None:
+    """The fast path's delivery failed: end the process now (code 5). No graceful drain: it
+    would wait for the acknowledgements this batch never gets. Exiting now is what a kill -9
+    does, and at-least-once holds: nothing was committed past the failure, the next owner
+    answers those events again."""
+    w.stop_reason = (
+        f"an output record could not be delivered ({exc!r}); no offset was committed "
+        f"past it. Exiting (code {ExitCode.NOT_DELIVERED}): the events from the last "
+        f"committed offset are answered again on restart. Check the broker and the "
+        f"output topics."
+    )
+    w.exit_code = ExitCode.NOT_DELIVERED
+    log.critical(w.stop_reason)
+    _exit_now(w)
+
+
+def _serve_exactly_once(w: Wiring, source: Any) -> None:
+    """The fast path under ``exactly_once`` (:mod:`stream_app.transactions`): each micro-batch
+    is split by input partition; each part is processed and sent in its own transaction on
+    that partition's producer, with its input offsets; the parts commit concurrently, then the
+    inputs are acknowledged (for Faust's rebalance and stop bookkeeping: its own offset
+    commits commit nothing under ``exactly_once``, ``stream_app.transport``). Any
+    failure aborts the batch's open transactions and ends the process (code 5): the next
+    owner reads on from the committed offsets, the session table is rebuilt from the
+    committed changelog."""
+    from stream_app.transactions import TransactionalOutputs, TransactionSender
+
+    app, settings = w.app, w.settings
+    fast = _subscribe_fast_path(w, source)
+    out = _outputs(w)
+    outputs = TransactionalOutputs(
+        app_id=settings.app_id,
+        group_id=app.conf.id,
+        make_producer=lambda tid: _transactional_producer(settings, tid),
+    )
+    app.transactional_outputs = outputs  # fenced on assignment (stream_app.recovery)
+    w.transactions = outputs
+    within = settings.batch_window_ms / 1000.0
+
+    @app.task
+    async def serve_exactly_once() -> None:
+        while True:
+            if app.should_stop and not fast.messages:
+                break
+            messages = await fast.take(settings.batch_size, within, idle_s=0.2)
+            if not messages:
+                continue
+            parts: dict[int, list[Any]] = {}
+            for m in messages:
+                parts.setdefault(m.partition, []).append(m)
+            if outputs.owned is not None:  # fetched before a rebalance took the partition:
+                for partition in set(parts) - outputs.owned:  # its new owner answers them
+                    log.warning(
+                        "skipping %d records of partition %d (not owned now)",
+                        len(parts.pop(partition)),
+                        partition,
+                    )
+            opened: list[Any] = []
+            try:
+                commits = []
+                for partition, part in parts.items():
+                    producer = await outputs.producer(partition)
+                    await producer.begin_transaction()
+                    opened.append(producer)
+                    sender = TransactionSender(producer)
+                    futures = await handle_batch(
+                        w, _incoming(w, part), out.rec_topic, out.dlq_topic, out.device, sender
+                    )
+                    commits.append(outputs.commit(producer, futures, part, sender))
+                results = await asyncio.gather(*commits, return_exceptions=True)
+                failed = [r for r in results if isinstance(r, BaseException)]
+                if failed:
+                    raise failed[0]
+            except Exception as exc:  # noqa: BLE001 - any failure: abort, exit, re-read
+                await outputs.abort(opened)
+                _exit_transaction_failed(w, exc)
+            for m in messages:
+                app.consumer.ack(m)
+            if w.stop_reason is not None:  # the DLQ breaker asked for a stop
+                _exit_now(w)
+
+
+def _transactional_producer(settings: Settings, transactional_id: str) -> Any:
+    """An unstarted aiokafka producer for ``transactional_id`` (idempotent, ``acks=all``)."""
+    from aiokafka import AIOKafkaProducer
+
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=transactional_id,
+        transactional_id=transactional_id,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=int(settings.producer_linger_ms),
+        max_batch_size=256 * 1024,
+        **settings.kafka_client_kwargs(),
+    )
+
+
+def _exit_transaction_failed(w: Wiring, exc: BaseException) -> None:
+    """End the process after an aborted transaction (``exactly_once``): nothing of it is
+    visible to ``read_committed`` readers and its input offsets were not committed."""
+    w.metrics.send_failures.inc()
+    w.stop_reason = (
+        f"exactly_once: a transaction failed ({exc!r}) and was aborted: none of its outputs "
+        f"is visible to read_committed readers and its input offsets were not committed. "
+        f"Exiting (code {ExitCode.NOT_DELIVERED}): the next owner of the partitions reads on "
+        f"from the committed offsets. Check the broker and the output topics."
+    )
+    w.exit_code = ExitCode.NOT_DELIVERED
+    log.critical(w.stop_reason)
+    _exit_now(w)
+
+
+def _serve_stock_agent(w: Wiring, source: Any) -> None:
+    """``COLDSTREAM_FAST_PATH=false``: a stock Faust agent with ``take_events`` that awaits
+    each batch's delivery before taking the next (Faust acknowledges a batch's events when
+    the next one is taken)."""
+    app, settings = w.app, w.settings
+    out = _outputs(w)
+    within = settings.batch_window_ms / 1000.0
+
+    @app.agent(source, name="serve")
+    async def serve(stream: Any) -> None:
+        async for events in stream.take_events(settings.batch_size, within=within):
+            batch = _incoming(w, (e.message for e in events))
+            futures = await handle_batch(w, batch, out.rec_topic, out.dlq_topic, out.device)
+            # Faust acks these events when the next batch is taken: deliver them first
+            failed = [
+                r
+                for r in await asyncio.gather(*futures, return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failed:
+                w.metrics.send_failures.inc(len(failed))
+                await _stop(
+                    w,
+                    ExitCode.NOT_DELIVERED,
+                    f"an output record could not be "
+                    f"delivered ({failed[0]!r}); stopping before its offset is "
+                    f"committed",
+                )
+                raise failed[0]
+
+
+def _start_session_expiry(w: Wiring) -> None:
+    """A timer that deletes sessions idle for ``session_ttl_s`` of event time (stream time:
+    the newest event timestamp this worker has processed), with changelog tombstones, a
+    bounded scan per owned partition and tick."""
+    app, settings, processor, sessions = w.app, w.settings, w.processor, w.sessions
+    cursors: dict[int, Any] = {}
+
+    @app.timer(interval=settings.session_expiry_interval_s, name="expire-sessions")
+    async def expire_sessions() -> None:
+        if processor.stream_time is None:
+            return
+        gone = expired_sessions(
+            sessions.data,
+            sorted({tp.partition for tp in _input_assignment(w)}),
+            cursors,
+            older_than=processor.stream_time - settings.session_ttl_s,
+            limit=settings.session_expiry_batch,
+        )
+        if gone:
+            futures = await write_sessions(sessions, gone, app.producer)
+            await asyncio.gather(*futures)
+            w.metrics.sessions_expired.inc(len(gone))
+            log.info("expired %d idle sessions", len(gone))
+
+
+def _start_gauges(w: Wiring) -> None:
+    """A timer that exports the session count and the consumer lag of each assigned input
+    partition every 5 s."""
+    metrics = w.metrics
+
+    @w.app.timer(interval=5.0, name="export-gauges")
+    async def export_gauges() -> None:
+        metrics.active_sessions.set(len(w.sessions.data))
+        consumer = w.app.consumer
+        for tp in _input_assignment(w):
             try:
                 position = await consumer.position(tp)
                 high = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - best effort during rebalances
                 continue
             if position is not None and high is not None:
-                metrics.consumer_lag.labels(logical[tp.topic], str(tp.partition)).set(
+                metrics.consumer_lag.labels(w.logical[tp.topic], str(tp.partition)).set(
                     max(0, high - position)
                 )
 
-    return w
+
+def _input_assignment(w: Wiring) -> list[Any]:
+    """The worker's assigned partitions of the input topics (``clicks``, ``purchases``)."""
+    return [
+        tp
+        for tp in w.app.consumer.assignment()
+        if tp.topic in w.logical and w.logical[tp.topic] in INPUT_TOPICS
+    ]
 
 
 async def handle_batch(
@@ -356,118 +522,6 @@ async def handle_batch(
         elif action == "pause":
             _pause_partition(w, tp)
     return futures
-
-
-def _serve_exactly_once(
-    w: Wiring, source: Any, rec_topic: str, dlq_topic: str, device: str
-) -> None:
-    """The fast path under ``exactly_once`` (:mod:`stream_app.transactions`): each micro-batch
-    is split by input partition; each part is processed and sent in its own transaction on
-    that partition's producer, with its input offsets; the parts commit concurrently, then the
-    inputs are acknowledged (for Faust's rebalance and stop bookkeeping: its own offset
-    commits commit nothing under ``exactly_once``, ``stream_app.transport``). Any
-    failure aborts the batch's open transactions and ends the process (code 5): the next
-    owner reads on from the committed offsets, the session table is rebuilt from the
-    committed changelog."""
-    from stream_app.transactions import TransactionalOutputs, TransactionSender
-
-    app, settings, logical = w.app, w.settings, w.logical
-    fast = FastPath(
-        [w.names[t] for t in INPUT_TOPICS],
-        max_buffered=max(4 * settings.batch_size, settings.fast_path_buffer),
-    )
-    app.fast_path = fast  # ColdstreamApp.fast_path, read by the transport's fetch loop
-    app.topics.add(source)  # subscribe (no Faust stream: the task below consumes them)
-    outputs = TransactionalOutputs(
-        app_id=settings.app_id,
-        group_id=app.conf.id,
-        make_producer=lambda tid: _transactional_producer(settings, tid),
-    )
-    app.transactional_outputs = outputs  # fenced on assignment (stream_app.recovery)
-    w.transactions = outputs
-    within = settings.batch_window_ms / 1000.0
-
-    @app.task
-    async def serve_exactly_once() -> None:
-        while True:
-            if app.should_stop and not fast.messages:
-                break
-            messages = await fast.take(settings.batch_size, within, idle_s=0.2)
-            if not messages:
-                continue
-            parts: dict[int, list[Any]] = {}
-            for m in messages:
-                parts.setdefault(m.partition, []).append(m)
-            if outputs.owned is not None:  # fetched before a rebalance took the partition:
-                for partition in set(parts) - outputs.owned:  # its new owner answers them
-                    log.warning(
-                        "skipping %d records of partition %d (not owned now)",
-                        len(parts.pop(partition)),
-                        partition,
-                    )
-            opened: list[Any] = []
-            try:
-                commits = []
-                for partition, part in parts.items():
-                    producer = await outputs.producer(partition)
-                    await producer.begin_transaction()
-                    opened.append(producer)
-                    batch = [
-                        Incoming(
-                            logical.get(m.topic, m.topic),
-                            m.partition,
-                            m.offset,
-                            m.key,
-                            m.value,
-                            m.timestamp,
-                        )
-                        for m in part
-                    ]
-                    sender = TransactionSender(producer)
-                    futures = await handle_batch(w, batch, rec_topic, dlq_topic, device, sender)
-                    commits.append(outputs.commit(producer, futures, part, sender))
-                results = await asyncio.gather(*commits, return_exceptions=True)
-                failed = [r for r in results if isinstance(r, BaseException)]
-                if failed:
-                    raise failed[0]
-            except Exception as exc:  # noqa: BLE001 - any failure: abort, exit, re-read
-                await outputs.abort(opened)
-                _exit_transaction_failed(w, exc)
-            for m in messages:
-                app.consumer.ack(m)
-            if w.stop_reason is not None:  # the DLQ breaker asked for a stop
-                _exit_now(w)
-
-
-def _transactional_producer(settings: Settings, transactional_id: str) -> Any:
-    """An unstarted aiokafka producer for ``transactional_id`` (idempotent, ``acks=all``)."""
-    from aiokafka import AIOKafkaProducer
-
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=transactional_id,
-        transactional_id=transactional_id,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=int(settings.producer_linger_ms),
-        max_batch_size=256 * 1024,
-        **settings.kafka_client_kwargs(),
-    )
-
-
-def _exit_transaction_failed(w: Wiring, exc: BaseException) -> None:
-    """End the process after an aborted transaction (``exactly_once``): nothing of it is
-    visible to ``read_committed`` readers and its input offsets were not committed."""
-    w.metrics.send_failures.inc()
-    w.stop_reason = (
-        f"exactly_once: a transaction failed ({exc!r}) and was aborted: none of its outputs "
-        f"is visible to read_committed readers and its input offsets were not committed. "
-        f"Exiting (code {ExitCode.NOT_DELIVERED}): the next owner of the partitions reads on "
-        f"from the committed offsets. Check the broker and the output topics."
-    )
-    w.exit_code = ExitCode.NOT_DELIVERED
-    log.critical(w.stop_reason)
-    _exit_now(w)
 
 
 def _alert_breakers(w: Wiring, seen: Any, tripped: list[tuple[str, int]]) -> None:

@@ -16,9 +16,10 @@ returns. Per batch:
 Every input record yields exactly one recommendation or one DLQ record, unless it
 repeats a ``(user_id, event_id)`` already answered (counted as ``duplicate``).
 
-Session entries are ``[item_id, event_type, ts, event_id]``. An event whose id is already
-in the user's (recovered) session was processed before a crash or a rebalance: it is
-answered again from the session as it was then, and not appended twice.
+Session entries are ``[item_id, event_type, ts, event_id]`` lists, read and built through
+the names of :mod:`stream_app.sessions` (:data:`~stream_app.sessions.SessionEntry`). An
+event whose id is already in the user's (recovered) session was processed before a crash or
+a rebalance: it is answered again from the session as it was then, and not appended twice.
 
 A forget request (``coldstream.core.events.Forget``, on the ``forget-requests`` topic)
 empties the user's session -- every event that arrived before it, whatever its ``ts`` --
@@ -40,7 +41,17 @@ from typing import Any
 
 from coldstream.core.events import Event, Forget, Rejection, validate_event
 from coldstream.core.records import dlq_key, dlq_payload, recommendation_payload
+from stream_app.online import OnlineQuality
 from stream_app.recommender import Ranked, Recommender
+from stream_app.sessions import (
+    EVENT_ID,
+    ITEM_ID,
+    TS,
+    History,
+    dump_session,
+    load_session,
+    session_entry,
+)
 from stream_app.settings import Settings
 
 FORGOTTEN = "forgotten"
@@ -49,25 +60,6 @@ EMPTY_RANKING = "empty_ranking"
 """``fallback`` when the model ranked an event to no item (e.g. non-finite scores)."""
 MODEL_ERROR = "model_error"
 """``fallback`` when ranking failed for the batch and the popularity fallback answered."""
-
-History = list[list[Any]]
-
-
-def load_session(stored: Any) -> tuple[History, float | None]:
-    """``(history, forgotten_at)`` of a stored session value (a list, or a forget marker)."""
-    if isinstance(stored, dict):
-        hist = stored.get("h") or []
-        at = stored.get("forgotten_at")
-        return list(hist), float(at) if isinstance(at, int | float) else None
-    return (list(stored) if stored else []), None
-
-
-def dump_session(hist: History, forgotten_at: float | None) -> Any:
-    """The stored value: the history, or the forget marker holding the newer history."""
-    if forgotten_at is None:
-        return hist
-    return {"forgotten_at": forgotten_at, "h": hist}
-
 
 log = logging.getLogger(__name__)
 
@@ -208,16 +200,17 @@ class BatchProcessor:
         *,
         get_session: Callable[[str], Any],
         clock: Callable[[], float] = time.time,
+        online: OnlineQuality | None = None,
     ) -> None:
         self.recommender = recommender
         self.settings = settings
         self.get_session = get_session
         self.clock = clock
+        self.online = online
+        """Fed every answered event (the online hit rate per model version); ``None``: off."""
         self.deduper = Deduper(settings.dedupe_capacity)
         self.stream_time: float | None = None
         """The newest event timestamp processed (session expiry runs on this clock)."""
-        self.online: Any = None
-        """``stream_app.online.OnlineQuality`` (attached by ``stream_app.control``) or None."""
 
     def _dlq(
         self, out: BatchResult, rec: Incoming, reason: str, detail: str, event_id: str | None
@@ -285,7 +278,7 @@ class BatchProcessor:
                 # everything that arrived before the request goes, whatever time its
                 # producer stamped on it (a click stamped in the future is no exception);
                 # the marker covers the newest of them, so no redelivery brings one back
-                newest = max((e[2] for e in hist if len(e) > 2), default=ev.ts)
+                newest = max((e[TS] for e in hist if len(e) > TS), default=ev.ts)
                 hist.clear()
                 known[ev.user_id] = {}
                 marks[ev.user_id] = max(ev.ts, newest, marks[ev.user_id] or ev.ts)
@@ -299,11 +292,11 @@ class BatchProcessor:
             if self.stream_time is None or ev.ts > self.stream_time:
                 self.stream_time = ev.ts
             pos = known[ev.user_id].get(ev.event_id)
-            if pos is not None and pos < len(hist) and hist[pos][3] == ev.event_id:
+            if pos is not None and pos < len(hist) and hist[pos][EVENT_ID] == ev.event_id:
                 snapshots.append(list(hist[: pos + 1]))  # redelivered: answer as before
                 out.n_redelivered += 1
                 continue
-            hist.append([ev.item_id, ev.type_code, ev.ts, ev.event_id])
+            hist.append(session_entry(ev.item_id, ev.type_code, ev.ts, ev.event_id))
             if len(hist) > s.max_history:
                 del hist[: len(hist) - s.max_history]
                 known[ev.user_id] = _positions(hist)
@@ -408,9 +401,7 @@ class BatchProcessor:
             out.ranked = ranked
             for i, (row, fb) in enumerate(zip(ranked.items, ranked.fallback, strict=True)):
                 if not row and fb is None:  # e.g. non-finite scores: never an empty answer
-                    ranked.items[i] = rec.popular(
-                        self.settings.k, exclude=[str(x[0]) for x in snapshots[i]]
-                    )
+                    ranked.items[i] = rec.popular(self.settings.k, exclude=_items(snapshots[i]))
                     ranked.fallback[i] = EMPTY_RANKING
                     out.n_empty_rankings += 1
             if out.n_empty_rankings:
@@ -428,7 +419,7 @@ class BatchProcessor:
             items = []
             for snap in snapshots:
                 try:
-                    items.append(rec.popular(self.settings.k, exclude=[str(x[0]) for x in snap]))
+                    items.append(rec.popular(self.settings.k, exclude=_items(snap)))
                 except Exception:  # noqa: BLE001 - nothing to recommend: an empty answer
                     items.append([])
             out.model_error_detail = f"{type(e).__name__}: {e}"[:500]
@@ -436,7 +427,13 @@ class BatchProcessor:
 
 
 def _positions(hist: History) -> dict[str, int]:
-    return {e[3]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > 3}
+    """Event id -> position in ``hist``."""
+    return {e[EVENT_ID]: i for i, e in enumerate(hist) if isinstance(e, list) and len(e) > EVENT_ID}
+
+
+def _items(hist: History) -> list[str]:
+    """The item ids of ``hist`` (excluded from its popularity answer)."""
+    return [str(e[ITEM_ID]) for e in hist]
 
 
 def sessions_view(mapping: Mapping[str, Any]) -> Callable[[str], Any]:

@@ -473,9 +473,8 @@ def attach(w: Any, *, served_seq: int = 0) -> Control:
     )
     control = Control(swapper, sink)
     w.control = control
-    from stream_app.online import OnlineQuality, WindowedCounter
+    from stream_app.online import WindowedCounter
 
-    w.processor.online = OnlineQuality(window_s=s.online_window_s, metrics=w.metrics)
     if not isinstance(
         w.recommender.popularity, WindowedCounter
     ):  # popularity of the current window

@@ -45,9 +45,11 @@ from stream_app.index import (
     omp_threads,
 )
 from stream_app.online import WindowedCounter
+from stream_app.sessions import EVENT_TYPE, ITEM_ID
 
 History = Sequence[Any]
-"""A user's events, oldest first: ``item_id`` or ``(item_id, event_type[, ts...])`` entries."""
+"""A user's events, oldest first: bare ``item_id``s or entries that start like a session's
+(:data:`stream_app.sessions.SessionEntry`: ``item_id``, then optionally ``event_type``, ...)."""
 
 POPULAR = "popular"
 """``fallback`` of a recommendation made from popularity (no event of the user is known)."""
@@ -251,8 +253,8 @@ class Ranked:
 def _entry(ev: Any) -> tuple[str, int]:
     if isinstance(ev, str | int):
         return str(ev), 0
-    iid = str(ev[0])
-    et = ev[1] if len(ev) > 1 else 0
+    iid = str(ev[ITEM_ID])
+    et = ev[EVENT_TYPE] if len(ev) > EVENT_TYPE else 0
     return iid, (EVENT_TYPES.get(et, 0) if isinstance(et, str) else int(et))
 
 

@@ -22,6 +22,13 @@ instead of around them:
   the fast path does the same steps without the buffer.
 
 :func:`write_sessions` applies one micro-batch's session updates through both.
+
+What a session holds is defined here too, for every module that reads or builds one: a
+:data:`History` of :data:`SessionEntry` lists, read by position through the names
+:data:`ITEM_ID`, :data:`EVENT_TYPE`, :data:`TS`, :data:`EVENT_ID` (built by
+:func:`session_entry`), or a forget marker (:func:`load_session`, :func:`dump_session`).
+Entries stay plain lists: the table's JSON codec writes them, and the changelog carries them,
+as they always were, so a store or changelog written before reads the same.
 """
 
 from __future__ import annotations
@@ -45,8 +52,42 @@ ROCKSDB_URL = "coldstream-rocksdb://"
 restart replay only what it has not seen."""
 STORE_URL = MEMORY_URL
 
-History = list[list[Any]]
-"""A session: ``[item_id, event_type, ts, event_id]`` entries, oldest first."""
+SessionEntry = list[Any]
+"""One event of a session, as stored: ``[item_id, event_type, ts, event_id]``, a JSON list.
+
+* ``[ITEM_ID]`` (0): the item's id (``str``);
+* ``[EVENT_TYPE]`` (1): the event type's code (``int``, :data:`coldstream.core.events.EVENT_TYPES`);
+* ``[TS]`` (2): the event time (``float``, seconds since the epoch): session expiry and the
+  forget marker run on it;
+* ``[EVENT_ID]`` (3): the event's id (``str``): a redelivered event is recognised by it.
+
+Read an entry through these names, build one with :func:`session_entry`."""
+ITEM_ID, EVENT_TYPE, TS, EVENT_ID = 0, 1, 2, 3
+
+History = list[SessionEntry]
+"""A session: its entries, oldest first (at most ``max_history``)."""
+
+
+def session_entry(item_id: str, event_type: int, ts: float, event_id: str) -> SessionEntry:
+    """The stored entry of one event (positions: :data:`SessionEntry`)."""
+    return [item_id, event_type, ts, event_id]
+
+
+def load_session(stored: Any) -> tuple[History, float | None]:
+    """``(history, forgotten_at)`` of a stored session value (a list, or a forget marker
+    ``{"forgotten_at": ts, "h": history}``, :mod:`stream_app.batch`)."""
+    if isinstance(stored, dict):
+        hist = stored.get("h") or []
+        at = stored.get("forgotten_at")
+        return list(hist), float(at) if isinstance(at, int | float) else None
+    return (list(stored) if stored else []), None
+
+
+def dump_session(hist: History, forgotten_at: float | None) -> Any:
+    """The stored value: the history, or the forget marker holding the newer history."""
+    if forgotten_at is None:
+        return hist
+    return {"forgotten_at": forgotten_at, "h": hist}
 
 
 def store_url(kind: str) -> str:
@@ -125,16 +166,12 @@ class RocksDBSessionStore(FaustRocksDBStore):
 
 def last_activity(value: Any) -> float | None:
     """The event time of a session's newest entry (or of its forget request)."""
-    if isinstance(value, dict):
-        hist = value.get("h") or []
-        at = value.get("forgotten_at")
-        times = [float(at)] if isinstance(at, int | float) else []
-    else:
-        hist, times = value or [], []
+    hist, at = load_session(value)
+    times = [] if at is None else [at]
     times += [
-        float(e[2])
+        float(e[TS])
         for e in hist
-        if isinstance(e, list) and len(e) > 2 and isinstance(e[2], int | float)
+        if isinstance(e, list) and len(e) > TS and isinstance(e[TS], int | float)
     ]
     return max(times) if times else None
 

@@ -34,7 +34,6 @@ from typing import Any
 from coldstream.core.events import MAX_ID_LEN
 from coldstream.core.topics import load_topics
 from stream_app.agents import Wiring
-from stream_app.batch import load_session
 from stream_app.health import Health, consuming, input_partitions
 from stream_app.health import attach as attach_health
 from stream_app.metrics import CONTENT_TYPE
@@ -47,6 +46,7 @@ from stream_app.routing import (
     owners,
     route,
 )
+from stream_app.sessions import load_session
 
 log = logging.getLogger(__name__)
 

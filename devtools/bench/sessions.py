@@ -62,6 +62,7 @@ def _dir_mb(path: Path) -> float:
 def _store_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from devtools.processes import rss_mb
     from stream_app.app import create_app
+    from stream_app.sessions import session_entry
     from stream_app.settings import Settings
 
     data = work / "store-data"
@@ -69,7 +70,7 @@ def _store_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     store = app.Table("sessions", default=None, partitions=6).data
     pid = os.getpid()
     samples = [{"users": 0, "rss_mb": round(rss_mb(pid) or 0.0, 1), "disk_mb": 0.0}]
-    hist = [[str(1 + j), j % 2, 1.7e9 + j, f"e{j}"] for j in range(args.history)]
+    hist = [session_entry(str(1 + j), j % 2, 1.7e9 + j, f"e{j}") for j in range(args.history)]
     t0 = time.perf_counter()
     from tqdm import tqdm
 

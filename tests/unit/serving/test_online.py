@@ -109,8 +109,13 @@ def test_pipeline_feeds_online_quality(tmp_path):
     rec.popularity = WindowedCounter(3600.0)
     settings = Settings()
     sessions: dict = {}
-    p = BatchProcessor(rec, settings, get_session=sessions.get, clock=lambda: 1000.0)
-    p.online = OnlineQuality(window_s=60.0)
+    p = BatchProcessor(
+        rec,
+        settings,
+        get_session=sessions.get,
+        clock=lambda: 1000.0,
+        online=OnlineQuality(window_s=60.0),
+    )
     first = p.process([Incoming("clicks", 0, 0, b"u", new_event("u", "1", ts=999.0)[1], None)])
     top = [i for i, _ in rec.recommend_batch([["1"]], 10)[0]]
     sessions.update({u: h for u, (_, h) in first.sessions.items()})
