@@ -415,14 +415,21 @@ def _start_session_expiry(w: Wiring) -> None:
 
 
 def _start_gauges(w: Wiring) -> None:
-    """A timer that exports the session count and the consumer lag of each assigned input
-    partition every 5 s."""
+    """A timer that exports the session count, the consumer lag of each assigned input
+    partition and the fetch loop's rewinds every 5 s."""
     metrics = w.metrics
+    exported = {"rewound": 0, "forced": 0}
 
     @w.app.timer(interval=5.0, name="export-gauges")
     async def export_gauges() -> None:
         metrics.active_sessions.set(len(w.sessions.data))
         consumer = w.app.consumer
+        order = getattr(consumer, "offset_order", None)  # stream_app.transport.Consumer
+        if order is not None:
+            for outcome, total in (("rewound", order.rewinds), ("forced", order.forced)):
+                if total > exported[outcome]:
+                    metrics.fetch_rewinds.labels(outcome).inc(total - exported[outcome])
+                    exported[outcome] = total
         for tp in _input_assignment(w):
             try:
                 position = await consumer.position(tp)

@@ -78,3 +78,94 @@ class FastPath:
             self._first_at = time.monotonic()
         space.set()
         return out
+
+
+TAKE, DROP, REWIND, FORCED = "take", "drop", "rewind", "forced"
+
+
+class OffsetOrder:
+    """The offset each fast-path input partition must deliver next, so that no record is
+    skipped unseen.
+
+    Faust's fetch loop trusts whatever offset arrives: after a seek to the committed offset
+    ``c`` (every rebalance), a fetch answered from before the seek can deliver ``c + k``
+    first; Faust then records ``c + 1 .. c + k - 1`` as a *gap* (offsets that do not exist,
+    as in a compacted topic), its commit steps over them and over ``c`` (its head check
+    allows one missing offset), and when ``c ..`` arrive they are dropped as already read.
+    Nobody answered them. Measured: gaps of 10-340 offsets after 2-4 of the ~6 rebalances
+    of every rolling restart at 1,000 ev/s, and up to 22 events lost.
+
+    Here a record past the expected offset is not taken: the partition is sought back to
+    the expected offset (:data:`REWIND`) and the records after it in the stale fetch are
+    dropped (:data:`DROP`) until the expected one arrives. If the first record after the
+    rewind is again the same later one, the offsets between really do not exist (a
+    transaction marker, compaction): it is taken. ``max_rewinds`` fetches in a row that
+    bring neither take the record anyway (:data:`FORCED`, logged by the caller): the rewinds
+    must not stall a partition for ever.
+    """
+
+    def __init__(self, max_rewinds: int = 8) -> None:
+        self.max_rewinds = max_rewinds
+        self._next: dict[Any, int] = {}
+        self._pending: dict[Any, tuple[int, int, int]] = {}  # tp -> (expected, first, rewinds)
+        self._fresh: set[Any] = set()  # partitions whose next record starts a new fetch
+        self.rewinds = 0
+        """Rewinds so far (all partitions)."""
+        self.forced = 0
+        """Records taken past a gap that ``max_rewinds`` rewinds did not close."""
+
+    def expected(self, tp: Any) -> int | None:
+        return self._next.get(tp)
+
+    def reset(self, tp: Any, offset: int | None) -> None:
+        """The partition was sought to ``offset`` (``None`` or negative: unknown, anything
+        goes)."""
+        self._pending.pop(tp, None)
+        if offset is None or offset < 0:
+            self._next.pop(tp, None)
+        else:
+            self._next[tp] = offset
+
+    def forget(self, tps: Iterable[Any]) -> None:
+        """The partitions were revoked."""
+        for tp in tps:
+            self._next.pop(tp, None)
+            self._pending.pop(tp, None)
+
+    def new_fetch(self) -> None:
+        """A new fetch begins: a partition still waiting after a rewind may rewind again."""
+        self._fresh = set(self._pending)
+
+    def check(self, tp: Any, offset: int) -> str:
+        """:data:`TAKE` the record, :data:`DROP` it, :data:`REWIND` the partition to
+        :meth:`expected` and drop it, or take it past offsets never seen (:data:`FORCED`)."""
+        exp = self._next.get(tp)
+        if exp is None or offset == exp:
+            self._pending.pop(tp, None)
+            return TAKE
+        if offset < exp:
+            return DROP  # read before (Faust's own loop drops these too)
+        pending = self._pending.get(tp)
+        if pending is None or pending[0] != exp:
+            self._pending[tp] = (exp, offset, 1)
+            self.rewinds += 1
+            return REWIND
+        _, first, n = pending
+        fresh = tp in self._fresh
+        self._fresh.discard(tp)
+        if fresh and offset == first:  # the first record after a rewind, again: a real gap
+            self._pending.pop(tp, None)
+            return TAKE
+        if fresh and n >= self.max_rewinds:
+            self._pending.pop(tp, None)
+            self.forced += 1
+            return FORCED
+        if fresh:
+            self._pending[tp] = (exp, first, n + 1)
+            self.rewinds += 1
+            return REWIND
+        return DROP  # the rest of a stale fetch
+
+    def taken(self, tp: Any, offset: int) -> None:
+        """The record at ``offset`` went into the buffer."""
+        self._next[tp] = offset + 1

@@ -139,6 +139,14 @@ class Metrics:
             "Output records (recommendations, DLQ, changelog) that could not be delivered",
             registry=r,
         )
+        self.fetch_rewinds = Counter(
+            "coldstream_fetch_rewinds",
+            "Input fetches that delivered a record past the offset its partition had to deliver "
+            "next (after a rebalance's seek): rewound (sought back, nothing skipped) or forced "
+            "(taken after repeated rewinds never brought the missing offsets)",
+            ["outcome"],
+            registry=r,
+        )
         self.output_too_large = Counter(
             "coldstream_output_too_large",
             "Output records the producer or broker refused for size, by topic and what became "

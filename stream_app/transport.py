@@ -21,7 +21,13 @@ when the installed Faust or aiokafka changes under them
    appends it to the buffer that the serving task takes in micro-batches and acks after
    processing. Everything else is Faust's: fetching, flow control (a suspended flow drops
    the message exactly like Faust's own loop), read offsets, gaps, unacked-message tracking
-   (``stream_wait_empty`` on rebalance waits for our acks), commits.
+   (``stream_wait_empty`` on rebalance waits for our acks), commits -- except one guard,
+   also marked: a fast-path record is taken only at the offset its partition must deliver
+   next (:class:`~stream_app.fastpath.OffsetOrder`). Faust's loop takes a record that
+   arrives ahead of that offset (a fetch answered from before a rebalance's seek, or the
+   record after one dropped while the flow was suspended), books the offsets in between as
+   a gap that its commits step over, and drops them when they arrive: events nobody
+   answered, seen in at-least-once rolling restarts. The guard seeks back instead.
 
 3. **Read committed, no plain commits** (``exactly_once`` only). Faust reads with
    ``read_committed`` only in its own exactly-once mode, which coldstream does not use
@@ -49,7 +55,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-from stream_app.fastpath import FastPath
+from stream_app.fastpath import FORCED, REWIND, TAKE, FastPath, OffsetOrder
 
 DEFAULT_FETCH_MAX_WAIT_MS = 10
 
@@ -57,7 +63,7 @@ UPSTREAM_DRAIN_SHA256 = "8f35dd7a11144daa6ec9a3739a497b03a9dd6b57cca18aa861bb4a5
 """sha256 of ``inspect.getsource(faust.transport.consumer.Consumer._drain_messages)``
 (dedented) in faust-streaming 0.15.3, the source :meth:`Consumer._drain_messages` copies."""
 
-FAST_PATH_NAMES = frozenset({"fast", "fast_topics", "track"})
+FAST_PATH_NAMES = frozenset({"fast", "fast_topics", "fast_order", "track"})
 """Local names that only the fast-path change introduces (the drift test strips them)."""
 
 
@@ -76,8 +82,53 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    _order: OffsetOrder | None = None
+
+    @property
+    def offset_order(self) -> OffsetOrder:
+        """The fast path's offset-order guard (:class:`~stream_app.fastpath.OffsetOrder`)."""
+        if self._order is None:
+            self._order = OffsetOrder()
+        return self._order
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        offsets = await super().seek_to_committed()
+        for tp, offset in offsets.items():
+            self.offset_order.reset(tp, offset)
+        return offsets
+
+    async def seek(self, partition: Any, offset: int) -> None:
+        await super().seek(partition, offset)
+        self.offset_order.reset(partition, offset)
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.offset_order.forget(revoked)
+        await super().on_partitions_revoked(revoked)
+
+    async def _out_of_order(self, tp: Any, offset: int, verdict: str) -> bool:
+        """A record not at the offset ``tp`` must deliver next
+        (:class:`~stream_app.fastpath.OffsetOrder`): seek back to that offset and drop the
+        record (``REWIND``), drop it (``DROP``), or take it after too many rewinds
+        (``FORCED``, logged). True: take it."""
+        expected = self.offset_order.expected(tp)
+        if verdict == FORCED:
+            self.log.warning(
+                "%s: offsets from %s to %d never arrived after %d seeks; going on from %d",
+                tp, expected, offset - 1, self.offset_order.max_rewinds, offset,
+            )  # fmt: skip
+            return True
+        if verdict == REWIND and expected is not None:
+            self.log.info("%s: offset %d fetched before %d; seeking back", tp, offset, expected)
+            try:
+                await self._seek(tp, expected)
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked meanwhile: the rebalance seeks
+                self.log.warning("%s: seeking back to %d failed (%r)", tp, expected, exc)
+            else:
+                self._read_offset[tp] = expected if expected else None
+        return False
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         """Faust's offset commit, except under ``exactly_once``: there the input offsets are
@@ -93,6 +144,7 @@ class Consumer(faust_aiokafka.Consumer):
         """Faust 0.15.3's ``Consumer._drain_messages`` with the fast path (marked below)."""
         fast: FastPath | None = getattr(self.app, "fast_path", None)  # ColdstreamApp declares it
         fast_topics = fast.topics if fast is not None else frozenset()
+        fast_order = self.offset_order
         track = self.track_message
         callback = self.callback
         getmany = self.getmany
@@ -115,6 +167,8 @@ class Consumer(faust_aiokafka.Consumer):
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
                 ait = cast(AsyncIterator, getmany(timeout=1.0))
+                if fast is not None:  # ---- coldstream: a new fetch (OffsetOrder) ----
+                    fast_order.new_fetch()
 
                 # Sleeping because sometimes getmany is called in a loop
                 # never releasing to the event loop
@@ -127,6 +181,13 @@ class Consumer(faust_aiokafka.Consumer):
                             num_since_yield = 0
 
                         offset = message.offset
+                        if fast is not None and message.topic in fast_topics:
+                            # ---- coldstream: no record skipped unseen (OffsetOrder) -------
+                            verdict = fast_order.check(tp, offset)
+                            if verdict != TAKE and not await self._out_of_order(
+                                tp, offset, verdict
+                            ):
+                                continue
                         r_offset = get_read_offset(tp)
                         if r_offset is None or offset >= r_offset:
                             gap = offset - (r_offset or 0)
@@ -150,6 +211,7 @@ class Consumer(faust_aiokafka.Consumer):
                                 ):  # suspended: dropped, as Faust does
                                     track(message)
                                     fast.put(message)
+                                    fast_order.taken(tp, offset)
                             # ---- end of the fast path --------------------------------
                             else:
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
