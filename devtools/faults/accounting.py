@@ -76,6 +76,9 @@ def account(
     name: str, inputs: list[Input], out: Outputs, recovery_s: float | None, **details: Any
 ) -> FaultResult:
     details.setdefault("unmatched_outputs", out.unmatched)
+    unanswered = [i for i in range(len(inputs)) if out.counts.get(i, 0) == 0]
+    if unanswered:  # where the unanswered inputs sit: (topic, partition, offset), first 50
+        details.setdefault("lost_positions", [inputs[i].pos for i in unanswered[:50]])
     return FaultResult(
         name,
         len(inputs),
@@ -95,9 +98,14 @@ def first_output_after(out: Outputs, t: float) -> float | None:
 
 def order_violations(inputs: list[Input], out: Outputs) -> int:
     """Users whose first answers are not in their input order (per input topic: the two
-    topics are separate logs, so only each topic's order is defined)."""
+    topics are separate logs, so only each topic's order is defined). The input order is
+    the log's (partition offset) where the produce reported it, else the order of sending:
+    a producer retry may write two records in the other order."""
     want: dict[tuple[str, str], list[str]] = defaultdict(list)
     topic_of: dict[str, str] = {}
+    logged = [inp for inp in inputs if inp.pos is not None]
+    if len(logged) == len(inputs):
+        inputs = sorted(inputs, key=lambda inp: inp.pos or ("", 0, 0))
     for inp in inputs:
         if inp.event_id and inp.user:
             want[(inp.user, inp.topic)].append(inp.event_id)

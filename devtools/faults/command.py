@@ -27,6 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/faults.json", help="the JSON report")
     p.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
     p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the other rows of --out: replace the rows of the scenarios run, append new ones",
+    )
+    p.add_argument(
         "--docs",
         action="store_true",
         help="run nothing: regenerate the table of docs/reliability.md from --out",
@@ -85,9 +90,20 @@ def run(args: argparse.Namespace) -> int:
             shared["kafka"].stop()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps([r.row() for r in results], indent=1) + "\n")
+    rows = [r.row() for r in results]
+    if args.merge and out.is_file():
+        rows = merge_rows(json.loads(out.read_text()), rows)
+    out.write_text(json.dumps(rows, indent=1) + "\n")
     print(f"\nwritten {out} (logs in {workdir})")
     return ExitCode.OK if all(r.lost == 0 for r in results) else ExitCode.FAILURE
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with each row of ``new`` in place of the old row of the same scenario name,
+    or appended (the order of ``old`` kept)."""
+    by_name = {r["scenario"]: r for r in new}
+    merged = [by_name.pop(r["scenario"], r) for r in old]
+    return merged + [r for r in new if r["scenario"] in by_name]
 
 
 DOCS = Path("docs/reliability.md")

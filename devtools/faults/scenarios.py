@@ -197,6 +197,33 @@ def _committed_outputs(h: Harness, inputs: list[Input]) -> Any:
     )
 
 
+def _eos_counted(h: Harness, result: FaultResult, inputs: list[Input], *, sessions: bool) -> None:
+    """Under ``exactly_once`` the ``read_committed`` checker's view is the one that counts:
+    ``result.lost`` / ``result.duplicated`` become the committed outputs' figures, the
+    read_uncommitted ones stay in ``details``; with ``sessions``, every user's committed
+    session must equal the replay of that user's inputs (``details.session_mismatches``)."""
+    from devtools.faults.committed import read_committed_changelog
+
+    committed = _committed_outputs(h, inputs)
+    result.details["committed"] = committed.row()
+    result.details["read_uncommitted"] = {"lost": result.lost, "duplicated": result.duplicated}
+    result.lost, result.duplicated = committed.lost, committed.duplicated
+    if sessions:
+        changelog = run_coro(
+            read_committed_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog", 30), 90
+        )
+        users = {inp.user for inp in inputs if inp.user}
+        examples: list[dict[str, Any]] = []
+        result.details["session_mismatches"] = session_mismatches(
+            changelog, inputs, users, examples=examples
+        )
+        result.details["mismatch_examples"] = examples[:3]
+
+
+EOS_OPTS: dict[str, Any] = {"processing_guarantee": "exactly_once", "session_store": "memory"}
+"""Worker options of the ``exactly_once`` rows (the session changelog is what they check)."""
+
+
 # ------------------------------------------------------------------------------ scenarios
 # (defined in the default order of ``coldstream bench faults --scenarios``)
 
@@ -261,11 +288,13 @@ def sigterm(
     rate: float = 300.0,
     stop_at: float = 0.4,
     drain_budget_s: float = 30.0,
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
 ) -> FaultResult:
     """SIGTERM the only worker mid-stream (a rolling deploy), start a new one. Recovery:
     old worker's exit -> first output of the new one. Drain: SIGTERM -> exit (``details``)."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "st")
-    h.start_worker("a")
+    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    h.start_worker("a", **opts)
     w = h.workers[-1]
     feeder = h.feeder(inputs, rate)
     feeder.start()
@@ -280,12 +309,13 @@ def sigterm(
         rc = None
     drain_s = time.time() - t_term
     w.stop(deadline_s=5)
-    h.start_worker("b")
+    h.start_worker("b", **opts)
     feeder.join_checked(300)
     out = h.collect(inputs, timeout_s=120)
     log_tail = (h.workdir / "worker-a.log").read_text(errors="replace")[-2000:]
-    return account(
-        "graceful stop (SIGTERM) + restart",
+    result = account(
+        "graceful stop (SIGTERM) + restart"
+        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
         inputs,
         out,
         first_output_after(out, t_term + drain_s),
@@ -295,6 +325,18 @@ def sigterm(
         order_violations=order_violations(inputs, out),
         log_tail=log_tail if rc != 0 else "",
     )
+    if guarantee == "exactly_once":
+        _eos_counted(h, result, inputs, sessions=True)
+    return result
+
+
+@scenario(
+    "sigterm_exactly_once",
+    scaled=lambda s: {"n_events": scaled_count(1500, s), "rate": 300.0 * min(s, 3)},
+)
+def sigterm_exactly_once(h: Harness, **kw: Any) -> FaultResult:
+    """:func:`sigterm` under ``exactly_once`` (the side-by-side row)."""
+    return sigterm(h, guarantee="exactly_once", **kw)
 
 
 @scenario(
@@ -375,17 +417,19 @@ def rebalance(
     n_users: int = 60,
     rate: float = 200.0,
     tail_events: int = 300,
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
 ) -> FaultResult:
     """A second and a third worker join, then the first leaves (SIGTERM), while events flow
     (the stream goes on until ``tail_events`` after the leave; ``n_events`` caps it).
     Recovery: the longest pause between consecutive outputs during the changes."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "rb")
-    a = h.start_worker("a")
+    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    a = h.start_worker("a", **opts)
     feeder = h.feeder(inputs, rate)
     feeder.start()
     t0 = time.time()
     wait_until(lambda: feeder.sent >= 3 * rate, 120, "the stream to be under way")
-    h.start_workers("b", "c")
+    h.start_workers("b", "c", **opts)
     joined_at = feeder.sent
     wait_until(
         lambda: feeder.sent >= joined_at + 3 * rate or not feeder.is_alive(), 300, "more events"
@@ -402,8 +446,9 @@ def rebalance(
     ]
     times = [p for p in out.produced_at if t0 <= p <= max(t1, max(out.produced_at, default=t1))]
     gap = max((b - a_ for a_, b in zip(times, times[1:], strict=False)), default=None)
-    return account(
-        "rebalance: +2 workers, -1 worker under load",
+    result = account(
+        "rebalance: +2 workers, -1 worker under load"
+        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
         inputs,
         out,
         gap,
@@ -413,6 +458,15 @@ def rebalance(
         sent_when_left=left_at,
         others_alive=all(alive),
     )
+    if guarantee == "exactly_once":
+        _eos_counted(h, result, inputs, sessions=True)
+    return result
+
+
+@scenario("rebalance_exactly_once", scaled=lambda s: {"n_events": scaled_count(3000, s)})
+def rebalance_exactly_once(h: Harness, **kw: Any) -> FaultResult:
+    """:func:`rebalance` under ``exactly_once`` (the side-by-side row)."""
+    return rebalance(h, guarantee="exactly_once", **kw)
 
 
 @scenario(
@@ -449,7 +503,7 @@ def rolling_restart(
     env = {"COLDSTREAM_DRAIN_TIMEOUT_S": str(drain_budget_s)}
     opts: dict[str, Any] = {"env": env}
     if guarantee == "exactly_once":
-        opts.update(processing_guarantee="exactly_once", session_store="memory")
+        opts.update(EOS_OPTS)
     old = h.start_workers(*[f"old{i}" for i in range(workers)], **opts)
     feeder = h.feeder(inputs, rate)
     feeder.start()
@@ -476,10 +530,6 @@ def rolling_restart(
     inputs = inputs[: feeder.sent]
     out = h.collect(inputs, timeout_s=180)
     recs = [v for vs in out.by_user.values() for v in vs]
-    checked: dict[str, Any] = {}
-    if guarantee == "exactly_once":
-        committed = _committed_outputs(h, inputs)
-        checked = {"committed": committed.row(), "read_uncommitted_duplicated": out.duplicated()}
 
     def phase(a: float, b: float) -> list[float]:
         return [float(v["latency_ms"]) for v in recs if a <= v["produced_at"] < b]
@@ -507,7 +557,6 @@ def rolling_restart(
         gap,
         guarantee=guarantee,
         duplicate_bound=2 * workers * 2 * BATCH_SIZE if guarantee == "at_least_once" else 0,
-        **checked,
         rate=rate,
         workers=workers,
         roll_seconds=round(t_done - t_roll, 1),
@@ -525,8 +574,7 @@ def rolling_restart(
         load_average=os.getloadavg(),
     )
     if guarantee == "exactly_once":  # the committed view is the one that counts
-        c = checked["committed"]
-        result.lost, result.duplicated = c["lost"], c["duplicated"]
+        _eos_counted(h, result, inputs, sessions=True)
     return result
 
 
@@ -1086,7 +1134,12 @@ def dlq_breaker(h: Harness, *, n_events: int = 1000, bad_share: float = 0.9) -> 
 
 
 @scenario("delivery_failure", scaled=lambda s: {"n_events": scaled_count(300, s)})
-def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
+def delivery_failure(
+    h: Harness,
+    *,
+    n_events: int = 300,
+    guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
+) -> FaultResult:
     """An output topic refuses every record with a non-retriable error: ``events-dlq`` is
     made compacted, and a compacted topic refuses records without a key (``INVALID_RECORD``);
     the inputs are refused events without a key, so their DLQ records have none. The worker
@@ -1105,7 +1158,8 @@ def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
     ]
     dlq_topic = h.topics["events-dlq"]
     run_coro(alter_topic_configs(h.bootstrap, dlq_topic, {"cleanup.policy": "compact"}), 60)
-    proc = h.spawn_worker("a")
+    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    proc = h.spawn_worker("a", **opts)
     h.produce(inputs)
     try:
         rc = proc.wait(120)
@@ -1117,10 +1171,11 @@ def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
     )
     run_coro(alter_topic_configs(h.bootstrap, dlq_topic, {"cleanup.policy": "delete"}), 60)
     t_fixed = time.time()
-    h.start_worker("b")
+    h.start_worker("b", **opts)
     out = h.collect(inputs, timeout_s=120)
-    return account(
-        "an output topic refuses every record (non-retriable), then is fixed",
+    result = account(
+        "an output topic refuses every record (non-retriable), then is fixed"
+        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
         inputs,
         out,
         first_output_after(out, t_fixed),
@@ -1128,6 +1183,15 @@ def delivery_failure(h: Harness, *, n_events: int = 300) -> FaultResult:
         message="could not be delivered" in log_text,
         committed_before_fix=sum(committed.values()),
     )
+    if guarantee == "exactly_once":  # the refused events have no user: no sessions to check
+        _eos_counted(h, result, inputs, sessions=False)
+    return result
+
+
+@scenario("delivery_failure_exactly_once", scaled=lambda s: {"n_events": scaled_count(300, s)})
+def delivery_failure_exactly_once(h: Harness, **kw: Any) -> FaultResult:
+    """:func:`delivery_failure` under ``exactly_once`` (the side-by-side row)."""
+    return delivery_failure(h, guarantee="exactly_once", **kw)
 
 
 @scenario("output_too_large", scaled=lambda s: {"n_events": scaled_count(300, s)})

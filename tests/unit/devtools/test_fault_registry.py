@@ -101,3 +101,20 @@ def test_the_table_has_a_header_once() -> None:
     assert with_header[1].split() == ["bad", "input", "10", "7", "3", "0", "0", "1.23"]
     assert command.table([r], header=False).splitlines() == with_header[1:]
     assert json.loads(json.dumps(r.row()))["recovery_seconds"] == 1.23
+
+
+def test_merge_keeps_other_rows_and_replaces_same_scenarios() -> None:
+    old = [{"scenario": "a", "lost": 1}, {"scenario": "b", "lost": 2}]
+    new = [{"scenario": "b", "lost": 0}, {"scenario": "c", "lost": 3}]
+    merged = command.merge_rows(old, new)
+    assert merged == [{"scenario": "a", "lost": 1}, {"scenario": "b", "lost": 0}, new[1]]
+
+
+def test_every_delivery_scenario_has_an_exactly_once_row() -> None:
+    """Issue: the fault suite side by side -- kill -9, SIGTERM, rebalance, broker restart,
+    an output topic refusing records and the rolling restart under both guarantees."""
+    for base in ("sigterm", "rebalance", "broker_restart", "delivery_failure", "rolling_restart"):
+        eos = REGISTRY[f"{base}_exactly_once"]
+        assert "guarantee" in inspect.signature(getattr(scenarios, base)).parameters
+        assert eos.broker == REGISTRY[base].broker
+    assert "kill9_exactly_once" in REGISTRY
