@@ -209,8 +209,8 @@ def _eos_counted(h: Harness, result: FaultResult, inputs: list[Input], *, sessio
     result.details["read_uncommitted"] = {"lost": result.lost, "duplicated": result.duplicated}
     result.lost, result.duplicated = committed.lost, committed.duplicated
     if sessions:
-        changelog = run_coro(
-            read_committed_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog", 30), 90
+        changelog = run_coro(  # read to its end: a roll at 1,000 ev/s writes ~100 MB
+            read_committed_changelog(h.bootstrap, f"{h.app_id}-sessions-changelog", 300), 360
         )
         users = {inp.user for inp in inputs if inp.user}
         examples: list[dict[str, Any]] = []
