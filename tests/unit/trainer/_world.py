@@ -16,6 +16,8 @@ import torch
 
 from coldstream.core.checkpoint import save_checkpoint
 from coldstream.core.student import Student, StudentConfig
+from trainer.data import Interactions
+from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
 from trainer.service.buffer import EventBuffer
 
 N_TOPICS, PER_TOPIC, TEXT_DIM = 20, 10, 32
@@ -144,3 +146,26 @@ def toy_world(n: int = 30):
     tl = torch.full((len(pos), n), -5.0)
     tl[torch.arange(len(pos)), ex.target] = 5.0  # a teacher that knows the next item
     return seqs, text, pos, ex, tl
+
+
+def users_with_events(inter: Interactions) -> Interactions:
+    """``inter`` without the users that have no interaction (renumbered, names kept)."""
+    present, user = np.unique(inter.user, return_inverse=True)
+    return Interactions(
+        user=user,
+        item=inter.item,
+        ts=inter.ts,
+        event=inter.event,
+        user_ids=[inter.user_ids[u] for u in present],
+    )
+
+
+def synthetic_eval_world(
+    n_users: int = 100, n_items: int = 120, n_events: int = 3000, n_topics: int = 6
+) -> tuple[Interactions, object]:
+    """The evaluation tests' synthetic dataset, users without events dropped (95 users with
+    data at the defaults, 120 items)."""
+    inter, items = synthetic_dataset(
+        SyntheticConfig(n_users=n_users, n_items=n_items, n_events=n_events, n_topics=n_topics)
+    )
+    return users_with_events(inter), items

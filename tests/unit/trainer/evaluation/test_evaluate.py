@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import Interactions
-from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
+from tests.unit.trainer._world import synthetic_eval_world
 from trainer.evaluation.baselines import Popularity
 from trainer.evaluation.evaluate import CELLS, MODELS, EvalConfig, Evaluation
 from trainer.student.features import teacher_positions
@@ -41,18 +40,7 @@ def teacher():
 @pytest.fixture(scope="module")
 def tiny():
     """95 users with data (the generator's users without events dropped), 120 items."""
-    inter, items = synthetic_dataset(
-        SyntheticConfig(n_users=100, n_items=120, n_events=3000, n_topics=6)
-    )
-    present, user = np.unique(inter.user, return_inverse=True)
-    inter = Interactions(
-        user=user,
-        item=inter.item,
-        ts=inter.ts,
-        event=inter.event,
-        user_ids=[inter.user_ids[u] for u in present],
-    )
-    return inter, items
+    return synthetic_eval_world()
 
 
 def _config(**over) -> EvalConfig:

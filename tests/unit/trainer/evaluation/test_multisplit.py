@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.data import Interactions
-from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
+from tests.unit.trainer._world import synthetic_eval_world
 from trainer.evaluation.evaluate import CELLS, EvalConfig, Evaluation
 from trainer.evaluation.multisplit import mean_ci, run_splits, split_key
 from trainer.teacher.vector_cache import CachedEncoder
@@ -29,17 +28,7 @@ def teacher():
 
 @pytest.fixture(scope="module")
 def tiny():
-    inter, items = synthetic_dataset(
-        SyntheticConfig(n_users=100, n_items=120, n_events=3000, n_topics=6)
-    )
-    present, user = np.unique(inter.user, return_inverse=True)
-    return Interactions(
-        user=user,
-        item=inter.item,
-        ts=inter.ts,
-        event=inter.event,
-        user_ids=[inter.user_ids[u] for u in present],
-    ), items
+    return synthetic_eval_world()
 
 
 def _config(cache) -> EvalConfig:

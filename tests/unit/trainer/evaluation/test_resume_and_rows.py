@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.unit.trainer._world import FakeTeacher
+from tests.unit.trainer._world import FakeTeacher, synthetic_eval_world
 from trainer.data import Interactions
-from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
 from trainer.evaluation.baselines import TextKShot
 from trainer.evaluation.evaluate import CELLS, EvalConfig, Evaluation
 from trainer.evaluation.multisplit import data_fingerprint, run_splits, split_key
@@ -22,17 +21,7 @@ from trainer.evaluation.multisplit import data_fingerprint, run_splits, split_ke
 
 @pytest.fixture(scope="module")
 def toy():
-    inter, items = synthetic_dataset(
-        SyntheticConfig(n_users=100, n_items=120, n_events=3000, n_topics=6)
-    )
-    present, user = np.unique(inter.user, return_inverse=True)
-    return Interactions(
-        user=user,
-        item=inter.item,
-        ts=inter.ts,
-        event=inter.event,
-        user_ids=[inter.user_ids[u] for u in present],
-    ), items
+    return synthetic_eval_world()
 
 
 def _config() -> EvalConfig:

@@ -21,6 +21,7 @@ from tests.unit.trainer._world import (
     random_checkpoint,
     toy_sequences,
     toy_world,
+    users_with_events,
 )
 from trainer.student import pipeline
 from trainer.student.training import TrainConfig, prefix_positions
@@ -208,7 +209,6 @@ def test_train_gives_the_targets_to_a_model_teacher_only(monkeypatch):
 def test_fit_the_cycle_and_the_evaluation_run_the_same_stages(tmp_path, monkeypatch):
     """Each stage is called from fitting.py, redistill.py and evaluate.py (the teacher's
     targets: from the first two; the evaluation's chosen head gives its logits itself)."""
-    from trainer.data import Interactions
     from trainer.data.synthetic import SyntheticConfig, synthetic_dataset
     from trainer.evaluation.evaluate import EvalConfig, Evaluation
     from trainer.service.redistill import CycleConfig, cycle_train_config, redistill
@@ -259,14 +259,7 @@ def test_fit_the_cycle_and_the_evaluation_run_the_same_stages(tmp_path, monkeypa
     )
     assert res.metrics["teacher_prefixes"] == 50
 
-    present, user = np.unique(inter.user, return_inverse=True)
-    inter = Interactions(
-        user=user,
-        item=inter.item,
-        ts=inter.ts,
-        event=inter.event,
-        user_ids=[inter.user_ids[u] for u in present],
-    )
+    inter = users_with_events(inter)
     ev = Evaluation(
         EvalConfig(
             device="cpu",
