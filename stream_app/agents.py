@@ -250,15 +250,13 @@ async def _exit_delivery_failed(w: Wiring, exc: BaseException) -> None:
     would wait for the acknowledgements this batch never gets. Exiting now is what a kill -9
     does, and at-least-once holds: nothing was committed past the failure, the next owner
     answers those events again."""
-    w.stop_reason = (
+    _exit_not_delivered(
+        w,
         f"an output record could not be delivered ({exc!r}); no offset was committed "
         f"past it. Exiting (code {ExitCode.NOT_DELIVERED}): the events from the last "
         f"committed offset are answered again on restart. Check the broker and the "
-        f"output topics."
+        f"output topics.",
     )
-    w.exit_code = ExitCode.NOT_DELIVERED
-    log.critical(w.stop_reason)
-    _exit_now(w)
 
 
 def _serve_exactly_once(w: Wiring, source: Any) -> None:
@@ -347,15 +345,13 @@ def _exit_transaction_failed(w: Wiring, exc: BaseException) -> None:
     """End the process after an aborted transaction (``exactly_once``): nothing of it is
     visible to ``read_committed`` readers and its input offsets were not committed."""
     w.metrics.send_failures.inc()
-    w.stop_reason = (
+    _exit_not_delivered(
+        w,
         f"exactly_once: a transaction failed ({exc!r}) and was aborted: none of its outputs "
         f"is visible to read_committed readers and its input offsets were not committed. "
         f"Exiting (code {ExitCode.NOT_DELIVERED}): the next owner of the partitions reads on "
-        f"from the committed offsets. Check the broker and the output topics."
+        f"from the committed offsets. Check the broker and the output topics.",
     )
-    w.exit_code = ExitCode.NOT_DELIVERED
-    log.critical(w.stop_reason)
-    _exit_now(w)
 
 
 def _serve_stock_agent(w: Wiring, source: Any) -> None:
@@ -640,6 +636,14 @@ async def _stop(w: Wiring, exit_code: int, reason: str) -> None:
     consumer.pause_partitions(consumer.assignment())  # fetch nothing more
     if w.delivery is None:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _exit_not_delivered(w: Wiring, reason: str) -> None:
+    """End the process now with code 5 (``ExitCode.NOT_DELIVERED``), ``reason`` logged."""
+    w.stop_reason = reason
+    w.exit_code = ExitCode.NOT_DELIVERED
+    log.critical(reason)
+    _exit_now(w)
 
 
 def _exit_now(w: Wiring) -> None:
