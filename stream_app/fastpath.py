@@ -101,7 +101,9 @@ class OffsetOrder:
     rewind is again the same later one, the offsets between really do not exist (a
     transaction marker, compaction): it is taken. ``max_rewinds`` fetches in a row that
     bring neither take the record anyway (:data:`FORCED`, logged by the caller): the rewinds
-    must not stall a partition for ever.
+    must not stall a partition for ever. A record *behind* the expected offset (a re-read,
+    or a log that starts again at 0 after a broker lost its data) is left to Faust's own
+    read-offset check, as before this guard.
     """
 
     def __init__(self, max_rewinds: int = 8) -> None:
@@ -144,7 +146,9 @@ class OffsetOrder:
             self._pending.pop(tp, None)
             return TAKE
         if offset < exp:
-            return DROP  # read before (Faust's own loop drops these too)
+            # behind: a re-read, or a log that starts again lower (a broker that lost its
+            # data): Faust's own read-offset check decides, exactly as without this guard
+            return TAKE
         pending = self._pending.get(tp)
         if pending is None or pending[0] != exp:
             self._pending[tp] = (exp, offset, 1)
