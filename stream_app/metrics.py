@@ -289,6 +289,8 @@ class Metrics:
         ):
             for outcome in outcomes:
                 self.output_too_large.labels(out_topic, outcome)
+        for outcome in ("rewound", "forced"):
+            self.fetch_rewinds.labels(outcome)
         for segment in ("cold", "warm"):
             self.segment_hits.labels(segment)
             self.segment_requests.labels(segment)
