@@ -142,8 +142,9 @@ class OffsetOrder:
         """:data:`TAKE` the record, :data:`DROP` it, :data:`REWIND` the partition to
         :meth:`expected` and drop it, or take it past offsets never seen (:data:`FORCED`)."""
         exp = self._next.get(tp)
-        if exp is None or offset == exp:
-            self._pending.pop(tp, None)
+        if exp is None or offset == exp:  # the common case: one lookup, no write
+            if self._pending:
+                self._pending.pop(tp, None)
             return TAKE
         if offset < exp:
             # behind: a re-read, or a log that starts again lower (a broker that lost its

@@ -104,8 +104,7 @@ def order_violations(inputs: list[Input], out: Outputs) -> int:
     a producer retry may write two records in the other order."""
     want: dict[tuple[str, str], list[str]] = defaultdict(list)
     topic_of: dict[str, str] = {}
-    logged = [inp for inp in inputs if inp.pos is not None]
-    if len(logged) == len(inputs):
+    if all(inp.pos is not None for inp in inputs):
         inputs = sorted(inputs, key=lambda inp: inp.pos or ("", 0, 0))
     for inp in inputs:
         if inp.event_id and inp.user:

@@ -224,6 +224,13 @@ EOS_OPTS: dict[str, Any] = {"processing_guarantee": "exactly_once", "session_sto
 """Worker options of the ``exactly_once`` rows (the session changelog is what they check)."""
 
 
+def _mode(guarantee: str) -> tuple[dict[str, Any], str]:
+    """(worker options, scenario-name suffix) of a delivery scenario's ``guarantee``."""
+    if guarantee == "exactly_once":
+        return dict(EOS_OPTS), ", exactly_once (read_committed)"
+    return {}, ""
+
+
 # ------------------------------------------------------------------------------ scenarios
 # (defined in the default order of ``coldstream bench faults --scenarios``)
 
@@ -293,7 +300,7 @@ def sigterm(
     """SIGTERM the only worker mid-stream (a rolling deploy), start a new one. Recovery:
     old worker's exit -> first output of the new one. Drain: SIGTERM -> exit (``details``)."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "st")
-    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    opts, suffix = _mode(guarantee)
     h.start_worker("a", **opts)
     w = h.workers[-1]
     feeder = h.feeder(inputs, rate)
@@ -314,8 +321,7 @@ def sigterm(
     out = h.collect(inputs, timeout_s=120)
     log_tail = (h.workdir / "worker-a.log").read_text(errors="replace")[-2000:]
     result = account(
-        "graceful stop (SIGTERM) + restart"
-        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
+        "graceful stop (SIGTERM) + restart" + suffix,
         inputs,
         out,
         first_output_after(out, t_term + drain_s),
@@ -423,7 +429,7 @@ def rebalance(
     (the stream goes on until ``tail_events`` after the leave; ``n_events`` caps it).
     Recovery: the longest pause between consecutive outputs during the changes."""
     inputs = good_events(n_events, n_users=n_users, tag=h.prefix + "rb")
-    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    opts, suffix = _mode(guarantee)
     a = h.start_worker("a", **opts)
     feeder = h.feeder(inputs, rate)
     feeder.start()
@@ -447,8 +453,7 @@ def rebalance(
     times = [p for p in out.produced_at if t0 <= p <= max(t1, max(out.produced_at, default=t1))]
     gap = max((b - a_ for a_, b in zip(times, times[1:], strict=False)), default=None)
     result = account(
-        "rebalance: +2 workers, -1 worker under load"
-        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
+        "rebalance: +2 workers, -1 worker under load" + suffix,
         inputs,
         out,
         gap,
@@ -1158,7 +1163,7 @@ def delivery_failure(
     ]
     dlq_topic = h.topics["events-dlq"]
     run_coro(alter_topic_configs(h.bootstrap, dlq_topic, {"cleanup.policy": "compact"}), 60)
-    opts = dict(EOS_OPTS) if guarantee == "exactly_once" else {}
+    opts, suffix = _mode(guarantee)
     proc = h.spawn_worker("a", **opts)
     h.produce(inputs)
     try:
@@ -1174,8 +1179,7 @@ def delivery_failure(
     h.start_worker("b", **opts)
     out = h.collect(inputs, timeout_s=120)
     result = account(
-        "an output topic refuses every record (non-retriable), then is fixed"
-        + (", exactly_once (read_committed)" if guarantee == "exactly_once" else ""),
+        "an output topic refuses every record (non-retriable), then is fixed" + suffix,
         inputs,
         out,
         first_output_after(out, t_fixed),
