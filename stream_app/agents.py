@@ -414,7 +414,7 @@ def _start_gauges(w: Wiring) -> None:
     """A timer that exports the session count, the consumer lag of each assigned input
     partition and the fetch loop's rewinds every 5 s."""
     metrics = w.metrics
-    exported = {"rewound": 0, "forced": 0}
+    exported = {"rewound": 0, "forced": 0, "restarted": 0}
 
     @w.app.timer(interval=5.0, name="export-gauges")
     async def export_gauges() -> None:
@@ -422,7 +422,11 @@ def _start_gauges(w: Wiring) -> None:
         consumer = w.app.consumer
         order = getattr(consumer, "offset_order", None)  # stream_app.transport.Consumer
         if order is not None:
-            for outcome, total in (("rewound", order.rewinds), ("forced", order.forced)):
+            for outcome, total in (
+                ("rewound", order.rewinds),
+                ("forced", order.forced),
+                ("restarted", order.restarts),
+            ):
                 if total > exported[outcome]:
                     metrics.fetch_rewinds.labels(outcome).inc(total - exported[outcome])
                     exported[outcome] = total

@@ -141,9 +141,11 @@ class Metrics:
         )
         self.fetch_rewinds = Counter(
             "coldstream_fetch_rewinds",
-            "Input fetches that delivered a record past the offset its partition had to deliver "
-            "next (after a rebalance's seek): rewound (sought back, nothing skipped) or forced "
-            "(taken after repeated rewinds never brought the missing offsets)",
+            "Input fetches that delivered a record other than the one its partition had to "
+            "deliver next: rewound (a record ahead, after a rebalance's seek: sought back, "
+            "nothing skipped), forced (taken after repeated rewinds never brought the missing "
+            "offsets) or restarted (a record behind with no seek: the broker's log starts "
+            "again lower, it lost data; read on from there)",
             ["outcome"],
             registry=r,
         )
@@ -289,7 +291,7 @@ class Metrics:
         ):
             for outcome in outcomes:
                 self.output_too_large.labels(out_topic, outcome)
-        for outcome in ("rewound", "forced"):
+        for outcome in ("rewound", "forced", "restarted"):
             self.fetch_rewinds.labels(outcome)
         for segment in ("cold", "warm"):
             self.segment_hits.labels(segment)

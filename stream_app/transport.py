@@ -55,7 +55,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode import Service
 
-from stream_app.fastpath import FORCED, REWIND, TAKE, FastPath, OffsetOrder
+from stream_app.fastpath import FORCED, RESTARTED, REWIND, TAKE, FastPath, OffsetOrder
 
 DEFAULT_FETCH_MAX_WAIT_MS = 10
 
@@ -95,10 +95,45 @@ class Consumer(faust_aiokafka.Consumer):
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
-        offsets = await super().seek_to_committed()
+        offsets = dict(await super().seek_to_committed())
+        offsets.update(await self._committed_past_the_end(offsets))
         for tp, offset in offsets.items():
             self.offset_order.reset(tp, offset)
         return offsets
+
+    async def _committed_past_the_end(self, offsets: Mapping[Any, int | None]) -> dict[Any, int]:
+        """Committed offsets past their partition's end: the broker lost the log they point
+        into (Tansu's memory storage after a restart, which keeps answering an empty fetch
+        there, or an unclean election). Kafka answers such a fetch "out of range" and the
+        consumer starts again from its reset policy; a broker that does not would leave
+        every new record below that offset unread (measured: 25-35 of 100 events after a
+        Tansu restart, when the worker committed its old offsets to the restarted broker
+        before rejoining). Those partitions are sought to their log start; returns
+        ``{tp: log start}``. Best effort: a failed look-up keeps the committed offsets."""
+        sought = {tp: o for tp, o in offsets.items() if o is not None and o > 0}
+        if not sought:
+            return {}
+        try:
+            ends = await self.highwaters(*sought)
+            past = [tp for tp, o in sought.items() if ends.get(tp) is not None and o > ends[tp]]
+            if not past:
+                return {}
+            starts = await self.earliest_offsets(*past)
+        except Exception as exc:  # noqa: BLE001 - e.g. a topic not created yet
+            self.log.warning("could not compare committed offsets with log ends: %r", exc)
+            return {}
+        out = {}
+        for tp in past:
+            start = int(starts.get(tp) or 0)
+            self.log.warning(
+                "%s: committed offset %d is past the log's end %d (the broker lost data); "
+                "reading from the log start %d",
+                tp, sought[tp], ends[tp], start,
+            )  # fmt: skip
+            await self._seek(tp, start)
+            self.offset_order.restarts += 1
+            out[tp] = start
+        return out
 
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
@@ -113,6 +148,9 @@ class Consumer(faust_aiokafka.Consumer):
         (:class:`~stream_app.fastpath.OffsetOrder`): seek back to that offset and drop the
         record (``REWIND``), drop it (``DROP``), or take it after too many rewinds
         (``FORCED``, logged). True: take it."""
+        if verdict == RESTARTED:
+            self._log_started_again(tp, offset)
+            return True
         expected = self.offset_order.expected(tp)
         if verdict == FORCED:
             self.log.warning(
@@ -128,7 +166,24 @@ class Consumer(faust_aiokafka.Consumer):
                 self.log.warning("%s: seeking back to %d failed (%r)", tp, expected, exc)
             else:
                 self._read_offset[tp] = expected if expected else None
+            self.offset_order.sought(tp)
         return False
+
+    def _log_started_again(self, tp: Any, offset: int) -> None:
+        """The broker's log of ``tp`` starts again below what this worker read (it lost
+        its data; :data:`~stream_app.fastpath.RESTARTED`): forget the partition's read
+        offset, acknowledgements and committed offset, all about records that are gone,
+        so that the new records are answered and their offsets committed."""
+        self.log.warning(
+            "%s: offset %d arrived after %s without a seek: the broker's log starts again "
+            "lower (it lost data); reading on from %d",
+            tp, offset, self._read_offset.get(tp), offset,
+        )  # fmt: skip
+        self._read_offset[tp] = None
+        self._committed_offset[tp] = None
+        self._acked[tp].clear()
+        self._acked_index[tp].clear()
+        self._gap.pop(tp, None)
 
     async def _commit(self, offsets: Mapping[Any, int]) -> bool:
         """Faust's offset commit, except under ``exactly_once``: there the input offsets are

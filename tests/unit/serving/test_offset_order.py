@@ -4,7 +4,7 @@ exist; a fetch that jumps ahead (the rolling-restart loss) is rewound, never ski
 
 from __future__ import annotations
 
-from stream_app.fastpath import DROP, FORCED, REWIND, TAKE, OffsetOrder
+from stream_app.fastpath import DROP, FORCED, RESTARTED, REWIND, TAKE, OffsetOrder
 
 TP = ("clicks", 2)
 
@@ -48,19 +48,38 @@ def test_offsets_that_do_not_exist_are_taken_after_one_rewind() -> None:
     assert order.expected(TP) == 16
 
 
-def test_records_behind_are_left_to_fausts_read_offset_check() -> None:
-    """A re-read, or a log that starts again at 0 (Tansu's memory storage after a restart):
-    the guard does not drop them; Faust's own check decides, as it did before the guard."""
+def test_records_behind_left_from_before_a_seek_are_left_to_fausts_read_offset_check() -> None:
+    """A seek during a fetch (a rebalance's seek to the committed offset) makes the rest of
+    that fetch stale: a record behind is not the guard's business, Faust's check drops it."""
+    order = OffsetOrder()
+    order.new_fetch()
+    assert [order.check(TP, o) for o in (40, 41)] == [TAKE, TAKE]
+    order.taken(TP, 40)
+    order.taken(TP, 41)
+    order.reset(TP, 60)  # sought forward while this fetch is still being read
+    assert order.check(TP, 42) == TAKE  # stale; Faust's read offset (60) drops it
+    assert order.restarts == 0
+
+
+def test_a_record_behind_with_no_seek_is_a_log_that_started_again() -> None:
+    """aiokafka hands out only records at its position; one behind with no seek since the
+    fetch began means the broker said "out of range" and the log starts again lower
+    (Tansu's memory storage after a restart): taken, and reading goes on from there."""
     order = OffsetOrder()
     order.reset(TP, 50)
-    assert _feed(order, [[50, 51, 49, 0, 1]]) == [
-        (50, TAKE),
-        (51, TAKE),
-        (49, TAKE),
-        (0, TAKE),
-        (1, TAKE),
-    ]
-    assert order.expected(TP) == 2 and order.rewinds == 0
+    seen = _feed(order, [[50, 51], [0, 1, 2]])
+    assert seen == [(50, TAKE), (51, TAKE), (0, RESTARTED), (1, TAKE), (2, TAKE)]
+    assert order.expected(TP) == 3 and order.restarts == 1 and order.rewinds == 0
+
+
+def test_after_a_rewind_the_stale_rest_of_the_fetch_is_not_a_restart() -> None:
+    order = OffsetOrder()
+    order.reset(TP, 10)
+    order.new_fetch()
+    assert order.check(TP, 30) == REWIND
+    order.sought(TP)  # the fetch loop sought back to 10
+    assert order.check(TP, 5) == TAKE  # left to Faust
+    assert order.restarts == 0
 
 
 def test_a_partition_never_stalls_for_ever() -> None:
@@ -80,3 +99,33 @@ def test_unknown_position_takes_anything_and_revoked_partitions_are_forgotten() 
     assert order.expected(TP) is None
     order.reset(TP, -1)  # no committed offset
     assert order.check(TP, 3) == TAKE
+
+
+def test_a_committed_offset_past_the_log_end_is_sought_to_the_log_start() -> None:
+    """A broker that lost its data (Tansu's memory storage after a restart) can still hold
+    offsets the worker committed to it before rejoining: past the log's end, where that
+    broker answers empty fetches for ever. Such partitions are read from the log start."""
+    import asyncio
+    import logging
+
+    from stream_app.transport import Consumer
+
+    class Stub:
+        log = logging.getLogger("test")
+        offset_order = OffsetOrder()
+        sought: dict = {}
+
+        async def highwaters(self, *tps):  # noqa: ANN002, ANN202
+            return {("clicks", 0): 3, ("clicks", 1): 40, ("clicks", 2): 0}
+
+        async def earliest_offsets(self, *tps):  # noqa: ANN002, ANN202
+            return dict.fromkeys(tps, 0)
+
+        async def _seek(self, tp, offset):  # noqa: ANN001, ANN202
+            self.sought[tp] = offset
+
+    stub = Stub()
+    committed = {("clicks", 0): 20, ("clicks", 1): 35, ("clicks", 2): None}
+    out = asyncio.run(Consumer._committed_past_the_end(stub, committed))  # type: ignore[arg-type]
+    assert out == {("clicks", 0): 0} == stub.sought  # 35 <= 40 is a healthy log: left alone
+    assert stub.offset_order.restarts == 1
