@@ -31,7 +31,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +44,14 @@ from stream_app.fastpath import FastPath
 from stream_app.metrics import Metrics, observe_many
 from stream_app.online import OnlineQuality
 from stream_app.outputs import send_dlq, send_recommendation
+from stream_app.produce import OutputBatch, Single
 from stream_app.recommender import Recommender
-from stream_app.sessions import expired_sessions, write_sessions
+from stream_app.sessions import (
+    expired_sessions,
+    persisted_offsets,
+    stage_sessions,
+    write_sessions,
+)
 from stream_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -451,6 +457,63 @@ def _input_assignment(w: Wiring) -> list[Any]:
     ]
 
 
+async def _send_batched(
+    w: Wiring,
+    out: Any,
+    producer: Any,
+    send: Any,
+    count: Any,
+    rec_topic: str,
+    dlq_topic: str,
+) -> list[asyncio.Future]:
+    """The micro-batch's changelog records, recommendations and DLQ records as one
+    :class:`~stream_app.produce.OutputBatch` on the underlying aiokafka producer (the app's,
+    or the transaction's); each record keeps its per-record path for a batch refused for
+    size. Under ``exactly_once`` a refused batch fails the transaction instead, as a refused
+    record does (:class:`~stream_app.transactions.TransactionSender`)."""
+    from stream_app.transactions import TransactionSender
+
+    in_txn = isinstance(producer, TransactionSender)
+    raw = producer.producer if in_txn else producer._ensure_producer()  # noqa: SLF001
+    batch = OutputBatch(raw, on_delivered=persisted_offsets(w.sessions), resend_refused=not in_txn)
+
+    async def send_one(topic: str, key: bytes | None, value: bytes | None, partition: int) -> Any:
+        return await producer.send(topic, key, value, partition, None, None)
+
+    stage_sessions(w.sessions, out.sessions, batch, send_one)
+    for topic, key, value, single in _output_records(w, out, send, count, rec_topic, dlq_topic):
+        batch.add(topic, key, value, single)
+    return await batch.flush()
+
+
+def _output_records(
+    w: Wiring, out: Any, send: Any, count: Any, rec_topic: str, dlq_topic: str
+) -> Iterator[tuple[str, bytes | None, bytes, Single]]:
+    """The micro-batch's recommendations and DLQ records (DLQ records keyed by the
+    record's key, the user, when it had one), each with its per-record send
+    (:mod:`stream_app.outputs`: no output can stop the worker for its size)."""
+    max_dlq = w.settings.dlq_max_bytes
+    for (rec_key, value), origin in zip(out.recommendations, out.origins, strict=True):
+        yield (
+            rec_topic,
+            rec_key,
+            value,
+            functools.partial(
+                send_recommendation,
+                send,
+                rec_topic,
+                rec_key,
+                value,
+                dlq_topic=dlq_topic,
+                origin=origin,
+                max_dlq_bytes=max_dlq,
+                count=count,
+            ),
+        )
+    for key, value in out.dlq:
+        yield dlq_topic, key, value, functools.partial(send_dlq, send, dlq_topic, key, value, count)
+
+
 async def handle_batch(
     w: Wiring,
     batch: list[Incoming],
@@ -464,9 +527,6 @@ async def handle_batch(
     acknowledges the inputs once they are all delivered)."""
     out = w.processor.process(batch)
     producer = producer if producer is not None else w.app.producer
-    # sessions: the table's store and changelog, with the event's input partition (the
-    # changelog is co-partitioned with the input topics)
-    futures = await write_sessions(w.sessions, out.sessions, producer)
 
     async def send(topic: str, key: bytes | None, value: bytes) -> Any:
         return await producer.send(topic, key, value, None, None, None)
@@ -474,23 +534,14 @@ async def handle_batch(
     def count(topic: str, outcome: str) -> None:
         w.metrics.output_too_large.labels(w.logical.get(topic, topic), outcome).inc()
 
-    # no output can stop the worker for its size (stream_app.outputs)
-    max_dlq = w.settings.dlq_max_bytes
-    for (rec_key, value), origin in zip(out.recommendations, out.origins, strict=True):
-        futures.append(
-            await send_recommendation(
-                send,
-                rec_topic,
-                rec_key,
-                value,
-                dlq_topic=dlq_topic,
-                origin=origin,
-                max_dlq_bytes=max_dlq,
-                count=count,
-            )
-        )
-    for key, value in out.dlq:  # keyed by the record's key (the user) when it had one
-        futures.append(await send_dlq(send, dlq_topic, key, value, count))
+    if w.settings.produce_batches:
+        futures = await _send_batched(w, out, producer, send, count, rec_topic, dlq_topic)
+    else:
+        # sessions: the table's store and changelog, with the event's input partition (the
+        # changelog is co-partitioned with the input topics)
+        futures = await write_sessions(w.sessions, out.sessions, producer)
+        for _, _, _, single in _output_records(w, out, send, count, rec_topic, dlq_topic):
+            futures.append(await single())
     now = time.monotonic()
     for rec in batch:  # per-partition progress (stall detection, /ready)
         w.progress[(rec.topic, rec.partition)] = (rec.offset, now)

@@ -21,7 +21,9 @@ instead of around them:
   ``coldstream bench serve`` on 2 cores, it cut the worker from 11.0k to 7.4k events/s, so
   the fast path does the same steps without the buffer.
 
-:func:`write_sessions` applies one micro-batch's session updates through both.
+:func:`write_sessions` applies one micro-batch's session updates through both (one send per
+record); :func:`stage_sessions` queues the changelog records into the micro-batch's
+:class:`~stream_app.produce.OutputBatch` instead (one send per partition batch).
 
 What a session holds is defined here too, for every module that reads or builds one: a
 :data:`History` of :data:`SessionEntry` lists, read by position through the names
@@ -35,12 +37,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from faust.stores.memory import Store as FaustMemoryStore
 from faust.stores.rocksdb import Store as FaustRocksDBStore
 from faust.types import TP
+
+if TYPE_CHECKING:
+    from stream_app.produce import OutputBatch
 
 MEMORY_URL = "coldstream-memory://"
 """The in-memory store (entry point ``coldstream-memory`` in ``faust.stores``): tests, demo.
@@ -193,6 +198,27 @@ def expired_sessions(
     return out
 
 
+def _changelog_records(
+    table: Any, updates: Mapping[str, tuple[int, History | None]]
+) -> Iterator[tuple[str, bytes | None, bytes | None, int]]:
+    """Apply ``{user: (partition, history or None)}`` to the table's store; yields each
+    changelog record ``(topic, key, value, partition)`` (``None`` value: a tombstone),
+    encoded with the table's own codec."""
+    topic = table.changelog_topic
+    name = topic.get_topic_name()
+    store = table.data
+    key_codec, value_codec = table.key_serializer, table.value_serializer
+    for user, (partition, hist) in updates.items():
+        key, _ = topic.prepare_key(user, key_codec)
+        if hist is None:
+            store.remove(partition, user)
+            value = None
+        else:
+            store.put(partition, user, hist)
+            value, _ = topic.prepare_value(hist, value_codec)
+        yield name, key, value, partition
+
+
 async def write_sessions(
     table: Any, updates: Mapping[str, tuple[int, History | None]], producer: Any
 ) -> list[asyncio.Future]:
@@ -203,26 +229,43 @@ async def write_sessions(
     ``prepare_key``/``prepare_value``) and sent with the app's producer; when one is
     delivered, its offset becomes the store's persisted offset for that partition (what
     ``Table.send_changelog``'s callback does), so recovery resumes from it."""
-    topic = table.changelog_topic
-    name = topic.get_topic_name()
     store = table.data
-    key_codec, value_codec = table.key_serializer, table.value_serializer
     futures = []
     last: dict[int, asyncio.Future] = {}  # offsets grow within a partition: the last send wins
-    for user, (partition, hist) in updates.items():
-        key, _ = topic.prepare_key(user, key_codec)
-        if hist is None:
-            store.remove(partition, user)
-            value = None
-        else:
-            store.put(partition, user, hist)
-            value, _ = topic.prepare_value(hist, value_codec)
+    name = table.changelog_topic.get_topic_name()
+    for _, key, value, partition in _changelog_records(table, updates):
         fut = await producer.send(name, key, value, partition, None, None)
         futures.append(fut)
         last[partition] = fut
     for partition, fut in last.items():
         fut.add_done_callback(functools.partial(_persisted, store, TP(name, partition)))
     return futures
+
+
+def stage_sessions(
+    table: Any,
+    updates: Mapping[str, tuple[int, History | None]],
+    batch: OutputBatch,
+    send: Callable[[str, bytes | None, bytes | None, int], Awaitable[asyncio.Future]],
+) -> None:
+    """:func:`write_sessions` into an :class:`~stream_app.produce.OutputBatch` (the caller
+    flushes it; :func:`persisted_offsets` is the batch's ``on_delivered``). ``send`` sends
+    one changelog record alone (a batch refused for size is sent again record by record)."""
+    for name, key, value, partition in _changelog_records(table, updates):
+        batch.add(name, key, value, functools.partial(send, name, key, value, partition), partition)
+
+
+def persisted_offsets(table: Any) -> Callable[[str, int, int], None]:
+    """An ``on_delivered(topic, partition, last_offset)`` that makes a delivered changelog
+    batch's last offset the store's persisted offset for its partition."""
+    name = table.changelog_topic.get_topic_name()
+    store = table.data
+
+    def delivered(topic: str, partition: int, last_offset: int) -> None:
+        if topic == name:
+            store.set_persisted_offset(TP(name, partition), last_offset)
+
+    return delivered
 
 
 def _persisted(store: Any, tp: TP, fut: asyncio.Future) -> None:

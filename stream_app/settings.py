@@ -40,6 +40,9 @@ class Settings(SharedSettings):
     producer_linger_ms: float = Field(5.0, ge=0, le=1000)
     """Producer linger: how long the worker's producer waits to fill a request (fewer, larger
     requests; adds at most this to latency)."""
+    produce_batches: bool = True
+    """Send a micro-batch's outputs per partition as record batches (one future per batch,
+    sent without the linger: ``stream_app.produce``); false: one ``send()`` per record."""
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     """``at_least_once`` (default: outputs deduplicated downstream by ``event_id``) or
     ``exactly_once``: per micro-batch and input partition, the outputs, the session
