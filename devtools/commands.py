@@ -82,6 +82,11 @@ BENCHMARKS = (
     ("delivery", "devtools.bench.delivery", "throughput and kill -9 duplicates per delivery mode"),
     ("eos", "devtools.bench.eos", "exactly_once vs at_least_once: flat-out events/s, p50/p99"),
     (
+        "latency",
+        "devtools.bench.latency",
+        "fixed-rate latency per batch window and batches in flight, both guarantees",
+    ),
+    (
         "codecs",
         "devtools.bench.codecs",
         "per-event decode and encode: old vs new codecs, microseconds",

@@ -1,0 +1,210 @@
+"""``coldstream bench latency``: the worker's latency settings swept at fixed rates, one run.
+
+On one Apache Kafka, for each processing guarantee, micro-batch window
+(``COLDSTREAM_BATCH_WINDOW_MS``) and, under ``at_least_once``, each number of batches allowed
+in flight before their commit (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``; ``exactly_once``
+commits each batch in its transactions before the next), a fresh worker on fresh topics
+serves every rate of ``--rates`` in turn: ``--warmup-seconds`` unmeasured, then
+``--seconds`` measured (:func:`devtools.bench.serve.fixed_rate_phase`). Latency is the
+benchmark consumer's receipt of the recommendation minus the event's send time, read
+``read_committed`` under ``exactly_once``. The outputs go out as record batches sent at
+once (``COLDSTREAM_PRODUCE_BATCHES``), so the producer's linger no longer adds to them.
+
+Prints a table, and for each guarantee and rate the setting with the lowest p99 among those
+that answered every event at the rate asked; writes ``reports/bench-latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from coldstream.core.errors import ExitCode
+
+__all__ = ["add_arguments", "best_rows", "grid", "run"]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--rates", type=_floats, default=[1000.0, 5000.0], help="events/s, comma-separated"
+    )
+    p.add_argument(
+        "--guarantees",
+        default="at_least_once,exactly_once",
+        help="processing guarantees, comma-separated",
+    )
+    p.add_argument("--windows", type=_floats, default=[1.0, 5.0], help="batch windows (ms)")
+    p.add_argument(
+        "--in-flight",
+        type=_ints,
+        default=[1, 4],
+        help="max uncommitted batches (at_least_once only)",
+    )
+    p.add_argument("--seconds", type=float, default=15.0, help="measured, per rate")
+    p.add_argument("--warmup-seconds", type=float, default=5.0, help="unmeasured, before each rate")
+    p.add_argument("--users", type=int, default=20_000, help="distinct users in the events")
+    p.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
+    p.add_argument("--bootstrap", default=None, help="an Apache Kafka (default: start one)")
+    p.add_argument("--out", default="reports/bench-latency.json", help="the JSON report")
+
+
+def grid(guarantees: list[str], windows: list[float], in_flight: list[int]) -> list[dict[str, Any]]:
+    """The worker settings to try: every window for every guarantee, and every in-flight
+    count under ``at_least_once`` only (``exactly_once`` ignores it)."""
+    out = []
+    for g in guarantees:
+        for w in windows:
+            for n in in_flight if g == "at_least_once" else [1]:
+                out.append(
+                    {"processing_guarantee": g, "batch_window_ms": w, "max_uncommitted_batches": n}
+                )
+    return out
+
+
+def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (guarantee, rate): the row with the lowest p99 among those that answered every
+    event and kept to 95% of the rate asked (none: that pair is left out)."""
+    best: dict[tuple[str, float], dict[str, Any]] = {}
+    for r in rows:
+        ok = r["answered"] == r["events"] and r["achieved_events_per_s"] >= 0.95 * r["rate"]
+        p99 = r["latency_ms"].get("p99")
+        if not ok or p99 is None:
+            continue
+        key = (r["processing_guarantee"], r["rate"])
+        if key not in best or p99 < best[key]["latency_ms"]["p99"]:
+            best[key] = r
+    return [best[k] for k in sorted(best)]
+
+
+def _one(
+    args: argparse.Namespace, bootstrap: str, store: Path, work: Path, setting: dict[str, Any]
+) -> list[dict[str, Any]]:
+    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
+    from coldstream.core.topics import create_topics, topic_names
+    from devtools.bench.serve import fixed_rate_phase
+    from devtools.processes import WorkerProcess
+
+    checkpoint = latest_checkpoint(store)
+    assert checkpoint is not None
+    item_ids = load_checkpoint(checkpoint).item_ids
+    prefix = f"bench-lat-{uuid.uuid4().hex[:8]}-"
+    names = topic_names(prefix)
+    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    eos = setting["processing_guarantee"] == "exactly_once"
+    isolation = "read_committed" if eos else "read_uncommitted"
+    worker = WorkerProcess(
+        log_path=work / f"worker-{prefix}.log",
+        bootstrap=bootstrap,
+        topic_prefix=prefix,
+        app_id=prefix + "app",
+        model_store=store,
+        threads=args.threads,
+        log_level="warning",
+        session_store="memory",
+        ready_timeout_s=120,
+        **setting,
+    )
+    worker.start()
+    rows = []
+    try:
+        for rate in args.rates:
+            phase = argparse.Namespace(**{**vars(args), "rate": rate})
+            run = uuid.uuid4().hex[:6]
+            fr = fixed_rate_phase(bootstrap, names, phase, item_ids, run, isolation)
+            row = {
+                **setting,
+                "rate": rate,
+                "achieved_events_per_s": round(fr["achieved"], 1),
+                "events": fr["n"],
+                "answered": len(fr["lat"]),
+                "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    finally:
+        worker.stop(deadline_s=15)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from devtools.brokers import KafkaBroker
+    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
+
+    settings = grid(
+        [g.strip() for g in args.guarantees.split(",") if g.strip()], args.windows, args.in_flight
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    broker = None
+    rows: list[dict[str, Any]] = []
+    load0 = os.getloadavg()[0]
+    try:
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            broker = KafkaBroker(work / "kafka").start()
+            bootstrap = broker.bootstrap
+        store = work / "store"
+        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
+        os.environ.update(verify_env())  # inherited by the workers
+        for setting in tqdm(settings, desc="worker settings", unit="worker"):
+            rows.extend(_one(args, bootstrap, store, work, setting))
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"{'guarantee':>14} {'window':>6} {'flight':>6} {'rate':>6} {'got':>6} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+    )
+    for r in rows:
+        lat = r["latency_ms"]
+        print(
+            f"{r['processing_guarantee']:>14} {r['batch_window_ms']:>6g} "
+            f"{r['max_uncommitted_batches']:>6} {r['rate']:>6g} {r['achieved_events_per_s']:>6,.0f} "
+            f"{lat.get('p50', float('nan')):>7.1f} {lat.get('p95', float('nan')):>7.1f} "
+            f"{lat.get('p99', float('nan')):>7.1f}"
+        )
+    best = best_rows(rows)
+    for b in best:
+        print(
+            f"best p99, {b['processing_guarantee']} at {b['rate']:g} ev/s: window "
+            f"{b['batch_window_ms']:g} ms, {b['max_uncommitted_batches']} in flight "
+            f"({b['latency_ms']['p50']} / {b['latency_ms']['p99']} ms)"
+        )
+    report = {
+        "what": "coldstream bench latency: fixed-rate latency per worker setting, one run",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_avg_1m_start": round(load0, 2),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        "broker": "given" if args.bootstrap else "apache-kafka (single node, KRaft)",
+        "seconds": args.seconds,
+        "warmup_seconds": args.warmup_seconds,
+        "users": args.users,
+        "latency_definition": "benchmark consumer receipt of the recommendation - producer send time",
+        "rows": rows,
+        "best_p99": best,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")
+    return ExitCode.OK
