@@ -40,6 +40,7 @@ def test_every_dev_command_is_there() -> None:
         "bench eos",
         "bench faults",
         "bench inference",
+        "bench latency",
         "bench recommend",
         "bench rollout-sim",
         "bench search",
