@@ -82,6 +82,11 @@ BENCHMARKS = (
     ("delivery", "devtools.bench.delivery", "throughput and kill -9 duplicates per delivery mode"),
     ("eos", "devtools.bench.eos", "exactly_once vs at_least_once: flat-out events/s, p50/p99"),
     (
+        "profile",
+        "devtools.bench.profile",
+        "CPU microseconds per event by stage (py-spy samples of a draining worker)",
+    ),
+    (
         "latency",
         "devtools.bench.latency",
         "fixed-rate latency per batch window and batches in flight, both guarantees",
