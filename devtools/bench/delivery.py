@@ -18,10 +18,8 @@ table and writes ``reports/bench-delivery.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -94,6 +92,7 @@ def _kill9(bootstrap: str, work: Path, mode: int, n: int, rate: float) -> dict[s
 
 
 def run(args: argparse.Namespace) -> int:
+    from devtools.bench.pipeline import run_fields, write_report
     from devtools.brokers import KafkaBroker
 
     work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
@@ -128,15 +127,9 @@ def run(args: argparse.Namespace) -> int:
             f"{r['kill9']['duplicated']:>11} {r['kill9']['lost']:>5}"
         )
     report = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1m_start": round(load0, 2),
-        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        **run_fields(load0),
         "exactly_once": "see reports/bench-eos.json (coldstream bench eos)",
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return ExitCode.OK

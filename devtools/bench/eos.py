@@ -17,12 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -100,27 +96,13 @@ def _one(args: argparse.Namespace, bootstrap: str, store: Path, work: Path, mode
 
 
 def run(args: argparse.Namespace) -> int:
-    from devtools.brokers import KafkaBroker
-    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
+    from devtools.bench.pipeline import kafka_with_model, run_fields, write_report
 
-    work = Path(tempfile.mkdtemp(prefix="bench-eos-"))
-    broker = None
     rows: list[dict[str, Any]] = []
     load0 = os.getloadavg()[0]
-    try:
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = KafkaBroker(work / "kafka").start()
-            bootstrap = broker.bootstrap
-        store = work / "store"
-        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
-        os.environ.update(verify_env())  # inherited by the workers
+    with kafka_with_model(args.bootstrap, "bench-eos-") as (bootstrap, store, work):
         for mode in GUARANTEES:
             rows.append(_one(args, bootstrap, store, work, mode))
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print(f"{'guarantee':>14} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
     for r in rows:
         lat = r["latency_ms"]
@@ -129,16 +111,10 @@ def run(args: argparse.Namespace) -> int:
             f"{lat.get('p50', float('nan')):>7.1f} {lat.get('p99', float('nan')):>7.1f}"
         )
     report = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1m_start": round(load0, 2),
-        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        **run_fields(load0),
         "broker": "given" if args.bootstrap else "apache-kafka (single node, KRaft)",
         "events": args.events,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return ExitCode.OK

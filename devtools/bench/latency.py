@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
-import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -146,30 +142,16 @@ def _one(
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from devtools.brokers import KafkaBroker
-    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
+    from devtools.bench.pipeline import kafka_with_model, run_fields, write_report
 
     settings = grid(
         [g.strip() for g in args.guarantees.split(",") if g.strip()], args.windows, args.in_flight
     )
-    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
-    broker = None
     rows: list[dict[str, Any]] = []
     load0 = os.getloadavg()[0]
-    try:
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = KafkaBroker(work / "kafka").start()
-            bootstrap = broker.bootstrap
-        store = work / "store"
-        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
-        os.environ.update(verify_env())  # inherited by the workers
+    with kafka_with_model(args.bootstrap, "bench-latency-") as (bootstrap, store, work):
         for setting in tqdm(settings, desc="worker settings", unit="worker"):
             rows.extend(_one(args, bootstrap, store, work, setting))
-    finally:
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print(
         f"{'guarantee':>14} {'window':>6} {'flight':>6} {'rate':>6} {'got':>6} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
@@ -191,10 +173,7 @@ def run(args: argparse.Namespace) -> int:
         )
     report = {
         "what": "coldstream bench latency: fixed-rate latency per worker setting, one run",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1m_start": round(load0, 2),
-        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        **run_fields(load0),
         "broker": "given" if args.bootstrap else "apache-kafka (single node, KRaft)",
         "seconds": args.seconds,
         "warmup_seconds": args.warmup_seconds,
@@ -203,8 +182,5 @@ def run(args: argparse.Namespace) -> int:
         "rows": rows,
         "best_p99": best,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return ExitCode.OK

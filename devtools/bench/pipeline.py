@@ -6,10 +6,16 @@ read-until collector, the bare pass-through ceiling, and the flat-out and fixed-
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
 import json
+import os
+import platform
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -257,3 +263,46 @@ def start_broker(args: Any, work: Path) -> tuple[Any, str, str]:
         return broker, broker.bootstrap, "apache-kafka-3.9 (single node, KRaft)"
     broker = TansuBroker(log_path=work / "tansu.log").start()
     return broker, broker.bootstrap, "tansu (memory)"
+
+
+@contextlib.contextmanager
+def kafka_with_model(bootstrap: str | None, prefix: str) -> Iterator[tuple[str, Path, Path]]:
+    """A private single-node Apache Kafka (none when ``bootstrap`` names a running one) and
+    a fresh signed random 1,682-item checkpoint store, in a temporary folder removed
+    afterwards; yields ``(bootstrap, store, work folder)``. The verify keys go into this
+    process's environment, so the workers it starts accept the checkpoint."""
+    from devtools.brokers import KafkaBroker
+    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = None
+    try:
+        if bootstrap is None:
+            broker = KafkaBroker(work / "kafka").start()
+            bootstrap = broker.bootstrap
+        store = work / "store"
+        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
+        os.environ.update(verify_env())  # inherited by the workers
+        yield bootstrap, store, work
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_fields(load_avg_start: float) -> dict[str, Any]:
+    """What every benchmark report says of its run: date, machine, load at both ends."""
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_avg_1m_start": round(load_avg_start, 2),
+        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    """Write a benchmark's JSON report (folders made) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {out}")

@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -126,27 +122,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
-    from devtools.bench.pipeline import processed, send_events
+    from devtools.bench.pipeline import (
+        kafka_with_model,
+        processed,
+        run_fields,
+        send_events,
+        write_report,
+    )
     from devtools.bench.serve import make_events
-    from devtools.brokers import KafkaBroker
-    from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
     from devtools.processes import WorkerProcess
 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         print("coldstream bench profile: py-spy not found (pip install py-spy: a dev dependency)")
         return ExitCode.UNAVAILABLE
-    work = Path(tempfile.mkdtemp(prefix="bench-profile-"))
-    broker = worker = None
     load0 = os.getloadavg()[0]
-    try:
-        bootstrap = args.bootstrap
-        if bootstrap is None:
-            broker = KafkaBroker(work / "kafka").start()
-            bootstrap = broker.bootstrap
-        store = work / "store"
-        make_checkpoint(store, n_items=1682, dim=64, text_dim=384, signer=dev_signer())
-        os.environ.update(verify_env())  # inherited by the worker
+    with kafka_with_model(args.bootstrap, "bench-profile-") as (bootstrap, store, work):
         checkpoint = latest_checkpoint(store)
         assert checkpoint is not None
         item_ids = load_checkpoint(checkpoint).item_ids
@@ -170,30 +161,27 @@ def run(args: argparse.Namespace) -> int:
             ready_timeout_s=120,
         )
         worker.start()
-        time.sleep(args.warmup_seconds)
-        assert worker.proc is not None
-        pid = worker.proc.pid
-        n0, c0 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
-        raw_path = work / "profile.txt"
-        t0 = time.monotonic()
-        subprocess.run(  # noqa: S603 - our own worker's pid
-            [spy, "record", "--pid", str(pid), "--rate", str(args.rate)]
-            + (["--native"] if args.native else ["--nonblocking"])
-            + ["--duration", str(int(args.seconds)), "--format", "raw", "-o", str(raw_path)],
-            check=True,
-            capture_output=True,
-        )
-        wall = time.monotonic() - t0
-        n1, c1 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
-        raw = raw_path.read_text()
-        if args.raw_out:
-            Path(args.raw_out).write_text(raw)
-    finally:
-        if worker is not None:
+        try:
+            time.sleep(args.warmup_seconds)
+            assert worker.proc is not None
+            pid = worker.proc.pid
+            n0, c0 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
+            raw_path = work / "profile.txt"
+            t0 = time.monotonic()
+            subprocess.run(  # noqa: S603 - our own worker's pid
+                [spy, "record", "--pid", str(pid), "--rate", str(args.rate)]
+                + (["--native"] if args.native else ["--nonblocking"])
+                + ["--duration", str(int(args.seconds)), "--format", "raw", "-o", str(raw_path)],
+                check=True,
+                capture_output=True,
+            )
+            wall = time.monotonic() - t0
+            n1, c1 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
+            raw = raw_path.read_text()
+            if args.raw_out:
+                Path(args.raw_out).write_text(raw)
+        finally:
             worker.stop(deadline_s=15)
-        if broker is not None:
-            broker.stop()
-    shutil.rmtree(work, ignore_errors=True)
     events = n1 - n0
     if events <= 0 or events >= args.events:
         print(
@@ -223,10 +211,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "what": "coldstream bench profile: py-spy --native samples of one worker draining a "
         "backlog on Apache Kafka, attributed to stages (devtools/bench/profile.py STAGES)",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1m_start": round(load0, 2),
-        "load_avg_1m_end": round(os.getloadavg()[0], 2),
+        **run_fields(load0),
         "items": len(item_ids),
         "users": args.users,
         "batch_size": args.batch_size,
@@ -239,8 +224,5 @@ def run(args: argparse.Namespace) -> int:
         "samples": total,
         "stages": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {out}")
+    write_report(args.out, report)
     return ExitCode.OK
