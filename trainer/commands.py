@@ -187,8 +187,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training), the zero-shot and adapted teacher, and four students (ID-only, CE, "
         "uniform-teacher control, KD) on one split of MovieLens-100K (or of your files); reveals "
         "k=1,3,5 events of each test user, and measures cold items. "
-        "--full: 5 splits; MiniLM and mpnet compared on the first (LoRA too with --lora or "
-        "on a GPU), the winner on all; about 2 h on 2 CPUs, resumable.",
+        "--full: 5 splits; MiniLM and mpnet compared on the first (frozen + towers and "
+        "item-side LoRA), the winner on all; about 1.5 h on 2 CPUs, resumable.",
         formatter_class=HelpFormatter,
     )
     e.add_argument(
@@ -221,8 +221,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--full",
         action="store_true",
         help="the full report: 5 user splits (seeds 0-4); teachers MiniLM and mpnet (install "
-        "it first: `coldstream teacher install mpnet`) compared, frozen + towers (and LoRA with "
-        "--lora, or on a GPU), on the validation users of --teacher-seeds; the winner teaches "
+        "it first: `coldstream teacher install mpnet`) compared, frozen + towers and item-side "
+        "LoRA, on the validation users of --teacher-seeds; the winner teaches "
         "on every split; every baseline and student on all splits, paired bootstraps over all "
         "test users of all splits; resumable (each finished split is kept in coldstart/ beside "
         "the report, one JSON per split, and a rerun skips it; encoder outputs stay in "
@@ -247,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--lora",
         action="store_true",
-        help="also LoRA-fine-tune each teacher's encoder (--full: on where a GPU is used)",
+        help="also LoRA-fine-tune each teacher's encoder on the item side (always on with --full)",
     )
     _data_options(e)
     e.add_argument(
@@ -736,7 +736,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         teacher_path=str(teacher) if teacher else None,
         teachers=teachers,
         teacher_cache=str(tcache),
-        lora=args.lora or (args.full and device.startswith("cuda")),
+        lora=args.lora or args.full,
         threads=args.threads or s.threads,
         progress=s.progress,
         device=device,

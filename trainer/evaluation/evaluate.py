@@ -157,6 +157,26 @@ class EvalConfig:
     """Cache teacher encoder outputs here (keyed by teacher, adapter and text) between runs."""
 
 
+ITEM_VECTORS = ("0.5", "1.0", "concat")
+"""Item-side LoRA: the item vectors its towers read, chosen on validation users
+(:func:`item_side_vectors`)."""
+
+
+def item_side_vectors(stock: np.ndarray, adapted: np.ndarray, how: str) -> np.ndarray:
+    """Unit item vectors from the stock and the adapted encoder's: ``"concat"`` puts both side
+    by side (the towers weigh them); a number ``m`` interpolates, ``(1 - m) * stock + m *
+    adapted``, in output space (as WiSE-FT interpolates weights, Wortsman et al., 2022): the
+    stock vectors keep what the text says about items no interaction moved, the cold items
+    above all."""
+    if how == "concat":
+        v = np.concatenate([adapted, stock], axis=1)
+    else:
+        m = float(how)
+        v = (1.0 - m) * stock + m * adapted
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return v.astype(np.float32)
+
+
 def _val_score(cells: dict[str, dict[str, np.ndarray]]) -> float:
     """Model selection criterion on validation users: mean NDCG@10 over k=1,3,5 and cold items."""
     return float(np.mean([cells[c]["ndcg@10"].mean() for c in VAL_CELLS]))
@@ -181,6 +201,12 @@ class TeacherVariant:
     val: float
     curve: list[dict]
     adapter: dict[str, Any] | None = None
+    item_vecs: np.ndarray | None = None
+    """The item vectors the head scores (``None``: the run's stock vectors; an item-side
+    adapter's own)."""
+
+    def vecs(self, run: TeacherRun) -> np.ndarray:
+        return run.item_vecs if self.item_vecs is None else self.item_vecs
 
 
 @dataclass
@@ -294,6 +320,9 @@ class Evaluation:
         self.chosen: tuple[str, str] = ("", "")
         """(teacher, variant) chosen on validation users: the KD teacher."""
         self.item_vecs: np.ndarray
+        """The students' text inputs: the chosen teacher's stock item vectors."""
+        self.teacher_vecs: np.ndarray
+        """The item vectors the chosen teacher's head scores (its adapter's, item-side)."""
         """The chosen teacher's stock item vectors: every student's text input."""
         self.feats: dict[str, dict[str, np.ndarray]]
         self.tfeats: np.ndarray
@@ -496,32 +525,39 @@ class Evaluation:
         return run
 
     def fit_variant(
-        self, run: TeacherRun, feats: dict[str, dict[str, np.ndarray]], tfeats: np.ndarray
+        self,
+        run: TeacherRun,
+        feats: dict[str, dict[str, np.ndarray]],
+        tfeats: np.ndarray,
+        item_vecs: np.ndarray | None = None,
     ) -> TeacherVariant:
-        """Towers on ``tfeats`` (early stopping on validation users)."""
+        """Towers on ``tfeats`` against ``item_vecs`` (default: the run's stock vectors; early
+        stopping on validation users)."""
         d = self.data
+        vecs = run.item_vecs if item_vecs is None else item_vecs
         targets = [d.train_seqs[u][0][t_ : t_ + 10] for u, t_ in self.tpos]
         val = self.data.sets["val"]
 
         def vscore(head: TeacherHead) -> float:
             return _val_score(
-                {c: val[c].metrics(head.score(feats["val"][c], run.item_vecs)) for c in VAL_CELLS}
+                {c: val[c].metrics(head.score(feats["val"][c], vecs)) for c in VAL_CELLS}
             )
 
         head, curve = fit_head(
             tfeats,
             targets,
-            run.item_vecs,
+            vecs,
             d.warm,
             config=HeadConfig(seed=self.cfg.seed),
             validate=vscore,
             progress=self.cfg.progress,
         )
-        return TeacherVariant(head, feats, tfeats, vscore(head), curve)
+        return TeacherVariant(head, feats, tfeats, vscore(head), curve, item_vecs=item_vecs)
 
     def variant_results(self, run: TeacherRun, variant: str) -> Results:
         v = run.variants[variant]
-        return self.evaluate_all(lambda es, p, c: v.head.score(v.feats[p][c], run.item_vecs))
+        vecs = v.vecs(run)
+        return self.evaluate_all(lambda es, p, c: v.head.score(v.feats[p][c], vecs))
 
     def lora_variant(self, run: TeacherRun) -> None:
         """LoRA on the encoder (contrastive, hard negatives from the frozen teacher, early
@@ -537,6 +573,9 @@ class Evaluation:
 
         cfg, d, teacher = self.cfg, self.data, run.teacher
         lcfg = LoraConfig(**{"seed": cfg.seed, **cfg.lora_config})
+        if lcfg.side == "items":
+            self.lora_items_variant(run, lcfg)
+            return
         texts = d.items.texts
         from trainer.teacher.encoder import history_text
 
@@ -598,6 +637,97 @@ class Evaluation:
         self.curves[f"teacher_{run.name}_lora_encoder"] = curve
         self.curves[f"teacher_{run.name}_lora"] = v.curve
 
+    def lora_items_variant(self, run: TeacherRun, lcfg: Any) -> None:
+        """Item-side LoRA (:func:`trainer.teacher.lora.fit_lora_items`): the adapter encodes
+        item texts; a user is a tower over her history's adapted item vectors
+        (:func:`trainer.teacher.lora.item_side_features`), so neither training nor scoring
+        encodes a history text. Early stopping on the validation users' untrained criterion
+        (mean of the last items' adapted vectors, cosine); then towers on those features. The
+        adapter is kept in ``cache_dir`` (a re-run loads it instead of training)."""
+        from trainer.teacher.lora import (
+            detach_lora,
+            fit_lora_items,
+            item_side_features,
+            load_adapter,
+            save_adapter,
+        )
+
+        cfg, d, teacher = self.cfg, self.data, run.teacher
+        texts = d.items.texts
+        prefixes = [d.train_seqs[u][0][:t_] for u, t_ in self.tpos]
+        targets = [d.train_seqs[u][0][t_ : t_ + 10] for u, t_ in self.tpos]
+        val = d.sets["val"]
+
+        def vscore(tch: Any) -> float:
+            vecs = tch.encode(texts)
+            cells = {}
+            for c in VAL_CELLS:
+                f = item_side_features(vecs, [h[0] for h in val[c].histories], HISTORY_ITEMS)
+                cells[c] = val[c].metrics(zero_shot_logits(f, vecs))
+            return _val_score(cells)
+
+        key = f"lora-{run.name}-seed{cfg.seed}-cold{cfg.cold_share}-n{len(self.tpos)}-" + "-".join(
+            f"{k}{v}" for k, v in sorted(asdict(lcfg).items())
+        )
+        path = (
+            Path(cfg.cache_dir).expanduser() / "adapters" / f"{key}.safetensors"
+            if cfg.cache_dir
+            else None
+        )
+        detach_lora(teacher)
+        if path is not None and path.is_file():
+            load_adapter(path, teacher)
+            curve = [{"epoch": 0, "loss": None, "val": None, "note": f"loaded {path.name}"}]
+        else:
+            hard = None
+            if lcfg.hard > 0:
+                frozen = run.variants["frozen"].head.score(run.tfeats, run.item_vecs)
+                frozen[:, ~d.warm] = -np.inf
+                for i, (h, tg) in enumerate(zip(prefixes, targets, strict=True)):
+                    frozen[i, tg] = -np.inf
+                    frozen[i, h] = -np.inf
+                hard = np.argsort(-frozen, axis=1, kind="stable")[:, : lcfg.hard]
+            curve = fit_lora_items(
+                teacher,
+                texts,
+                prefixes,
+                targets,
+                hard,
+                window=HISTORY_ITEMS,
+                config=lcfg,
+                validate=vscore,
+                progress=cfg.progress,
+            )
+            if path is not None:
+                save_adapter(path, teacher)
+        adapted = teacher.encode(texts, progress=cfg.progress)
+        detach_lora(teacher)
+        tried: list[tuple[float, str, TeacherVariant]] = []
+        for how in ITEM_VECTORS:
+            vecs = item_side_vectors(run.item_vecs, adapted, how)
+            feats = {
+                p: {
+                    c: item_side_features(vecs, [h[0] for h in es.histories], HISTORY_ITEMS)
+                    for c, es in cells.items()
+                }
+                for p, cells in d.sets.items()
+            }
+            tfeats = item_side_features(vecs, prefixes, HISTORY_ITEMS)
+            cand = self.fit_variant(run, feats, tfeats, item_vecs=vecs)
+            tried.append((cand.val, how, cand))
+        _, how, v = max(tried, key=lambda x: x[0])
+        v.adapter = {
+            "kind": "lora",
+            **asdict(lcfg),
+            "curve": curve,
+            "item_vectors": how,
+            "item_vectors_tried": {h: round(val, 5) for val, h, _ in tried},
+        }
+        run.variants["lora"] = v
+        self.results[f"teacher_{run.name}_lora"] = self.variant_results(run, "lora")
+        self.curves[f"teacher_{run.name}_lora_encoder"] = curve
+        self.curves[f"teacher_{run.name}_lora"] = v.curve
+
     def choose_teacher(self) -> None:
         """The teacher variant with the best validation criterion distils the students: its
         results (``teacher_adapted``, its zero-shot as ``teacher_zero_shot``), its temperature
@@ -611,6 +741,7 @@ class Evaluation:
         self.chosen = (name, variant)
         run = self.runs[name]
         v = run.variants[variant]
+        self.teacher_vecs = v.vecs(run)
         self.item_vecs, self.feats, self.tfeats, self.head = (
             run.item_vecs,
             v.feats,
@@ -624,7 +755,7 @@ class Evaluation:
         self.curves["teacher_adapted"] = v.curve
         self.tau = self.calibrate_tau()
         self.teacher_logits = torch.as_tensor(
-            self.head.score(self.tfeats, self.item_vecs) / self.tau, dtype=torch.float32
+            self.head.score(self.tfeats, self.teacher_vecs) / self.tau, dtype=torch.float32
         )
         with torch.no_grad():
             p = torch.softmax(self.teacher_logits, -1)
@@ -637,7 +768,7 @@ class Evaluation:
         vl, vt = [], []
         for c in ("k=1", "k=3", "k=5"):
             es = self.data.sets["val"][c]
-            s = self.head.score(self.feats["val"][c], self.item_vecs)
+            s = self.head.score(self.feats["val"][c], self.teacher_vecs)
             s[:, self.data.cold] = -np.inf
             for b, h in enumerate(es.histories):
                 s[b, h[0]] = -np.inf
@@ -685,7 +816,7 @@ class Evaluation:
         """A student whose item vectors start at the chosen teacher's item tower output."""
         with torch.no_grad():
             self.head.eval()
-            tv = self.head.items(torch.as_tensor(self.item_vecs)).numpy()
+            tv = self.head.items(torch.as_tensor(self.teacher_vecs)).numpy()
         return init_from_teacher(self.scfg, self.item_vecs, tv, seed=self.cfg.seed)
 
     def train(
@@ -865,8 +996,10 @@ class Evaluation:
                 "history_items": HISTORY_ITEMS,
                 "adaptation": "frozen: encoder frozen + trained residual user/item towers + text "
                 "prior, full-catalogue contrastive loss; lora: LoRA adapters on the encoder's "
-                "attention (query side; items stay stock), in-batch + hard negatives, then the "
-                "same towers; early stopping on validation",
+                "attention, item side (item texts through the adapter; a user is the mean of "
+                "her last items' adapted vectors; in-batch + hard negatives), then the same "
+                "towers over item vectors only (stock and adapted item vectors mixed or side by "
+                "side, chosen on validation); early stopping on validation",
                 "tau": self.tau,
                 "teacher_perplexity_train_prefixes": round(self.perplexity, 1),
                 "teacher_prefixes": len(self.tpos),

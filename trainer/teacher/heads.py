@@ -68,7 +68,13 @@ def load_teacher_adapter(
     if path is None or not path.is_file():
         return None
     detach_lora(teacher)
-    load_adapter(path, teacher)
+    desc = load_adapter(path, teacher)
+    if desc.get("side", "history") != "history":
+        detach_lora(teacher)
+        raise ValueError(
+            f"adapter {path} is item-side (an evaluation variant): the scorer encodes "
+            "histories and takes history-side adapters only"
+        )
     return path
 
 

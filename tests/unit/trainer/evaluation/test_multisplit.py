@@ -113,8 +113,14 @@ def test_every_model_on_every_split_pooled_over_all_test_users(two_splits):
     assert f["mpnet_at_least_minilm_on_validation"]["met"] is None  # no mpnet in this run
     for floor in f.values():
         assert floor["met"] in (True, False, None) and floor["detail"]
-    # a LoRA adapter per split, kept in the cache
+    # a LoRA adapter per split, kept in the cache; item-side, its item vectors chosen on
+    # validation among those tried
     assert len(list((two_splits[1] / "adapters").glob("lora-minilm-seed*.safetensors"))) == 2
+    lora = report["protocol"]["teacher"]["compared"]["minilm"]["lora"]
+    assert lora["side"] == "items"
+    tried = lora["item_vectors_tried"]
+    assert set(tried) == {"0.5", "1.0", "concat"}
+    assert tried[lora["item_vectors"]] == max(tried.values())
 
 
 def test_the_report_is_written_with_its_plots(two_splits):
