@@ -563,13 +563,7 @@ class Evaluation:
         """LoRA on the encoder (contrastive, hard negatives from the frozen teacher, early
         stopping on validation users), then towers on the adapted features. The adapter is
         kept in ``cache_dir`` (a re-run loads it instead of training)."""
-        from trainer.teacher.lora import (
-            LoraConfig,
-            detach_lora,
-            fit_lora,
-            load_adapter,
-            save_adapter,
-        )
+        from trainer.teacher.lora import LoraConfig, detach_lora, fit_lora
 
         cfg, d, teacher = self.cfg, self.data, run.teacher
         lcfg = LoraConfig(**{"seed": cfg.seed, **cfg.lora_config})
@@ -593,25 +587,12 @@ class Evaluation:
                 cells[c] = val[c].metrics(zero_shot_logits(f, run.item_vecs))
             return _val_score(cells)
 
-        key = f"lora-{run.name}-seed{cfg.seed}-cold{cfg.cold_share}-n{len(self.tpos)}-" + "-".join(
-            f"{k}{v}" for k, v in sorted(asdict(lcfg).items())
-        )
-        path = (
-            Path(cfg.cache_dir).expanduser() / "adapters" / f"{key}.safetensors"
-            if cfg.cache_dir
-            else None
-        )
-        detach_lora(teacher)
-        if path is not None and path.is_file():
-            load_adapter(path, teacher)
-            curve = [{"epoch": 0, "loss": None, "val": None, "note": f"loaded {path.name}"}]
-        else:
-            frozen = run.variants["frozen"].head.score(run.tfeats, run.item_vecs)
-            frozen[:, ~d.warm] = -np.inf
-            for i, tg in enumerate(targets):
-                frozen[i, tg] = -np.inf
-            hard = np.argsort(-frozen, axis=1, kind="stable")[:, : lcfg.hard]
-            curve = fit_lora(
+        curve, key = self.adapter(
+            run,
+            lcfg,
+            None,
+            targets,
+            lambda hard: fit_lora(
                 teacher,
                 hist,
                 targets,
@@ -620,9 +601,8 @@ class Evaluation:
                 config=lcfg,
                 validate=vscore,
                 progress=cfg.progress,
-            )
-            if path is not None:
-                save_adapter(path, teacher)
+            ),
+        )
         import hashlib
 
         teacher.adapter["id"] = hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -637,6 +617,48 @@ class Evaluation:
         self.curves[f"teacher_{run.name}_lora_encoder"] = curve
         self.curves[f"teacher_{run.name}_lora"] = v.curve
 
+    def adapter(
+        self,
+        run: TeacherRun,
+        lcfg: Any,
+        prefixes: list[np.ndarray] | None,
+        targets: list[np.ndarray],
+        fit: Callable[[np.ndarray | None], list[dict]],
+    ) -> tuple[list[dict], str]:
+        """A LoRA adapter on ``run.teacher``: loaded from ``cache_dir`` when one was trained
+        with the same settings, else ``fit(hard)`` trains it (``hard``: per training prefix,
+        the frozen teacher's top warm items that are neither its next items ``targets`` nor,
+        with ``prefixes``, in its history) and it is kept there. Returns the curve and the
+        adapter's key."""
+        from trainer.teacher.lora import detach_lora, load_adapter, save_adapter
+
+        cfg, d, teacher = self.cfg, self.data, run.teacher
+        key = f"lora-{run.name}-seed{cfg.seed}-cold{cfg.cold_share}-n{len(self.tpos)}-" + "-".join(
+            f"{k}{v}" for k, v in sorted(asdict(lcfg).items())
+        )
+        path = (
+            Path(cfg.cache_dir).expanduser() / "adapters" / f"{key}.safetensors"
+            if cfg.cache_dir
+            else None
+        )
+        detach_lora(teacher)
+        if path is not None and path.is_file():
+            load_adapter(path, teacher)
+            return [{"epoch": 0, "loss": None, "val": None, "note": f"loaded {path.name}"}], key
+        hard = None
+        if lcfg.hard > 0:
+            frozen = run.variants["frozen"].head.score(run.tfeats, run.item_vecs)
+            frozen[:, ~d.warm] = -np.inf
+            for i, tg in enumerate(targets):
+                frozen[i, tg] = -np.inf
+                if prefixes is not None:
+                    frozen[i, prefixes[i]] = -np.inf
+            hard = np.argsort(-frozen, axis=1, kind="stable")[:, : lcfg.hard]
+        curve = fit(hard)
+        if path is not None:
+            save_adapter(path, teacher)
+        return curve, key
+
     def lora_items_variant(self, run: TeacherRun, lcfg: Any) -> None:
         """Item-side LoRA (:func:`trainer.teacher.lora.fit_lora_items`): the adapter encodes
         item texts; a user is a tower over her history's adapted item vectors
@@ -644,13 +666,7 @@ class Evaluation:
         encodes a history text. Early stopping on the validation users' untrained criterion
         (mean of the last items' adapted vectors, cosine); then towers on those features. The
         adapter is kept in ``cache_dir`` (a re-run loads it instead of training)."""
-        from trainer.teacher.lora import (
-            detach_lora,
-            fit_lora_items,
-            item_side_features,
-            load_adapter,
-            save_adapter,
-        )
+        from trainer.teacher.lora import detach_lora, fit_lora_items, item_side_features
 
         cfg, d, teacher = self.cfg, self.data, run.teacher
         texts = d.items.texts
@@ -666,28 +682,12 @@ class Evaluation:
                 cells[c] = val[c].metrics(zero_shot_logits(f, vecs))
             return _val_score(cells)
 
-        key = f"lora-{run.name}-seed{cfg.seed}-cold{cfg.cold_share}-n{len(self.tpos)}-" + "-".join(
-            f"{k}{v}" for k, v in sorted(asdict(lcfg).items())
-        )
-        path = (
-            Path(cfg.cache_dir).expanduser() / "adapters" / f"{key}.safetensors"
-            if cfg.cache_dir
-            else None
-        )
-        detach_lora(teacher)
-        if path is not None and path.is_file():
-            load_adapter(path, teacher)
-            curve = [{"epoch": 0, "loss": None, "val": None, "note": f"loaded {path.name}"}]
-        else:
-            hard = None
-            if lcfg.hard > 0:
-                frozen = run.variants["frozen"].head.score(run.tfeats, run.item_vecs)
-                frozen[:, ~d.warm] = -np.inf
-                for i, (h, tg) in enumerate(zip(prefixes, targets, strict=True)):
-                    frozen[i, tg] = -np.inf
-                    frozen[i, h] = -np.inf
-                hard = np.argsort(-frozen, axis=1, kind="stable")[:, : lcfg.hard]
-            curve = fit_lora_items(
+        curve, _ = self.adapter(
+            run,
+            lcfg,
+            prefixes,
+            targets,
+            lambda hard: fit_lora_items(
                 teacher,
                 texts,
                 prefixes,
@@ -697,9 +697,8 @@ class Evaluation:
                 config=lcfg,
                 validate=vscore,
                 progress=cfg.progress,
-            )
-            if path is not None:
-                save_adapter(path, teacher)
+            ),
+        )
         adapted = teacher.encode(texts, progress=cfg.progress)
         detach_lora(teacher)
         tried: list[tuple[float, str, TeacherVariant]] = []

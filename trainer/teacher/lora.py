@@ -171,36 +171,29 @@ def contrastive_loss(
     return -(y * F.log_softmax(logits, -1)).sum(-1)[keep].mean()
 
 
-def fit_lora(
+def _train(
     teacher: Any,
-    texts: Sequence[str],
-    positives: Sequence[np.ndarray],
-    item_vecs: np.ndarray,
-    hard: np.ndarray | None = None,
+    cfg: LoraConfig,
+    n: int,
+    batch_loss: Callable[[np.ndarray, torch.Tensor], torch.Tensor],
     *,
-    config: LoraConfig | None = None,
-    validate: Callable[[Any], float] | None = None,
-    progress: bool = False,
+    usable: np.ndarray | None = None,
+    validate: Callable[[Any], float] | None,
+    progress: bool,
+    label: str,
 ) -> list[dict]:
-    """Attach LoRA to ``teacher`` and train it: history ``texts[i]`` against its next items
-    ``positives[i]`` (rows of ``item_vecs``, the stock item vectors), with in-batch and
-    ``hard[i]`` negatives. Early stopping on ``validate(teacher)`` (higher is better; epoch 0
-    is the untrained adapter = the frozen encoder). The best adapter is left on the teacher;
-    returns the curve."""
-    cfg = replace(config or LoraConfig(), side="history")
+    """The loop both sides share: attach fresh LoRA to ``teacher``, then per epoch a fresh
+    random subsample of the examples ``0..n-1`` (those ``usable``, a bool mask; at most
+    ``max_examples``) in batches, ``batch_loss(batch,
+    scale)`` minimised (AdamW, gradient norm clipped at 1, a learned logit scale), early
+    stopping on ``validate(teacher)`` (higher is better; epoch 0 is the untrained adapter = the
+    stock encoder). The best adapter is left on the teacher; returns the curve."""
     attach_lora(teacher, cfg)
     rng = np.random.default_rng(cfg.seed)
     model = teacher.model
     log_scale = torch.nn.Parameter(torch.tensor(math.log(cfg.scale)))
     params = [p for p in model.parameters() if p.requires_grad] + [log_scale]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    V = torch.as_tensor(item_vecs, dtype=torch.float32, device=teacher.device)
-    pos = _pad(positives, 10).to(teacher.device)
-    neg = (
-        _pad(list(hard[:, : cfg.hard]), cfg.hard)
-        if hard is not None and cfg.hard > 0
-        else torch.full((len(texts), 1), -1, dtype=torch.long)
-    ).to(teacher.device)
     curve: list[dict] = []
     best = validate(teacher) if validate is not None else -float("inf")
     curve.append({"epoch": 0, "loss": None, "val": best})
@@ -209,20 +202,18 @@ def fit_lora(
 
     for epoch in range(1, cfg.epochs + 1):
         model.train()
-        order = rng.permutation(len(texts))[: cfg.max_examples]
+        perm = rng.permutation(n)
+        order = (perm if usable is None else perm[usable[perm]])[: cfg.max_examples]
         tot, steps = 0.0, 0
         bar = tqdm(
             range(0, len(order), cfg.batch_size),
-            desc=f"lora {teacher.path.name} epoch {epoch}",
+            desc=f"{label} {teacher.path.name} epoch {epoch}",
             unit="batch",
             leave=False,
             disable=not progress,
         )
         for s in bar:
-            b = order[s : s + cfg.batch_size]
-            u = teacher.forward([texts[i] for i in b])
-            bt = torch.as_tensor(b, device=teacher.device)
-            loss = contrastive_loss(u, V, pos[bt], neg[bt], log_scale.exp())
+            loss = batch_loss(order[s : s + cfg.batch_size], log_scale.exp())
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -234,7 +225,8 @@ def fit_lora(
         curve.append({"epoch": epoch, "loss": tot / max(steps, 1), "val": val})
         if progress:
             print(
-                f"[lora] {teacher.path.name} epoch {epoch}: loss {tot / max(steps, 1):.4f} val {val:.4f}",
+                f"[{label}] {teacher.path.name} epoch {epoch}: loss {tot / max(steps, 1):.4f} "
+                f"val {val:.4f}",
                 flush=True,
             )
         if val > best:
@@ -246,6 +238,46 @@ def fit_lora(
     set_adapter_state(teacher, best_state)
     model.eval()
     return curve
+
+
+def fit_lora(
+    teacher: Any,
+    texts: Sequence[str],
+    positives: Sequence[np.ndarray],
+    item_vecs: np.ndarray,
+    hard: np.ndarray | None = None,
+    *,
+    config: LoraConfig | None = None,
+    validate: Callable[[Any], float] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Attach LoRA to ``teacher`` and train it on the history side: history ``texts[i]``
+    against its next items ``positives[i]`` (rows of ``item_vecs``, the stock item vectors),
+    with in-batch and ``hard[i]`` negatives (:func:`contrastive_loss`; the loop:
+    :func:`_train`). Returns the curve."""
+    cfg = replace(config or LoraConfig(), side="history")
+    V = torch.as_tensor(item_vecs, dtype=torch.float32, device=teacher.device)
+    pos = _pad(positives, 10).to(teacher.device)
+    neg = (
+        _pad(list(hard[:, : cfg.hard]), cfg.hard)
+        if hard is not None and cfg.hard > 0
+        else torch.full((len(texts), 1), -1, dtype=torch.long)
+    ).to(teacher.device)
+
+    def batch_loss(b: np.ndarray, scale: torch.Tensor) -> torch.Tensor:
+        u = teacher.forward([texts[i] for i in b])
+        bt = torch.as_tensor(np.asarray(b), device=teacher.device)
+        return contrastive_loss(u, V, pos[bt], neg[bt], scale)
+
+    return _train(
+        teacher,
+        cfg,
+        len(texts),
+        batch_loss,
+        validate=validate,
+        progress=progress,
+        label="lora",
+    )
 
 
 def recent_mean(item_vecs: torch.Tensor, history: Sequence[int], window: int) -> torch.Tensor:
@@ -324,16 +356,9 @@ def fit_lora_items(
 ) -> list[dict]:
     """Attach LoRA to ``teacher`` and train it on the item side: a training prefix is its
     history ``histories[i]`` (item ids) and its next items ``positives[i]``; the loss is
-    :func:`item_side_loss` (in-batch and ``hard[i]`` negatives). Early stopping on
-    ``validate(teacher)`` as :func:`fit_lora` (epoch 0 = the stock encoder). The best adapter
-    is left on the teacher; returns the curve."""
+    :func:`item_side_loss` (in-batch and ``hard[i]`` negatives; the loop: :func:`_train`;
+    prefixes without a history or a next item are skipped). Returns the curve."""
     cfg = replace(config or LoraConfig(), side="items")
-    attach_lora(teacher, cfg)
-    rng = np.random.default_rng(cfg.seed)
-    model = teacher.model
-    log_scale = torch.nn.Parameter(torch.tensor(math.log(cfg.scale)))
-    params = [p for p in model.parameters() if p.requires_grad] + [log_scale]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     hist = [np.asarray(h, dtype=np.int64)[-window:] for h in histories]
     pos = [np.asarray(p, dtype=np.int64)[:10] for p in positives]
     neg = [
@@ -342,59 +367,28 @@ def fit_lora_items(
         else np.zeros(0, np.int64)
         for i in range(len(hist))
     ]
-    curve: list[dict] = []
-    best = validate(teacher) if validate is not None else -float("inf")
-    curve.append({"epoch": 0, "loss": None, "val": best})
-    best_state, bad = adapter_state(teacher), 0
-    from tqdm import tqdm
 
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        order = [i for i in rng.permutation(len(hist)) if len(hist[i]) and len(pos[i])]
-        order = order[: cfg.max_examples]
-        tot, steps = 0.0, 0
-        bar = tqdm(
-            range(0, len(order), cfg.batch_size),
-            desc=f"lora items {teacher.path.name} epoch {epoch}",
-            unit="batch",
-            leave=False,
-            disable=not progress,
+    def batch_loss(b: np.ndarray, scale: torch.Tensor) -> torch.Tensor:
+        return item_side_loss(
+            teacher,
+            item_texts,
+            [hist[i] for i in b],
+            [pos[i] for i in b],
+            [neg[i] for i in b],
+            scale,
+            window,
         )
-        for s in bar:
-            b = order[s : s + cfg.batch_size]
-            loss = item_side_loss(
-                teacher,
-                item_texts,
-                [hist[i] for i in b],
-                [pos[i] for i in b],
-                [neg[i] for i in b],
-                log_scale.exp(),
-                window,
-            )
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            tot, steps = tot + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{tot / steps:.3f}")
-        model.eval()
-        val = validate(teacher) if validate is not None else -tot / max(steps, 1)
-        curve.append({"epoch": epoch, "loss": tot / max(steps, 1), "val": val})
-        if progress:
-            print(
-                f"[lora items] {teacher.path.name} epoch {epoch}: loss {tot / max(steps, 1):.4f} "
-                f"val {val:.4f}",
-                flush=True,
-            )
-        if val > best:
-            best, best_state, bad = val, adapter_state(teacher), 0
-        else:
-            bad += 1
-            if bad >= cfg.patience:
-                break
-    set_adapter_state(teacher, best_state)
-    model.eval()
-    return curve
+
+    return _train(
+        teacher,
+        cfg,
+        len(hist),
+        batch_loss,
+        usable=np.array([len(h) > 0 and len(p) > 0 for h, p in zip(hist, pos, strict=True)]),
+        validate=validate,
+        progress=progress,
+        label="lora items",
+    )
 
 
 def save_adapter(path: Path | str, teacher: Any) -> Path:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.unit.trainer.teacher._kinds import TEXTS, kind_histories
 from trainer.teacher.encoder import Teacher
 from trainer.teacher.lora import (
     LoraConfig,
@@ -19,30 +20,16 @@ from trainer.teacher.lora import (
     save_adapter,
 )
 
-TEXTS = [
-    "Toy Story (1995) - Animation, Children's, Comedy",
-    "GoldenEye (1995) - Action, Adventure, Thriller",
-    "Heat (1995) - Action, Crime, Thriller",
-    "Babe (1995) - Children's, Comedy, Drama",
-    "Casino (1995) - Drama, Thriller",
-    "Aladdin (1992) - Animation, Children's, Comedy, Musical",
-]
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.set_num_threads(2)
     teacher = Teacher(batch_size=16)
     items = teacher.encode_items(TEXTS)
-    rng = np.random.default_rng(0)
     # histories of one kind predict an item of the same kind
-    kids, action = [0, 3, 5], [1, 2, 4]
-    hist, pos = [], []
-    for _ in range(48):
-        group = kids if rng.random() < 0.5 else action
-        h = rng.choice(group, size=2, replace=False)
-        hist.append("; ".join(TEXTS[i] for i in h))
-        pos.append(np.array([g for g in group if g not in h][:1]))
+    ids, nexts = kind_histories()
+    hist = ["; ".join(TEXTS[i] for i in h) for h in ids]
+    pos = [p[:1] for p in nexts]
     before = teacher.encode(hist[:4])
     curve = fit_lora(
         teacher,

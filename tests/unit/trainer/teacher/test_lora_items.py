@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.unit.trainer.teacher._kinds import KIND, TEXTS, kind_histories
 from trainer.teacher.encoder import Teacher
 from trainer.teacher.lora import (
     LoraConfig,
@@ -17,15 +18,6 @@ from trainer.teacher.lora import (
     load_adapter,
     save_adapter,
 )
-
-TEXTS = [
-    "Toy Story (1995) - Animation, Children's, Comedy",
-    "GoldenEye (1995) - Action, Adventure, Thriller",
-    "Heat (1995) - Action, Crime, Thriller",
-    "Babe (1995) - Children's, Comedy, Drama",
-    "Casino (1995) - Drama, Thriller",
-    "Aladdin (1992) - Animation, Children's, Comedy, Musical",
-]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -79,14 +71,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(2)
     teacher = Teacher(batch_size=16)
     stock = teacher.encode(TEXTS)
-    rng = np.random.default_rng(0)
-    kids, action = [0, 3, 5], [1, 2, 4]
-    hist, pos = [], []
-    for _ in range(48):
-        group = kids if rng.random() < 0.5 else action
-        h = rng.choice(group, size=2, replace=False)
-        hist.append(h)
-        pos.append(np.array([g for g in group if g not in h]))
+    hist, pos = kind_histories()
     curve = fit_lora_items(
         teacher, TEXTS, hist, pos, config=LoraConfig(epochs=2, batch_size=8, lr=5e-3, patience=2)
     )
@@ -105,8 +90,7 @@ def test_training_moves_item_vectors_toward_their_kind(trained):
 
     def margin(v):  # mean cosine within a kind minus across kinds
         s = v @ v.T
-        kind = np.array([0, 1, 1, 0, 1, 0])
-        same = kind[:, None] == kind[None, :]
+        same = KIND[:, None] == KIND[None, :]
         off = ~np.eye(6, dtype=bool)
         return s[same & off].mean() - s[~same].mean()
 
