@@ -72,6 +72,12 @@ def split_key(cfg: EvalConfig, seed: int, data_id: str = "") -> str:
     }
     conf["data"] = data_id
     conf["format"] = SPLIT_FORMAT
+    if cfg.lora:
+        # the LoRA settings in force, defaults included: a changed default is a new key, so an
+        # adapter trained under the old one is never read back as the new one's
+        from trainer.teacher.lora import LoraConfig
+
+        conf["lora_config"] = asdict(LoraConfig(**cfg.lora_config))
     digest = hashlib.sha1(json.dumps(conf, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return f"seed{seed}-{digest}"
 

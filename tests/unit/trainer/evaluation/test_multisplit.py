@@ -164,3 +164,18 @@ def test_the_encoder_cache_encodes_each_text_once(teacher, tmp_path):
     b = again.encode(["two", "one"])
     assert again.misses == 0 and np.array_equal(b, a[[1, 0]])
     assert np.allclose(a[0], teacher.encode(["one"])[0], atol=1e-6)
+
+
+def test_the_split_key_spells_out_the_lora_settings_in_force():
+    from dataclasses import replace
+
+    from trainer.teacher.lora import LoraConfig
+
+    cfg = EvalConfig(lora=True)
+    default = LoraConfig()
+    # the defaults are part of the key: written out or left implicit, the same key ...
+    same = replace(cfg, lora_config={"epochs": default.epochs, "side": default.side})
+    assert split_key(same, 0, "d") == split_key(cfg, 0, "d")
+    # ... and another setting, another key (so a changed default is never read back as new)
+    other = replace(cfg, lora_config={"epochs": default.epochs + 1})
+    assert split_key(other, 0, "d") != split_key(cfg, 0, "d")
