@@ -88,7 +88,7 @@ class Consumer(faust_aiokafka.Consumer):
     def offset_order(self) -> OffsetOrder:
         """The fast path's offset-order guard (:class:`~stream_app.fastpath.OffsetOrder`)."""
         if self._order is None:
-            self._order = OffsetOrder()
+            self._order = OffsetOrder(committed=lambda tp: self._committed_offset.get(tp))
         return self._order
 
     def _new_consumer_thread(self) -> ConsumerThread:

@@ -61,15 +61,33 @@ def test_records_behind_left_from_before_a_seek_are_left_to_fausts_read_offset_c
     assert order.restarts == 0
 
 
-def test_a_record_behind_with_no_seek_is_a_log_that_started_again() -> None:
-    """aiokafka hands out only records at its position; one behind with no seek since the
-    fetch began means the broker said "out of range" and the log starts again lower
-    (Tansu's memory storage after a restart): taken, and reading goes on from there."""
-    order = OffsetOrder()
+def test_a_record_behind_what_was_committed_with_no_seek_is_a_log_that_started_again() -> None:
+    """aiokafka hands out only records at its position; one behind this worker's own commit
+    with no seek since the fetch began means the broker said "out of range" and the log
+    starts again lower (Tansu's memory storage after a restart): taken, and reading goes on
+    from there."""
+    order = OffsetOrder(committed={TP: 40}.get)
     order.reset(TP, 50)
     seen = _feed(order, [[50, 51], [0, 1, 2]])
     assert seen == [(50, TAKE), (51, TAKE), (0, RESTARTED), (1, TAKE), (2, TAKE)]
     assert order.expected(TP) == 3 and order.restarts == 1 and order.rewinds == 0
+
+
+def test_a_rebalance_reset_to_the_groups_commit_is_not_a_restart() -> None:
+    """A rebalance moves aiokafka's position back to the group's committed offset by itself
+    (no seek of ours), and those records can come a fetch later: at or above this worker's
+    own commit they are a re-read, left to Faust's read-offset check (taking them again
+    answered them twice and out of order in a rolling restart). With no commit of its own
+    the worker cannot tell a restart: Faust's check decides too."""
+    order = OffsetOrder(committed={TP: 724}.get)
+    order.reset(TP, 700)
+    _feed(order, [list(range(700, 730))])
+    order.new_fetch()  # the reset came a fetch later, with no seek of ours
+    assert [order.check(TP, o) for o in (724, 725)] == [TAKE, TAKE]  # Faust drops them as read
+    assert order.restarts == 0 and order.expected(TP) == 730
+    unknown = OffsetOrder()
+    unknown.reset(TP, 50)
+    assert _feed(unknown, [[50, 51], [0]])[-1] == (0, TAKE) and unknown.restarts == 0
 
 
 def test_after_a_rewind_the_stale_rest_of_the_fetch_is_not_a_restart() -> None:
