@@ -666,7 +666,12 @@ class Evaluation:
         encodes a history text. Early stopping on the validation users' untrained criterion
         (mean of the last items' adapted vectors, cosine); then towers on those features. The
         adapter is kept in ``cache_dir`` (a re-run loads it instead of training)."""
-        from trainer.teacher.lora import detach_lora, fit_lora_items, item_side_features
+        from trainer.teacher.lora import (
+            detach_lora,
+            fit_lora_items,
+            item_side_features,
+            item_vectors,
+        )
 
         cfg, d, teacher = self.cfg, self.data, run.teacher
         texts = d.items.texts
@@ -675,7 +680,7 @@ class Evaluation:
         val = d.sets["val"]
 
         def vscore(tch: Any) -> float:
-            vecs = tch.encode(texts)
+            vecs = item_vectors(tch, texts)
             cells = {}
             for c in VAL_CELLS:
                 f = item_side_features(vecs, [h[0] for h in val[c].histories], HISTORY_ITEMS)
@@ -699,7 +704,7 @@ class Evaluation:
                 progress=cfg.progress,
             ),
         )
-        adapted = teacher.encode(texts, progress=cfg.progress)
+        adapted = item_vectors(teacher, texts, progress=cfg.progress)
         detach_lora(teacher)
         tried: list[tuple[float, str, TeacherVariant]] = []
         for how in ITEM_VECTORS:

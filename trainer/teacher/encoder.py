@@ -114,6 +114,9 @@ class Teacher:
         self.adapter: dict | None = None
         """The LoRA adapter on the encoder (:mod:`trainer.teacher.lora`), or ``None``. Histories are
         encoded through it; items always with it disabled (the stock encoder)."""
+        self.bottom_cache: dict[tuple, Any] = {}
+        """Stock hidden states of item texts below an adapter's first layer
+        (:func:`trainer.teacher.lora.top_layers`)."""
         self.item_cache_dir = Path(item_cache).expanduser() if item_cache is not None else None
         self._item_cache: Any = None
 

@@ -50,7 +50,10 @@ def test_item_side_loss_by_hand():
     enc = _FixedEncoder({"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8], "d": [0.8, 0.6]})
     hist = [np.array([0]), np.array([1])]
     pos = [np.array([2]), np.array([3])]
-    got = item_side_loss(enc, texts, hist, pos, [np.zeros(0, np.int64)] * 2, torch.tensor(1.0), 5)
+    def encode(ids):
+        return enc.forward([texts[i] for i in ids])
+
+    got = item_side_loss(encode, hist, pos, [np.zeros(0, np.int64)] * 2, torch.tensor(1.0), 5)
     assert enc.asked == [["a", "b", "c", "d"]]  # each item the batch names, encoded once
     # user 0 is item a; its candidates are b, c, d (its own history a is never ranked)
     l0 = -np.log(np.exp(0.6) / (np.exp(0.0) + np.exp(0.6) + np.exp(0.8)))
@@ -59,7 +62,7 @@ def test_item_side_loss_by_hand():
     assert float(got) == pytest.approx((l0 + l1) / 2, rel=1e-5)
     # a next item that is also in the history is no positive: that user has none and drops out
     got2 = item_side_loss(
-        enc, texts, [np.array([0]), np.array([1])], [np.array([0]), pos[1]], [np.zeros(0)] * 2,
+        encode, [np.array([0]), np.array([1])], [np.array([0]), pos[1]], [np.zeros(0)] * 2,
         torch.tensor(1.0), 5,
     )  # fmt: skip
     l1b = -np.log(np.exp(0.6) / (np.exp(0.0) + np.exp(0.6)))  # user 1's candidates: a, d
