@@ -18,7 +18,9 @@ inside the worker:
 
 Every record is signed by the trainer's private key and verified here with the configured
 public keys (:mod:`coldstream.core.signing`). A swap (:class:`ModelSwapper`): verify the
-record (size cap, signature, ``seq`` above the served one, URI containment), load the
+record (size cap, signature, ``seq`` above the served one, URI containment, a ``live`` arm:
+a ``canary`` or ``shadow`` candidate is refused, ``arm_not_served``, since this worker serves
+one model to every user and would give it to all of them), load the
 checkpoint against the announced manifest sha256 with its own signature checked, build the
 item table and FAISS index -- all in a thread (``loop.run_in_executor``) -- then replace
 the recommender's one reference on the event loop. The serving agent reads
@@ -143,6 +145,14 @@ class ModelSwapper:
         update, path = verify_update(raw, keys=self.keys, store_root=self.store_root)
         if update.seq <= self.served_seq:
             return None
+        if update.arm != "live":
+            # this worker serves one model to every user: swapping a canary or a shadow in
+            # would hand the candidate to all of them before any decision
+            raise UpdateRefused(
+                "arm_not_served",
+                f"v{update.version} is announced as {update.arm} (rollout "
+                f"{update.rollout_id}); this worker serves live versions only",
+            )
         ck = load_checkpoint(
             path, device=self.device, expected_sha256=update.sha256, verify_keys=self.keys
         )

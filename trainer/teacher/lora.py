@@ -391,9 +391,11 @@ class TopLayers:
         base = _base(self.teacher.model)
         am = create_bidirectional_mask(config=base.config, inputs_embeds=h, attention_mask=mask)
         enc = base.encoder
-        extra = {"position_bias": enc.compute_position_bias(h)} if hasattr(
-            enc, "compute_position_bias"
-        ) else {}
+        extra = (
+            {"position_bias": enc.compute_position_bias(h)}
+            if hasattr(enc, "compute_position_bias")
+            else {}
+        )
         for layer in enc.layer[self.start :]:
             out = layer(h, am, **extra)
             h = out[0] if isinstance(out, tuple) else out

@@ -235,6 +235,47 @@ def test_good_update_swaps_and_serves_new_version(world):
     assert old_rec.outcome == "skipped" and rec.model.version == "2"
 
 
+@pytest.mark.parametrize(("arm", "share"), [("canary", 0.1), ("shadow", None)])
+def test_a_candidate_arm_is_refused_and_no_user_gets_it(world, arm, share):
+    """A signed canary or shadow record: this worker serves one model to every user, so
+    swapping it in would give the candidate to all of them; it is refused, the live model
+    keeps serving, and a later live record of the same version is followed."""
+    store, v1, v2, rec, metrics, swapper = world
+    before = rec.recommend_batch(HISTORIES, 5)
+    upd = make_update(
+        version=2,
+        seq=2,
+        checkpoint_dir=v2,
+        manifest_sha256=manifest_sha256(v2),
+        metrics={"ndcg@10": 0.1},
+        signer=SIGNER,
+        arm=arm,
+        share=share,
+        rollout_id="r-2-1790000000",
+    )
+    res = asyncio.run(swapper.handle(upd.to_json()))
+    assert res.outcome == "refused" and res.reason == "arm_not_served", res
+    assert rec.model.version == "1" and rec.recommend_batch(HISTORIES, 5) == before
+    assert swapper.served_seq == 1  # the live model's
+    reg = metrics.registry
+    assert (
+        reg.get_sample_value("coldstream_model_swap_failures_total", {"reason": "arm_not_served"})
+        == 1.0
+    )
+    promoted = make_update(
+        version=2,
+        seq=3,
+        checkpoint_dir=v2,
+        manifest_sha256=manifest_sha256(v2),
+        metrics={"ndcg@10": 0.1},
+        signer=SIGNER,
+        arm="live",
+        rollout_id="r-2-1790000000",
+    )
+    res = asyncio.run(swapper.handle(promoted.to_json()))
+    assert res.outcome == "ok" and rec.model.version == "2"
+
+
 def test_a_replayed_old_update_is_not_followed(world):
     """A valid, signed record from the past (seq 1: the v1 promotion) replayed while v2 is
     served with seq 2: skipped. Before sequence numbers, a record of a *newer* version was

@@ -50,6 +50,7 @@ def test_item_side_loss_by_hand():
     enc = _FixedEncoder({"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [0.6, 0.8], "d": [0.8, 0.6]})
     hist = [np.array([0]), np.array([1])]
     pos = [np.array([2]), np.array([3])]
+
     def encode(ids):
         return enc.forward([texts[i] for i in ids])
 
