@@ -54,7 +54,7 @@ def world(tmp_path):
     return store, v1, v2, rec, metrics, swapper
 
 
-def _update(path, *, signer=SIGNER, version=2, seq=2, sha=None):
+def _update(path, *, signer=SIGNER, version=2, seq=2, sha=None, **rollout):
     upd = make_update(
         version=version,
         seq=seq,
@@ -62,6 +62,7 @@ def _update(path, *, signer=SIGNER, version=2, seq=2, sha=None):
         manifest_sha256=sha or manifest_sha256(path),
         metrics={"ndcg@10": 0.1},
         signer=signer,
+        **rollout,
     )
     return json.loads(upd.to_json())
 
@@ -242,18 +243,8 @@ def test_a_candidate_arm_is_refused_and_no_user_gets_it(world, arm, share):
     keeps serving, and a later live record of the same version is followed."""
     store, v1, v2, rec, metrics, swapper = world
     before = rec.recommend_batch(HISTORIES, 5)
-    upd = make_update(
-        version=2,
-        seq=2,
-        checkpoint_dir=v2,
-        manifest_sha256=manifest_sha256(v2),
-        metrics={"ndcg@10": 0.1},
-        signer=SIGNER,
-        arm=arm,
-        share=share,
-        rollout_id="r-2-1790000000",
-    )
-    res = asyncio.run(swapper.handle(upd.to_json()))
+    upd = _update(v2, arm=arm, share=share, rollout_id="r-2-1790000000")
+    res = asyncio.run(swapper.handle(json.dumps(upd)))
     assert res.outcome == "refused" and res.reason == "arm_not_served", res
     assert rec.model.version == "1" and rec.recommend_batch(HISTORIES, 5) == before
     assert swapper.served_seq == 1  # the live model's
@@ -262,17 +253,8 @@ def test_a_candidate_arm_is_refused_and_no_user_gets_it(world, arm, share):
         reg.get_sample_value("coldstream_model_swap_failures_total", {"reason": "arm_not_served"})
         == 1.0
     )
-    promoted = make_update(
-        version=2,
-        seq=3,
-        checkpoint_dir=v2,
-        manifest_sha256=manifest_sha256(v2),
-        metrics={"ndcg@10": 0.1},
-        signer=SIGNER,
-        arm="live",
-        rollout_id="r-2-1790000000",
-    )
-    res = asyncio.run(swapper.handle(promoted.to_json()))
+    promoted = _update(v2, seq=3, arm="live", rollout_id="r-2-1790000000")
+    res = asyncio.run(swapper.handle(json.dumps(promoted)))
     assert res.outcome == "ok" and rec.model.version == "2"
 
 
