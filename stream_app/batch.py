@@ -42,7 +42,7 @@ from typing import Any
 from coldstream.core.events import Event, Forget, Rejection, validate_event
 from coldstream.core.records import dlq_key, dlq_payload, recommendation_payload
 from stream_app.online import OnlineQuality
-from stream_app.recommender import Ranked, Recommender
+from stream_app.recommender import Ranked, Recommender, ServingModel
 from stream_app.sessions import (
     EVENT_ID,
     ITEM_ID,
@@ -208,6 +208,18 @@ class BatchProcessor:
         self.clock = clock
         self.online = online
         """Fed every answered event (the online hit rate per model version); ``None``: off."""
+        self.shadow_online = (
+            OnlineQuality(
+                window_s=online.window_s,
+                metrics=online.metrics,
+                max_users=online.max_users,
+                segments=False,
+            )
+            if online is not None
+            else None
+        )
+        """The same join for a shadow candidate's would-be recommendations (never
+        published): its online hit rate under its own ``model_version``."""
         self.deduper = Deduper(settings.dedupe_capacity)
         self.stream_time: float | None = None
         """The newest event timestamp processed (session expiry runs on this clock)."""
@@ -240,6 +252,7 @@ class BatchProcessor:
         now = self.clock()
         accepted: list[tuple[Incoming, Event | Forget, bool]] = []  # (record, event, answered)
         snapshots: list[History] = []
+        snap_users: list[str] = []  # the user of each snapshot (the rollout arm's key)
         work: dict[str, History] = {}
         marks: dict[str, float | None] = {}  # user -> forgotten_at
         known: dict[str, dict[str, int]] = {}  # user -> event ids in the session -> position
@@ -292,6 +305,7 @@ class BatchProcessor:
             if self.stream_time is None or ev.ts > self.stream_time:
                 self.stream_time = ev.ts
             pos = known[ev.user_id].get(ev.event_id)
+            snap_users.append(ev.user_id)
             if pos is not None and pos < len(hist) and hist[pos][EVENT_ID] == ev.event_id:
                 snapshots.append(list(hist[: pos + 1]))  # redelivered: answer as before
                 out.n_redelivered += 1
@@ -305,14 +319,17 @@ class BatchProcessor:
             snapshots.append(list(hist))
         if not accepted:
             return out
-        ranked, version = self._rank(snapshots, out)
+        version = self.recommender.model.version
+        ranked, versions, arms, shadow = self._rank_arms(snapshots, snap_users, out)
         # each user counts once per item and bucket: no single account moves the popular list
         counted = [ev for _, ev, answered in accepted if answered and isinstance(ev, Event)]
         self.recommender.observe(
             [ev.item_id for ev in counted], users=[ev.user_id for ev in counted]
         )
         produced_at = self.clock()
-        ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True))
+        ranked_rows = iter(
+            zip(snapshots, ranked.items, ranked.fallback, versions, arms, shadow, strict=True)
+        )
         for rec, ev, answered in accepted:
             if not answered:  # a forget request, or an event older than one: nothing stored
                 out.recommendations.append(
@@ -340,7 +357,7 @@ class BatchProcessor:
                 else:
                     out.n_refused_forgotten += 1
                 continue
-            snap, items, fb = next(ranked_rows)
+            snap, items, fb, row_version, arm, shadow_items = next(ranked_rows)
             received = rec.timestamp
             if (
                 not received
@@ -357,11 +374,12 @@ class BatchProcessor:
                         event_id=ev.event_id,
                         user_id=ev.user_id,
                         items=items,
-                        model_version=version,
+                        model_version=row_version,
                         cold_start=len(snap) <= s.cold_start_events,
                         produced_at=produced_at,
                         latency_ms=latency_s * 1000.0,
                         fallback=fb,
+                        arm=arm,
                     ),
                 )
             )
@@ -379,25 +397,86 @@ class BatchProcessor:
                     ev.user_id,
                     ev.item_id,
                     items,
-                    version,
+                    row_version,
                     produced_at,
                     cold=len(snap) <= s.cold_start_events,
                 )
+                if shadow_items is not None and self.shadow_online is not None:
+                    self.shadow_online.step(
+                        ev.user_id, ev.item_id, shadow_items[0], shadow_items[1], produced_at
+                    )
         if self.online is not None:
             self.online.flush()
+        if self.shadow_online is not None:
+            self.shadow_online.flush()
         out.sessions = {u: (parts[u], dump_session(h, marks[u])) for u, h in work.items()}
         return out
 
-    def _rank(self, snapshots: list[History], out: BatchResult) -> tuple[Ranked, str]:
+    def _rank_arms(
+        self, snapshots: list[History], users: list[str], out: BatchResult
+    ) -> tuple[Ranked, list[str], list[str], list[tuple[list, str] | None]]:
+        """Rank the batch by rollout arm (docs/rollout.md): without a candidate, or with a
+        ``shadow``, every user gets the live model; with a ``canary``, the users
+        :meth:`Candidate.serves` get the candidate. Returns the ranking, each row's
+        ``model_version`` and ``arm``, and each row's shadow ranking with its version (``None``
+        without a shadow). The candidate is read once: the whole batch sees one rollout."""
+        rec = self.recommender
+        cand = rec.candidate
+        n = len(snapshots)
+        if cand is None or cand.arm != "canary":
+            ranked, version = self._rank(snapshots, out)
+        if cand is None:
+            return ranked, [version] * n, ["live"] * n, [None] * n
+        if cand.arm == "shadow":
+            try:
+                sh = rec.rank_batch(snapshots, self.settings.k, cand.model)
+                shadow: list[tuple[list, str] | None] = [
+                    (row, cand.model.version) for row in sh.items
+                ]
+            except Exception:  # noqa: BLE001 - a failing shadow never touches what users get
+                log.exception("the shadow candidate v%s failed to rank a batch", cand.model.version)
+                shadow = [None] * n
+            return ranked, [version] * n, ["live"] * n, shadow
+        mine = [cand.serves(u) for u in users]
+        live_rows = [sn for sn, m in zip(snapshots, mine, strict=True) if not m]
+        cand_rows = [sn for sn, m in zip(snapshots, mine, strict=True) if m]
+        live, version = self._rank(live_rows, out)
+        canary, cversion = self._rank(cand_rows, out, cand.model)
+        li = iter(zip(live.items, live.fallback, strict=True))
+        ci = iter(zip(canary.items, canary.fallback, strict=True))
+        rows = [next(ci) if m else next(li) for m in mine]
+        merged = Ranked(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            inference_s=live.inference_s + canary.inference_s,
+            search_s=live.search_s + canary.search_s,
+            n_known_users=live.n_known_users + canary.n_known_users,
+        )
+        out.ranked = merged
+        return (
+            merged,
+            [cversion if m else version for m in mine],
+            ["canary" if m else "live" for m in mine],
+            [None] * n,
+        )
+
+    def _rank(
+        self, snapshots: list[History], out: BatchResult, model: ServingModel | None = None
+    ) -> tuple[Ranked, str]:
         """Rank the batch; a model failure answers it from the popularity fallback instead
         (``fallback: "model_error"``, counted, logged): valid events are not dead-lettered
         for the model's fault, and the worker goes on."""
         rec = self.recommender
-        version = rec.model.version
+        version = (model or rec.model).version
         if not snapshots:
             return Ranked([], []), version
         try:
-            ranked = rec.rank_batch(snapshots, self.settings.k)
+            k = self.settings.k
+            ranked = (
+                rec.rank_batch(snapshots, k)
+                if model is None
+                else rec.rank_batch(snapshots, k, model)
+            )
             out.ranked = ranked
             for i, (row, fb) in enumerate(zip(ranked.items, ranked.fallback, strict=True)):
                 if not row and fb is None:  # e.g. non-finite scores: never an empty answer

@@ -18,9 +18,7 @@ inside the worker:
 
 Every record is signed by the trainer's private key and verified here with the configured
 public keys (:mod:`coldstream.core.signing`). A swap (:class:`ModelSwapper`): verify the
-record (size cap, signature, ``seq`` above the served one, URI containment, a ``live`` arm:
-a ``canary`` or ``shadow`` candidate is refused, ``arm_not_served``, since this worker serves
-one model to every user and would give it to all of them), load the
+record (size cap, signature, ``seq`` above the served one, URI containment), load the
 checkpoint against the announced manifest sha256 with its own signature checked, build the
 item table and FAISS index -- all in a thread (``loop.run_in_executor``) -- then replace
 the recommender's one reference on the event loop. The serving agent reads
@@ -39,6 +37,7 @@ loop goes on; the current model keeps serving.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -54,15 +53,17 @@ from coldstream.core.errors import Refused
 from coldstream.core.events import check_id
 from coldstream.core.model_updates import (
     ItemVector,
+    ModelUpdate,
     UpdateRefused,
     VectorRefused,
     verify_item_vector,
     verify_update,
 )
+from coldstream.core.rollout import MAX_DECISION_BYTES, is_decision_record, verify_decision
 from coldstream.core.signing import Keyring
 from coldstream.core.topics import topic_partitions
 from stream_app.metrics import Metrics
-from stream_app.recommender import Recommender, ServingModel
+from stream_app.recommender import Candidate, Recommender, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,18 @@ class SwapResult:
     """Verify + load + index build (off the loop) + swap."""
     detail: str = ""
     seq: int | None = None
+
+
+def _is_decision(raw: bytes | str | dict[str, Any]) -> bool:
+    """Whether a ``model-updates`` record is a rollout decision (both share the topic); an
+    unreadable record is not (the update path refuses it with its reason)."""
+    if isinstance(raw, dict):
+        return is_decision_record(raw)
+    try:
+        data = json.loads(raw) if len(raw) <= MAX_DECISION_BYTES else None
+    except ValueError:
+        return False
+    return isinstance(data, dict) and is_decision_record(data)
 
 
 def _count(metrics: Metrics | None, topic: str, outcome: str, reason: str, n: int = 1) -> None:
@@ -138,21 +151,26 @@ class ModelSwapper:
             return -1
 
     # -- the off-loop part -----------------------------------------------------------------
-    def prepare(self, raw: bytes | str | dict[str, Any]) -> tuple[ServingModel, int] | None:
+    def prepare(
+        self, raw: bytes | str | dict[str, Any]
+    ) -> tuple[ServingModel, int, ModelUpdate] | None:
         """Verify and build the new bundle (blocking; run it in a thread). Returns ``None``
         for a record whose ``seq`` is not above the served one; raises
-        :class:`UpdateRefused` or :class:`~coldstream.core.checkpoint.CheckpointError`."""
+        :class:`UpdateRefused` or :class:`~coldstream.core.checkpoint.CheckpointError`. The
+        ``live`` record that promotes the running canary or shadow reuses the candidate's
+        bundle (same version, rollout and manifest: it was verified when it was loaded)."""
         update, path = verify_update(raw, keys=self.keys, store_root=self.store_root)
         if update.seq <= self.served_seq:
             return None
-        if update.arm != "live":
-            # this worker serves one model to every user: swapping a canary or a shadow in
-            # would hand the candidate to all of them before any decision
-            raise UpdateRefused(
-                "arm_not_served",
-                f"v{update.version} is announced as {update.arm} (rollout "
-                f"{update.rollout_id}); this worker serves live versions only",
-            )
+        cand = self.recommender.candidate
+        if (
+            update.arm == "live"
+            and cand is not None
+            and update.rollout_id == cand.rollout_id
+            and str(update.version) == cand.model.version
+            and update.sha256 == cand.sha256
+        ):
+            return cand.model, update.seq, update
         ck = load_checkpoint(
             path, device=self.device, expected_sha256=update.sha256, verify_keys=self.keys
         )
@@ -162,26 +180,95 @@ class ModelSwapper:
                 f"record announces v{update.version}, checkpoint is v{ck.version}",
             )
         # the served recommender's index settings; quantizer trained here, off the loop
-        return self.recommender.build_model(ck, prefer_gpu_index=self.prefer_gpu_index), update.seq
+        bundle = self.recommender.build_model(ck, prefer_gpu_index=self.prefer_gpu_index)
+        return bundle, update.seq, update
 
     # -- the on-loop part ------------------------------------------------------------------
-    def apply(self, new: ServingModel, seq: int) -> None:
-        """Swap one reference (call on the event loop, between micro-batches)."""
-        old = self.recommender.swap(new)
+    def apply(self, new: ServingModel, seq: int, update: ModelUpdate | None = None) -> None:
+        """Swap one reference (call on the event loop, between micro-batches). A ``canary``
+        or ``shadow`` update becomes the recommender's candidate (replacing any other); a
+        ``live`` one replaces the live model and ends any rollout (a promotion, or a newer
+        version that supersedes the candidate)."""
+        rec = self.recommender
         self.served_seq = seq
+        if self.metrics is not None:
+            self.metrics.model_seq.set(seq)
+        if update is not None and update.arm != "live" and update.rollout_id is not None:
+            rec.candidate = Candidate(
+                new,
+                update.arm,
+                update.served_share,
+                update.rollout_id,
+                seq,
+                update.sha256,
+            )
+            self._set_candidate_metric()
+            log.warning(
+                "rollout %s: v%s loaded as %s (share %.3f) beside live v%s",
+                update.rollout_id,
+                new.version,
+                update.arm,
+                update.served_share,
+                rec.model.version,
+            )
+            return
+        ended, rec.candidate = rec.candidate, None
+        old = rec.swap(new)
+        self._set_candidate_metric()
         if self.metrics is not None:
             self.metrics.set_model(new.version, new.n_items)
             self.metrics.set_index(new.index_report)
-            self.metrics.model_seq.set(seq)
         if self.on_swap is not None:
             self.on_swap(new)
         log.warning(
-            "hot swap: model %s -> %s (%d items, seq %d)",
+            "hot swap: model %s -> %s (%d items, seq %d)%s",
             old.version,
             new.version,
             new.n_items,
             seq,
+            f"; rollout {ended.rollout_id} ended" if ended is not None else "",
         )
+
+    def _set_candidate_metric(self) -> None:
+        if self.metrics is None:
+            return
+        cand = self.recommender.candidate
+        for arm in ("canary", "shadow"):
+            version = cand.model.version if cand is not None and cand.arm == arm else "0"
+            self.metrics.rollout_candidate.labels(arm).set(float(version))
+
+    # -- decisions -------------------------------------------------------------------------
+    def decide(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
+        """Apply a signed rollout decision (:func:`coldstream.core.rollout.verify_decision`)
+        on the event loop: ``rollback``, ``give_up`` or ``manual_abort`` of the running
+        rollout drops its candidate (the live model never changed); ``promote`` and
+        ``manual_promote`` change nothing here (the ``live`` update that follows them swaps
+        the candidate in). A decision for another rollout, or a second one for this
+        rollout, does nothing (a replayed old decision is harmless)."""
+        t0 = time.perf_counter()
+        try:
+            d = verify_decision(raw, self.keys)
+        except Refused as e:
+            return self._refused(e, t0)
+        cand = self.recommender.candidate
+        if cand is None or cand.rollout_id != d.rollout_id:
+            _count(self.metrics, UPDATES, "skipped", "decision_not_running")
+            return SwapResult("skipped", reason="decision_not_running", version=d.candidate_version)
+        if d.decision in ("rollback", "give_up", "manual_abort"):
+            self.recommender.candidate = None
+            self._set_candidate_metric()
+            log.warning(
+                "rollout %s: %s; candidate v%s dropped, live v%s serves everyone",
+                d.rollout_id,
+                d.decision,
+                cand.model.version,
+                self.recommender.model.version,
+            )
+        _count(self.metrics, UPDATES, "applied", f"decision_{d.decision}")
+        return SwapResult(
+            "ok", reason=f"decision_{d.decision}", version=d.candidate_version,
+            seconds=time.perf_counter() - t0,
+        )  # fmt: skip
 
     def _record(self, result: SwapResult) -> SwapResult:
         self.results.append(result)
@@ -205,6 +292,8 @@ class ModelSwapper:
 
     def handle_sync(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
         """Verify, load and swap in the calling thread (tests, tools)."""
+        if _is_decision(raw):
+            return self.decide(raw)
         t0 = time.perf_counter()
         try:
             got = self.prepare(raw)
@@ -220,8 +309,11 @@ class ModelSwapper:
         )
 
     async def handle(self, raw: bytes | str | dict[str, Any]) -> SwapResult:
-        """Verify, load and build off the event loop, then swap on it."""
+        """Verify, load and build off the event loop, then swap on it (a rollout decision:
+        :meth:`decide`, on the loop)."""
         async with self._lock:  # one update at a time, in record order
+            if _is_decision(raw):
+                return self.decide(raw)
             t0 = time.perf_counter()
             loop = asyncio.get_running_loop()
             try:

@@ -128,6 +128,13 @@ class Metrics:
             "Sequence number of the served model pointer (updates must carry a higher one)",
             registry=r,
         )
+        self.rollout_candidate = Gauge(
+            "coldstream_rollout_candidate_version",
+            "Model version held as a rollout's candidate beside the live one, by arm "
+            "(canary, shadow); 0: none",
+            ["arm"],
+            registry=r,
+        )
         self.model_start_fallback = Gauge(
             "coldstream_model_start_fallback",
             "1: the worker started on a fallback checkpoint, not the store's pointer",

@@ -22,8 +22,18 @@ import numpy as np
 
 
 class OnlineQuality:
-    def __init__(self, *, window_s: float, metrics: Any = None, max_users: int = 200_000) -> None:
+    def __init__(
+        self,
+        *,
+        window_s: float,
+        metrics: Any = None,
+        max_users: int = 200_000,
+        segments: bool = True,
+    ) -> None:
+        """``segments=False``: count per model version only (a shadow's tracker: the
+        cold/warm segment series stay the served recommendations')."""
         self.window_s = window_s
+        self.segments = segments
         self.metrics = metrics
         self.max_users = max_users
         self._last: OrderedDict[str, tuple[float, str, frozenset[str], str]] = OrderedDict()
@@ -76,6 +86,9 @@ class OnlineQuality:
             self.hits[v] += n
             if self.metrics is not None:
                 self.metrics.online_hits.labels(v).inc(n)
+        if not self.segments:
+            self._pending_seg_req.clear()
+            self._pending_seg_hit.clear()
         for seg, n in self._pending_seg_req.items():
             self.segment_requests[seg] += n
             if self.metrics is not None:

@@ -34,6 +34,7 @@ import torch
 
 from coldstream.core.checkpoint import Checkpoint, load_checkpoint
 from coldstream.core.events import EVENT_TYPES
+from coldstream.core.rollout import arm_of
 from coldstream.core.student import pack_histories
 from stream_app.index import (
     IndexConfig,
@@ -258,6 +259,28 @@ def _entry(ev: Any) -> tuple[str, int]:
     return iid, (EVENT_TYPES.get(et, 0) if isinstance(et, str) else int(et))
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A rollout's candidate, held beside the live model (docs/rollout.md): a ``canary``
+    serves the users :func:`coldstream.core.rollout.assign` puts in its ``share``; a
+    ``shadow`` ranks every user's events but is never published. At most one at a time."""
+
+    model: ServingModel
+    arm: str
+    share: float
+    rollout_id: str
+    seq: int
+    sha256: str = ""
+    """The manifest digest its update announced (a promotion of the same bundle reuses it)."""
+
+    def serves(self, user_id: str) -> bool:
+        """Whether this candidate answers ``user_id`` (a canary user; never for a shadow)."""
+        return (
+            arm_of(user_id, candidate_arm=self.arm, share=self.share, rollout_id=self.rollout_id)
+            == "canary"
+        )
+
+
 @dataclass
 class Recommender:
     """Batched top-K with seen items excluded; unknown items tolerated; popularity fallback."""
@@ -273,6 +296,8 @@ class Recommender:
     """Serialises ranking, popularity updates and upserts: the worker ranks its micro-batches
     on the event loop and ``GET /recommend`` on a ranking thread (``stream_app.web``); FAISS
     does not allow a search beside an ``add`` (nor two searches on one GPU's resources)."""
+    candidate: Candidate | None = None
+    """A rollout's candidate served beside :attr:`model` (:class:`Candidate`), or ``None``."""
     _popular_cache: list[tuple[str, float]] = field(default_factory=list)
     _popular_at: float = 0.0
     _popular_dirty: bool = True
@@ -374,14 +399,19 @@ class Recommender:
         """Top-``k`` ``(item_id, score)`` per history, items of the history excluded."""
         return self.rank_batch(histories, k).items
 
-    def rank_batch(self, histories: Sequence[History], k: int) -> Ranked:
-        """Top-``k`` per history with the fallback used; safe from any thread (:attr:`lock`)."""
+    def rank_batch(
+        self, histories: Sequence[History], k: int, model: ServingModel | None = None
+    ) -> Ranked:
+        """Top-``k`` per history with the fallback used; safe from any thread (:attr:`lock`).
+        ``model``: rank with this bundle (a rollout's candidate) instead of the live one."""
         with self.lock:
-            return self._rank_batch(histories, k)
+            return self._rank_batch(histories, k, model)
 
     @torch.inference_mode()
-    def _rank_batch(self, histories: Sequence[History], k: int) -> Ranked:
-        m = self.model  # one read: the whole batch uses one bundle
+    def _rank_batch(
+        self, histories: Sequence[History], k: int, model: ServingModel | None = None
+    ) -> Ranked:
+        m = model or self.model  # one read: the whole batch uses one bundle
         slot_of = m.catalog.slot_of
         n = len(histories)
         items: list[list[tuple[str, float]]] = [[] for _ in range(n)]

@@ -36,9 +36,8 @@ Both are refused, each with its own reason code (the ``reason`` label of
 ``bad_version``         (vectors) ``model_version`` is not a version number string
 ``non_finite``          (vectors) NaN or infinite components
 
-then (updates) every :class:`coldstream.core.checkpoint.CheckpointError` reason, and the
-worker's own ``arm_not_served`` (a ``canary`` or ``shadow`` record: :mod:`stream_app.control`).
-Nothing here imports torch: verification is cheap and happens before any load.
+then (updates) every :class:`coldstream.core.checkpoint.CheckpointError` reason. Nothing here
+imports torch: verification is cheap and happens before any load.
 """
 
 from __future__ import annotations

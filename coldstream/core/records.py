@@ -66,6 +66,9 @@ class Recommendation:
     """Milliseconds from the input record's timestamp (producer create time) to publishing."""
     fallback: str | None = None
     """``"popular"`` when no event of the user is known to the model (popularity fallback)."""
+    arm: str = "live"
+    """The rollout arm that served it (:mod:`coldstream.core.rollout`): ``live``, or
+    ``canary`` when ``model_version`` is a candidate served to a share of users."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def recommendation_payload_slow(
     produced_at: float,
     latency_ms: float,
     fallback: str | None,
+    arm: str = "live",
 ) -> bytes:
     """The reference encoder of :func:`recommendation_payload` (string fragments and the
     standard library's JSON encoder): the same bytes, slower. It also writes what the fast
@@ -164,11 +168,12 @@ def recommendation_payload_slow(
         f'{{"event_id":{_dumps(event_id)},"user_id":{_dumps(user_id)},"items":[{items_json}],'
         f'"model_version":{_dumps(model_version)},"cold_start":{"true" if cold_start else "false"},'
         f'"produced_at":{produced_at!r},"latency_ms":{_num(round(latency_ms, 3))},'
-        f'"fallback":{_dumps(fallback)}}}'
+        f'"fallback":{_dumps(fallback)},"arm":{_dumps(arm)}}}'
     ).encode()
 
 
 _ITEM_FORMAT: dict[str, bytes] = {}
+_ARM_JSON = {a: b'"%s"' % a.encode() for a in ("live", "canary")}
 
 
 def _item_format(item_id: str) -> bytes:
@@ -194,6 +199,7 @@ def recommendation_payload(
     produced_at: float,
     latency_ms: float,
     fallback: str | None,
+    arm: str = "live",
 ) -> bytes:
     """The ``recommendations`` value: the :class:`Recommendation` fields as compact JSON;
     this runs once per event.
@@ -216,7 +222,7 @@ def recommendation_payload(
         try:
             return (
                 b'{"event_id":%b,"user_id":%b,"items":[%b],"model_version":%b,'
-                b'"cold_start":%b,"produced_at":%a,"latency_ms":%.6g,"fallback":%b}'
+                b'"cold_start":%b,"produced_at":%a,"latency_ms":%.6g,"fallback":%b,"arm":%b}'
                 % (
                     orjson.dumps(event_id),
                     orjson.dumps(user_id),
@@ -226,6 +232,7 @@ def recommendation_payload(
                     produced_at,
                     lat,
                     orjson.dumps(fallback),
+                    _ARM_JSON.get(arm) or orjson.dumps(arm),
                 )
             )
         except orjson.JSONEncodeError:
@@ -239,6 +246,7 @@ def recommendation_payload(
         produced_at=produced_at,
         latency_ms=latency_ms,
         fallback=fallback,
+        arm=arm,
     )
 
 

@@ -590,6 +590,8 @@ def test_encode_latency_byte_identical(latency):
         {"items": [("é", 0.5), ("\U0001f600", 0.25), ("\u2029", 1.0)]},
         {"model_version": 3},
         {"items": [("1", 0.5)] * 200},
+        {"arm": "canary"},
+        {"arm": "x\"y"},
     ],
 )
 def test_encode_byte_identical(over):

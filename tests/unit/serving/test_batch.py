@@ -74,6 +74,7 @@ def test_a_ranking_failure_answers_from_popularity_and_dead_letters_nothing(reco
     # went to the DLQ as processing_error and counted towards the breaker
     class Broken:
         model = recommender.model
+        candidate = None
 
         def rank_batch(self, *a, **k):
             raise RuntimeError("boom")
@@ -202,6 +203,7 @@ def test_recommendation_payload_is_the_record_schema():
         "produced_at": 1.5,
         "latency_ms": 2.25,
         "fallback": None,
+        "arm": "live",
     }
     assert set(v) == set(field_names(Recommendation))
     assert (
@@ -269,3 +271,71 @@ async def test_fast_path_take_returns_empty_after_idle():
     assert 0.04 <= _time.monotonic() - t < 5.0  # it waited, and came back
     fp.put("m")
     assert await fp.take(10, 0.01, idle_s=0.05) == ["m"]
+
+
+@pytest.fixture
+def two_models(tmp_path):
+    """A live recommender (v1) and a second bundle (v2) from the same store."""
+    live = Recommender.from_checkpoint(
+        make_checkpoint(tmp_path, n_items=60, seed=1), prefer_gpu_index=False
+    )
+    v2 = Recommender.from_checkpoint(
+        make_checkpoint(tmp_path, n_items=60, seed=2), prefer_gpu_index=False
+    ).model
+    assert (live.model.version, v2.version) == ("1", "2")
+    return live, v2
+
+
+def test_a_canary_serves_its_share_and_every_record_names_its_arm(two_models):
+    from coldstream.core.rollout import assign
+    from stream_app.recommender import Candidate
+
+    live, v2 = two_models
+    live.candidate = Candidate(v2, "canary", 0.3, "r-2-1790000000", 2)
+    p = BatchProcessor(live, Settings(k=5), get_session={}.get, clock=lambda: NOW)
+    users = [f"user-{i}" for i in range(300)]
+    out = p.process([rec("clicks", u, str(1 + i % 50), i) for i, u in enumerate(users)])
+    vals = [json.loads(v) for _, v in out.recommendations]
+    want = [assign(u, 0.3, "r-2-1790000000") for u in users]
+    assert [v["arm"] for v in vals] == ["canary" if w else "live" for w in want]
+    assert [v["model_version"] for v in vals] == ["2" if w else "1" for w in want]
+    assert 0.2 < sum(want) / len(want) < 0.4
+    i = want.index(True)
+    history = [[str(1 + i % 50), 0, NOW - 1]]
+    by_candidate = live.rank_batch([history], 5, v2).items[0]
+    assert [x["item_id"] for x in vals[i]["items"]] == [iid for iid, _ in by_candidate]
+    j = want.index(False)
+    history = [[str(1 + j % 50), 0, NOW - 1]]
+    assert [x["item_id"] for x in vals[j]["items"]] == [
+        iid for iid, _ in live.rank_batch([history], 5).items[0]
+    ]
+    live.candidate = None  # rolled back: the same users are all live again
+    again = p.process([rec("clicks", u, "7", 1000 + i) for i, u in enumerate(users)])
+    assert {json.loads(v)["arm"] for _, v in again.recommendations} == {"live"}
+
+
+def test_a_shadow_is_scored_on_the_next_event_but_never_published(two_models):
+    from stream_app.online import OnlineQuality
+    from stream_app.recommender import Candidate
+
+    live, v2 = two_models
+    live.candidate = Candidate(v2, "shadow", 0.0, "r-2-1790000000", 2)
+    online = OnlineQuality(window_s=3600.0)
+    p = BatchProcessor(live, Settings(k=5), get_session={}.get, clock=lambda: NOW, online=online)
+    store: dict = {}
+    p.get_session = store.get
+    users = [f"user-{i}" for i in range(40)]
+    for step in range(3):
+        out = p.process(
+            [
+                rec("clicks", u, str(1 + (i + step) % 50), step * 100 + i)
+                for i, u in enumerate(users)
+            ]
+        )
+        store.update({u: sess for u, (_, sess) in out.sessions.items()})
+        vals = [json.loads(v) for _, v in out.recommendations]
+        assert {(v["arm"], v["model_version"]) for v in vals} == {("live", "1")}
+    assert online.requests["1"] == 80 and "2" not in online.requests  # the served model's
+    assert p.shadow_online is not None
+    assert p.shadow_online.requests["2"] == 80 and "1" not in p.shadow_online.requests
+    assert not p.shadow_online.segment_requests  # the cold/warm series stay the served ones'

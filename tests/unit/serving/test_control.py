@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from coldstream.core.checkpoint import MANIFEST, manifest_sha256, sha256_file, sign_checkpoint
 from coldstream.core.model_updates import make_item_vector, make_update
+from coldstream.core.rollout import make_decision
 from coldstream.core.signing import Signer
 from devtools.checkpoints import make_checkpoint
 from stream_app.control import (
@@ -236,26 +237,80 @@ def test_good_update_swaps_and_serves_new_version(world):
     assert old_rec.outcome == "skipped" and rec.model.version == "2"
 
 
+RID = "r-2-1790000000"
+
+
+def _decision(decision, *, rollout_id=RID, signer=SIGNER):
+    return make_decision(rollout_id, 2, 1, decision, {"n": 10}, signer)
+
+
+def _gauge(metrics, arm):
+    return metrics.registry.get_sample_value("coldstream_rollout_candidate_version", {"arm": arm})
+
+
 @pytest.mark.parametrize(("arm", "share"), [("canary", 0.1), ("shadow", None)])
-def test_a_candidate_arm_is_refused_and_no_user_gets_it(world, arm, share):
-    """A signed canary or shadow record: this worker serves one model to every user, so
-    swapping it in would give the candidate to all of them; it is refused, the live model
-    keeps serving, and a later live record of the same version is followed."""
+def test_a_candidate_is_held_beside_the_live_model(world, arm, share):
+    """A signed canary or shadow update loads beside the live model: live still answers
+    (``recommend_batch`` is the live bundle's), the candidate names its arm, share and
+    rollout, and a second candidate replaces the first (at most one)."""
     store, v1, v2, rec, metrics, swapper = world
     before = rec.recommend_batch(HISTORIES, 5)
-    upd = _update(v2, arm=arm, share=share, rollout_id="r-2-1790000000")
-    res = asyncio.run(swapper.handle(json.dumps(upd)))
-    assert res.outcome == "refused" and res.reason == "arm_not_served", res
+    res = asyncio.run(swapper.handle(json.dumps(_update(v2, arm=arm, share=share, rollout_id=RID))))
+    assert res.outcome == "ok" and res.version == 2, res
     assert rec.model.version == "1" and rec.recommend_batch(HISTORIES, 5) == before
-    assert swapper.served_seq == 1  # the live model's
+    cand = rec.candidate
+    assert cand is not None and (cand.arm, cand.rollout_id, cand.model.version) == (arm, RID, "2")
+    assert cand.share == (share or 0.0) and swapper.served_seq == 2
+    assert (
+        _gauge(metrics, arm) == 2.0
+        and metrics.registry.get_sample_value("coldstream_model_version") != 2.0
+    )
+    again = _update(v2, seq=3, arm="canary", share=0.2, rollout_id="r-2-1790000099")
+    assert asyncio.run(swapper.handle(json.dumps(again))).outcome == "ok"
+    assert rec.candidate.rollout_id == "r-2-1790000099" and rec.candidate.share == 0.2
+
+
+def test_a_rollback_decision_drops_the_candidate_once(world):
+    store, v1, v2, rec, metrics, swapper = world
+    asyncio.run(swapper.handle(json.dumps(_update(v2, arm="canary", share=0.1, rollout_id=RID))))
+    other = asyncio.run(swapper.handle(_decision("rollback", rollout_id="r-9-1790000000")))
+    assert other.outcome == "skipped" and rec.candidate is not None  # not this rollout
+    forged = asyncio.run(swapper.handle(_decision("rollback", signer=OTHER)))
+    assert forged.outcome == "refused" and forged.reason == "unknown_key"
+    assert rec.candidate is not None
+    promote = asyncio.run(swapper.handle(_decision("promote")))
+    assert promote.outcome == "ok" and rec.candidate is not None  # waits for the live record
+    res = asyncio.run(swapper.handle(_decision("rollback")))
+    assert res.outcome == "ok" and res.reason == "decision_rollback"
+    assert rec.candidate is None and rec.model.version == "1" and _gauge(metrics, "canary") == 0.0
+    replay = swapper.handle_sync(_decision("rollback"))
+    assert replay.outcome == "skipped" and rec.model.version == "1"
     reg = metrics.registry
     assert (
-        reg.get_sample_value("coldstream_model_swap_failures_total", {"reason": "arm_not_served"})
+        reg.get_sample_value(
+            "coldstream_control_records_total",
+            {"topic": "model-updates", "outcome": "applied", "reason": "decision_rollback"},
+        )
         == 1.0
     )
-    promoted = _update(v2, seq=3, arm="live", rollout_id="r-2-1790000000")
-    res = asyncio.run(swapper.handle(json.dumps(promoted)))
-    assert res.outcome == "ok" and rec.model.version == "2"
+
+
+def test_the_live_record_of_a_promotion_swaps_the_candidates_bundle_in(world):
+    store, v1, v2, rec, metrics, swapper = world
+    asyncio.run(swapper.handle(json.dumps(_update(v2, arm="canary", share=0.1, rollout_id=RID))))
+    cand = rec.candidate
+    res = asyncio.run(swapper.handle(json.dumps(_update(v2, seq=3, arm="live", rollout_id=RID))))
+    assert res.outcome == "ok" and rec.model is cand.model  # no second load or index build
+    assert rec.candidate is None and rec.model.version == "2" and swapper.served_seq == 3
+    assert metrics.registry.get_sample_value("coldstream_model_version") == 2.0
+
+
+def test_a_plain_live_update_ends_a_running_rollout(world):
+    store, v1, v2, rec, metrics, swapper = world
+    asyncio.run(swapper.handle(json.dumps(_update(v2, arm="shadow", rollout_id=RID))))
+    v3 = make_checkpoint(store, n_items=60, seed=3, signer=SIGNER, point=False)
+    res = asyncio.run(swapper.handle(json.dumps(_update(v3, version=3, seq=3))))
+    assert res.outcome == "ok" and rec.model.version == "3" and rec.candidate is None
 
 
 def test_a_replayed_old_update_is_not_followed(world):

@@ -206,6 +206,7 @@ def test_a_model_that_ranks_to_nothing_answers_from_popularity(recommender) -> N
     # finding 6: a NaN checkpoint answered every event with items: [] and fallback: null
     class Empty:
         model = recommender.model
+        candidate = None
 
         def rank_batch(self, histories, k):
             return Ranked([[] for _ in histories], [None] * len(histories))
