@@ -139,6 +139,9 @@ class ModelSwapper:
         self.prefer_gpu_index = prefer_gpu_index
         self.on_swap = on_swap
         self.results: deque[SwapResult] = deque(maxlen=MAX_RESULTS)
+        self.candidate_seq = served_seq
+        """The highest ``seq`` of a candidate (or live) record applied: a candidate must be
+        above it."""
         self._lock = asyncio.Lock()
         if metrics is not None:
             metrics.model_seq.set(served_seq)
@@ -160,7 +163,7 @@ class ModelSwapper:
         ``live`` record that promotes the running canary or shadow reuses the candidate's
         bundle (same version, rollout and manifest: it was verified when it was loaded)."""
         update, path = verify_update(raw, keys=self.keys, store_root=self.store_root)
-        if update.seq <= self.served_seq:
+        if self._stale(update):
             return None
         cand = self.recommender.candidate
         if (
@@ -183,6 +186,16 @@ class ModelSwapper:
         bundle = self.recommender.build_model(ck, prefer_gpu_index=self.prefer_gpu_index)
         return bundle, update.seq, update
 
+    def _stale(self, update: ModelUpdate) -> bool:
+        """Whether ``update`` is not newer than what it would replace: a ``live`` record's
+        ``seq`` must be above the served pointer's; a candidate's also above every
+        candidate seen (a replayed, already decided canary is not loaded again). A
+        candidate does not advance the live sequence, so the promotion's ``live`` record
+        may carry the pointer's next number, which the rollout's record used too."""
+        if update.seq <= self.served_seq:
+            return True
+        return update.arm != "live" and update.seq <= self.candidate_seq
+
     # -- the on-loop part ------------------------------------------------------------------
     def apply(self, new: ServingModel, seq: int, update: ModelUpdate | None = None) -> None:
         """Swap one reference (call on the event loop, between micro-batches). A ``canary``
@@ -190,9 +203,7 @@ class ModelSwapper:
         ``live`` one replaces the live model and ends any rollout (a promotion, or a newer
         version that supersedes the candidate)."""
         rec = self.recommender
-        self.served_seq = seq
-        if self.metrics is not None:
-            self.metrics.model_seq.set(seq)
+        self.candidate_seq = max(self.candidate_seq, seq)
         if update is not None and update.arm != "live" and update.rollout_id is not None:
             rec.candidate = Candidate(
                 new,
@@ -212,6 +223,9 @@ class ModelSwapper:
                 rec.model.version,
             )
             return
+        self.served_seq = seq
+        if self.metrics is not None:
+            self.metrics.model_seq.set(seq)
         ended, rec.candidate = rec.candidate, None
         old = rec.swap(new)
         self._set_candidate_metric()
@@ -318,7 +332,7 @@ class ModelSwapper:
             loop = asyncio.get_running_loop()
             try:
                 got = await loop.run_in_executor(None, self.prepare, raw)
-                if got is None or got[1] <= self.served_seq:  # raced with another swap
+                if got is None or self._stale(got[2]):  # raced with another swap
                     return self._skipped()
                 self.apply(*got)  # no await between here and the return: atomic w.r.t. batches
             except Exception as e:  # noqa: BLE001 - every failure is a refusal; serving goes on

@@ -328,7 +328,11 @@ def register_control(sub: argparse._SubParsersAction) -> None:
     ks.add_argument("--model-store", type=Path, default=None, help="env COLDSTREAM_MODEL_STORE")
     ks.set_defaults(func=cmd_keys_sign)
 
-    def store_flags(q: argparse.ArgumentParser, publish: bool = True) -> None:
+    def store_flags(
+        q: argparse.ArgumentParser,
+        publish: bool = True,
+        no_publish: str = "only write CURRENT.json (workers follow at their next start)",
+    ) -> None:
         q.add_argument(
             "--model-store",
             type=Path,
@@ -348,11 +352,7 @@ def register_control(sub: argparse._SubParsersAction) -> None:
             default=None,
             help="topic prefix (default: none; env COLDSTREAM_TOPIC_PREFIX)",
         )
-        q.add_argument(
-            "--no-publish",
-            action="store_true",
-            help="only write CURRENT.json (workers follow at their next start)",
-        )
+        q.add_argument("--no-publish", action="store_true", help=no_publish)
 
     pm = sub.add_parser(
         "promote",
@@ -381,6 +381,38 @@ def register_control(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--to", dest="version", type=int, required=True, help="version to serve")
     store_flags(r)
     r.set_defaults(func=cmd_rollback)
+
+    ro = sub.add_parser(
+        "rollout",
+        help="a new version beside the live one: canary to a share of users, or shadow",
+        description="start VERSION puts a verified version beside the live model (a canary "
+        "served to --share of users, chosen by a keyed hash of the user id, or a shadow scored "
+        "and never published) without moving CURRENT.json; promote makes it live; abort "
+        "drops it (the live model never changed). Each is a signed model-updates record "
+        "(docs/rollout.md). Needs the private key (COLDSTREAM_TRAINER_SIGNING_KEY_FILE).",
+        formatter_class=HelpFormatter,
+    )
+    ro_sub = ro.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
+    rs = ro_sub.add_parser("start", help="put VERSION beside the live model")
+    rs.add_argument("version", type=int, help="the candidate version (8 for v000008)")
+    rs.add_argument(
+        "--arm", choices=("canary", "shadow"), default="canary", help="(default: canary)"
+    )
+    rs.add_argument(
+        "--share", type=float, default=0.1, help="a canary's share of users (default: 0.1)"
+    )
+    store_flags(rs, no_publish="only write ROLLOUT.json (workers never see the candidate)")
+    rs.set_defaults(func=cmd_rollout)
+    for action, what in (
+        ("promote", "make the running rollout's candidate the live model (CURRENT.json)"),
+        ("abort", "drop the running rollout's candidate; the live model stays"),
+    ):
+        ra = ro_sub.add_parser(action, help=what)
+        store_flags(ra, no_publish="only write CURRENT.json; workers learn it at their next start")
+        ra.set_defaults(func=cmd_rollout)
+    rst = ro_sub.add_parser("status", help="the running rollout, if any")
+    store_flags(rst, publish=False)
+    rst.set_defaults(func=cmd_rollout)
 
     pr = sub.add_parser(
         "prune",
@@ -446,6 +478,42 @@ def cmd_rollback(args: argparse.Namespace, note: str = "rollback") -> int:
         else "not published: workers follow at their next start"
     )
     print(f"CURRENT.json: v{done.pointer.version} seq {done.pointer.seq} (was {was}); {where}")
+    return ExitCode.OK
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from trainer.service import rollout
+
+    action = args.rollout_command
+    if action == "status":
+        s = _store_settings(args)
+        r = rollout.running(s.model_store)
+        print(
+            "no rollout is running"
+            if r is None
+            else f"rollout {r.rollout_id}: v{r.candidate} as {r.arm}"
+            + (f" to {r.share:.1%} of users" if r.share else "")
+            + f" beside live v{r.incumbent} (seq {r.seq})"
+        )
+        return ExitCode.OK
+    s = _store_settings(args, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
+    where = f"published to {s.bootstrap}" if not args.no_publish else "not published (--no-publish)"
+    if action == "start":
+        r, _ = rollout.start(
+            s, args.version, arm=args.arm, share=args.share, publish=not args.no_publish
+        )
+        print(
+            f"rollout {r.rollout_id}: v{r.candidate} as {r.arm}"
+            + (f" to {r.share:.1%} of users" if r.share else "")
+            + f" beside live v{r.incumbent}; {where}"
+        )
+        return ExitCode.OK
+    r, records = rollout.end(s, action, publish=not args.no_publish)
+    live = r.candidate if action == "promote" else r.incumbent
+    print(
+        f"rollout {r.rollout_id}: {action}; v{live} is live (CURRENT.json); "
+        f"{len(records)} records {where}"
+    )
     return ExitCode.OK
 
 

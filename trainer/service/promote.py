@@ -61,17 +61,14 @@ def keyring_of(settings: Any, signer: Signer) -> Keyring:
     return settings.verify_keyring() | signer.keyring
 
 
-def promote(settings: Any, version: int, *, publish: bool = True, note: str = "") -> Promotion:
-    """Point the store at ``version`` (seq + 1) and announce it (module docstring)."""
-    signer = require_signer(settings)
-    keys = keyring_of(settings, signer)
-    store = Path(settings.model_store)
-    path = version_path(store, version)
+def verified_checkpoint(store: Path, version: int, keys: Keyring) -> Any:
+    """Load ``version`` of the store with its files and signature checked, or a
+    :class:`UsageError` that says what to do."""
     if version not in list_versions(store):
         have = ", ".join(str(v) for v in list_versions(store)) or "none"
         raise UsageError(f"no version {version} in model store {store} (versions: {have})")
     try:
-        ck = load_checkpoint(path, verify_keys=keys)
+        return load_checkpoint(version_path(store, version), verify_keys=keys)
     except CheckpointError as e:
         hint = (
             f"; if you trust it, sign it first: coldstream keys sign {version}"
@@ -79,6 +76,15 @@ def promote(settings: Any, version: int, *, publish: bool = True, note: str = ""
             else ""
         )
         raise UsageError(f"v{version} is refused ({e}){hint}") from None
+
+
+def promote(settings: Any, version: int, *, publish: bool = True, note: str = "") -> Promotion:
+    """Point the store at ``version`` (seq + 1) and announce it (module docstring)."""
+    signer = require_signer(settings)
+    keys = keyring_of(settings, signer)
+    store = Path(settings.model_store)
+    path = version_path(store, version)
+    ck = verified_checkpoint(store, version, keys)
     try:
         previous: Pointer | None = read_pointer(store, keys)
     except PointerError:
@@ -101,6 +107,11 @@ def promote(settings: Any, version: int, *, publish: bool = True, note: str = ""
 
 
 async def _publish(settings: Any, update: ModelUpdate) -> None:
+    await publish_records(settings, [update.to_json()])
+
+
+async def publish_records(settings: Any, values: list[bytes | str]) -> None:
+    """Send ``values`` to ``model-updates``, in order, each acknowledged by all replicas."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -112,7 +123,10 @@ async def _publish(settings: Any, update: ModelUpdate) -> None:
     await producer.start()
     try:
         topic = topic_names(settings.topic_prefix)["model-updates"]
-        await producer.send_and_wait(topic, value=update.to_json())
+        for value in values:
+            await producer.send_and_wait(
+                topic, value=value.encode() if isinstance(value, str) else value
+            )
     finally:
         await producer.stop()
 

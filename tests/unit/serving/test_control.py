@@ -260,7 +260,7 @@ def test_a_candidate_is_held_beside_the_live_model(world, arm, share):
     assert rec.model.version == "1" and rec.recommend_batch(HISTORIES, 5) == before
     cand = rec.candidate
     assert cand is not None and (cand.arm, cand.rollout_id, cand.model.version) == (arm, RID, "2")
-    assert cand.share == (share or 0.0) and swapper.served_seq == 2
+    assert cand.share == (share or 0.0) and swapper.served_seq == 1  # live's, unchanged
     assert (
         _gauge(metrics, arm) == 2.0
         and metrics.registry.get_sample_value("coldstream_model_version") != 2.0
@@ -285,6 +285,9 @@ def test_a_rollback_decision_drops_the_candidate_once(world):
     assert rec.candidate is None and rec.model.version == "1" and _gauge(metrics, "canary") == 0.0
     replay = swapper.handle_sync(_decision("rollback"))
     assert replay.outcome == "skipped" and rec.model.version == "1"
+    canary = _update(v2, arm="canary", share=0.1, rollout_id=RID)
+    assert swapper.handle_sync(json.dumps(canary)).outcome == "skipped"  # decided: not again
+    assert rec.candidate is None
     reg = metrics.registry
     assert (
         reg.get_sample_value(
@@ -299,9 +302,10 @@ def test_the_live_record_of_a_promotion_swaps_the_candidates_bundle_in(world):
     store, v1, v2, rec, metrics, swapper = world
     asyncio.run(swapper.handle(json.dumps(_update(v2, arm="canary", share=0.1, rollout_id=RID))))
     cand = rec.candidate
-    res = asyncio.run(swapper.handle(json.dumps(_update(v2, seq=3, arm="live", rollout_id=RID))))
+    # the pointer's next number: the rollout's record took it too, but it is a live record
+    res = asyncio.run(swapper.handle(json.dumps(_update(v2, seq=2, arm="live", rollout_id=RID))))
     assert res.outcome == "ok" and rec.model is cand.model  # no second load or index build
-    assert rec.candidate is None and rec.model.version == "2" and swapper.served_seq == 3
+    assert rec.candidate is None and rec.model.version == "2" and swapper.served_seq == 2
     assert metrics.registry.get_sample_value("coldstream_model_version") == 2.0
 
 
