@@ -414,6 +414,40 @@ def register_control(sub: argparse._SubParsersAction) -> None:
     store_flags(rst, publish=False)
     rst.set_defaults(func=cmd_rollout)
 
+    jd = sub.add_parser(
+        "judge",
+        help="the online judge: decide the running canary from live traffic, by itself",
+        description="Follows the model store's running canary (coldstream rollout start), "
+        "reads recommendations, clicks, purchases and forget-requests, and promotes or rolls "
+        "back the candidate (or gives up on its budget) with a signed decision record; its "
+        "state survives a restart (ROLLOUT-JUDGE.json in the store). docs/rollout.md.",
+        formatter_class=HelpFormatter,
+    )
+    jd.add_argument(
+        "--margin", type=float, default=None, help="non-inferiority margin (default: 0.02)"
+    )
+    jd.add_argument(
+        "--min-candidate",
+        type=int,
+        default=None,
+        help="cold observations per arm before a promotion (default: 1000)",
+    )
+    jd.add_argument(
+        "--guard-min",
+        type=int,
+        default=None,
+        help="cold observations per arm before the severe guard (default: 200)",
+    )
+    jd.add_argument("--max-seconds", type=float, default=None, help="time budget (default: 3600)")
+    jd.add_argument(
+        "--metrics-port",
+        type=int,
+        default=6068,
+        help="Prometheus port, 0: none (default: 6068)",
+    )
+    store_flags(jd, no_publish="decide, but publish nothing (a dry run)")
+    jd.set_defaults(func=cmd_judge)
+
     pr = sub.add_parser(
         "prune",
         help="delete old checkpoints: keep the newest K versions and the one CURRENT.json names",
@@ -514,6 +548,43 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         f"rollout {r.rollout_id}: {action}; v{live} is live (CURRENT.json); "
         f"{len(records)} records {where}"
     )
+    return ExitCode.OK
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from trainer.service.judge import JudgeConfig
+    from trainer.service.judge_loop import JudgeMetrics, JudgeRunner
+    from trainer.service.promote import require_signer
+
+    s = _store_settings(args, bootstrap=args.bootstrap, topic_prefix=args.topic_prefix)
+    require_signer(s)  # a judge that cannot sign its decision is a usage error now
+    over = {
+        "margin": args.margin,
+        "min_candidate": args.min_candidate,
+        "min_incumbent": args.min_candidate,
+        "guard_min": args.guard_min,
+        "max_seconds": args.max_seconds,
+    }
+    config = JudgeConfig(**{k: v for k, v in over.items() if v is not None})
+    metrics = JudgeMetrics()
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    runner = JudgeRunner(s, config=config, metrics=metrics)
+
+    async def main_loop() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.run(stop, publish=not args.no_publish)
+
+    print(f"coldstream judge: following rollouts of {s.model_store} on {s.bootstrap}", flush=True)
+    asyncio.run(main_loop())
     return ExitCode.OK
 
 

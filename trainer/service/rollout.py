@@ -137,25 +137,31 @@ def start(
 
 
 def end(
-    settings: Any, how: Literal["promote", "abort"], *, publish: bool = True
+    settings: Any,
+    how: Literal["promote", "abort"],
+    *,
+    publish: bool = True,
+    decision: bytes | None = None,
 ) -> tuple[Rollout, list[bytes]]:
-    """End the running rollout by hand: ``promote`` its candidate to live, or ``abort`` it
-    (the incumbent stays). Returns the rollout and the records sent (the signed decision,
-    then, for ``promote``, the ``live`` update)."""
+    """End the running rollout: ``promote`` its candidate to live, or ``abort`` it (the
+    incumbent stays). ``decision``: the judge's signed decision record (default: a
+    ``manual_promote`` / ``manual_abort`` one). Returns the rollout and the records sent
+    (the decision, then, for ``promote``, the ``live`` update)."""
     signer = require_signer(settings)
     keys = keyring_of(settings, signer)
     store = Path(settings.model_store)
     r = running(store)
     if r is None:
         raise UsageError("no rollout is running (coldstream rollout start VERSION)")
-    decision = make_decision(
-        r.rollout_id,
-        r.candidate,
-        r.incumbent,
-        "manual_promote" if how == "promote" else "manual_abort",
-        {"by": "coldstream rollout", "arm": r.arm, "share": r.share},
-        signer,
-    )
+    if decision is None:
+        decision = make_decision(
+            r.rollout_id,
+            r.candidate,
+            r.incumbent,
+            "manual_promote" if how == "promote" else "manual_abort",
+            {"by": "coldstream rollout", "arm": r.arm, "share": r.share},
+            signer,
+        )
     records = [decision]
     keep = r.candidate if how == "promote" else r.incumbent
     ck = verified_checkpoint(store, keep, keys)
