@@ -44,7 +44,7 @@ from typing import Any
 from coldstream.core.topics import topic_names, topic_partitions
 from trainer.service import rollout
 from trainer.service.judge import Judge, JudgeConfig, Verdict
-from trainer.service.promote import require_signer
+from trainer.service.promote import publish_records, require_signer
 
 log = logging.getLogger(__name__)
 
@@ -235,14 +235,17 @@ class JudgeRunner:
         return None
 
     # -- decisions -------------------------------------------------------------------------
-    def act(self, verdict: Verdict, *, publish: bool = True) -> list[bytes]:
+    async def act(self, verdict: Verdict, *, publish: bool = True) -> list[bytes]:
         """Sign and send the verdict, end the rollout, report it."""
         assert self.judge is not None
         judge = self.judge
         signer = require_signer(self.settings)
         record = judge.decision_record(signer)
         how = "promote" if verdict.decision in ("promote", "manual_promote") else "abort"
-        _, records = rollout.end(self.settings, how, publish=publish, decision=record)
+        _, records, finish = rollout.prepare_end(self.settings, how, decision=record)
+        if publish:
+            await publish_records(self.settings, records)
+        finish()
         if self.metrics is not None:
             self.metrics.decisions.labels(verdict.decision).inc()
             self.metrics.show(judge)
@@ -332,7 +335,7 @@ class JudgeRunner:
                 assert self.judge is not None
                 verdict = self.release(now) or self.judge.check(now)
                 if verdict is not None:
-                    self.act(verdict, publish=publish)
+                    await self.act(verdict, publish=publish)
                     consumer.assign([])
                     continue
                 if self.metrics is not None:

@@ -146,7 +146,22 @@ def end(
     """End the running rollout: ``promote`` its candidate to live, or ``abort`` it (the
     incumbent stays). ``decision``: the judge's signed decision record (default: a
     ``manual_promote`` / ``manual_abort`` one). Returns the rollout and the records sent
-    (the decision, then, for ``promote``, the ``live`` update)."""
+    (the decision, then, for ``promote``, the ``live`` update). The records are published
+    first; only then do ``CURRENT.json`` and ``ROLLOUT.json`` change, so a broker that
+    refuses them leaves the rollout running, to be ended again."""
+    r, records, finish = prepare_end(settings, how, decision=decision)
+    if publish:
+        asyncio.run(publish_records(settings, list(records)))
+    finish()
+    return r, records
+
+
+def prepare_end(
+    settings: Any, how: Literal["promote", "abort"], *, decision: bytes | None = None
+) -> tuple[Rollout, list[bytes], Any]:
+    """The records that end the running rollout and the step that, once they are
+    published, moves the pointer and clears ``ROLLOUT.json`` (:func:`end`; the judge awaits
+    the publishing itself)."""
     signer = require_signer(settings)
     keys = keyring_of(settings, signer)
     store = Path(settings.model_store)
@@ -165,12 +180,15 @@ def end(
     records = [decision]
     keep = r.candidate if how == "promote" else r.incumbent
     ck = verified_checkpoint(store, keep, keys)
-    ptr = write_pointer(store, version=keep, manifest_sha256=ck.manifest_sha256, signer=signer)
+    try:
+        seq = read_pointer(store, keys).seq + 1
+    except PointerError:
+        seq = r.seq
     if how == "promote":
         records.append(
             make_update(
                 version=r.candidate,
-                seq=ptr.seq,
+                seq=seq,
                 checkpoint_dir=version_path(store, r.candidate),
                 manifest_sha256=ck.manifest_sha256,
                 metrics={"promoted_by": "coldstream rollout", "previous_version": r.incumbent},
@@ -179,7 +197,9 @@ def end(
                 rollout_id=r.rollout_id,
             ).to_json()
         )
-    _write(store, None)
-    if publish:
-        asyncio.run(publish_records(settings, list(records)))
-    return r, records
+
+    def finish() -> None:
+        write_pointer(store, version=keep, manifest_sha256=ck.manifest_sha256, signer=signer)
+        _write(store, None)
+
+    return r, records, finish

@@ -5,6 +5,7 @@ together and restored, and a verdict that ends the rollout with the judge's sign
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
@@ -136,7 +137,7 @@ def test_a_bad_candidate_is_rolled_back_with_the_judges_signed_record(runner):
             )
     verdict = run.release(ts + 10)
     assert verdict is not None and verdict.decision == "rollback", verdict
-    records = run.act(verdict, publish=False)
+    records = asyncio.run(run.act(verdict, publish=False))
     keys = get_settings().signer().keyring
     d = verify_decision(records[0], keys)
     assert d.decision == "rollback" and d.rollout_id.startswith("r-2-")
