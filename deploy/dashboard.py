@@ -389,6 +389,57 @@ ROWS: list[tuple[str, list[tuple[str, str, str, int, list[dict[str, Any]], str]]
         ],
     ),
     (
+        "Rollout",
+        [
+            (
+                "Canary vs live: next-event hit rate@10",
+                "timeseries",
+                "percentunit",
+                8,
+                [
+                    _q("max by (arm, cohort) (coldstream_rollout_hit_rate)", "{{arm}} {{cohort}}"),
+                ],
+                "The running canary's and the live model's next-event hit rate@10, cold (<= 5 "
+                "events) and warm users (coldstream judge).",
+            ),
+            (
+                "Canary minus live (cold users), always-valid interval",
+                "timeseries",
+                "percentunit",
+                8,
+                [
+                    _q(
+                        'max by (bound) (coldstream_rollout_hit_rate_diff{cohort="cold"})',
+                        "{{bound}}",
+                    ),
+                ],
+                "Promoted when lower > -margin after the minimum sample; rolled back when "
+                "upper < -margin/2 (docs/rollout.md). n: the observations panel.",
+            ),
+            (
+                "Rollout observations and decisions",
+                "timeseries",
+                "short",
+                8,
+                [
+                    _q(
+                        "max by (arm, cohort) (coldstream_rollout_observations)",
+                        "n {{arm}} {{cohort}}",
+                    ),
+                    _q(
+                        f"sum by (decision) (increase(coldstream_rollout_decisions_total[{RI}]))",
+                        "{{decision}}",
+                    ),
+                    _q(
+                        "max by (arm) (coldstream_rollout_candidate_version)",
+                        "candidate held ({{arm}})",
+                    ),
+                ],
+                "",
+            ),
+        ],
+    ),
+    (
         "Trainer",
         [
             (
