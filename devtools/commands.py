@@ -102,6 +102,12 @@ BENCHMARKS = (
         "rollout judge by simulation: error rates, time to a decision (no broker)",
     ),
     (
+        "rollout",
+        "devtools.bench.rollout",
+        "canaries judged on live traffic on Apache Kafka: bad rolled back, good promoted, "
+        "neutral, shadow vs live",
+    ),
+    (
         "train-scale",
         "devtools.bench.train_scale",
         "training at catalogue scale: paths, a 1M-item fit, 100k-item cycles, sampled vs full",
