@@ -1,12 +1,12 @@
-"""A bad canary, rolled back by the judge by itself, on Apache Kafka with a worker process
+"""A bad canary, rolled back by the judge by itself, on Apache Kafka with two worker processes
 and the judge process (``coldstream judge``), both with real Ed25519 keys.
 
 Users here like what the live model (v1) ranks first: each user's next event is v1's top
 item for their history (computed offline from the same checkpoint). The candidate v2 is
 another model (another seed): it recommends other items. ``coldstream rollout start 2
---share 0.3`` puts it beside v1; the worker serves it to the users its keyed hash picks
+--share 0.3`` puts it beside v1; the workers serve it to the users its keyed hash picks
 (every record names its arm and version), the judge reads recommendations and events,
-rolls the canary back with a signed decision, the worker drops the candidate and serves
+rolls the canary back with a signed decision, both workers drop the candidate and serve
 everyone v1 again; ``CURRENT.json`` never left v1."""
 
 from __future__ import annotations
@@ -55,30 +55,31 @@ def test_a_bad_canary_is_rolled_back_by_the_judge(
     users = [f"user-{i}" for i in range(N_USERS)]
     rng = np.random.default_rng(0)
     histories = {u: [str(1 + int(rng.integers(N_ITEMS)))] for u in users}
-    worker = WorkerProcess(
-        log_path=tmp_path / "worker.log",
-        bootstrap=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        app_id=topic_prefix + "app",
-        model_store=store,
-        log_level="warning",
-        threads=1,
-        env={**os.environ, "COLDSTREAM_VERIFY_KEYS_FILE": str(pub)},
-    )
+    workers = [
+        WorkerProcess(
+            log_path=tmp_path / name / "worker.log",
+            bootstrap=kafka_bootstrap,
+            topic_prefix=topic_prefix,
+            app_id=topic_prefix + "app",
+            model_store=store,
+            log_level="warning",
+            threads=1,
+            env={**os.environ, "COLDSTREAM_VERIFY_KEYS_FILE": str(pub)},
+        )
+        for name in ("a", "b")
+    ]
     judge = None
-    with worker:
+
+    def held(arm_version: str) -> bool:
+        want = f'coldstream_rollout_candidate_version{{arm="canary"}} {arm_version}'
+        return all(want in w.get_text("/metrics") for w in workers)
+
+    with workers[0], workers[1]:
         started = run_cli(["rollout", "start", "2", "--share", str(SHARE)], env, cwd=tmp_path)
         assert started.code == 0, started.stderr
         rid = started.stdout.split()[1].rstrip(":")
         canary = {u for u in users if assign(u, SHARE, rid)}
-        wait_until(
-            lambda: (
-                'coldstream_rollout_candidate_version{arm="canary"} 2.0'
-                in worker.get_text("/metrics")
-            ),
-            timeout_s=30,
-            what="the worker to hold the canary",
-        )
+        wait_until(lambda: held("2.0"), timeout_s=30, what="both workers to hold the canary")
         judge_env = (
             {k: v for k, v in os.environ.items() if not k.startswith("COLDSTREAM_")}
             | env
@@ -106,14 +107,7 @@ def test_a_bad_canary_is_rolled_back_by_the_judge(
             what="the judge to decide (judge.log)",
         )
         decided_s = time.time() - t0
-        wait_until(
-            lambda: (
-                'coldstream_rollout_candidate_version{arm="canary"} 0.0'
-                in worker.get_text("/metrics")
-            ),
-            timeout_s=30,
-            what="the worker to drop the canary",
-        )
+        wait_until(lambda: held("0.0"), timeout_s=30, what="both workers to drop the canary")
         after = time.time()
         run_coro(
             produce(
