@@ -53,8 +53,9 @@ ROLES: dict[str, dict[str, Any]] = {
         "groups": {APP_ID: ["Read"]},
     },
     "trainer": {
-        "what": "coldstream trainer: re-distillation, new-item vectors, model announcements",
-        "read": ["clicks", "purchases", "items", "forget-requests"],
+        "what": "coldstream trainer: re-distillation, new-item vectors, model announcements, "
+        "the rollout judge",
+        "read": ["clicks", "purchases", "items", "forget-requests", "recommendations"],
         "write": ["model-updates", "item-vectors"],
         "groups": {TRAINER_GROUP: ["Read"]},
     },

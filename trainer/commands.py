@@ -417,26 +417,33 @@ def register_control(sub: argparse._SubParsersAction) -> None:
     jd = sub.add_parser(
         "judge",
         help="the online judge: decide the running canary from live traffic, by itself",
-        description="Follows the model store's running canary (coldstream rollout start), "
+        description="The trainer runs this judge itself (COLDSTREAM_TRAINER_ROLLOUT_JUDGE, "
+        "default on); this command runs it alone. It follows the model store's running canary "
+        "(coldstream rollout start), "
         "reads recommendations, clicks, purchases and forget-requests, and promotes or rolls "
         "back the candidate (or gives up on its budget) with a signed decision record; its "
         "state survives a restart (ROLLOUT-JUDGE.json in the store). docs/rollout.md.",
         formatter_class=HelpFormatter,
     )
     jd.add_argument(
-        "--margin", type=float, default=None, help="non-inferiority margin (default: 0.02)"
+        "--margin",
+        type=float,
+        default=None,
+        help="non-inferiority margin (default: 0.02; env COLDSTREAM_TRAINER_ROLLOUT_MARGIN)",
     )
     jd.add_argument(
         "--min-candidate",
         type=int,
         default=None,
-        help="cold observations per arm before a promotion (default: 1000)",
+        help="cold observations per arm before a promotion (default: 1000; env "
+        "COLDSTREAM_TRAINER_ROLLOUT_MIN_SAMPLE)",
     )
     jd.add_argument(
         "--guard-min",
         type=int,
         default=None,
-        help="cold observations per arm before the severe guard (default: 200)",
+        help="cold observations per arm before the severe guard (default: a quarter of "
+        "--min-candidate, at least 30)",
     )
     jd.add_argument("--max-seconds", type=float, default=None, help="time budget (default: 3600)")
     jd.add_argument(
@@ -568,7 +575,8 @@ def cmd_judge(args: argparse.Namespace) -> int:
         "guard_min": args.guard_min,
         "max_seconds": args.max_seconds,
     }
-    config = JudgeConfig(**{k: v for k, v in over.items() if v is not None})
+    config = s.judge_config()
+    config = JudgeConfig(**{**config.__dict__, **{k: v for k, v in over.items() if v is not None}})
     metrics = JudgeMetrics()
     if args.metrics_port:
         from prometheus_client import start_http_server
@@ -641,7 +649,9 @@ def trainer_preflight(s: Any) -> None:
             flag="--metrics-port",
         )
     names = topic_names(s.topic_prefix)
-    needed = ("clicks", "purchases", "items", "model-updates", "item-vectors")
+    needed = ("clicks", "purchases", "items", "model-updates", "item-vectors") + (
+        ("recommendations", "forget-requests") if s.rollout_judge else ()
+    )
     check_broker(
         s.bootstrap,
         [names[t] for t in needed],

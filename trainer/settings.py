@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -120,6 +120,30 @@ class TrainerSettings(SharedSettings):
     keep_versions: int = Field(5, ge=1)
     """Model-store pruning (after each promotion and ``coldstream prune``): keep the newest
     this many versions plus the one ``CURRENT.json`` names; older ones are deleted."""
+
+    # -- the online rollout judge (trainer/service/judge_loop.py, docs/rollout.md) ---------------
+    rollout_judge: bool = True
+    """Run the judge inside the service: it decides the store's running canary (``coldstream
+    rollout start``) from live traffic and ends it with a signed decision."""
+    rollout_margin: float = Field(0.02, gt=0, lt=1)
+    """Non-inferiority margin on the cold users' next-event hit rate@10."""
+    rollout_min_sample: int = Field(1000, ge=1)
+    """Cold observations per arm before a promotion (a quarter of it, at least 30, before
+    the severe guard rolls back)."""
+    rollout_max_seconds: float = Field(3600.0, gt=0)
+    """Time budget of a canary: past it, give up and keep the incumbent."""
+
+    def judge_config(self) -> Any:
+        """The :class:`trainer.service.judge.JudgeConfig` of these settings."""
+        from trainer.service.judge import JudgeConfig
+
+        return JudgeConfig(
+            margin=self.rollout_margin,
+            min_candidate=self.rollout_min_sample,
+            min_incumbent=self.rollout_min_sample,
+            guard_min=max(30, self.rollout_min_sample // 4),
+            max_seconds=self.rollout_max_seconds,
+        )
 
     @model_validator(mode="after")
     def _check_signing_key(self) -> TrainerSettings:

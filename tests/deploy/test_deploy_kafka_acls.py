@@ -42,7 +42,7 @@ EXPECTED: dict[str, dict[tuple[str, str, str], set[str]]] = {
     "trainer": {
         **{
             ("topic", t, "literal"): {"Describe", "Read"}
-            for t in ("clicks", "purchases", "items", "forget-requests")
+            for t in ("clicks", "purchases", "items", "forget-requests", "recommendations")
         },
         **{
             ("topic", t, "literal"): {"Describe", "Write"}

@@ -553,7 +553,19 @@ def run(settings: Any) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await service.run(stop)
+        if not settings.rollout_judge:
+            await service.run(stop)
+            return
+        from trainer.service.judge_loop import JudgeMetrics, JudgeRunner
+
+        judge = JudgeRunner(
+            settings,
+            config=settings.judge_config(),
+            metrics=JudgeMetrics(service.metrics.registry),
+        )
+        # one process, one key holder, one writer of model-updates; the judge idles
+        # (reading ROLLOUT.json every half second) until a canary runs
+        await asyncio.gather(service.run(stop), judge.run(stop))
 
     try:
         asyncio.run(main())

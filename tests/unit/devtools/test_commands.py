@@ -43,6 +43,7 @@ def test_every_dev_command_is_there() -> None:
         "bench latency",
         "bench profile",
         "bench recommend",
+        "bench rollout",
         "bench rollout-sim",
         "bench search",
         "bench serve",
