@@ -31,6 +31,7 @@ on the decision record). Each record failing to parse is counted and skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import json
 import logging
@@ -136,6 +137,8 @@ class JudgeRunner:
         self._seq = 0
         self._next: dict[tuple[str, int], int] = {}
         """Per input partition: the offset of the first record not applied yet."""
+        self.retry_s = 5.0
+        self.errors = 0
 
     # -- state -----------------------------------------------------------------------------
     def _state_path(self) -> Path:
@@ -267,6 +270,24 @@ class JudgeRunner:
 
     # -- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, poll_s: float = 0.5, publish: bool = True) -> None:
+        """Judge rollouts until ``stop``. An error (the broker away, a decision that could
+        not be published) is logged, the judge's memory dropped, and after ``retry_s`` it
+        starts again from its last saved state and offsets: the trainer it runs in never
+        goes down for it, and no observation is counted twice."""
+        while not stop.is_set():
+            try:
+                await self._run(stop, poll_s=poll_s, publish=publish)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the judge must not take its host down
+                log.exception("the rollout judge failed; retrying in %.0f s", self.retry_s)
+                self.errors += 1
+                self.judge, self._held, self._next = None, [], {}
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.retry_s)
+
+    async def _run(self, stop: asyncio.Event, *, poll_s: float, publish: bool) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         s = self.settings
@@ -344,5 +365,6 @@ class JudgeRunner:
                     self.save()
                     last_save = now
         finally:
-            self.save()
+            with contextlib.suppress(Exception):
+                self.save()
             await consumer.stop()
