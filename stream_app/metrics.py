@@ -128,6 +128,7 @@ class Metrics:
             "Sequence number of the served model pointer (updates must carry a higher one)",
             registry=r,
         )
+        self._candidate_primed: set[str] = set()
         self.rollout_candidate = Gauge(
             "coldstream_rollout_candidate_version",
             "Model version held as a rollout's candidate beside the live one, by arm "
@@ -290,6 +291,10 @@ class Metrics:
             self.dlq.labels(reason)
         for outcome in ("ok", "refused"):
             self.model_swaps.labels(outcome)
+        for arm in ("canary", "shadow"):  # 0 until a rollout's candidate is held
+            if arm not in self._candidate_primed:
+                self.rollout_candidate.labels(arm).set(0.0)
+                self._candidate_primed.add(arm)
         for reason in ("popular", "model_error", "empty_ranking"):
             self.fallback.labels(reason)
         for out_topic, outcomes in (

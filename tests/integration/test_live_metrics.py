@@ -418,9 +418,11 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     only -- that the trainer's metrics object serves over HTTP (see the module docstring)."""
     from prometheus_client import start_http_server
 
+    from trainer.service.judge_loop import JudgeMetrics
     from trainer.service.telemetry import TrainerMetrics
 
     trainer = TrainerMetrics()
+    JudgeMetrics(trainer.registry)  # the rollout judge runs in the trainer (its registry)
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=trainer.registry)
     try:
@@ -437,6 +439,8 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     }
     assert worker_names and trainer_samples
     assert not {n for n in worker_names if n.startswith("coldstream_trainer_")}
+    judge_names = {n for n in trainer_samples if n.startswith("coldstream_rollout_")}
+    assert "coldstream_rollout_hit_rate" in judge_names and not judge_names & worker_names
 
     # the trainer primes its labelled counters, so even before a cycle they have a sample; its
     # gate gauge (labelled by model) has none before the first gate (a 0 would read as NDCG
@@ -447,7 +451,9 @@ def test_dashboard_and_rules_use_only_live_metrics(live: Live) -> None:
     assert missing == {}, f"expressions selecting metrics nobody exports: {missing}"
     # the check covers every worker metric the deploy files use, live
     used = deploy_metric_names()
-    worker_used = {n for n in used if not n.startswith("coldstream_trainer_")}
+    worker_used = {
+        n for n in used if not n.startswith("coldstream_trainer_") and n not in judge_names
+    }
     assert worker_used and worker_used <= worker_names
     # and it can fail: without the lag gauge the lag alerts are reported
     gone = unknown_metric_names(

@@ -92,6 +92,19 @@ class JudgeMetrics:
             ["topic", "outcome"],
             registry=r,
         )
+        # every series exists before the first rollout: rate() and the dashboard have a
+        # sample (the hit rates and the interval are NaN, no line, until a canary is judged)
+        for decision in ("promote", "rollback", "give_up"):
+            self.decisions.labels(decision)
+        for topic in INPUTS:
+            for outcome in ("applied", "skipped", "bad"):
+                self.records.labels(topic, outcome)
+        for cohort in ("cold", "warm"):
+            for arm in ("canary", "live"):
+                self.observations.labels(arm, cohort).set(0)
+                self.hit_rate.labels(arm, cohort).set(float("nan"))
+            for bound in ("diff", "lower", "upper"):
+                self.diff.labels(cohort, bound).set(float("nan"))
 
     def show(self, judge: Judge) -> None:
         f = judge.figures()
