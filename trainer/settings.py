@@ -122,6 +122,10 @@ class TrainerSettings(SharedSettings):
     this many versions plus the one ``CURRENT.json`` names; older ones are deleted."""
 
     # -- the online rollout judge (trainer/service/judge_loop.py, docs/rollout.md) ---------------
+    rollout_share: float = Field(0.0, ge=0.0, lt=1.0)
+    """A checkpoint that passes the gate goes to this share of users as a canary for the
+    judge to promote or roll back (docs/rollout.md); 0: it is promoted to every worker at
+    once (the Kubernetes settings use 0.1)."""
     rollout_judge: bool = True
     """Run the judge inside the service: it decides the store's running canary (``coldstream
     rollout start``) from live traffic and ends it with a signed decision."""

@@ -423,6 +423,13 @@ class Judge:
             return Verdict(self.verdict["decision"], self.verdict["rule"], self.verdict["figures"])
         return self._decide(decision, "manual", self.last_ts if now is None else float(now))
 
+    def end(self, decision: DecisionKind, rule: str, now: float | None = None) -> Verdict:
+        """A decision from outside the rule (``give_up`` when the rollout was superseded):
+        final, with the figures so far."""
+        if self.verdict is not None:
+            return Verdict(self.verdict["decision"], self.verdict["rule"], self.verdict["figures"])
+        return self._decide(decision, rule, self.last_ts if now is None else float(now))
+
     def _decide(self, decision: DecisionKind, rule: str, now: float) -> Verdict:
         figures = self.figures(now)
         figures["rule"] = rule

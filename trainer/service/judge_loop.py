@@ -250,6 +250,19 @@ class JudgeRunner:
             self.metrics.records.labels(name, outcome).inc()
         return None
 
+    def superseded(self, r: rollout.Rollout) -> bool:
+        """Whether the live model moved away from the rollout's incumbent (another version
+        was promoted; the workers dropped the candidate on its live record)."""
+        from coldstream.core.pointer import PointerError, read_pointer
+        from trainer.service.promote import keyring_of
+
+        signer = require_signer(self.settings)
+        try:
+            ptr = read_pointer(self.store, keyring_of(self.settings, signer))
+        except PointerError:
+            return False
+        return ptr.version != r.incumbent and ptr.version != r.candidate
+
     # -- decisions -------------------------------------------------------------------------
     async def act(self, verdict: Verdict, *, publish: bool = True) -> list[bytes]:
         """Sign and send the verdict, end the rollout, report it."""
@@ -262,6 +275,9 @@ class JudgeRunner:
         if publish:
             await publish_records(self.settings, records)
         finish()
+        sent = json.loads(records[0])["decision"]
+        if sent != verdict.decision:  # the live model moved meanwhile: ended, not promoted
+            verdict = Verdict(sent, "superseded", verdict.figures)
         if self.metrics is not None:
             self.metrics.decisions.labels(verdict.decision).inc()
             self.metrics.show(judge)
@@ -377,6 +393,11 @@ class JudgeRunner:
                 if now - last_save >= self.save_every_s:
                     self.save()
                     last_save = now
+                    if self.superseded(r):
+                        await self.act(
+                            self.judge.end("give_up", "superseded", now), publish=publish
+                        )
+                        consumer.assign([])
         finally:
             with contextlib.suppress(Exception):
                 self.save()

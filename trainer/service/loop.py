@@ -442,7 +442,39 @@ class TrainerService:
             )
             self.metrics.cycles.labels("rejected").inc()
             return
+        if self.s.rollout_share > 0:
+            await self.start_canary(path)
+            return
         await self.announce(res, path)
+
+    async def start_canary(self, path: Path) -> None:
+        """Put the gate-passing checkpoint beside the live model as a canary to
+        ``rollout_share`` of the users (:func:`trainer.service.rollout.start`), for the judge
+        to promote or roll back; while a rollout runs, a new candidate waits for the next
+        cycle. The service keeps distilling from the live model meanwhile."""
+        from coldstream.core.errors import UsageError
+        from trainer.service import rollout
+
+        version = int(path.name[1:])
+        try:
+            r, record = rollout.start(self.s, version, share=self.s.rollout_share, publish=False)
+        except UsageError as e:
+            log.warning("trainer: v%d not rolled out: %s", version, e)
+            self.metrics.cycles.labels("rejected").inc()
+            return
+        try:
+            await self.producer.send_and_wait(self.names["model-updates"], value=record)
+        except Exception:
+            rollout.clear(self.s.model_store)  # never announced: no rollout runs
+            raise
+        self.metrics.cycles.labels("canary").inc()
+        log.warning(
+            "trainer: v%d passed the gate; canary %s to %.0f%% of users beside v%d",
+            version,
+            r.rollout_id,
+            100 * self.s.rollout_share,
+            r.incumbent,
+        )
 
     def prune(self, *, protect: int) -> None:
         """Bound the store: the newest ``keep_versions`` versions plus ``protect`` stay."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import time
@@ -39,6 +40,8 @@ from trainer.service.promote import (
     require_signer,
     verified_checkpoint,
 )
+
+log = logging.getLogger(__name__)
 
 ROLLOUT_FILE = "ROLLOUT.json"
 
@@ -65,6 +68,11 @@ def running(store: Path | str) -> Rollout | None:
         raise UsageError(f"{path} is unreadable ({e}): remove it by hand") from None
 
 
+def clear(store: Path | str) -> None:
+    """Forget the running rollout (``ROLLOUT.json``): one whose update was never sent."""
+    _write(Path(store), None)
+
+
 def _write(store: Path, rollout: Rollout | None) -> None:
     path = store / ROLLOUT_FILE
     if rollout is None:
@@ -86,7 +94,9 @@ def start(
     now: float | None = None,
 ) -> tuple[Rollout, bytes]:
     """Put ``version`` beside the live model as ``arm`` (a canary with ``share``); returns
-    the rollout and its signed update record (published unless ``publish=False``)."""
+    the rollout and its signed update record (published unless ``publish=False``; a record
+    the broker refuses leaves no rollout behind). The trainer service, on its own event
+    loop, calls it with ``publish=False`` and sends the record itself."""
     signer = require_signer(settings)
     keys = keyring_of(settings, signer)
     store = Path(settings.model_store)
@@ -132,7 +142,11 @@ def start(
     _write(store, rollout)
     record = update.to_json()
     if publish:
-        asyncio.run(publish_records(settings, [record]))
+        try:
+            asyncio.run(publish_records(settings, [record]))
+        except BaseException:
+            _write(store, None)  # never announced: no rollout runs
+            raise
     return rollout, record
 
 
@@ -168,6 +182,23 @@ def prepare_end(
     r = running(store)
     if r is None:
         raise UsageError("no rollout is running (coldstream rollout start VERSION)")
+    try:
+        ptr: Any = read_pointer(store, keys)
+    except PointerError:
+        ptr = None
+    live_now = ptr.version if ptr is not None else r.incumbent
+    if how == "promote" and live_now != r.incumbent:
+        # someone promoted another version meanwhile (the workers dropped the candidate on
+        # its live record): the comparison is stale; end the rollout without a promotion
+        log.warning(
+            "rollout %s: the live model moved from v%d to v%d since it started; aborted, not "
+            "promoted",
+            r.rollout_id,
+            r.incumbent,
+            live_now,
+        )
+        how = "abort"
+        decision = None
     if decision is None:
         decision = make_decision(
             r.rollout_id,
@@ -178,12 +209,13 @@ def prepare_end(
             signer,
         )
     records = [decision]
-    keep = r.candidate if how == "promote" else r.incumbent
+    # promote: point at the candidate; abort: re-point at what is live now (a new sequence
+    # number above the rollout's, so its update is refused on replay), unless the pointer
+    # has moved past the rollout already
+    keep = r.candidate if how == "promote" else live_now
     ck = verified_checkpoint(store, keep, keys)
-    try:
-        seq = read_pointer(store, keys).seq + 1
-    except PointerError:
-        seq = r.seq
+    seq = (ptr.seq if ptr is not None else r.seq - 1) + 1
+    repoint = how == "promote" or ptr is None or ptr.seq < r.seq
     if how == "promote":
         records.append(
             make_update(
@@ -199,7 +231,8 @@ def prepare_end(
         )
 
     def finish() -> None:
-        write_pointer(store, version=keep, manifest_sha256=ck.manifest_sha256, signer=signer)
+        if repoint:
+            write_pointer(store, version=keep, manifest_sha256=ck.manifest_sha256, signer=signer)
         _write(store, None)
 
     return r, records, finish

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-CYCLE_OUTCOMES = ("promoted", "rejected", "failed")
+CYCLE_OUTCOMES = ("promoted", "canary", "rejected", "failed")
 
 CYCLE_SECONDS_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
 

@@ -100,3 +100,21 @@ def test_a_bad_start_says_why(store, capsys):
     assert main(["rollout", "start", "9", "--no-publish"]) == 2
     assert "no version 9" in capsys.readouterr().err
     assert rollout.running(store) is None
+
+
+def test_a_rollout_superseded_by_another_promotion_ends_without_promoting(store):
+    """The live model moved (another version promoted) while the canary ran: promoting the
+    candidate now would undo that promotion on a stale comparison; it is aborted instead,
+    and the pointer (already past the rollout) is left alone."""
+    settings = get_settings().with_overrides(model_store=store)
+    make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=3)
+    assert main(["keys", "sign", "3"]) == 0
+    r, _ = rollout.start(settings, 2, share=0.2, publish=False)
+    assert main(["promote", "3", "--no-publish"]) == 0
+    keys = get_settings().signer().keyring
+    before = read_pointer(store, keys)
+    assert (before.version, before.seq) == (3, r.seq)
+    _, records = rollout.end(settings, "promote", publish=False)
+    assert [json.loads(x)["decision"] for x in records] == ["manual_abort"]
+    after = read_pointer(store, keys)
+    assert (after.version, after.seq) == (3, before.seq) and rollout.running(store) is None

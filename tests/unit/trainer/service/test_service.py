@@ -403,3 +403,40 @@ async def test_the_service_follows_a_rollback_and_refuses_to_run_unsigned(
     assert list_versions(store) == [1, 4, 5]  # the newest 2 and the pointer's
     with pytest.raises(NoSigningKey, match="COLDSTREAM_TRAINER_SIGNING_KEY_FILE"):
         await TrainerService(settings(store)).run()
+
+
+async def test_with_a_rollout_share_a_passing_cycle_starts_a_canary(clean_env, tmp_path):
+    """COLDSTREAM_TRAINER_ROLLOUT_SHARE: the gate-passing checkpoint goes to a share of users
+    as a canary for the judge; the pointer stays; a second one waits while it runs."""
+    from devtools.checkpoints import make_checkpoint
+    from trainer.service import rollout
+
+    store = tmp_path / "store"
+    key_file, _ = SIGNER.write(tmp_path / "keys")
+    v1 = make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=1, signer=SIGNER)
+    v2 = make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=2, signer=SIGNER, point=False)
+    v3 = make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=3, signer=SIGNER, point=False)
+    service = TrainerService(settings(store, signing_key_file=key_file, rollout_share=0.1))
+    service.ck, service.seq, service.cycle_seq = load_checkpoint(v1), 1, 1
+    service.producer = producer = FakeProducer()
+    get = service.metrics.registry.get_sample_value
+    g = GateResult(promote=True, candidate_ndcg=0.3, current_ndcg=0.2, margin=0.01, n_users=20)
+    loop = asyncio.get_running_loop()
+    for path in (v2, v3):
+        service.running_cycle = done = loop.create_future()
+        done.set_result((SimpleNamespace(seconds=1.0, gate=g, metrics={}), path))
+        await service.finish_cycle()
+    r = rollout.running(store)
+    assert r is not None and (r.candidate, r.incumbent, r.share, r.arm) == (2, 1, 0.1, "canary")
+    [record] = [v for t, _, v in producer.sent if t == "t-model-updates"]
+    update, _ = verify_update(record, keys=SIGNER.keyring, store_root=store)
+    assert (update.version, update.arm, update.share, update.rollout_id) == (
+        2,
+        "canary",
+        0.1,
+        r.rollout_id,
+    )
+    assert read_pointer(store, SIGNER.keyring).version == 1 and service.ck.version == 1
+    assert get("coldstream_trainer_cycles_total", {"outcome": "canary"}) == 1.0
+    assert get("coldstream_trainer_cycles_total", {"outcome": "rejected"}) == 1.0  # v3 waits
+    assert get("coldstream_trainer_cycles_total", {"outcome": "promoted"}) == 0.0
