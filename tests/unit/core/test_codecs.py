@@ -591,7 +591,7 @@ def test_encode_latency_byte_identical(latency):
         {"model_version": 3},
         {"items": [("1", 0.5)] * 200},
         {"arm": "canary"},
-        {"arm": "x\"y"},
+        {"arm": 'x"y'},
     ],
 )
 def test_encode_byte_identical(over):
