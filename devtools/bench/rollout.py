@@ -12,6 +12,8 @@ a candidate beside the live model as a canary to ``--share`` of the users
 ``good``     live = another model; candidate = the truth: expected ``promote``
 ``neutral``  live = truth; candidate = the same weights: never ``rollback``; ``promote``
              (non-inferior) or ``give_up`` within the time budget, never left hanging
+``redistilled``  the trainer's next re-distilled student against the random v1 it started
+             from, on real MovieLens users' first events (``devtools/bench/rollout_redistill.py``)
 ``shadow``   live = truth; candidate = another model as a shadow: no user sees it, the
              worker scores it on the next event (``coldstream_online_hits_total`` under its
              version); then the same model is promoted and scored again on new users of the
@@ -53,7 +55,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-seconds", type=float, default=60.0, help="the judge's time budget")
     p.add_argument(
-        "--scenarios", default="bad,good,neutral,shadow", help="scenarios to run, in order"
+        "--scenarios",
+        default="bad,good,neutral,shadow,redistilled",
+        help="scenarios to run, in order",
+    )
+    p.add_argument(
+        "--redistill-share",
+        type=float,
+        default=0.5,
+        help="redistilled: the canary's share (MovieLens has few new users)",
+    )
+    p.add_argument(
+        "--redistill-events", type=int, default=6, help="redistilled: events per new user"
+    )
+    p.add_argument(
+        "--redistill-min-sample",
+        type=int,
+        default=100,
+        help="redistilled: the judge's minimum cold sample per arm",
     )
     p.add_argument("--out", type=Path, default=Path("reports/rollout.json"), help="the report")
 
@@ -357,7 +376,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
                 print(f"[rollout] {name} ...", flush=True)
-                report["scenarios"][name] = got = scenario(name, args, bootstrap, work)
+                if name == "redistilled":
+                    from devtools.bench.rollout_redistill import scenario as redistilled
+
+                    got = redistilled(args, bootstrap, work)
+                else:
+                    got = scenario(name, args, bootstrap, work)
+                report["scenarios"][name] = got
                 print(
                     f"[rollout] {name}: {json.dumps({k: v for k, v in got.items() if k != 'figures'})}",
                     flush=True,

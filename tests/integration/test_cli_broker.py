@@ -50,7 +50,15 @@ def _check_case(name: str, values: dict[str, str], cwd: Path) -> str:
 
 def test_worker_and_trainer_on_a_kafka_without_topics(kafka_bootstrap, topic_prefix, tmp_path):
     names = topic_names(topic_prefix)
-    trainer_needs = ("clicks", "purchases", "items", "model-updates", "item-vectors")
+    trainer_needs = (
+        "clicks",
+        "purchases",
+        "items",
+        "model-updates",
+        "item-vectors",
+        "recommendations",  # the rollout judge in the trainer
+        "forget-requests",
+    )
     values = {
         "bootstrap": kafka_bootstrap,
         "prefix": topic_prefix,
