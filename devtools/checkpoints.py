@@ -206,3 +206,41 @@ def random_serving_model(
         device=torch.device("cpu"),
     )
     return ServingModel.from_checkpoint(ck, prefer_gpu_index=False, index=index)
+
+
+def movielens_random_student(
+    root: Path | str, signer: Any, *, n_items: int = 300
+) -> tuple[Path, list[tuple[str, str]]]:
+    """v1 for the re-distillation scenarios: a random student over the first ``n_items``
+    MovieLens-100K items (the MiniLM teacher's text vectors), signed, ``CURRENT.json`` at it;
+    and MovieLens's ``(user id, item id)`` interactions on those items, in time order."""
+    import torch
+
+    from coldstream.core.checkpoint import save_checkpoint
+    from coldstream.core.student import Student, StudentConfig
+    from trainer.data import load_movielens
+    from trainer.teacher.encoder import Teacher
+
+    inter, items = load_movielens()
+    vecs = Teacher(device="cpu").encode(items.texts[:n_items])
+    torch.manual_seed(0)
+    model = Student(
+        StudentConfig(n_items=n_items, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0)
+    )
+    path = save_checkpoint(
+        root,
+        model=model,
+        item_ids=items.ids[:n_items],
+        item_text_vecs=vecs,
+        item_titles=items.titles[:n_items],
+        metrics={"note": "random v1"},
+        teacher={"name": "all-MiniLM-L6-v2"},
+        signer=signer,
+    )
+    point_store(path, signer)  # CURRENT.json: v1, seq 1
+    stream = [
+        (inter.user_ids[int(u)], items.ids[int(i)])
+        for u, i in zip(inter.user, inter.item, strict=True)
+        if int(i) < n_items
+    ]
+    return path, stream

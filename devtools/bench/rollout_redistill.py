@@ -24,20 +24,14 @@ from typing import Any
 
 
 def scenario(args: Any, bootstrap: str, work: Path) -> dict[str, Any]:
-    import torch
-
-    from coldstream.core.checkpoint import save_checkpoint
     from coldstream.core.pointer import read_pointer
     from coldstream.core.rollout import assign
-    from coldstream.core.student import Student, StudentConfig
     from coldstream.core.topics import create_topics, topic_names
     from devtools.brokers import free_port
-    from devtools.checkpoints import dev_signer, key_env, point_store
+    from devtools.checkpoints import dev_signer, key_env, movielens_random_student
     from devtools.kafka_io import new_event, produce, read_until
     from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
     from devtools.waiting import wait_until
-    from trainer.data import load_movielens
-    from trainer.teacher.encoder import Teacher
 
     n_items, n_train, share = 300, 3000, args.redistill_share
     root = work / "redistilled"
@@ -46,23 +40,7 @@ def scenario(args: Any, bootstrap: str, work: Path) -> dict[str, Any]:
     asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
     topics = topic_names(prefix)
     signer = dev_signer()
-    inter, items = load_movielens()
-    vecs = Teacher(device="cpu").encode(items.texts[:n_items])
-    torch.manual_seed(0)
-    model = Student(
-        StudentConfig(n_items=n_items, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0)
-    )
-    v1 = save_checkpoint(
-        store, model=model, item_ids=items.ids[:n_items], item_text_vecs=vecs,
-        item_titles=items.titles[:n_items], metrics={"note": "random v1"},
-        teacher={"name": "all-MiniLM-L6-v2"}, signer=signer,
-    )  # fmt: skip
-    point_store(v1, signer)
-    stream = [
-        (inter.user_ids[int(u)], items.ids[int(i)])
-        for u, i in zip(inter.user, inter.item, strict=True)
-        if int(i) < n_items
-    ]
+    _, stream = movielens_random_student(store, signer, n_items=n_items)
     train, rest = stream[:n_train], stream[n_train:]
     seen = {u for u, _ in train}
     firsts: dict[str, list[str]] = {}

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from coldstream.core.model_updates import UpdateRefused, verify_update
 from coldstream.core.pointer import read_pointer
 from coldstream.core.signing import Signer
 from devtools.brokers import free_port
-from devtools.checkpoints import key_env, point_store
+from devtools.checkpoints import key_env, movielens_random_student
 from devtools.kafka_io import new_event, produce, read_until
 from devtools.processes import WorkerProcess, start_process, stop_process, wait_for_log
 
@@ -38,34 +37,8 @@ N_EVENTS = 3000
 
 def random_student_checkpoint(root: Path) -> tuple[Path, list[tuple[str, str]]]:
     """v1: a random student over the first ``N_ITEMS`` MovieLens items; and the stream."""
-    from coldstream.core.checkpoint import save_checkpoint
-    from coldstream.core.student import Student, StudentConfig
-    from trainer.data import load_movielens
-    from trainer.teacher.encoder import Teacher
-
-    inter, items = load_movielens()
-    vecs = Teacher(device="cpu").encode(items.texts[:N_ITEMS])
-    torch.manual_seed(0)
-    model = Student(
-        StudentConfig(n_items=N_ITEMS, text_dim=vecs.shape[1], dim=32, max_len=20, dropout=0.0)
-    )
-    path = save_checkpoint(
-        root,
-        model=model,
-        item_ids=items.ids[:N_ITEMS],
-        item_text_vecs=vecs,
-        item_titles=items.titles[:N_ITEMS],
-        metrics={"note": "random v1"},
-        teacher={"name": "all-MiniLM-L6-v2"},
-        signer=SIGNER,
-    )
-    point_store(path, SIGNER)  # CURRENT.json: v1, seq 1
-    stream = [
-        (inter.user_ids[int(u)], items.ids[int(i)])
-        for u, i in zip(inter.user, inter.item, strict=True)
-        if int(i) < N_ITEMS
-    ][:N_EVENTS]
-    return path, stream
+    path, stream = movielens_random_student(root, SIGNER, n_items=N_ITEMS)
+    return path, stream[:N_EVENTS]
 
 
 def test_trainer_cycle_promotes_and_worker_swaps(

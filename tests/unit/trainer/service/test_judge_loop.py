@@ -12,11 +12,10 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import CollectorRegistry
 
-from coldstream.cli import main
 from coldstream.core.pointer import read_pointer
 from coldstream.core.rollout import verify_decision
-from devtools.checkpoints import make_checkpoint
 from tests.unit.trainer.service.test_promote import env  # noqa: F401 - the key fixture
+from tests.unit.trainer.service.test_rollout_cli import store  # noqa: F401 - v1 live, v2
 from trainer.service import rollout
 from trainer.service.judge import JudgeConfig
 from trainer.service.judge_loop import STATE_FILE, JudgeMetrics, JudgeRunner
@@ -27,12 +26,7 @@ CFG = JudgeConfig(min_candidate=20, min_incumbent=20, guard_min=10, max_seconds=
 
 
 @pytest.fixture
-def runner(env, tmp_path):  # noqa: F811 - the fixture imported above
-    store = tmp_path / "store"
-    make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=1)
-    make_checkpoint(store, n_items=30, dim=8, text_dim=8, seed=2)
-    assert main(["keys", "sign", "1", "2"]) == 0
-    assert main(["promote", "1", "--no-publish"]) == 0
+def runner(store, tmp_path):  # noqa: F811 - the fixture imported above
     settings = get_settings().with_overrides(model_store=store)
     r, _ = rollout.start(settings, 2, share=0.5, publish=False, now=T0)
     run = JudgeRunner(
@@ -107,7 +101,7 @@ def test_a_forgotten_user_is_left_out(runner):
 
 
 def test_state_and_offsets_survive_a_restart(runner):
-    run, settings, store = runner
+    run, settings, root = runner
     feed = Feed(run)
     feed.put("recommendations", _rec("a", 1, "live", ["5"]), T0 + 1)
     feed.put("clicks", {"user_id": "a", "item_id": "5"}, T0 + 2)
@@ -120,11 +114,11 @@ def test_state_and_offsets_survive_a_restart(runner):
     assert offsets == {(names["recommendations"], 0): 1, (names["clicks"], 0): 1}
     assert again.judge.to_json() == run.judge.to_json()
     assert again.restore("r-other") is None
-    assert (store / STATE_FILE).is_file()
+    assert (root / STATE_FILE).is_file()
 
 
 def test_a_bad_candidate_is_rolled_back_with_the_judges_signed_record(runner):
-    run, settings, store = runner
+    run, settings, root = runner
     feed = Feed(run)
     ts = T0
     for i in range(40):  # users who click the live model's first item; the canary misses
@@ -142,8 +136,8 @@ def test_a_bad_candidate_is_rolled_back_with_the_judges_signed_record(runner):
     d = verify_decision(records[0], keys)
     assert d.decision == "rollback" and d.rollout_id.startswith("r-2-")
     assert d.figures["cold"]["hit_candidate"] == 0.0 and d.figures["cold"]["hit_incumbent"] == 1.0
-    assert len(records) == 1 and rollout.running(store) is None
-    assert read_pointer(store, keys).version == 1 and not (store / STATE_FILE).exists()
+    assert len(records) == 1 and rollout.running(root) is None
+    assert read_pointer(root, keys).version == 1 and not (root / STATE_FILE).exists()
     assert run.judge is None
     report = json.loads(next((run.reports).glob("*.json")).read_text())
     assert report["decision"] == "rollback" and report["rule"] in (
