@@ -353,7 +353,7 @@ def _shadow_then_live(hits, run_cli, users, worker, bootstrap, topics, args, can
 
 
 def run(args: argparse.Namespace) -> int:
-    from devtools.brokers import KafkaBroker
+    from devtools.brokers import kafka_bootstrap_for
 
     t0 = time.time()
     report: dict[str, Any] = {
@@ -367,13 +367,7 @@ def run(args: argparse.Namespace) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as d:
         work = Path(d)
-        broker = None
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = KafkaBroker(work / "kafka")
-            broker.start()
-            bootstrap = broker.bootstrap
-        try:
+        with kafka_bootstrap_for(work) as bootstrap:
             for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
                 print(f"[rollout] {name} ...", flush=True)
                 if name == "redistilled":
@@ -387,9 +381,6 @@ def run(args: argparse.Namespace) -> int:
                     f"[rollout] {name}: {json.dumps({k: v for k, v in got.items() if k != 'figures'})}",
                     flush=True,
                 )
-        finally:
-            if broker is not None:
-                broker.stop()
     report["seconds"] = round(time.time() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

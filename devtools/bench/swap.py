@@ -81,18 +81,12 @@ def latency_part(args, work: Path) -> dict:
     from coldstream.core.checkpoint import manifest_sha256
     from coldstream.core.model_updates import make_update
     from coldstream.core.topics import create_topics, topic_names
-    from devtools.brokers import KafkaBroker
+    from devtools.brokers import kafka_bootstrap_for
     from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
     from devtools.kafka_io import read_until
     from devtools.processes import WorkerProcess
 
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        broker = KafkaBroker(work / "kafka")
-        broker.start()
-        bootstrap = broker.bootstrap
-    try:
+    with kafka_bootstrap_for(work) as bootstrap:
         prefix = f"bench-swap-{int(time.time())}-"
         asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
         topics = topic_names(prefix)
@@ -155,9 +149,6 @@ def latency_part(args, work: Path) -> dict:
             "swap_window_outputs": len(during),
             "swap_e2e_seconds": round(first_new - upd_at, 3),
         }
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 def swap_seconds(work: Path) -> float:

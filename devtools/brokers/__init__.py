@@ -25,7 +25,7 @@ Manual use: ``python -m devtools.brokers tansu|kafka [--port N] [--log-dir DIR]`
 
 from __future__ import annotations
 
-from devtools.brokers.kafka import ENV_KAFKA_JARS, KafkaBroker, find_kafka_jars
+from devtools.brokers.kafka import ENV_KAFKA_JARS, KafkaBroker, find_kafka_jars, kafka_bootstrap_for
 from devtools.brokers.probe import LOOPBACK, BrokerError, free_port, wait_for_kafka
 from devtools.brokers.process import BrokerProcess
 from devtools.brokers.tansu import ENV_TANSU_BIN, TansuBroker, find_tansu
@@ -41,5 +41,6 @@ __all__ = [
     "find_kafka_jars",
     "find_tansu",
     "free_port",
+    "kafka_bootstrap_for",
     "wait_for_kafka",
 ]

@@ -10,13 +10,14 @@ output of the failed step: the StorageTool's output, or the tail of the broker's
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -347,3 +348,19 @@ def _text(out: str | bytes | None) -> str:
     if isinstance(out, bytes):
         return out.decode("utf-8", "replace")
     return out or ""
+
+
+@contextlib.contextmanager
+def kafka_bootstrap_for(work: Path) -> Iterator[str]:
+    """The benchmarks' Apache Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` when it is set, else a
+    private single-node broker under ``work``, stopped on exit."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        yield bootstrap
+        return
+    broker = KafkaBroker(Path(work) / "kafka")
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
