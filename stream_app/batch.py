@@ -320,16 +320,17 @@ class BatchProcessor:
         if not accepted:
             return out
         version = self.recommender.model.version
-        ranked, versions, arms, shadow = self._rank_arms(snapshots, snap_users, out)
+        ranked, per_row = self._rank_arms(snapshots, snap_users, out)
         # each user counts once per item and bucket: no single account moves the popular list
         counted = [ev for _, ev, answered in accepted if answered and isinstance(ev, Event)]
         self.recommender.observe(
             [ev.item_id for ev in counted], users=[ev.user_id for ev in counted]
         )
         produced_at = self.clock()
-        ranked_rows = iter(
-            zip(snapshots, ranked.items, ranked.fallback, versions, arms, shadow, strict=True)
-        )
+        ranked_rows = iter(zip(snapshots, ranked.items, ranked.fallback, strict=True))
+        # per-row arm, version and shadow list only while a rollout runs (the common case
+        # allocates nothing per event for it)
+        arm_rows = iter(per_row) if per_row is not None else None
         for rec, ev, answered in accepted:
             if not answered:  # a forget request, or an event older than one: nothing stored
                 out.recommendations.append(
@@ -357,7 +358,10 @@ class BatchProcessor:
                 else:
                     out.n_refused_forgotten += 1
                 continue
-            snap, items, fb, row_version, arm, shadow_items = next(ranked_rows)
+            snap, items, fb = next(ranked_rows)
+            row_version, arm, shadow_items = (
+                next(arm_rows) if arm_rows is not None else (version, "live", None)
+            )
             received = rec.timestamp
             if (
                 not received
@@ -414,19 +418,21 @@ class BatchProcessor:
 
     def _rank_arms(
         self, snapshots: list[History], users: list[str], out: BatchResult
-    ) -> tuple[Ranked, list[str], list[str], list[tuple[list, str] | None]]:
+    ) -> tuple[Ranked, list[tuple[str, str, tuple[list, str] | None]] | None]:
         """Rank the batch by rollout arm (docs/rollout.md): without a candidate, or with a
         ``shadow``, every user gets the live model; with a ``canary``, the users
-        :meth:`Candidate.serves` get the candidate. Returns the ranking, each row's
+        :meth:`Candidate.serves` get the candidate. Returns the ranking and each row's
         ``model_version`` and ``arm``, and each row's shadow ranking with its version (``None``
-        without a shadow). The candidate is read once: the whole batch sees one rollout."""
+        without a shadow), one tuple per row; without a candidate ``None`` (every row: the
+        live version, ``live``, no shadow). The candidate is read once: the whole batch sees one
+        rollout."""
         rec = self.recommender
         cand = rec.candidate
         n = len(snapshots)
         if cand is None or cand.arm != "canary":
             ranked, version = self._rank(snapshots, out)
         if cand is None:
-            return ranked, [version] * n, ["live"] * n, [None] * n
+            return ranked, None
         if cand.arm == "shadow":
             try:
                 sh = rec.rank_batch(snapshots, self.settings.k, cand.model)
@@ -436,7 +442,7 @@ class BatchProcessor:
             except Exception:  # noqa: BLE001 - a failing shadow never touches what users get
                 log.exception("the shadow candidate v%s failed to rank a batch", cand.model.version)
                 shadow = [None] * n
-            return ranked, [version] * n, ["live"] * n, shadow
+            return ranked, [(version, "live", row) for row in shadow]
         mine = [cand.serves(u) for u in users]
         live_rows = [sn for sn, m in zip(snapshots, mine, strict=True) if not m]
         cand_rows = [sn for sn, m in zip(snapshots, mine, strict=True) if m]
@@ -453,12 +459,7 @@ class BatchProcessor:
             n_known_users=live.n_known_users + canary.n_known_users,
         )
         out.ranked = merged
-        return (
-            merged,
-            [cversion if m else version for m in mine],
-            ["canary" if m else "live" for m in mine],
-            [None] * n,
-        )
+        return merged, [(cversion, "canary", None) if m else (version, "live", None) for m in mine]
 
     def _rank(
         self, snapshots: list[History], out: BatchResult, model: ServingModel | None = None
