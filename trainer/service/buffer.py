@@ -17,7 +17,7 @@ requests (oldest dropped first).
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 MIN_FORGET_MARKS = 10_000
@@ -49,9 +49,11 @@ class EventBuffer:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._events: deque[BufferedEvent] = deque(maxlen=capacity)
-        self._ids: dict[str, str] = {}
+        # OrderedDicts: dropping the oldest is O(1) (a plain dict's first key after many
+        # deletions is found by scanning past every deleted slot)
+        self._ids: OrderedDict[str, str] = OrderedDict()
         """Event id -> user, the most recent ``2 * capacity`` (dedupe)."""
-        self._forgotten: dict[str, float] = {}
+        self._forgotten: OrderedDict[str, float] = OrderedDict()
         """User -> timestamp of their latest forget request (oldest first)."""
         self.added = 0
         """Events ever added (the cycle trigger counts from it)."""
@@ -74,7 +76,7 @@ class EventBuffer:
                 return False
             self._ids[event_id] = user
             if len(self._ids) > 2 * self.capacity:
-                del self._ids[next(iter(self._ids))]
+                self._ids.popitem(last=False)
         self._events.append(BufferedEvent(user, str(item), int(etype), float(ts)))
         self.added += 1
         return True
@@ -88,11 +90,11 @@ class EventBuffer:
         removed = len(self._events) - len(kept)
         if removed:
             self._events = deque(kept, maxlen=self.capacity)
-        self._ids = {i: u for i, u in self._ids.items() if u != user}
+        self._ids = OrderedDict((i, u) for i, u in self._ids.items() if u != user)
         at = max(float(ts), self._forgotten.pop(user, float("-inf")))
         self._forgotten[user] = at
         while len(self._forgotten) > max(self.capacity, MIN_FORGET_MARKS):
-            del self._forgotten[next(iter(self._forgotten))]
+            self._forgotten.popitem(last=False)
         return removed
 
     def users(self) -> set[str]:

@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -250,8 +251,10 @@ class Judge:
     """``version/arm/cohort`` -> [n, hits, ndcg sum, ndcg squares]."""
     users: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     """user hash -> their contributions to ``tallies`` (what :meth:`forget` subtracts)."""
-    pending: dict[str, list[Any]] = field(default_factory=dict)
-    """user hash -> [version, arm, items, n_events, event ts] awaiting the next event."""
+    pending: OrderedDict[str, list[Any]] = field(default_factory=OrderedDict)
+    """user hash -> [version, arm, items, n_events, event ts] awaiting the next event, oldest
+    first (dropping the oldest is O(1); a plain dict's first key after many deletions is
+    found by scanning past every deleted slot)."""
     forgotten: dict[str, float | None] = field(default_factory=dict)
     """user hash -> forget request time (``None``: every event of theirs is ignored)."""
     last_ts: float = 0.0
@@ -307,7 +310,7 @@ class Judge:
             float(ts),
         ]
         while len(self.pending) > self.config.max_pending:
-            self.pending.pop(next(iter(self.pending)))
+            self.pending.popitem(last=False)
 
     def event(self, user_id: str, item_id: str, ts: float) -> Verdict | None:
         """The user's next event: scores every pending recommendation of theirs made
@@ -352,7 +355,7 @@ class Judge:
             float(ts),
         ]
         while len(self.pending) > self.config.max_pending:
-            self.pending.pop(next(iter(self.pending)))
+            self.pending.popitem(last=False)
 
     def _score(self, hk: str, rec: list[Any], item_id: str) -> None:
         version, arm, items, n_events, _ = rec
@@ -497,4 +500,5 @@ class Judge:
     def from_json(cls, raw: bytes | str) -> Judge:
         data = json.loads(raw)
         data["config"] = JudgeConfig(**data["config"])
+        data["pending"] = OrderedDict(data["pending"])
         return cls(**data)

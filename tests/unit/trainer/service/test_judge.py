@@ -243,3 +243,16 @@ def test_a_manual_override_is_final() -> None:
     assert (v.decision, v.rule) == ("manual_abort", "manual")
     assert _stream(judge, 0.03, start=500)[0] is None  # decided: input is ignored
     assert judge.check() == v
+
+
+def test_pending_stays_bounded_after_a_restore() -> None:
+    # pending drops its oldest entry in O(1) (an OrderedDict), restored ones too
+    judge = _judge(max_pending=5)
+    t = judge.started_at
+    for i in range(4):
+        judge.served(f"u{i}", 7, "live", ["x"], 1, t + i)
+    restored = Judge.from_json(judge.to_json())
+    for i in range(8, 12):
+        restored.served(f"u{i}", 7, "live", ["x"], 1, t + i)
+    assert len(restored.pending) == 5
+    assert restored.pending.keys() >= {restored._user(f"u{i}") for i in range(8, 12)}
