@@ -668,11 +668,6 @@ def _listed(
     ids: Sequence[str | None], scores: np.ndarray, found: np.ndarray, keep: np.ndarray
 ) -> list[list[tuple[str, float]]]:
     """Per row, the ``(item_id, score)`` of the kept results, in order."""
-    counts = keep.sum(axis=1).tolist()
-    flat_ids = [ids[s] for s in found[keep].tolist()]
-    flat_scores = scores[keep].tolist()
-    out, at = [], 0
-    for c in counts:
-        out.append(list(zip(flat_ids[at : at + c], flat_scores[at : at + c], strict=True)))
-        at += c
-    return out
+    ends = np.cumsum(keep.sum(axis=1)).tolist()
+    pairs = list(zip([ids[s] for s in found[keep].tolist()], scores[keep].tolist(), strict=True))
+    return [pairs[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]

@@ -169,7 +169,16 @@ class Student(nn.Module):
             + self.pos_emb(pos)
         )
         x = self.drop(x) * mask.unsqueeze(-1).to(x.dtype)
-        if self.gru is not None:
+        if self.gru is not None and not self.training and b > 1 and length > 1:
+            # Inference: the GRU runs each history for its own length (a packed sequence),
+            # not the batch's longest: the cost grows with the sum of the lengths, not with
+            # B x the longest (one 50-event user in a batch of 3-event users cost ~10x).
+            # Padding follows the valid steps, so the last valid state is the same.
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+            )
+            h = self.gru(packed)[1][-1]
+        elif self.gru is not None:
             out, _ = self.gru(x)
             last = (lengths - 1).clamp(min=0)
             h = out[torch.arange(b, device=x.device), last]

@@ -41,3 +41,35 @@ def test_pack_histories_hand_example():
     assert typ.tolist() == [[1, 1], [1, 0], [0, 0]]
     assert mask.tolist() == [[True, True], [True, False], [False, False]]
     assert [t.shape for t in pack_histories([], [], 4)] == [(0, 1)] * 3
+
+
+def test_inference_runs_each_history_for_its_own_length():
+    # eval mode packs the batch (the GRU stops at each user's last event); the answer is
+    # the padded forward's, and each user's answer does not depend on the batch's others
+    from coldstream.core.student import Student, StudentConfig
+
+    torch.manual_seed(0)
+    cfg = StudentConfig(n_items=1, text_dim=8, dim=16, n_layers=2, dropout=0.3, max_len=12)
+    model = Student(cfg)
+    rng = np.random.default_rng(0)
+    lens = [0, 1, 3, 12, 5, 1, 7]
+    table = torch.randn(40, 16)
+    rows = [rng.integers(0, 40, n).tolist() for n in lens]
+    types = [rng.integers(0, 2, n).tolist() for n in lens]
+    idx, typ, mask = pack_histories(rows, types, cfg.max_len)
+    with torch.no_grad():
+        model.eval()
+        packed = model.encode_indexed(table, idx, typ, mask)
+        alone = torch.cat(
+            [
+                model.encode_indexed(table, *pack_histories([r], [t], cfg.max_len))
+                for r, t in zip(rows, types, strict=True)
+            ]
+        )
+        model.drop.p = model.gru.dropout = 0.0  # the padded (training) forward, no dropout
+        model.train()
+        padded = model.encode_indexed(table, idx, typ, mask)
+    assert packed.shape == (len(lens), 16)
+    torch.testing.assert_close(packed, padded, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(packed, alone, atol=1e-6, rtol=1e-5)
+    assert torch.equal(packed[0], model.empty_user.detach())  # no event: the learned empty user
