@@ -87,6 +87,11 @@ BENCHMARKS = (
         "CPU microseconds per event by stage (py-spy samples of a draining worker)",
     ),
     (
+        "pod",
+        "devtools.bench.pod",
+        "one 2-core pod flat out: 1 process x 1 or 2 threads vs 2 processes",
+    ),
+    (
         "latency",
         "devtools.bench.latency",
         "fixed-rate latency per batch window and batches in flight, both guarantees",

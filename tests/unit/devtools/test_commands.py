@@ -41,6 +41,7 @@ def test_every_dev_command_is_there() -> None:
         "bench faults",
         "bench inference",
         "bench latency",
+        "bench pod",
         "bench profile",
         "bench recommend",
         "bench rollout",
