@@ -97,9 +97,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--events", type=int, default=200_000, help="backlog the worker drains")
+    p.add_argument("--events", type=int, default=320_000, help="backlog the worker drains")
     p.add_argument("--seconds", type=float, default=10.0, help="sampling window")
-    p.add_argument("--warmup-seconds", type=float, default=3.0, help="draining before sampling")
+    p.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=12.0,
+        help="draining before sampling (the default drains past the worker's 100,000-event "
+        "dedupe memory: the window sees the steady state)",
+    )
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--users", type=int, default=100_000, help="distinct users in the events")
     p.add_argument("--batch-size", type=int, default=512, help="worker micro-batch size")

@@ -70,7 +70,11 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         "--model-store", default=None, help="model store (default: a random 1,682-item model)"
     )
     s.add_argument(
-        "--events", type=int, default=60_000, help="backlog size for the flat-out phases"
+        "--events",
+        type=int,
+        default=150_000,
+        help="backlog size for the flat-out phases (past the worker's 100,000-event dedupe "
+        "memory, so the figure is the steady state's)",
     )
     s.add_argument(
         "--rate", type=float, default=1000.0, help="fixed rate of the latency phase (ev/s)"
