@@ -161,6 +161,19 @@ def scale_clusters(n_items: int) -> int:
     return max(16, n_items // 1000)
 
 
+def scale_checkpoint(store: Path, n_items: int) -> Path:
+    """The catalogue-scale benchmarks' model in ``store``: a signed random student (dim 64,
+    text 32) over ``n_items`` items in :func:`scale_clusters` topics."""
+    return make_checkpoint(
+        store,
+        n_items=n_items,
+        dim=64,
+        text_dim=32,
+        clusters=scale_clusters(n_items),
+        signer=dev_signer(),
+    )
+
+
 def random_serving_model(
     n_items: int,
     dim: int,

@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     from devtools.bench.pipeline import run_fields, start_broker, write_report
     from devtools.bench.scale import EventPlan
-    from devtools.checkpoints import dev_signer, make_checkpoint, scale_clusters, verify_env
+    from devtools.checkpoints import scale_checkpoint, verify_env
 
     load_start = os.getloadavg()[0]
     sizes = [int(x) for x in args.items.split(",")]
@@ -204,14 +204,7 @@ def run(args: argparse.Namespace) -> int:
         ceiling = ceilings(bootstrap, work, plan)
         for n_items in sizes:
             store = work / f"store-{n_items}"
-            make_checkpoint(
-                store,
-                n_items=n_items,
-                dim=64,
-                text_dim=32,
-                clusters=scale_clusters(n_items),
-                signer=dev_signer(),
-            )
+            scale_checkpoint(store, n_items)
             one = None
             for label, processes, threads in CONFIGS:
                 row = _row(bootstrap, store, work, env, plan, n_items, label, processes, threads)

@@ -263,7 +263,7 @@ def run_scale(args: argparse.Namespace) -> int:
         start_broker,
         wait_processed,
     )
-    from devtools.checkpoints import dev_signer, make_checkpoint, scale_clusters, verify_env
+    from devtools.checkpoints import scale_checkpoint, verify_env
     from devtools.processes import WorkerProcess
 
     sizes = [int(x) for x in args.items.split(",")]
@@ -339,14 +339,7 @@ def run_scale(args: argparse.Namespace) -> int:
             load_size = round(os.getloadavg()[0], 2)
             store = work / f"store-{n_items}"
             t0 = time.perf_counter()
-            make_checkpoint(
-                store,
-                n_items=n_items,
-                dim=64,
-                text_dim=32,
-                clusters=scale_clusters(n_items),
-                signer=dev_signer(),
-            )
+            scale_checkpoint(store, n_items)
             model_s = time.perf_counter() - t0
             names = topic_names(f"{prefix}{n_items}-")
             asyncio.run(
