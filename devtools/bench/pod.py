@@ -196,11 +196,12 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="coldstream-bench-pod-"))
     env = {**os.environ, **verify_env()}
     plan = EventPlan(args.events, n_users=args.users, seed=1)
-    args.broker = "kafka"
     rows: list[dict[str, Any]] = []
     broker = None
     try:
-        broker, bootstrap, broker_name = start_broker(args, work)
+        broker, bootstrap, broker_name = start_broker(
+            argparse.Namespace(bootstrap=args.bootstrap, broker="kafka"), work
+        )
         ceiling = ceilings(bootstrap, work, plan)
         for n_items in sizes:
             store = work / f"store-{n_items}"
