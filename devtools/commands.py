@@ -102,6 +102,11 @@ BENCHMARKS = (
         "per-event decode and encode: old vs new codecs, microseconds",
     ),
     (
+        "blas",
+        "devtools.bench.blas",
+        "FAISS exact search per batch size: one scan per query vs one matrix product",
+    ),
+    (
         "rollout-sim",
         "devtools.bench.rollout_sim",
         "rollout judge by simulation: error rates, time to a decision (no broker)",

@@ -51,7 +51,8 @@ so callers import from ``stream_app.index``):
   :class:`IndexReport` and the shared numbers (:data:`EXACT_BELOW`, :data:`NPROBE_LADDER`,
   :data:`RECALL_K`, :data:`MAX_DEAD_SHARE`, ...).
 * :mod:`~stream_app.index.store`: :class:`VectorStore`, :func:`exact_topk`,
-  :func:`recall_at`, :func:`omp_threads` and the array helpers the indexes share.
+  :func:`recall_at`, :func:`omp_threads`, :func:`faiss_module` (FAISS with its BLAS
+  switch set) and the array helpers the indexes share.
 * :mod:`~stream_app.index.cpu`: :class:`FlatIndex`, :class:`IvfIndex` (and ``_Ivf``, what
   every IVF index shares), :func:`rescore`.
 * :mod:`~stream_app.index.gpu`: :class:`GpuFlatIndex`, :class:`GpuIvfIndex` (one shared
@@ -84,7 +85,7 @@ from stream_app.index.config import (
 )
 from stream_app.index.cpu import FlatIndex, IvfIndex, rescore
 from stream_app.index.gpu import GpuFlatIndex, GpuIvfIndex, TorchFlatIndex, gpu_available
-from stream_app.index.store import VectorStore, exact_topk, omp_threads, recall_at
+from stream_app.index.store import VectorStore, exact_topk, faiss_module, omp_threads, recall_at
 
 __all__ = [
     "CHUNK",
@@ -111,6 +112,7 @@ __all__ = [
     "exact_topk",
     "gpu_available",
     "make_index",
+    "faiss_module",
     "omp_threads",
     "recall_at",
     "rescore",

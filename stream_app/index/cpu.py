@@ -32,6 +32,7 @@ from stream_app.index.store import (
     _pad,
     _slots,
     exact_topk,
+    faiss_module,
     omp_threads,
     recall_at,
 )
@@ -52,7 +53,7 @@ class FlatIndex:
     def __init__(
         self, dim: int, *, store: VectorStore | None = None, config: IndexConfig | None = None
     ) -> None:
-        import faiss
+        faiss = faiss_module()
 
         self.dim = dim
         self.store = store if store is not None else VectorStore(dim)
@@ -282,7 +283,7 @@ class IvfIndex(_Ivf):
     def __init__(
         self, dim: int, *, store: VectorStore | None = None, config: IndexConfig | None = None
     ) -> None:
-        import faiss
+        faiss = faiss_module()
 
         self.dim = dim
         self.store = store if store is not None else VectorStore(dim)

@@ -35,6 +35,7 @@ def _dev_parsers() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_dev_command_is_there() -> None:
     assert sorted(_dev_parsers()) == [
+        "bench blas",
         "bench codecs",
         "bench delivery",
         "bench eos",

@@ -19,6 +19,7 @@ from stream_app.index import (
     TorchFlatIndex,
     VectorStore,
     exact_topk,
+    faiss_module,
     gpu_available,
     make_index,
     omp_threads,
@@ -362,3 +363,27 @@ def test_torch_index_matches_exact_numpy_across_blocks_and_growth():
 def test_faiss_gpu_indexes_refuse_without_a_gpu(cls):
     with pytest.raises(RuntimeError, match="sees no GPU"):
         cls(8)  # the constructor both share, up to its GPU check
+
+
+def test_exact_search_uses_blas_from_small_batches_with_the_same_results():
+    """FAISS 1.14+ scores a batch by a matrix product only from ``queries x dim >= 128,000``;
+    an index built here lowers the switch to a few queries per thread (``bench blas``), and
+    the product finds the same items as the one-scan-per-query path."""
+    import faiss
+
+    library = faiss.cvar.distance_compute_blas_threshold
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 128_000  # as FAISS 1.15 ships it
+        with omp_threads(1):
+            idx = built(_flat, np.random.default_rng(1).standard_normal((3000, 64)).astype("f4"))
+            assert faiss.cvar.distance_compute_blas_threshold == 512  # set by the build
+            faiss_module()
+            assert faiss.cvar.distance_compute_blas_threshold == 512
+        q = np.random.default_rng(2).standard_normal((64, 64)).astype(np.float32)
+        blas = idx.search(q, 26)
+        faiss.cvar.distance_compute_blas_threshold = 2**31 - 1  # one scan per query
+        scan = idx.search(q, 26)
+        np.testing.assert_array_equal(blas[1], scan[1])
+        np.testing.assert_allclose(blas[0], scan[0], rtol=1e-5, atol=1e-5)
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = library
