@@ -216,6 +216,7 @@ def _serve_fast_path(w: Wiring, source: Any) -> None:
         ack=lambda m: app.consumer.ack(m),
         commit=lambda: app.consumer.commit(),
         max_uncommitted_batches=settings.max_uncommitted_batches,
+        max_uncommitted_events=settings.max_uncommitted_events or settings.batch_size,
         on_send_failure=functools.partial(_exit_delivery_failed, w),
         count_failure=lambda n: metrics.send_failures.inc(n),
     )
@@ -232,7 +233,9 @@ def _serve_fast_path(w: Wiring, source: Any) -> None:
         while delivery.failure is None:
             if app.should_stop and not fast.messages:
                 break
-            messages = await fast.take(settings.batch_size, within, idle_s=0.2)
+            # no more than the uncommitted-events bound leaves: a kill -9 repeats at most
+            # that many events, however many small batches are in flight
+            messages = await fast.take(delivery.room(settings.batch_size), within, idle_s=0.2)
             if not messages:
                 continue
             try:

@@ -36,6 +36,7 @@ WORKER_OPTIONS = (
     "allow_unsigned_checkpoints",
     "verify_keys_file",
     "max_uncommitted_batches",
+    "max_uncommitted_events",
     "session_store",
     "data_dir",
     "standby_replicas",

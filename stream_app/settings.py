@@ -156,11 +156,16 @@ class Settings(SharedSettings):
     only the privacy service may write)."""
 
     # -- delivery ---------------------------------------------------------------------------
-    max_uncommitted_batches: int = Field(1, ge=1, le=64)
-    """How many processed micro-batches may wait for delivery and commit before the next one
-    is processed. 1: a batch's inputs are committed right after its outputs were delivered,
-    so a ``kill -9`` repeats at most one batch; more overlaps processing with delivery
-    (throughput) at the price of repeating that many batches after a crash."""
+    max_uncommitted_batches: int = Field(4, ge=1, le=64)
+    """How many processed micro-batches may wait for delivery and commit while the next one
+    is processed (within ``max_uncommitted_events``). At low rates the next small batch is
+    answered while the previous ones are still delivered and committed (``coldstream bench
+    latency``); 1: each batch waits for the previous one's commit."""
+    max_uncommitted_events: int = Field(0, ge=0)
+    """Most input records processed but not yet committed; 0: ``batch_size``. A micro-batch
+    takes no more than this less the records waiting, so a ``kill -9`` repeats at most this
+    many events whatever ``max_uncommitted_batches`` is (at flat out, one full batch at a
+    time)."""
     idempotent_producer: bool = True
     """Kafka's idempotent producer (``enable.idempotence``, ``acks=all``): a retried send is
     not written twice. The embedded Tansu broker does not support it (the demo turns it off)."""

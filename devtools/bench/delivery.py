@@ -1,8 +1,10 @@
 """``coldstream bench delivery``: what the delivery guarantee costs, measured in one run.
 
-For each ``max_uncommitted_batches`` (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``; 1, the default,
-is the strongest at-least-once mode: a batch's inputs are committed right after its outputs
-were delivered, and the next batch waits for that), on one Apache Kafka:
+For each ``max_uncommitted_batches`` (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``; 1 is the
+strongest at-least-once mode: a batch's inputs are committed right after its outputs were
+delivered, and the next batch waits for that; the default, 4, lets small batches go on while
+earlier ones are delivered, within ``COLDSTREAM_MAX_UNCOMMITTED_EVENTS``, the batch size by
+default), on one Apache Kafka:
 
 * **throughput**: a backlog of ``--events`` input events, then a fresh worker drains it;
   events/s = outputs / (last - first output record time);

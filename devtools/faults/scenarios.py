@@ -266,8 +266,9 @@ def kill9(
     users = {
         inp.user for inp in inputs[max(0, sent_at_kill - int(rate * 5)) : sent_at_kill] if inp.user
     }
-    # a batch's inputs are committed right after its outputs were delivered, and the next
-    # batch waits for that (COLDSTREAM_MAX_UNCOMMITTED_BATCHES=1): at most one batch repeats
+    # a batch's inputs are committed right after its outputs were delivered, and the records
+    # waiting for that never pass COLDSTREAM_MAX_UNCOMMITTED_EVENTS (the batch size by
+    # default, however many batches are in flight): at most one batch's worth repeats
     bound = BATCH_SIZE
     return account(
         "worker kill -9 + restart",
