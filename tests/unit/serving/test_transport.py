@@ -160,3 +160,36 @@ def test_our_producer_asks_for_idempotence_when_the_app_declares_it():
     assert p._settings_extra() == {"acks": "all", "enable_idempotence": True}
     App.idempotent_producer = False
     assert p._settings_extra() == {}
+
+
+def test_faust_commit_reads_terminal_only_for_its_log_table() -> None:
+    """Change 5 replaces ``terminal`` in Faust's consumer module: it must use nothing else."""
+    tree = ast.parse(inspect.getsource(faust_consumer))
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "terminal"
+    }
+    assert used == {"logtable"}
+    assert faust_consumer.terminal is transport.COMMIT_TERMINAL
+
+
+def test_the_commit_table_is_built_only_when_formatted(monkeypatch) -> None:
+    from faust.utils import terminal
+
+    built: list[object] = []
+    real = terminal.logtable
+
+    def counting(*a, **kw):
+        built.append(a)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(terminal, "logtable", counting)
+    rows = [("TopicPartition(topic='clicks', partition=0)", "42")]
+    table = faust_consumer.terminal.logtable(rows, title="Commit Offsets", headers=["TP", "Offset"])
+    assert built == []  # a commit whose dev-level line is not logged builds nothing
+    text = str(table)
+    assert built and text == real(rows, title="Commit Offsets", headers=["TP", "Offset"])
+    assert "Commit Offsets" in text and "42" in text
