@@ -1,6 +1,6 @@
 """The one place where the serving worker's Kafka consumer is tuned beyond Faust's settings.
 
-Five changes, fenced by tests that fail
+Six changes, fenced by tests that fail
 when the installed Faust or aiokafka changes under them
 (``tests/unit/serving/test_transport.py``):
 
@@ -48,6 +48,14 @@ when the installed Faust or aiokafka changes under them
    :data:`COMMIT_TERMINAL`, whose ``logtable`` returns a :class:`LazyTable` that builds the
    same table when the line is formatted.
 
+6. **No full garbage collection per wait for acks.** Faust's ``Consumer.wait_empty`` (every
+   rebalance and every stop) calls ``gc.collect()`` on each turn of its loop (each waits up
+   to 1 s for acknowledgements), to drop unacknowledged messages nobody holds any more. A
+   full collection walks every tracked object: 206 ms median with 100,000 users' sessions in
+   memory, 20 of them in one stop of a draining worker (4.1 s). It gets :data:`WAIT_EMPTY_GC`
+   (:class:`PacedCollect`): a full collection at most every ``FULL_EVERY_S`` seconds, the
+   young generations otherwise, so such a message goes within that time.
+
 The copy is checked against the installed Faust twice: the sha256 of the upstream source
 (:data:`UPSTREAM_DRAIN_SHA256`) and the AST of our copy with the marked change taken out.
 """
@@ -55,8 +63,10 @@ The copy is checked against the installed Faust twice: the sha256 of the upstrea
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 import types
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, ClassVar, cast
 
 from faust.transport import consumer as faust_consumer
@@ -93,6 +103,32 @@ COMMIT_TERMINAL = types.SimpleNamespace(logtable=LazyTable)
 """What ``faust.transport.consumer`` reads as ``terminal`` (change 5)."""
 
 faust_consumer.terminal = COMMIT_TERMINAL  # type: ignore[assignment]
+
+
+class PacedCollect:
+    """``gc.collect`` for Faust's ``wait_empty`` (change 6): a full collection at most every
+    :attr:`FULL_EVERY_S` seconds, the young generations (0 and 1) in between."""
+
+    FULL_EVERY_S = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._last_full: float | None = None
+
+    def collect(self, generation: int = 2) -> int:
+        now = self.clock()
+        if generation >= 2 and (
+            self._last_full is None or now - self._last_full >= self.FULL_EVERY_S
+        ):
+            self._last_full = now
+            return gc.collect()
+        return gc.collect(min(generation, 1))
+
+
+WAIT_EMPTY_GC = PacedCollect()
+"""What ``faust.transport.consumer`` reads as ``gc`` (change 6)."""
+
+faust_consumer.gc = WAIT_EMPTY_GC  # type: ignore[assignment]
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -193,3 +193,34 @@ def test_the_commit_table_is_built_only_when_formatted(monkeypatch) -> None:
     text = str(table)
     assert built and text == real(rows, title="Commit Offsets", headers=["TP", "Offset"])
     assert "Commit Offsets" in text and "42" in text
+
+
+def test_faust_wait_empty_reads_gc_only_to_collect() -> None:
+    """Change 6 replaces ``gc`` in Faust's consumer module: it must use nothing else."""
+    tree = ast.parse(inspect.getsource(faust_consumer))
+    used = {
+        node.attr
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "gc"
+    }
+    assert used == {"collect"}
+    assert faust_consumer.gc is transport.WAIT_EMPTY_GC
+
+
+def test_wait_empty_collects_fully_at_most_every_few_seconds(monkeypatch) -> None:
+    import gc
+
+    asked: list[int] = []
+    monkeypatch.setattr(gc, "collect", lambda generation=2: asked.append(generation) or 0)
+    now = [100.0]
+    paced = transport.PacedCollect(clock=lambda: now[0])
+    paced.collect()  # the first wait of a rebalance: a full collection
+    now[0] += 1.0
+    paced.collect()  # the same wait's next turn: the young generations only
+    paced.collect()
+    now[0] += paced.FULL_EVERY_S
+    paced.collect()  # still waiting after that long: full again
+    paced.collect(0)
+    assert asked == [2, 1, 1, 2, 0]
