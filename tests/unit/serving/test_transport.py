@@ -162,17 +162,20 @@ def test_our_producer_asks_for_idempotence_when_the_app_declares_it():
     assert p._settings_extra() == {}
 
 
-def test_faust_commit_reads_terminal_only_for_its_log_table() -> None:
-    """Change 5 replaces ``terminal`` in Faust's consumer module: it must use nothing else."""
-    tree = ast.parse(inspect.getsource(faust_consumer))
-    used = {
+def _module_attributes_read(module: object, name: str) -> set[str]:
+    """The attributes that ``module``'s source reads from its global ``name``."""
+    return {
         node.attr
-        for node in ast.walk(tree)
+        for node in ast.walk(ast.parse(inspect.getsource(module)))
         if isinstance(node, ast.Attribute)
         and isinstance(node.value, ast.Name)
-        and node.value.id == "terminal"
+        and node.value.id == name
     }
-    assert used == {"logtable"}
+
+
+def test_faust_commit_reads_terminal_only_for_its_log_table() -> None:
+    """Change 5 replaces ``terminal`` in Faust's consumer module: it must use nothing else."""
+    assert _module_attributes_read(faust_consumer, "terminal") == {"logtable"}
     assert faust_consumer.terminal is transport.COMMIT_TERMINAL
 
 
@@ -197,15 +200,7 @@ def test_the_commit_table_is_built_only_when_formatted(monkeypatch) -> None:
 
 def test_faust_wait_empty_reads_gc_only_to_collect() -> None:
     """Change 6 replaces ``gc`` in Faust's consumer module: it must use nothing else."""
-    tree = ast.parse(inspect.getsource(faust_consumer))
-    used = {
-        node.attr
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "gc"
-    }
-    assert used == {"collect"}
+    assert _module_attributes_read(faust_consumer, "gc") == {"collect"}
     assert faust_consumer.gc is transport.WAIT_EMPTY_GC
 
 
