@@ -201,7 +201,7 @@ def fixed_rate(
 ) -> dict[str, Any]:
     """Send ``warm`` then ``fixed`` at ``rate`` (event ids ``f"{run_of_fixed}-{i}"``) and time
     each answer: ``achieved`` (ev/s), ``lat`` (send -> receipt, ms), ``wlat`` (the worker's
-    ``latency_ms``), ``pct`` (p50/p95/p99 of ``lat``)."""
+    ``latency_ms``), ``pct`` and ``wpct`` (p50/p95/p99 of ``lat`` and ``wlat``)."""
     n_fixed = len(fixed)
     sent_at: dict[str, float] = {}
     received: dict[str, float] = {}
@@ -245,8 +245,18 @@ def fixed_rate(
         ]
     )
     lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])
-    pct = {q: float(np.percentile(lat, q)) for q in (50, 95, 99)} if len(lat) else {}
-    return {"achieved": n_fixed / took, "lat": lat, "wlat": wlat, "pct": pct, "n": n_fixed}
+
+    def pct(ms: np.ndarray) -> dict[int, float]:
+        return {q: float(np.percentile(ms, q)) for q in (50, 95, 99)} if len(ms) else {}
+
+    return {
+        "achieved": n_fixed / took,
+        "lat": lat,
+        "wlat": wlat,
+        "pct": pct(lat),
+        "wpct": pct(wlat),
+        "n": n_fixed,
+    }
 
 
 def start_broker(args: Any, work: Path) -> tuple[Any, str, str]:

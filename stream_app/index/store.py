@@ -1,8 +1,9 @@
 """The vectors and the ground truth every index shares: :class:`VectorStore` (float32 rows by
 slot, the recommender's item table), the argument checks and array helpers of the indexes,
 exact search (:func:`exact_topk`) and :func:`recall_at` (what a build's recall is measured
-against), :func:`omp_threads`, :func:`faiss_module`. Nothing here needs FAISS at import time (``faiss`` and
-``torch`` are imported where used, so the package imports on machines without them)."""
+against), :func:`omp_threads`, :func:`faiss_module`. Nothing here needs FAISS at import time
+(``faiss`` and ``torch`` are imported where used, so the package imports on machines without
+them)."""
 
 from __future__ import annotations
 
@@ -132,9 +133,9 @@ BLAS_WORK_PER_THREAD = 512
 matrix product (BLAS) instead of one scan per query. FAISS 1.14+ switches at
 ``queries x dim >= 128,000`` (tuned for many OpenMP threads: the scans run in parallel per
 query); on one thread the product wins from 8 queries of 64 dimensions: ``coldstream bench
-blas`` (1,682-10,000 items, dim 64, k 26, one thread): 64-query batches 11.8 against 20.5 us
-per query at 1,682 items, 32.9 against 71.5 at 10,000; 1 query 63.5 against 32.1. The IVF
-coarse quantizer (an exact search over the ``nlist`` centroids) gains the same."""
+blas`` (``reports/bench-blas.json``; dim 64, k 26, one thread): 64-query batches 11.0 against
+21.5 us per query at 1,682 items, 34.7 against 81.1 at 10,000; 1 query 49.1 against 19.0. The
+IVF coarse quantizer (an exact search over the ``nlist`` centroids) gains the same."""
 
 _FAISS_DEFAULT_BLAS_THRESHOLD: int | None = None
 
