@@ -2,7 +2,7 @@
 
 For each ``max_uncommitted_batches`` (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``; 1 is the
 strongest at-least-once mode: a batch's inputs are committed right after its outputs were
-delivered, and the next batch waits for that; the default, 4, lets small batches go on while
+delivered, and the next batch waits for that (the default); 4 lets small batches go on while
 earlier ones are delivered, within ``COLDSTREAM_MAX_UNCOMMITTED_EVENTS``, the batch size by
 default), on one Apache Kafka:
 
