@@ -28,6 +28,7 @@ __all__ = [
     "Outputs",
     "account",
     "first_output_after",
+    "order_examples",
     "order_violations",
     "session_mismatches",
 ]
@@ -59,7 +60,8 @@ class Outputs:
     n_recs: int
     n_dlq: int
     by_user: dict[str, list[dict[str, Any]]]
-    """User -> recommendation values in output order (partition offset order)."""
+    """User -> recommendation values in output order (partition offset order); the harness
+    adds ``_out``: ``[partition, offset]`` of the output record."""
     dlq_values: list[dict[str, Any]]
     unmatched: int
     produced_at: list[float]
@@ -77,6 +79,8 @@ def account(
     name: str, inputs: list[Input], out: Outputs, recovery_s: float | None, **details: Any
 ) -> FaultResult:
     details.setdefault("unmatched_outputs", out.unmatched)
+    if details.get("order_violations"):
+        details.setdefault("order_examples", order_examples(inputs, out))
     unanswered = [i for i in range(len(inputs)) if out.counts.get(i, 0) == 0]
     if unanswered:  # where the unanswered inputs sit: (topic, partition, offset), first 50
         details.setdefault("lost_positions", [inputs[i].pos for i in unanswered[:50]])
@@ -102,11 +106,60 @@ def order_violations(inputs: list[Input], out: Outputs) -> int:
     topics are separate logs, so only each topic's order is defined). The input order is
     the log's (partition offset) where the produce reported it, else the order of sending:
     a producer retry may write two records in the other order."""
+    return len(_out_of_order(inputs, out))
+
+
+def order_examples(
+    inputs: list[Input], out: Outputs, limit: int = 3, around: int = 4
+) -> list[dict[str, Any]]:
+    """For the first ``limit`` users out of order, their answers in output order around the
+    first one out of place, each as ``[event, input topic, input partition, input offset,
+    output partition, output offset, model version, produced_at]`` (a fault report's
+    detail: who answered what, when, and where it landed)."""
+    bad = _out_of_order(inputs, out)
+    pos = {inp.event_id: (inp.topic, *(inp.pos[1:] if inp.pos else (None, None))) for inp in inputs}
+    rank = {inp.event_id: i for i, inp in enumerate(_log_order(inputs))}
+    rows = []
+    for user in sorted(bad)[:limit]:
+        values = out.by_user.get(user, [])
+        first = 0
+        last: dict[str, int] = {}
+        for i, v in enumerate(values):
+            topic = pos.get(v["event_id"], ("?",))[0]
+            r = rank.get(v["event_id"], -1)
+            if r < last.get(topic, -1):
+                first = i
+                break
+            last[topic] = r
+        rows.append(
+            {
+                "user": user,
+                "first_out_of_place": first,
+                "answers": [
+                    [
+                        v["event_id"],
+                        *pos.get(v["event_id"], (None, None, None)),
+                        *(v.get("_out") or [None, None]),
+                        v.get("model_version"),
+                        v.get("produced_at"),
+                    ]
+                    for v in values[max(0, first - around) : first + around]
+                ],
+            }
+        )
+    return rows
+
+
+def _log_order(inputs: list[Input]) -> list[Input]:
+    if all(inp.pos is not None for inp in inputs):
+        return sorted(inputs, key=lambda inp: inp.pos or ("", 0, 0))
+    return inputs
+
+
+def _out_of_order(inputs: list[Input], out: Outputs) -> set[str]:
     want: dict[tuple[str, str], list[str]] = defaultdict(list)
     topic_of: dict[str, str] = {}
-    if all(inp.pos is not None for inp in inputs):
-        inputs = sorted(inputs, key=lambda inp: inp.pos or ("", 0, 0))
-    for inp in inputs:
+    for inp in _log_order(inputs):
         if inp.event_id and inp.user:
             want[(inp.user, inp.topic)].append(inp.event_id)
             topic_of[inp.event_id] = inp.topic
@@ -122,7 +175,7 @@ def order_violations(inputs: list[Input], out: Outputs) -> int:
         for topic, got in seen.items():
             if got != want[(user, topic)][: len(got)] or len(got) != len(want[(user, topic)]):
                 bad.add(user)
-    return len(bad)
+    return bad
 
 
 def session_mismatches(

@@ -4,6 +4,8 @@ what came back to what was sent.
 
 Workers are :class:`~devtools.processes.WorkerProcess` subprocesses (own process groups,
 working directory and logs in the harness's ``workdir``), always stopped with a deadline.
+They log at ``warning``; ``COLDSTREAM_FAULT_LOG_LEVEL=info`` keeps their rebalance,
+recovery and seek logs (what a fault report's ``order_examples`` are read against).
 Producing goes through :func:`devtools.kafka_io.produce`, reading back through
 :func:`devtools.kafka_io.read_until`.
 """
@@ -53,7 +55,11 @@ class Harness:
             make_checkpoint(model_store, n_items=N_ITEMS, signer=dev_signer())
         self.model_store = model_store
         self.app_id = prefix + "app"
-        self.worker_options = {"threads": 1, "log_level": "warning", **(worker_options or {})}
+        self.worker_options = {
+            "threads": 1,
+            "log_level": os.environ.get("COLDSTREAM_FAULT_LOG_LEVEL", "warning"),
+            **(worker_options or {}),
+        }
         self.worker_env = dict(worker_env or {})
         """Added to every worker's environment (``PYTHONPATH``: workers from another tree)."""
         self.workers: list[WorkerProcess] = []
@@ -288,7 +294,7 @@ async def collect(
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     ordered = {
-        u: [v for _, _, v in sorted(rows, key=lambda x: (x[0], x[1]))]
+        u: [{**v, "_out": [p, o]} for p, o, v in sorted(rows, key=lambda x: (x[0], x[1]))]
         for u, rows in by_user.items()
     }
     return Outputs(
