@@ -423,7 +423,7 @@ def _start_gauges(w: Wiring) -> None:
     """A timer that exports the session count, the consumer lag of each assigned input
     partition and the fetch loop's rewinds every 5 s."""
     metrics = w.metrics
-    exported = {"rewound": 0, "forced": 0, "restarted": 0}
+    exported = {"rewound": 0, "forced": 0, "restarted": 0, "before_seek": 0}
 
     @w.app.timer(interval=5.0, name="export-gauges")
     async def export_gauges() -> None:
@@ -435,6 +435,7 @@ def _start_gauges(w: Wiring) -> None:
                 ("rewound", order.rewinds),
                 ("forced", order.forced),
                 ("restarted", order.restarts),
+                ("before_seek", order.unsought_drops),
             ):
                 if total > exported[outcome]:
                     metrics.fetch_rewinds.labels(outcome).inc(total - exported[outcome])

@@ -153,7 +153,9 @@ class Metrics:
             "deliver next: rewound (a record ahead, after a rebalance's seek: sought back, "
             "nothing skipped), forced (taken after repeated rewinds never brought the missing "
             "offsets) or restarted (a record behind with no seek: the broker's log starts "
-            "again lower, it lost data; read on from there)",
+            "again lower, it lost data; read on from there) or before_seek (a record of a "
+            "partition a rebalance assigned, before its seek to the committed offset: "
+            "dropped, read again after the seek)",
             ["outcome"],
             registry=r,
         )
@@ -303,7 +305,7 @@ class Metrics:
         ):
             for outcome in outcomes:
                 self.output_too_large.labels(out_topic, outcome)
-        for outcome in ("rewound", "forced", "restarted"):
+        for outcome in ("rewound", "forced", "restarted", "before_seek"):
             self.fetch_rewinds.labels(outcome)
         for segment in ("cold", "warm"):
             self.segment_hits.labels(segment)

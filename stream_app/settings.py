@@ -161,9 +161,10 @@ class Settings(SharedSettings):
     is processed (within ``max_uncommitted_events``). At low rates the next small batch is
     answered while the previous ones are still delivered and committed (``coldstream bench
     latency``); 1 (the default): each batch waits for the previous one's commit. 4 lowered
-    latency at 1,000 ev/s, but under heavy CPU load a rolling restart then answered 5 users'
-    events out of input order (the open ordering finding, docs/reliability.md), so the
-    default stays 1 until that is understood."""
+    latency at 1,000 ev/s; under heavy CPU load a rolling restart then answered 5 users'
+    events out of input order, as 1 did later: the rebalance ordering finding of
+    docs/reliability.md, fixed since. The default stays 1 until the fault suite has run
+    with 4 again."""
     max_uncommitted_events: int = Field(0, ge=0)
     """Most input records processed but not yet committed; 0: ``batch_size``. A micro-batch
     takes no more than this less the records waiting, so a ``kill -9`` repeats at most this

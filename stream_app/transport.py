@@ -161,8 +161,12 @@ class Consumer(faust_aiokafka.Consumer):
     async def seek_to_committed(self) -> Mapping[Any, int]:
         offsets = dict(await super().seek_to_committed())
         offsets.update(await self._committed_past_the_end(offsets))
+        order = self.offset_order
         for tp, offset in offsets.items():
-            self.offset_order.reset(tp, offset)
+            if order.reset(tp, offset) and (again := order.expected(tp)) is not None:
+                # records dropped while waiting for this seek (OffsetOrder.assigned) may
+                # have been fetched after the consumer moved: read them again from here
+                await self._seek(tp, again)
         return offsets
 
     async def _committed_past_the_end(self, offsets: Mapping[Any, int | None]) -> dict[Any, int]:
@@ -202,6 +206,10 @@ class Consumer(faust_aiokafka.Consumer):
     async def seek(self, partition: Any, offset: int) -> None:
         await super().seek(partition, offset)
         self.offset_order.reset(partition, offset)
+
+    async def on_partitions_assigned(self, assigned: Any, generation_id: int = 0) -> None:
+        self.offset_order.assigned(assigned)  # nothing is taken before the seek to committed
+        await super().on_partitions_assigned(assigned, generation_id)
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.offset_order.forget(revoked)
