@@ -202,3 +202,37 @@ def test_a_committed_offset_past_the_log_end_is_sought_to_the_log_start() -> Non
     out = asyncio.run(Consumer._committed_past_the_end(stub, committed))  # type: ignore[arg-type]
     assert out == {("clicks", 0): 0} == stub.sought  # 35 <= 40 is a healthy log: left alone
     assert stub.offset_order.restarts == 1
+
+
+def test_the_seek_to_committed_seeks_again_only_where_records_were_dropped(monkeypatch) -> None:
+    """The transport's half of the rule: after Faust's seek, a partition that dropped
+    records while it waited is sought once more (an ended stream brings nothing to rewind
+    on); one that dropped nothing is left where Faust put it."""
+    import asyncio
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from stream_app.transport import Consumer
+
+    other = ("purchases", 0)
+
+    async def faust_seek(self):  # noqa: ANN001, ANN202 - Faust's seek to the committed offsets
+        return {TP: 556, other: 10}
+
+    async def none_past_the_end(self, offsets):  # noqa: ANN001, ANN202
+        return {}
+
+    sought: list = []
+
+    async def seek(self, tp, offset):  # noqa: ANN001, ANN202
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", faust_seek)
+    monkeypatch.setattr(Consumer, "_committed_past_the_end", none_past_the_end)
+    monkeypatch.setattr(Consumer, "_seek", seek)
+    consumer = Consumer.__new__(Consumer)
+    consumer.offset_order.assigned([TP, other])
+    assert consumer.offset_order.check(TP, 559) == DROP
+    assert asyncio.run(consumer.seek_to_committed()) == {TP: 556, other: 10}
+    assert sought == [(TP, 556)]
+    assert consumer.offset_order.check(TP, 556) == TAKE
