@@ -236,3 +236,53 @@ def test_the_seek_to_committed_seeks_again_only_where_records_were_dropped(monke
     assert asyncio.run(consumer.seek_to_committed()) == {TP: 556, other: 10}
     assert sought == [(TP, 556)]
     assert consumer.offset_order.check(TP, 556) == TAKE
+
+
+def test_the_seek_to_committed_takes_an_uncommitted_partition_back_to_its_log_start(
+    monkeypatch,
+) -> None:
+    """The client seeks only partitions with a committed offset. One without stays where
+    its position is, which can be past records nobody answered (Faust's ``getmany`` discards
+    what it drew when the flow stops mid-fetch, without this guard seeing them): the
+    stalled-partition fault test lost all of a never-committed ``clicks[0]`` in CI. Such a
+    partition is sought to its log start; a changelog partition is left to the recovery."""
+    import asyncio
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from stream_app.transport import Consumer
+
+    committed, changelog = ("clicks", 1), ("app-sessions-changelog", 0)
+
+    async def faust_seek(self):  # noqa: ANN001, ANN202 - aiokafka returns None: no commit
+        return {TP: None, committed: 10, changelog: None}
+
+    async def none_past_the_end(self, offsets):  # noqa: ANN001, ANN202
+        return {}
+
+    async def earliest(self, *tps):  # noqa: ANN001, ANN202
+        asked.extend(tps)
+        return dict.fromkeys(tps, 3)  # retention removed offsets 0-2
+
+    asked: list = []
+    sought: list = []
+
+    async def seek(self, tp, offset):  # noqa: ANN001, ANN202
+        sought.append((tp, offset))
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", faust_seek)
+    monkeypatch.setattr(Consumer, "_committed_past_the_end", none_past_the_end)
+    monkeypatch.setattr(Consumer, "earliest_offsets", earliest)
+    monkeypatch.setattr(Consumer, "_seek", seek)
+    monkeypatch.setattr(Consumer, "_is_changelog_tp", lambda self, tp: tp == changelog)
+    consumer = Consumer.__new__(Consumer)
+    order = consumer.offset_order
+    order.assigned([TP, committed, changelog])
+    # what reaches the guard before the seek: nothing of TP (Faust discarded its fetch)
+    assert asyncio.run(consumer.seek_to_committed()) == {TP: None, committed: 10, changelog: None}
+    assert asked == [TP]  # only the uncommitted stream partition
+    assert sought == [(TP, 3)]  # the committed one is where the client put it
+    assert order.expected(TP) == 3
+    assert order.check(TP, 45) == REWIND  # a stale record past the start is not taken
+    order.new_fetch()
+    assert order.check(TP, 3) == TAKE
