@@ -67,6 +67,9 @@ class Outputs:
     produced_at: list[float]
     dlq_max_bytes: int = 0
     """The largest DLQ record value read."""
+    group_committed: dict[str, int] | None = None
+    """Where some input went unanswered: the workers' group's committed offset per input
+    partition (``"topic[partition]"``) when collecting ended; ``None`` otherwise."""
 
     def lost(self, n: int) -> int:
         return sum(1 for i in range(n) if self.counts.get(i, 0) == 0)
@@ -84,6 +87,8 @@ def account(
     unanswered = [i for i in range(len(inputs)) if out.counts.get(i, 0) == 0]
     if unanswered:  # where the unanswered inputs sit: (topic, partition, offset), first 50
         details.setdefault("lost_positions", [inputs[i].pos for i in unanswered[:50]])
+        if out.group_committed is not None:  # committed past them, or never read?
+            details.setdefault("group_committed", out.group_committed)
     return FaultResult(
         name,
         len(inputs),

@@ -27,7 +27,7 @@ from typing import Any
 from devtools.checkpoints import dev_signer, make_checkpoint, verify_env
 from devtools.faults.accounting import Outputs
 from devtools.faults.inputs import N_ITEMS, Input
-from devtools.kafka_io import produce, read_until, run_coro
+from devtools.kafka_io import committed_offsets, produce, read_until, run_coro
 from devtools.processes import WorkerProcess
 
 __all__ = ["Feeder", "Harness", "collect", "read_changelog"]
@@ -143,10 +143,23 @@ class Harness:
 
     # -- reading back -----------------------------------------------------------------------
     def collect(self, inputs: list[Input], *, timeout_s: float, idle_s: float = 1.0) -> Outputs:
-        return run_coro(
+        out: Outputs = run_coro(
             collect(self.bootstrap, self.topics, inputs, timeout_s=timeout_s, idle_s=idle_s),
             timeout_s + 60,
         )
+        if out.lost(len(inputs)):  # for the report: did the group commit past them?
+            out.group_committed = self.group_committed()
+        return out
+
+    def group_committed(self) -> dict[str, int] | None:
+        """The workers' group's committed offset per input partition (logical
+        ``"topic[partition]"``), or ``None`` if the broker would not say (best effort)."""
+        names = {self.topics[t]: t for t in ("clicks", "purchases")}
+        try:
+            got = run_coro(committed_offsets(self.bootstrap, self.app_id, list(names)), 60)
+            return {f"{names[t]}[{p}]": int(o) for (t, p), o in sorted(got.items())}
+        except Exception:  # noqa: BLE001 - a diagnostic only
+            return None
 
     def sessions(self, timeout_s: float = 20.0) -> dict[str, Any]:
         """Last changelog value per user of the ``sessions`` table (``None``: tombstone)."""

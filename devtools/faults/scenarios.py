@@ -35,6 +35,7 @@ from coldstream.core.records import event_payload
 from devtools.checkpoints import make_checkpoint
 from devtools.faults.accounting import (
     FaultResult,
+    Outputs,
     account,
     first_output_after,
     order_violations,
@@ -317,6 +318,8 @@ def sigterm(
         rc = None
     drain_s = time.time() - t_term
     w.stop(deadline_s=5)
+    t_exit = time.time()
+    committed_at_exit = h.group_committed()
     h.start_worker("b", **opts)
     feeder.join_checked(300)
     out = h.collect(inputs, timeout_s=120)
@@ -331,6 +334,8 @@ def sigterm(
         drain_budget_s=drain_budget_s,
         order_violations=order_violations(inputs, out),
         log_tail=log_tail if rc != 0 else "",
+        committed_at_exit=committed_at_exit,
+        answered_before_exit=answered_before(inputs, out, t_exit),
     )
     if guarantee == "exactly_once":
         _eos_counted(h, result, inputs, sessions=True)
@@ -1514,6 +1519,21 @@ def stalled_partition(
         liveness_after_s=liveness_after_s,
         stalled_worker_exit_code=rc_a,
     )
+
+
+def answered_before(inputs: list[Input], out: Outputs, t: float) -> dict[str, int]:
+    """Per input partition (``"topic[partition]"``), one past the highest offset answered
+    before ``t`` (the answer's ``produced_at``): what a worker that drained and stopped at
+    ``t`` must have committed."""
+    at = {inp.event_id: inp.pos for inp in inputs if inp.pos is not None}
+    done: dict[str, int] = {}
+    for values in out.by_user.values():
+        for v in values:
+            pos = at.get(v.get("event_id"))
+            if pos is not None and float(v.get("produced_at") or 0.0) <= t:
+                key = f"{pos[0]}[{pos[1]}]"
+                done[key] = max(done.get(key, 0), pos[2] + 1)
+    return dict(sorted(done.items()))
 
 
 def stalled_gauges(metrics: str) -> dict[tuple[str, int], float]:

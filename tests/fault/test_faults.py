@@ -38,6 +38,12 @@ def test_sigterm_drains_commits_and_exits_zero_within_budget(harness):
     assert r.lost == 0, _show(r)
     assert r.duplicated == 0, _show(r)  # everything answered was committed
     assert r.details["order_violations"] == 0, _show(r)
+    # ... and exactly that: per partition, the group's offset when the worker had exited is
+    # one past the last input it answered (read from the broker, not from the worker)
+    answered = r.details["answered_before_exit"]
+    assert answered, _show(r)  # it was stopped mid-stream, after answering some
+    committed = {k: v for k, v in (r.details["committed_at_exit"] or {}).items() if v > 0}
+    assert committed == answered, _show(r)
 
 
 def test_rebalance_under_load_keeps_order_and_loses_nothing(harness):
