@@ -12,7 +12,7 @@ stops the worker, and the next owner of the partitions answers the unacknowledge
 again (outputs are deduplicated downstream by ``event_id``).
 
 How far processing may run ahead of the commits is bounded twice: at most
-``max_uncommitted_batches`` batches (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``, 1) and at most
+``max_uncommitted_batches`` batches (``COLDSTREAM_MAX_UNCOMMITTED_BATCHES``, 4) and at most
 ``max_uncommitted_events`` input records (``COLDSTREAM_MAX_UNCOMMITTED_EVENTS``; by default
 the micro-batch size) wait for delivery and commit. The serving task takes no more records
 than :meth:`Delivery.room` leaves, so a ``kill -9`` repeats at most ``max_uncommitted_events``
