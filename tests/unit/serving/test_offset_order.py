@@ -204,33 +204,49 @@ def test_a_committed_offset_past_the_log_end_is_sought_to_the_log_start() -> Non
     assert stub.offset_order.restarts == 1
 
 
-def test_the_seek_to_committed_seeks_again_only_where_records_were_dropped(monkeypatch) -> None:
-    """The transport's half of the rule: after Faust's seek, a partition that dropped
-    records while it waited is sought once more (an ended stream brings nothing to rewind
-    on); one that dropped nothing is left where Faust put it."""
-    import asyncio
-
+def _consumer_after_faust_seek(
+    monkeypatch, faust_offsets: dict, *, log_start: int = 0, changelog: tuple = ()
+) -> tuple:
+    """The transport's consumer with the client side replaced: Faust's seek to the committed
+    offsets returns ``faust_offsets``; every log starts at ``log_start``; no committed
+    offset is past its log's end. Returns (consumer, seeks made, partitions asked their
+    log start)."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     from stream_app.transport import Consumer
 
-    other = ("purchases", 0)
+    sought: list = []
+    asked: list = []
 
-    async def faust_seek(self):  # noqa: ANN001, ANN202 - Faust's seek to the committed offsets
-        return {TP: 556, other: 10}
+    async def faust_seek(self):  # noqa: ANN001, ANN202 - aiokafka: None where no commit
+        return dict(faust_offsets)
 
     async def none_past_the_end(self, offsets):  # noqa: ANN001, ANN202
         return {}
 
-    sought: list = []
+    async def earliest(self, *tps):  # noqa: ANN001, ANN202
+        asked.extend(tps)
+        return dict.fromkeys(tps, log_start)
 
     async def seek(self, tp, offset):  # noqa: ANN001, ANN202
         sought.append((tp, offset))
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", faust_seek)
     monkeypatch.setattr(Consumer, "_committed_past_the_end", none_past_the_end)
+    monkeypatch.setattr(Consumer, "earliest_offsets", earliest)
     monkeypatch.setattr(Consumer, "_seek", seek)
-    consumer = Consumer.__new__(Consumer)
+    monkeypatch.setattr(Consumer, "_is_changelog_tp", lambda self, tp: tp in changelog)
+    return Consumer.__new__(Consumer), sought, asked
+
+
+def test_the_seek_to_committed_seeks_again_only_where_records_were_dropped(monkeypatch) -> None:
+    """The transport's half of the rule: after Faust's seek, a partition that dropped
+    records while it waited is sought once more (an ended stream brings nothing to rewind
+    on); one that dropped nothing is left where Faust put it."""
+    import asyncio
+
+    other = ("purchases", 0)
+    consumer, sought, _ = _consumer_after_faust_seek(monkeypatch, {TP: 556, other: 10})
     consumer.offset_order.assigned([TP, other])
     assert consumer.offset_order.check(TP, 559) == DROP
     assert asyncio.run(consumer.seek_to_committed()) == {TP: 556, other: 10}
@@ -248,38 +264,18 @@ def test_the_seek_to_committed_takes_an_uncommitted_partition_back_to_its_log_st
     partition is sought to its log start; a changelog partition is left to the recovery."""
     import asyncio
 
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    from stream_app.transport import Consumer
-
     committed, changelog = ("clicks", 1), ("app-sessions-changelog", 0)
-
-    async def faust_seek(self):  # noqa: ANN001, ANN202 - aiokafka returns None: no commit
-        return {TP: None, committed: 10, changelog: None}
-
-    async def none_past_the_end(self, offsets):  # noqa: ANN001, ANN202
-        return {}
-
-    async def earliest(self, *tps):  # noqa: ANN001, ANN202
-        asked.extend(tps)
-        return dict.fromkeys(tps, 3)  # retention removed offsets 0-2
-
-    asked: list = []
-    sought: list = []
-
-    async def seek(self, tp, offset):  # noqa: ANN001, ANN202
-        sought.append((tp, offset))
-
-    monkeypatch.setattr(faust_aiokafka.Consumer, "seek_to_committed", faust_seek)
-    monkeypatch.setattr(Consumer, "_committed_past_the_end", none_past_the_end)
-    monkeypatch.setattr(Consumer, "earliest_offsets", earliest)
-    monkeypatch.setattr(Consumer, "_seek", seek)
-    monkeypatch.setattr(Consumer, "_is_changelog_tp", lambda self, tp: tp == changelog)
-    consumer = Consumer.__new__(Consumer)
+    offsets = {TP: None, committed: 10, changelog: None}
+    consumer, sought, asked = _consumer_after_faust_seek(
+        monkeypatch,
+        offsets,
+        log_start=3,
+        changelog=(changelog,),  # retention removed 0-2
+    )
     order = consumer.offset_order
     order.assigned([TP, committed, changelog])
     # what reaches the guard before the seek: nothing of TP (Faust discarded its fetch)
-    assert asyncio.run(consumer.seek_to_committed()) == {TP: None, committed: 10, changelog: None}
+    assert asyncio.run(consumer.seek_to_committed()) == offsets
     assert asked == [TP]  # only the uncommitted stream partition
     assert sought == [(TP, 3)]  # the committed one is where the client put it
     assert order.expected(TP) == 3
