@@ -167,6 +167,8 @@ class Consumer(faust_aiokafka.Consumer):
             if (start := starts.get(tp)) is not None:
                 await self._seek(tp, start)
                 order.reset(tp, start)
+            # without a log start (look-up failed) an uncommitted partition falls back on
+            # the lowest record dropped before this seek (OffsetOrder.reset)
             elif order.reset(tp, offset) and (again := order.expected(tp)) is not None:
                 # records dropped while waiting for this seek (OffsetOrder.assigned) may
                 # have been fetched after the consumer moved: read them again from here
@@ -179,9 +181,8 @@ class Consumer(faust_aiokafka.Consumer):
         The client seeks only partitions with a committed offset; one without stays wherever
         its position is, and that can be past records nobody answered: Faust's ``getmany``
         discards what it already drew from the client when the flow stops or the generation
-        changes in the middle of a fetch, and a worker that read a partition and gave it
-        up before its first commit moved the position too. With a commit, the seek brings
-        those records back; without one nothing did, and a partition that had never been
+        changes in the middle of a fetch. With a commit, the seek brings those records
+        back; without one nothing did, and a partition that had never been
         committed lost its whole backlog (measured: all 45 records of ``clicks[0]`` in a CI
         run of the stalled-partition fault test, whose stalled worker never committed it).
         No commit means nothing is done: under ``auto_offset_reset=earliest`` the partition
