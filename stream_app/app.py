@@ -16,11 +16,12 @@ from stream_app.transport import Transport
 
 class ColdstreamApp(faust.App):
     """A ``faust.App`` with the two attributes :mod:`stream_app.transport` reads: the worker
-    consumer's ``fetch_max_wait_ms`` (from the settings) and the ``fast_path`` buffer whose
+    consumer's ``fetch_max_wait_ms`` and ``fetch_min_bytes`` (from the settings) and the ``fast_path`` buffer whose
     topics bypass Faust's per-message stream machinery (set by :func:`stream_app.agents.wire`
     when ``Settings.fast_path`` is on)."""
 
     fetch_max_wait_ms: int = 10
+    fetch_min_bytes: int = 1
     fast_path: FastPath | None = None
     idempotent_producer: bool = False
     """Kafka's idempotent producer for every send (``Settings.idempotent_producer``)."""
@@ -103,6 +104,7 @@ def create_app(settings: Settings) -> ColdstreamApp:
     if settings.data_dir is not None:
         app.conf.datadir = settings.data_dir  # a Faust setting (before any store opens)
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+    app.fetch_min_bytes = settings.fetch_min_bytes
     app.idempotent_producer = settings.idempotent_producer
     if settings.processing_guarantee == "exactly_once":
         app.exactly_once = True

@@ -27,6 +27,7 @@ WORKER_OPTIONS = (
     "threads",
     "profile",
     "fetch_max_wait_ms",
+    "fetch_min_bytes",
     "session_timeout_s",
     "log_level",
     "broker_wait_s",

@@ -37,6 +37,10 @@ class Settings(SharedSettings):
     """Consumer group session timeout; unset: 6 s in the ``dev`` profile, 45 s in ``prod``."""
     fetch_max_wait_ms: int = Field(10, ge=0, le=60_000)
     """Consumer ``fetch_max_wait_ms`` (Faust hard-codes 1500 ms; Tansu answers a fetch only near it)."""
+    fetch_min_bytes: int = Field(1, ge=1, le=64 * 1024 * 1024)
+    """Consumer ``fetch_min_bytes``: the broker holds a fetch until this much data is there or
+    ``fetch_max_wait_ms`` passed. 1 answers at once with whatever arrived: at a steady rate
+    the fetch loop then turns as fast as the worker's CPU lets it, a few records per turn."""
     producer_linger_ms: float = Field(5.0, ge=0, le=1000)
     """Producer linger: how long the worker's producer waits to fill a request (fewer, larger
     requests; adds at most this to latency)."""

@@ -9,7 +9,7 @@ when the installed Faust or aiokafka changes under them
    wait, so low-rate latency would be 0.5-1.5 s. :class:`ConsumerThread` creates the
    consumer exactly as Faust does, then sets the fetch wait from the app's declared
    ``fetch_max_wait_ms`` before the consumer starts (aiokafka builds its fetcher from it in
-   ``start()``).
+   ``start()``), and ``fetch_min_bytes`` the same way (Faust leaves aiokafka's 1).
 
 2. **Fast path.** Faust hands every message through ``wait_first`` (two tasks per message),
    the conductor, a channel queue and a stream before ``take_events`` batches it again:
@@ -138,6 +138,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka keeps the constructor argument here and builds its Fetcher from it in
         # start(); the test suite checks both ends against the installed aiokafka.
         consumer._fetch_max_wait_ms = int(wait)  # noqa: SLF001
+        consumer._fetch_min_bytes = int(getattr(self.app, "fetch_min_bytes", 1))  # noqa: SLF001
         if getattr(self.app, "exactly_once", False):
             # exactly_once (stream_app.transactions): the table recovery reads only committed
             # changelog records; read there and into the Fetcher in start(), like the wait

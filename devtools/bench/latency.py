@@ -15,6 +15,17 @@ adds to them. The benchmark's producer and reader run on the same machine as the
 the broker: near the worker's capacity (5,000 ev/s on a slow 2-core machine) the rows measure
 queueing, and vary by several times from run to run.
 
+Two more things per run, so that a row says where its latency goes:
+
+- the **floor** (``--floor``, on by default), measured first: the same producer at the same
+  rate, read back from the input topic by the same reader, with no worker. A worker row's
+  latency less the floor is what the worker adds (its fetch, batching, processing and
+  produce); the floor is what the machine, the broker and the benchmark's clients cost;
+- per row, the worker process's **CPU** over the phase (``/proc/<pid>/stat``, all threads,
+  warm-up included): cores used, CPU microseconds per event and events per micro-batch (from
+  its ``/metrics``). At a low rate this is far above ``coldstream bench profile``'s flat-out
+  figure: costs per batch and per fetch are spread over few events.
+
 Prints a table, and for each guarantee and rate the setting with the lowest p99 among those
 that answered every event at the rate asked; writes ``reports/bench-latency.json``.
 """
@@ -25,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -62,20 +74,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-seconds", type=float, default=5.0, help="unmeasured, before each rate")
     p.add_argument("--users", type=int, default=20_000, help="distinct users in the events")
     p.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
+    p.add_argument(
+        "--fetch-min-bytes",
+        type=_ints,
+        default=[1, 16384],
+        help="consumer fetch minimum bytes (COLDSTREAM_FETCH_MIN_BYTES), comma-separated",
+    )
+    p.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="first measure the same producer read back by a bare consumer (no worker)",
+    )
     p.add_argument("--bootstrap", default=None, help="an Apache Kafka (default: start one)")
     p.add_argument("--out", default="reports/bench-latency.json", help="the JSON report")
 
 
-def grid(guarantees: list[str], windows: list[float], in_flight: list[int]) -> list[dict[str, Any]]:
-    """The worker settings to try: every window for every guarantee, and every in-flight
-    count under ``at_least_once`` only (``exactly_once`` ignores it)."""
+def grid(
+    guarantees: list[str],
+    windows: list[float],
+    in_flight: list[int],
+    fetch_min_bytes: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """The worker settings to try: every window and fetch minimum (none given: the worker's
+    default, ``None``) for every guarantee, and every in-flight count under
+    ``at_least_once`` only (``exactly_once`` ignores it)."""
     out = []
     for g in guarantees:
-        for w in windows:
-            for n in in_flight if g == "at_least_once" else [1]:
-                out.append(
-                    {"processing_guarantee": g, "batch_window_ms": w, "max_uncommitted_batches": n}
-                )
+        for b in fetch_min_bytes or [None]:  # None: the worker's default
+            for w in windows:
+                for n in in_flight if g == "at_least_once" else [1]:
+                    out.append(
+                        {
+                            "processing_guarantee": g,
+                            "fetch_min_bytes": b,
+                            "batch_window_ms": w,
+                            "max_uncommitted_batches": n,
+                        }
+                    )
     return out
 
 
@@ -92,6 +128,52 @@ def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in best or p99 < best[key]["latency_ms"]["p99"]:
             best[key] = r
     return [best[k] for k in sorted(best)]
+
+
+def _floor(args: argparse.Namespace, bootstrap: str, store: Path) -> list[dict[str, Any]]:
+    """The latency floor of this machine and broker, per rate: the benchmark's producer and
+    reader as in a worker's row, the reader reading the input topic itself (no worker). A
+    worker row's latency less this is what the worker adds (its fetch, batching, processing
+    and produce)."""
+    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
+    from coldstream.core.topics import create_topics, topic_names
+    from devtools.bench.pipeline import fixed_rate
+    from devtools.bench.serve import make_events
+
+    checkpoint = latest_checkpoint(store)
+    assert checkpoint is not None
+    item_ids = load_checkpoint(checkpoint).item_ids
+    prefix = f"bench-floor-{uuid.uuid4().hex[:8]}-"
+    names = topic_names(prefix)
+    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    read_back = {**names, "recommendations": names["clicks"]}  # the reader reads the input
+
+    def clicks(n: int, seed: int, run: str) -> list[tuple[str, bytes, bytes]]:
+        events = make_events(n, n_users=args.users, item_ids=item_ids, seed=seed, run=run)
+        return [("clicks", key, value) for _, key, value in events]
+
+    rows = []
+    for rate in args.rates:
+        run = uuid.uuid4().hex[:6]
+        fr = fixed_rate(
+            bootstrap,
+            read_back,
+            clicks(int(rate * args.seconds), 2, run + "r"),
+            clicks(int(rate * args.warmup_seconds), 3, run + "w"),
+            rate=rate,
+            seconds=args.seconds,
+            run_of_fixed=run + "r",
+        )
+        row = {
+            "rate": rate,
+            "achieved_events_per_s": round(fr["achieved"], 1),
+            "events": fr["n"],
+            "answered": len(fr["lat"]),
+            "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
+        }
+        print(json.dumps({"floor": row}), flush=True)
+        rows.append(row)
+    return rows
 
 
 def _one(
@@ -128,7 +210,12 @@ def _one(
         for rate in args.rates:
             phase = argparse.Namespace(**{**vars(args), "rate": rate})
             run = uuid.uuid4().hex[:6]
+            assert worker.proc is not None
+            before = _worker_counts(worker)
             fr = fixed_rate_phase(bootstrap, names, phase, item_ids, run, isolation)
+            cpu, events, n_batches, wall = (
+                b - a for a, b in zip(before, _worker_counts(worker), strict=True)
+            )
             row = {
                 **setting,
                 "rate": rate,
@@ -138,6 +225,12 @@ def _one(
                 "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
                 # the worker's own part: the event's send time -> its recommendation built
                 "worker_latency_ms": {f"p{q}": round(v, 1) for q, v in fr["wpct"].items()},
+                # the worker process's CPU (all threads) over the phase, warm-up included
+                "worker_cpu": {
+                    "cores": round(cpu / wall, 3),
+                    "us_per_event": round(cpu / max(events, 1) * 1e6, 1),
+                    "events_per_batch": round(events / max(n_batches, 1), 2),
+                },
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
@@ -146,36 +239,62 @@ def _one(
     return rows
 
 
+def _worker_counts(worker: Any) -> tuple[float, float, float, float]:
+    """The worker's (CPU seconds of all its threads, events processed, micro-batches,
+    monotonic time) now."""
+    from devtools.bench.pipeline import batches, cpu_seconds, processed
+
+    text = worker.get_text("/metrics")
+    return cpu_seconds(worker.proc.pid), processed(text), batches(text), time.monotonic()
+
+
+def _table_tail(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    return (
+        f"{r['rate']:>6g} {r['achieved_events_per_s']:>6,.0f} "
+        f"{lat.get('p50', float('nan')):>7.1f} {lat.get('p95', float('nan')):>7.1f} "
+        f"{lat.get('p99', float('nan')):>7.1f}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from devtools.bench.pipeline import kafka_with_model, run_fields, write_report
 
     settings = grid(
-        [g.strip() for g in args.guarantees.split(",") if g.strip()], args.windows, args.in_flight
+        [g.strip() for g in args.guarantees.split(",") if g.strip()],
+        args.windows,
+        args.in_flight,
+        args.fetch_min_bytes,
     )
     rows: list[dict[str, Any]] = []
     load0 = os.getloadavg()[0]
+    floor: list[dict[str, Any]] = []
     with kafka_with_model(args.bootstrap, "bench-latency-") as (bootstrap, store, work):
+        if args.floor:
+            floor = _floor(args, bootstrap, store)
         for setting in tqdm(settings, desc="worker settings", unit="worker"):
             rows.extend(_one(args, bootstrap, store, work, setting))
     print(
-        f"{'guarantee':>14} {'window':>6} {'flight':>6} {'rate':>6} {'got':>6} "
-        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}"
+        f"{'guarantee':>14} {'min B':>6} {'window':>6} {'flight':>6} {'rate':>6} {'got':>6} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'cpu us/ev':>9} {'ev/batch':>8}"
     )
+    for r in floor:
+        print(f"{'floor (no worker)':>35} {_table_tail(r)}")
     for r in rows:
-        lat = r["latency_ms"]
+        cpu = r["worker_cpu"]
         print(
-            f"{r['processing_guarantee']:>14} {r['batch_window_ms']:>6g} "
-            f"{r['max_uncommitted_batches']:>6} {r['rate']:>6g} {r['achieved_events_per_s']:>6,.0f} "
-            f"{lat.get('p50', float('nan')):>7.1f} {lat.get('p95', float('nan')):>7.1f} "
-            f"{lat.get('p99', float('nan')):>7.1f}"
+            f"{r['processing_guarantee']:>14} {str(r['fetch_min_bytes']):>6} {r['batch_window_ms']:>6g} "
+            f"{r['max_uncommitted_batches']:>6} {_table_tail(r)} "
+            f"{cpu['us_per_event']:>9,.0f} {cpu['events_per_batch']:>8.1f}"
         )
     best = best_rows(rows)
     for b in best:
         print(
-            f"best p99, {b['processing_guarantee']} at {b['rate']:g} ev/s: window "
-            f"{b['batch_window_ms']:g} ms, {b['max_uncommitted_batches']} in flight "
+            f"best p99, {b['processing_guarantee']} at {b['rate']:g} ev/s: fetch minimum "
+            f"{b['fetch_min_bytes']} B, window {b['batch_window_ms']:g} ms, "
+            f"{b['max_uncommitted_batches']} in flight "
             f"({b['latency_ms']['p50']} / {b['latency_ms']['p99']} ms)"
         )
     report = {
@@ -186,6 +305,11 @@ def run(args: argparse.Namespace) -> int:
         "warmup_seconds": args.warmup_seconds,
         "users": args.users,
         "latency_definition": "benchmark consumer receipt of the recommendation - producer send time",
+        "floor_definition": (
+            "the same producer at the same rate, read back from the input topic by the same "
+            "reader, no worker: what the machine, the broker and the benchmark's clients cost"
+        ),
+        "floor": floor,
         "rows": rows,
         "best_p99": best,
     }

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
     from devtools.processes import WorkerProcess
 
 __all__ = [
+    "batches",
     "collect",
+    "cpu_seconds",
     "fixed_rate",
     "flat_out",
     "passthrough",
+    "processed",
     "rate_from_timestamps",
     "send_events",
     "wait_processed",
@@ -154,11 +157,27 @@ async def passthrough(bootstrap: str, src: str, dst: str, n: int, timeout_s: flo
 
 
 def processed(metrics_text: str) -> float:
+    """Events the worker processed (``coldstream_events_total``, every label)."""
+    return _metric_sum(metrics_text, "coldstream_events_total{")
+
+
+def batches(metrics_text: str) -> float:
+    """Micro-batches the worker processed (``coldstream_batch_size``'s count)."""
+    return _metric_sum(metrics_text, "coldstream_batch_size_count")
+
+
+def _metric_sum(metrics_text: str, prefix: str) -> float:
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics_text.splitlines()
-        if line.startswith("coldstream_events_total{")
+        if line.startswith(prefix)
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used, all of its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_processed(worker: WorkerProcess, n: int, timeout_s: float) -> None:
@@ -237,11 +256,11 @@ def fixed_rate(
         return took, await collector
 
     took, fixed_out = asyncio.run(phase())
-    wlat = np.array(
+    wlat = np.array(  # none where the records read back are the inputs (no worker)
         [
             v["latency_ms"]
             for v in (json.loads(r.value) for r in fixed_out)
-            if v["event_id"] in sent_at
+            if v["event_id"] in sent_at and "latency_ms" in v
         ]
     )
     lat = np.array([(received[e] - t) * 1000 for e, t in sent_at.items() if e in received])

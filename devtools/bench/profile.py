@@ -91,11 +91,6 @@ def attribute(raw: str) -> Counter[str]:
     return out
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=320_000, help="backlog the worker drains")
     p.add_argument("--seconds", type=float, default=10.0, help="sampling window")
@@ -129,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
     from coldstream.core.topics import create_topics, topic_names
     from devtools.bench.pipeline import (
+        cpu_seconds,
         kafka_with_model,
         processed,
         run_fields,
@@ -171,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             time.sleep(args.warmup_seconds)
             assert worker.proc is not None
             pid = worker.proc.pid
-            n0, c0 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
+            n0, c0 = processed(worker.get_text("/metrics")), cpu_seconds(pid)
             raw_path = work / "profile.txt"
             t0 = time.monotonic()
             subprocess.run(  # noqa: S603 - our own worker's pid
@@ -182,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 capture_output=True,
             )
             wall = time.monotonic() - t0
-            n1, c1 = processed(worker.get_text("/metrics")), _cpu_seconds(pid)
+            n1, c1 = processed(worker.get_text("/metrics")), cpu_seconds(pid)
             raw = raw_path.read_text()
             if args.raw_out:
                 Path(args.raw_out).write_text(raw)

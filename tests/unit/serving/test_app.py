@@ -12,11 +12,16 @@ from stream_app.app import create_app
 from stream_app.settings import Settings, settings_table
 
 
-async def test_worker_consumer_uses_configured_fetch_wait():
-    app = create_app(Settings(bootstrap="127.0.0.1:1", fetch_max_wait_ms=7, app_id="t-fetch"))
+async def test_worker_consumer_uses_configured_fetch_wait_and_min_bytes():
+    app = create_app(
+        Settings(
+            bootstrap="127.0.0.1:1", fetch_max_wait_ms=7, fetch_min_bytes=4096, app_id="t-fetch"
+        )
+    )
     thread = app.consumer._thread
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 7  # Faust alone would set 1500
+    assert consumer._fetch_min_bytes == 4096  # Faust alone leaves aiokafka's 1
     assert consumer._group_id == "t-fetch"
 
 

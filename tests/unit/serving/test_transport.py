@@ -99,6 +99,9 @@ def test_fetch_wait_is_still_hard_coded_by_faust_and_read_by_aiokafka() -> None:
     start_src = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in init_src
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start_src
+    # the same for the minimum bytes of a fetch
+    assert "self._fetch_min_bytes = fetch_min_bytes" in init_src
+    assert "fetch_min_bytes=self._fetch_min_bytes" in start_src
 
 
 def test_isolation_level_is_read_by_aiokafka_and_faust_recovery_fixup_needs_its_eos() -> None:
