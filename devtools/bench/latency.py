@@ -130,22 +130,38 @@ def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [best[k] for k in sorted(best)]
 
 
+def _fresh_topics(bootstrap: str, store: Path, kind: str) -> tuple[list[str], str, dict[str, str]]:
+    """The store's item ids, and a fresh topic prefix (``kind`` + random) with its topics
+    created: ``(item_ids, prefix, names)``."""
+    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
+    from coldstream.core.topics import create_topics, topic_names
+
+    checkpoint = latest_checkpoint(store)
+    assert checkpoint is not None
+    prefix = f"{kind}{uuid.uuid4().hex[:8]}-"
+    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    return load_checkpoint(checkpoint).item_ids, prefix, topic_names(prefix)
+
+
+def _answered(fr: dict[str, Any]) -> dict[str, Any]:
+    """A row's rate and latency fields from :func:`devtools.bench.pipeline.fixed_rate`."""
+    return {
+        "achieved_events_per_s": round(fr["achieved"], 1),
+        "events": fr["n"],
+        "answered": len(fr["lat"]),
+        "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
+    }
+
+
 def _floor(args: argparse.Namespace, bootstrap: str, store: Path) -> list[dict[str, Any]]:
     """The latency floor of this machine and broker, per rate: the benchmark's producer and
     reader as in a worker's row, the reader reading the input topic itself (no worker). A
     worker row's latency less this is what the worker adds (its fetch, batching, processing
     and produce)."""
-    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
-    from coldstream.core.topics import create_topics, topic_names
     from devtools.bench.pipeline import fixed_rate
     from devtools.bench.serve import make_events
 
-    checkpoint = latest_checkpoint(store)
-    assert checkpoint is not None
-    item_ids = load_checkpoint(checkpoint).item_ids
-    prefix = f"bench-floor-{uuid.uuid4().hex[:8]}-"
-    names = topic_names(prefix)
-    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    item_ids, _, names = _fresh_topics(bootstrap, store, "bench-floor-")
     read_back = {**names, "recommendations": names["clicks"]}  # the reader reads the input
 
     def clicks(n: int, seed: int, run: str) -> list[tuple[str, bytes, bytes]]:
@@ -164,13 +180,7 @@ def _floor(args: argparse.Namespace, bootstrap: str, store: Path) -> list[dict[s
             seconds=args.seconds,
             run_of_fixed=run + "r",
         )
-        row = {
-            "rate": rate,
-            "achieved_events_per_s": round(fr["achieved"], 1),
-            "events": fr["n"],
-            "answered": len(fr["lat"]),
-            "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
-        }
+        row = {"rate": rate, **_answered(fr)}
         print(json.dumps({"floor": row}), flush=True)
         rows.append(row)
     return rows
@@ -179,17 +189,10 @@ def _floor(args: argparse.Namespace, bootstrap: str, store: Path) -> list[dict[s
 def _one(
     args: argparse.Namespace, bootstrap: str, store: Path, work: Path, setting: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    from coldstream.core.checkpoint import latest_checkpoint, load_checkpoint
-    from coldstream.core.topics import create_topics, topic_names
     from devtools.bench.serve import fixed_rate_phase
     from devtools.processes import WorkerProcess
 
-    checkpoint = latest_checkpoint(store)
-    assert checkpoint is not None
-    item_ids = load_checkpoint(checkpoint).item_ids
-    prefix = f"bench-lat-{uuid.uuid4().hex[:8]}-"
-    names = topic_names(prefix)
-    asyncio.run(create_topics(bootstrap, replication_factor=1, prefix=prefix))
+    item_ids, prefix, names = _fresh_topics(bootstrap, store, "bench-lat-")
     eos = setting["processing_guarantee"] == "exactly_once"
     isolation = "read_committed" if eos else "read_uncommitted"
     worker = WorkerProcess(
@@ -219,10 +222,7 @@ def _one(
             row = {
                 **setting,
                 "rate": rate,
-                "achieved_events_per_s": round(fr["achieved"], 1),
-                "events": fr["n"],
-                "answered": len(fr["lat"]),
-                "latency_ms": {f"p{q}": round(v, 1) for q, v in fr["pct"].items()},
+                **_answered(fr),
                 # the worker's own part: the event's send time -> its recommendation built
                 "worker_latency_ms": {f"p{q}": round(v, 1) for q, v in fr["wpct"].items()},
                 # the worker process's CPU (all threads) over the phase, warm-up included
