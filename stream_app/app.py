@@ -15,10 +15,10 @@ from stream_app.transport import Transport
 
 
 class ColdstreamApp(faust.App):
-    """A ``faust.App`` with the two attributes :mod:`stream_app.transport` reads: the worker
-    consumer's ``fetch_max_wait_ms`` and ``fetch_min_bytes`` (from the settings) and the ``fast_path`` buffer whose
-    topics bypass Faust's per-message stream machinery (set by :func:`stream_app.agents.wire`
-    when ``Settings.fast_path`` is on)."""
+    """A ``faust.App`` with the attributes :mod:`stream_app.transport` reads: the worker
+    consumer's ``fetch_max_wait_ms`` and ``fetch_min_bytes`` (from the settings) and the
+    ``fast_path`` buffer whose topics bypass Faust's per-message stream machinery (set by
+    :func:`stream_app.agents.wire` when ``Settings.fast_path`` is on)."""
 
     fetch_max_wait_ms: int = 10
     fetch_min_bytes: int = 1
