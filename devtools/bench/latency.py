@@ -158,28 +158,16 @@ def _floor(args: argparse.Namespace, bootstrap: str, store: Path) -> list[dict[s
     reader as in a worker's row, the reader reading the input topic itself (no worker). A
     worker row's latency less this is what the worker adds (its fetch, batching, processing
     and produce)."""
-    from devtools.bench.pipeline import fixed_rate
-    from devtools.bench.serve import make_events
+    from devtools.bench.serve import fixed_rate_phase
 
     item_ids, _, names = _fresh_topics(bootstrap, store, "bench-floor-")
     read_back = {**names, "recommendations": names["clicks"]}  # the reader reads the input
-
-    def clicks(n: int, seed: int, run: str) -> list[tuple[str, bytes, bytes]]:
-        events = make_events(n, n_users=args.users, item_ids=item_ids, seed=seed, run=run)
-        return [("clicks", key, value) for _, key, value in events]
-
     rows = []
     for rate in args.rates:
+        phase = argparse.Namespace(**{**vars(args), "rate": rate})
         run = uuid.uuid4().hex[:6]
-        fr = fixed_rate(
-            bootstrap,
-            read_back,
-            clicks(int(rate * args.seconds), 2, run + "r"),
-            clicks(int(rate * args.warmup_seconds), 3, run + "w"),
-            rate=rate,
-            seconds=args.seconds,
-            run_of_fixed=run + "r",
-        )
+        # the events of a worker row, every one to clicks (the topic the reader reads)
+        fr = fixed_rate_phase(bootstrap, read_back, phase, item_ids, run, only_topic="clicks")
         row = {"rate": rate, **_answered(fr)}
         print(json.dumps({"floor": row}), flush=True)
         rows.append(row)

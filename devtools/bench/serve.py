@@ -145,20 +145,19 @@ def fixed_rate_phase(
     item_ids: list[str],
     run: str,
     isolation_level: str = "read_uncommitted",
+    only_topic: str | None = None,
 ) -> dict[str, Any]:
     """The latency phase of a serving benchmark: ``args.warmup_seconds`` then
     ``args.seconds`` of events at ``args.rate`` over ``args.users`` users
-    (:func:`devtools.bench.pipeline.fixed_rate`; its result)."""
-    fixed = make_events(
-        int(args.rate * args.seconds), n_users=args.users, item_ids=item_ids, seed=2, run=run + "r"
-    )
-    warm = make_events(
-        int(args.rate * args.warmup_seconds),
-        n_users=args.users,
-        item_ids=item_ids,
-        seed=3,
-        run=run + "w",
-    )
+    (:func:`devtools.bench.pipeline.fixed_rate`; its result). ``only_topic``: every event
+    goes to that logical topic (a reader of one input topic sees them all)."""
+
+    def events(n: int, seed: int, run: str) -> list[tuple[str, bytes, bytes]]:
+        out = make_events(n, n_users=args.users, item_ids=item_ids, seed=seed, run=run)
+        return out if only_topic is None else [(only_topic, k, v) for _, k, v in out]
+
+    fixed = events(int(args.rate * args.seconds), 2, run + "r")
+    warm = events(int(args.rate * args.warmup_seconds), 3, run + "w")
     return fixed_rate(
         bootstrap,
         names,
