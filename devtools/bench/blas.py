@@ -19,9 +19,6 @@ are only comparable within one run).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,23 +27,20 @@ from typing import Any
 import numpy as np
 
 from coldstream.core.errors import ExitCode
+from devtools.bench import int_list, run_facts, write_report
 
 __all__ = ["add_arguments", "run"]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--items",
-        type=_ints,
+        type=int_list,
         default=[1682, 4096, 10_000],
         help="vectors searched, comma-separated",
     )
     ap.add_argument(
-        "--queries", type=_ints, default=[1, 2, 4, 8, 16, 64, 512], help="queries per search"
+        "--queries", type=int_list, default=[1, 2, 4, 8, 16, 64, 512], help="queries per search"
     )
     ap.add_argument("--dim", type=int, default=64, help="vector dimension")
     ap.add_argument("--k", type=int, default=26, help="results per query (k + the margin)")
@@ -120,9 +114,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "what": "coldstream bench blas: FAISS exact search, one scan per query vs one matrix "
         "product, median CPU µs per query of this thread",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        **run_facts(),
         "faiss": faiss.__version__,
         "threads": args.threads,
         "dim": args.dim,
@@ -131,7 +123,5 @@ def run(args: argparse.Namespace) -> int:
         "set_threshold": tuned,
         "rows": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, report)
     return ExitCode.OK if all(r["same_results"] for r in rows) else ExitCode.FAILURE
