@@ -21,6 +21,7 @@ O(n) (amortised over the table's growth).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -35,7 +36,7 @@ import torch
 from coldstream.core.checkpoint import Checkpoint, load_checkpoint
 from coldstream.core.events import EVENT_TYPES
 from coldstream.core.rollout import arm_of
-from coldstream.core.student import pack_histories
+from coldstream.core.student import NumpyEncoder, pack_histories
 from stream_app.index import (
     IndexConfig,
     IndexReport,
@@ -205,6 +206,15 @@ class ServingModel:
     @property
     def table(self) -> torch.Tensor:
         return self.catalog.table()
+
+    @functools.cached_property
+    def numpy_encoder(self) -> NumpyEncoder | None:
+        """The student's encoder in numpy (:class:`~coldstream.core.student.NumpyEncoder`),
+        which ranking uses on CPU with float32 weights; ``None`` elsewhere (torch encodes)."""
+        model = self.checkpoint.model
+        if self.device.type != "cpu" or any(p.dtype != torch.float32 for p in model.parameters()):
+            return None
+        return NumpyEncoder(model)
 
     @classmethod
     def from_checkpoint(
@@ -435,8 +445,16 @@ class Recommender:
         inference_s = search_s = 0.0
         if known and k > 0:
             t0 = time.perf_counter()
-            idx, typ, mask = pack_histories(rows_l, types_l, m.checkpoint.config.max_len, m.device)
-            users = m.checkpoint.model.encode_indexed(m.table, idx, typ, mask).float().cpu().numpy()
+            table, encoder = m.table, m.numpy_encoder
+            if encoder is not None and table.dtype == torch.float32:
+                users = encoder.encode(table.numpy(), rows_l, types_l)
+            else:
+                idx, typ, mask = pack_histories(
+                    rows_l, types_l, m.checkpoint.config.max_len, m.device
+                )
+                users = (
+                    m.checkpoint.model.encode_indexed(table, idx, typ, mask).float().cpu().numpy()
+                )
             t1 = time.perf_counter()
             inference_s = t1 - t0
             got = self._search(m, users, rows_l, k)

@@ -44,11 +44,22 @@ def select_model(settings: Settings, device: Any = "cpu") -> Any:
     return sel
 
 
+def cap_threads(n: int) -> None:
+    """At most ``n`` threads for each compute library of the worker: torch, FAISS (OpenMP)
+    and numpy's own BLAS (the student's encoder on CPU,
+    :class:`~coldstream.core.student.NumpyEncoder`)."""
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    threadpool_limits(n, user_api="blas")
+
+
 def build(settings: Settings, *, registry: Any = None) -> Any:
     """Create the app, load the model the store's pointer names (:func:`select_model`), wire
     agents and views; returns the Wiring."""
-    import faiss
-    import torch
 
     from coldstream.core.device import resolve_device
     from stream_app.agents import wire
@@ -58,8 +69,7 @@ def build(settings: Settings, *, registry: Any = None) -> Any:
     from stream_app.web import register_views
 
     if settings.threads:
-        torch.set_num_threads(settings.threads)
-        faiss.omp_set_num_threads(settings.threads)
+        cap_threads(settings.threads)
     device = resolve_device(settings.device)
     t_load = time.perf_counter()
     sel = select_model(settings, device)

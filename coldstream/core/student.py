@@ -196,6 +196,132 @@ class Student(nn.Module):
         return self.encode(table[idx], types, mask)
 
 
+class NumpyEncoder:
+    """:meth:`Student.encode` in eval mode, for inference on CPU, in numpy: the same function
+    (to float32 rounding), from ragged histories of item rows (no padded tensors).
+
+    Serving ranks micro-batches of a few users with a few events each; there torch's cost
+    per operator (a packed GRU is ~60 of them) is most of the student's time. This runs the
+    GRU step by step over the users still inside their history (sorted longest first, so
+    they are a prefix of the batch): the cost grows with the sum of the history lengths,
+    as the packed GRU's does, and the fixed cost per call is about a third of torch's
+    (``coldstream bench encoder``). The weights are copied when it is built: build one per
+    model. Its matrix products use numpy's BLAS, whose threads the caller limits where cores
+    are counted (the worker caps them at ``COLDSTREAM_THREADS``)."""
+
+    def __init__(self, student: Student) -> None:
+        cfg = student.config
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().float().cpu().numpy())
+
+        self.dim, self.max_len = cfg.dim, cfg.max_len
+        self.n_types = cfg.n_event_types
+        self.type_emb = arr(student.type_emb.weight)
+        self.pos_emb = arr(student.pos_emb.weight)
+        self.empty_user = arr(student.empty_user)
+        self.out_w = arr(student.out.weight).T.copy()
+        self.out_b = arr(student.out.bias)
+        self.layers: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        if student.gru is not None:
+            for n in range(cfg.n_layers):
+                w_ih, w_hh = (
+                    getattr(student.gru, f"weight_ih_l{n}"),
+                    getattr(student.gru, f"weight_hh_l{n}"),
+                )
+                b_ih, b_hh = (
+                    getattr(student.gru, f"bias_ih_l{n}"),
+                    getattr(student.gru, f"bias_hh_l{n}"),
+                )
+                self.layers.append((arr(w_ih).T.copy(), arr(b_ih), arr(w_hh).T.copy(), arr(b_hh)))
+
+    def encode(
+        self,
+        table: np.ndarray,
+        rows: Sequence[Sequence[int]],
+        types: Sequence[Sequence[int]],
+    ) -> np.ndarray:
+        """User vectors ``[B, dim]`` (float32) for histories given as rows of the item
+        vector ``table [N, dim]`` with their event types, oldest first; the ``max_len``
+        most recent events count (as :func:`pack_histories`)."""
+        b, d = len(rows), self.dim
+        lens = np.fromiter((min(len(r), self.max_len) for r in rows), dtype=np.int64, count=b)
+        order = np.argsort(-lens, kind="stable")  # longest first: the active users, a prefix
+        ls = lens[order]
+        ol, lsl = order.tolist(), ls.tolist()
+        total = int(ls.sum())
+        starts = np.zeros(b, dtype=np.int64)
+        if b > 1:
+            np.cumsum(ls[:-1], out=starts[1:])
+        idx = np.fromiter(
+            chain.from_iterable(rows[u][len(rows[u]) - n :] for u, n in zip(ol, lsl, strict=True)),
+            dtype=np.int64,
+            count=total,
+        )
+        typ = np.fromiter(
+            chain.from_iterable(
+                types[u][len(types[u]) - n :] for u, n in zip(ol, lsl, strict=True)
+            ),
+            dtype=np.int64,
+            count=total,
+        )
+        # position counted from the most recent event (0 = latest), as Student.encode
+        pos = np.repeat(starts + ls - 1, ls) - np.arange(total)
+        longest = int(ls[0]) if b else 0
+        # users whose history is longer than t: the first active[t] of the sorted batch
+        active = b - np.cumsum(np.bincount(ls, minlength=longest + 1))[:longest]
+        # time-major: step t's inputs are rows first[t] .. first[t] + active[t] (slices, no
+        # gathers in the loop)
+        first = np.zeros(longest, dtype=np.int64)
+        np.cumsum(active[:-1], out=first[1:])
+        user = np.repeat(np.arange(b), ls)
+        step = np.arange(total) - np.repeat(starts, ls)
+        where = first[step] + user
+        tm = np.empty((3, total), dtype=np.int64)
+        tm[:, where] = (idx, np.clip(typ, 0, self.n_types - 1), pos)
+        x = table[tm[0]].astype(np.float32, copy=False)
+        x = x + self.type_emb[tm[1]]
+        x += self.pos_emb[tm[2]]
+        h = np.zeros((b, d), dtype=np.float32)
+        if not self.layers:  # mean encoder
+            np.add.at(h, user, x[where])
+            h /= np.maximum(ls, 1)[:, None].astype(np.float32)
+        gh_all = np.empty((b, 3 * d), dtype=np.float32)
+        for n, (w_ih, b_ih, w_hh, b_hh) in enumerate(self.layers):
+            gi = x @ w_ih
+            gi += b_ih
+            last = n == len(self.layers) - 1
+            y = None if last else np.empty((total, d), dtype=np.float32)
+            h[:] = 0.0
+            for s0, c in zip(first.tolist(), active.tolist(), strict=True):
+                hc, g, gh = h[:c], gi[s0 : s0 + c], gh_all[:c]
+                np.matmul(hc, w_hh, out=gh)
+                gh += b_hh
+                rz = g[:, : 2 * d]
+                rz += gh[:, : 2 * d]
+                np.negative(rz, out=rz)
+                np.exp(rz, out=rz)
+                rz += 1.0
+                np.reciprocal(rz, out=rz)  # sigmoid: r, z
+                new = gh[:, 2 * d :]
+                new *= rz[:, :d]
+                new += g[:, 2 * d :]
+                np.tanh(new, out=new)
+                hc -= new  # h' = (1 - z) * n + z * h = n + z * (h - n)
+                hc *= rz[:, d:]
+                hc += new
+                if y is not None:
+                    y[s0 : s0 + c] = hc
+            if y is not None:
+                x = y
+        u = h @ self.out_w
+        u += self.out_b
+        u[ls == 0] = self.empty_user
+        out = np.empty_like(u)
+        out[order] = u
+        return out
+
+
 def pack_histories(
     rows: Sequence[Sequence[int]],
     types: Sequence[Sequence[int]],

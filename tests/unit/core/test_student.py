@@ -1,4 +1,5 @@
-"""History packing (:func:`coldstream.core.student.pack_histories`) against a plain loop."""
+"""History packing (:func:`coldstream.core.student.pack_histories`) against a plain loop, and
+the numpy encoder (:class:`coldstream.core.student.NumpyEncoder`) against the torch one."""
 
 from __future__ import annotations
 
@@ -73,3 +74,57 @@ def test_inference_runs_each_history_for_its_own_length():
     torch.testing.assert_close(packed, padded, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(packed, alone, atol=1e-6, rtol=1e-5)
     assert torch.equal(packed[0], model.empty_user.detach())  # no event: the learned empty user
+
+
+def _student(encoder: str, n_layers: int, max_len: int):
+    from coldstream.core.student import Student, StudentConfig
+
+    cfg = StudentConfig(
+        n_items=30, text_dim=8, dim=16, encoder=encoder, n_layers=n_layers, max_len=max_len
+    )
+    model = Student(cfg).eval()
+    with torch.no_grad():  # weights far from their init, so every gate matters
+        for p in model.parameters():
+            p.normal_(0.0, 0.4)
+    return model
+
+
+def test_numpy_encoder_is_the_torch_encoder():
+    # GRU of one and two layers and the mean encoder; empty histories, histories longer
+    # than max_len, event types outside the table (clamped), batches of 0 to 40 users
+    from coldstream.core.student import NumpyEncoder
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    table = torch.randn(30, 16)
+    for encoder, n_layers in (("gru", 1), ("gru", 2), ("mean", 1)):
+        model = _student(encoder, n_layers, max_len=6)
+        fast = NumpyEncoder(model)
+        for b in (0, 1, 2, 9, 40):
+            rows = [rng.integers(0, 30, rng.integers(0, 11)).tolist() for _ in range(b)]
+            types = [rng.integers(-2, 5, len(r)).tolist() for r in rows]
+            got = fast.encode(table.numpy(), rows, types)
+            with torch.inference_mode():
+                want = model.encode_indexed(table, *pack_histories(rows, types, 6)).numpy()
+            assert got.dtype == np.float32 and got.shape == (b, 16)
+            np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
+            for i, r in enumerate(rows):
+                if not r:  # no event: the learned empty user, exactly
+                    assert np.array_equal(got[i], model.empty_user.detach().numpy())
+
+
+def test_numpy_encoder_answers_each_user_alone():
+    # a user's vector does not depend on the batch around it (the longest-first order and
+    # the prefix of active users are internal)
+    from coldstream.core.student import NumpyEncoder
+
+    torch.manual_seed(1)
+    model = _student("gru", 1, max_len=50)
+    fast = NumpyEncoder(model)
+    table = np.random.default_rng(0).standard_normal((30, 16)).astype(np.float32)
+    rows = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10, 11], [], [12, 12]]
+    types = [[0] * len(r) for r in rows]
+    together = fast.encode(table, rows, types)
+    alone = np.concatenate([fast.encode(table, [r], [t]) for r, t in zip(rows, types, strict=True)])
+    np.testing.assert_allclose(together, alone, atol=1e-6, rtol=1e-6)
+    assert not np.allclose(together[0], together[4])  # different histories, different users

@@ -52,6 +52,22 @@ def test_matches_checkpoint_recommend_and_excludes_seen(rec, ckpt_path):
         np.testing.assert_allclose([s for _, s in items], [s for _, s in ref], rtol=1e-4, atol=1e-4)
 
 
+def test_cpu_bundle_ranks_with_the_numpy_encoder(flat):
+    # the parity test above compares the serving path, which on CPU encodes in numpy, with
+    # the checkpoint API, which encodes in torch; a model that is not float32 keeps torch
+    from coldstream.core.student import NumpyEncoder
+
+    m = flat.model
+    assert isinstance(m.numpy_encoder, NumpyEncoder)
+    assert m.numpy_encoder is m.numpy_encoder  # built once per bundle
+    half = ServingModel(m.version, m.checkpoint, m.catalog)
+    half.checkpoint.model.half()
+    try:
+        assert half.numpy_encoder is None
+    finally:
+        half.checkpoint.model.float()
+
+
 def test_batch_equals_one_by_one(rec):
     histories = [[str(j) for j in range(i, i + 5)] for i in range(1, 20)]
     batched = rec.recommend_batch(histories, k=5)

@@ -80,3 +80,25 @@ def test_unsigned_checkpoints_only_with_the_dev_setting_and_never_in_prod(clean_
             _settings(store, allow_unsigned_checkpoints=True, profile="prod"),
             registry=CollectorRegistry(),
         )
+
+
+def test_cap_threads_caps_every_compute_library():
+    # torch, FAISS and numpy's own BLAS (the numpy student encoder's products): a worker
+    # with COLDSTREAM_THREADS=1 uses one core whatever ranks its batches
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from stream_app.worker import cap_threads
+
+    before = (torch.get_num_threads(), faiss.omp_get_max_threads())
+    with threadpool_limits(limits=None):  # restores numpy's BLAS threads on exit
+        try:
+            cap_threads(1)
+            assert torch.get_num_threads() == 1
+            assert faiss.omp_get_max_threads() == 1
+            blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+            assert blas and all(i["num_threads"] == 1 for i in blas)
+        finally:
+            torch.set_num_threads(before[0])
+            faiss.omp_set_num_threads(before[1])
