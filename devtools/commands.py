@@ -107,6 +107,11 @@ BENCHMARKS = (
         "FAISS exact search per batch size: one scan per query vs one matrix product",
     ),
     (
+        "encoder",
+        "devtools.bench.encoder",
+        "the student's user encoder on CPU per batch size: torch vs numpy, microseconds",
+    ),
+    (
         "rollout-sim",
         "devtools.bench.rollout_sim",
         "rollout judge by simulation: error rates, time to a decision (no broker)",

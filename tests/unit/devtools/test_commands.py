@@ -38,6 +38,7 @@ def test_every_dev_command_is_there() -> None:
         "bench blas",
         "bench codecs",
         "bench delivery",
+        "bench encoder",
         "bench eos",
         "bench faults",
         "bench inference",
