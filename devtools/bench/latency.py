@@ -42,31 +42,24 @@ from pathlib import Path
 from typing import Any
 
 from coldstream.core.errors import ExitCode
+from devtools.bench import float_list, int_list
 
 __all__ = ["add_arguments", "best_rows", "grid", "run"]
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x.strip()]
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--rates", type=_floats, default=[1000.0, 5000.0], help="events/s, comma-separated"
+        "--rates", type=float_list, default=[1000.0, 5000.0], help="events/s, comma-separated"
     )
     p.add_argument(
         "--guarantees",
         default="at_least_once,exactly_once",
         help="processing guarantees, comma-separated",
     )
-    p.add_argument("--windows", type=_floats, default=[1.0, 5.0], help="batch windows (ms)")
+    p.add_argument("--windows", type=float_list, default=[2.0, 5.0], help="batch windows (ms)")
     p.add_argument(
         "--in-flight",
-        type=_ints,
+        type=int_list,
         default=[1, 4],
         help="max uncommitted batches (at_least_once only)",
     )
@@ -76,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
     p.add_argument(
         "--fetch-min-bytes",
-        type=_ints,
+        type=int_list,
         default=[1, 16384],
         help="consumer fetch minimum bytes (COLDSTREAM_FETCH_MIN_BYTES), comma-separated",
     )

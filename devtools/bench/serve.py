@@ -87,7 +87,7 @@ def add_arguments(s: argparse.ArgumentParser) -> None:
         "--users", type=int, default=20_000, help="distinct users in the generated events"
     )
     s.add_argument("--batch-size", type=int, default=512, help="worker micro-batch size")
-    s.add_argument("--batch-window-ms", type=float, default=5.0, help="worker micro-batch window")
+    s.add_argument("--batch-window-ms", type=float, default=2.0, help="worker micro-batch window")
     s.add_argument("--threads", type=int, default=1, help="worker torch/FAISS threads")
     s.add_argument("--no-stock", action="store_true", help="skip the stock Faust agent comparison")
     s.add_argument("--out", default="reports/bench-serve.json", help="the JSON report")
