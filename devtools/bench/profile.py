@@ -39,9 +39,14 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for name, pattern in (
         (
             "FAISS search + post-filter",
-            r"faiss|stream_app/index/|search_unseen|search_wide|\(recommender\.py:.*search",
+            r"faiss|stream_app/index/|search_unseen|search_wide|"
+            r"\b(_take|_unseen|_seen_keys|_search_groups|_keep) \(stream_app/recommender\.py",
         ),
-        ("student forward (torch)", r"torch|libtorch|mkl|gomp|openblas|student"),
+        ("student forward", r"torch|libtorch|mkl|gomp|openblas|student"),
+        (
+            "ranking: history rows, result lists",
+            r"stream_app/recommender\.py",
+        ),
         (
             "JSON decode + validation",
             r"validate_event|msgspec|core/events\.py|json/decoder|_json\.",
@@ -69,7 +74,13 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 """Stage name -> pattern over a py-spy frame (``function (path:line)`` or a native
 ``symbol (library)``). Listed so that a frame names the work, not its caller: a torch frame
-under the recommender is the student's."""
+under the recommender is the student's (on CPU the student runs in numpy,
+``NumpyEncoder`` in ``coldstream/core/student.py``; torch elsewhere)."""
+
+PASS_THROUGH = re.compile(r"torch/utils/_contextlib\.py")
+"""Frames that name no work: torch's ``inference_mode`` decorator wraps the recommender's
+ranking, so without this every sample of the ranking's own Python (history rows, result
+lists) would fall through to it and count as the student's."""
 
 
 def attribute(raw: str) -> Counter[str]:
@@ -83,6 +94,8 @@ def attribute(raw: str) -> Counter[str]:
             continue
         stage = "other (event loop, Faust services)"
         for frame in reversed(stack.split(";")):
+            if PASS_THROUGH.search(frame):
+                continue
             hit = next((name for name, pat in STAGES if pat.search(frame)), None)
             if hit is not None:
                 stage = hit

@@ -23,3 +23,24 @@ def test_each_stack_goes_to_the_stage_nearest_its_leaf() -> None:
         "other (event loop, Faust services)": 3,
         "produce (batches, sender, acks)": 2,
     }
+
+
+RANKING = """\
+<module> (coldstream/__main__.py:3);Recommender.rank_batch (stream_app/recommender.py:418);context_decorator.<locals>.decorate_context (torch/utils/_contextlib.py:116);Recommender._rank_batch (stream_app/recommender.py:460);Recommender._search (stream_app/recommender.py:477);_listed (stream_app/recommender.py:690) 6
+<module> (coldstream/__main__.py:3);Recommender.rank_batch (stream_app/recommender.py:418);context_decorator.<locals>.decorate_context (torch/utils/_contextlib.py:116);Recommender._rank_batch (stream_app/recommender.py:434) 4
+<module> (coldstream/__main__.py:3);Recommender.rank_batch (stream_app/recommender.py:418);context_decorator.<locals>.decorate_context (torch/utils/_contextlib.py:116);context_decorator.<locals>.decorate_context (torch/utils/_contextlib.py:115) 1
+<module> (coldstream/__main__.py:3);Recommender.rank_batch (stream_app/recommender.py:418);context_decorator.<locals>.decorate_context (torch/utils/_contextlib.py:116);Recommender._rank_batch (stream_app/recommender.py:451);NumpyEncoder.encode (coldstream/core/student.py:291) 3
+<module> (coldstream/__main__.py:3);Recommender._search (stream_app/recommender.py:476);search_unseen (stream_app/recommender.py:556);_take (stream_app/recommender.py:607) 2
+"""
+
+
+def test_the_ranking_own_python_is_not_the_student() -> None:
+    # torch's inference_mode decorator wraps the ranking: a sample in the ranking's own
+    # Python (history rows, result lists) passes through it to the recommender, and only
+    # the encoder's frames are the student's; the seen-item filter is the search's
+    got = attribute(RANKING)
+    assert got == {
+        "ranking: history rows, result lists": 11,
+        "student forward": 3,
+        "FAISS search + post-filter": 2,
+    }
