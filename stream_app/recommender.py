@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,45 @@ def _entry(ev: Any) -> tuple[str, int]:
     return iid, (EVENT_TYPES.get(et, 0) if isinstance(et, str) else int(et))
 
 
+_item_of, _type_of = itemgetter(ITEM_ID), itemgetter(EVENT_TYPE)
+_LONG = 8
+"""From this many events a history takes the column-wise path of :func:`_history_rows`
+(below it, the per-event loop is as fast)."""
+
+
+def _history_rows(
+    recent: Sequence[Any], slot_of: Mapping[str, int]
+) -> tuple[list[int], list[int], list[str]]:
+    """``(rows, types, ids)`` of a history: the table rows and event types of the events whose
+    item the model knows, and every event's item id (what :func:`_entry` gives, event by
+    event). A long history of session entries (lists of a ``str`` item id and an ``int``
+    type code, :mod:`stream_app.sessions`) is read column by column in C, about 8 µs less per
+    event with 50 events (a returning user's every event ranks their whole history;
+    docs/results.md)."""
+    if (
+        len(recent) >= _LONG
+        and set(map(type, recent)) == {list}
+        and min(map(len, recent)) > EVENT_TYPE
+    ):
+        ids = list(map(_item_of, recent))
+        types = list(map(_type_of, recent))
+        if set(map(type, ids)) == {str} and set(map(type, types)) == {int}:
+            got = list(map(slot_of.get, ids))
+            rows = [r for r in got if r is not None]
+            if len(rows) < len(got):  # items the model does not know: their types go too
+                types = [t for r, t in zip(got, types, strict=True) if r is not None]
+            return rows, types, ids
+    rows, types, ids = [], [], []  # short, or not all session entries: event by event
+    for ev in recent:
+        iid, et = _entry(ev)
+        ids.append(iid)
+        r = slot_of.get(iid)
+        if r is not None:
+            rows.append(r)
+            types.append(et)
+    return rows, types, ids
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A rollout's candidate, held beside the live model (docs/rollout.md): a ``canary``
@@ -428,15 +468,7 @@ class Recommender:
         fallback: list[str | None] = [None] * n
         rows_l, types_l, seen_ids, known = [], [], [], []
         for i, h in enumerate(histories):
-            recent = list(h)[-self.max_history :]
-            rows, types, ids = [], [], []
-            for ev in recent:
-                iid, et = _entry(ev)
-                ids.append(iid)
-                r = slot_of.get(iid)
-                if r is not None:
-                    rows.append(r)
-                    types.append(et)
+            rows, types, ids = _history_rows(list(h)[-self.max_history :], slot_of)
             seen_ids.append(ids)
             if rows:
                 known.append(i)

@@ -68,6 +68,44 @@ def test_cpu_bundle_ranks_with_the_numpy_encoder(flat):
         half.checkpoint.model.float()
 
 
+def test_history_rows_read_column_wise_equal_the_event_by_event_reading():
+    # long histories of session entries take the column-wise path; anything else (short,
+    # bare ids, str or bool event types, short lists, non-str ids) the per-event one: both
+    # give what _entry gives, event by event
+    from stream_app.recommender import _LONG, _entry, _history_rows
+
+    slot_of = {f"i{n}": n for n in range(0, 40, 2)}  # odd items: unknown to the model
+
+    def by_events(recent):
+        pairs = [_entry(ev) for ev in recent]
+        known = [(slot_of[i], t) for i, t in pairs if i in slot_of]
+        return [r for r, _ in known], [t for _, t in known], [i for i, _ in pairs]
+
+    rng = np.random.default_rng(5)
+    entry = [
+        [f"i{int(j)}", int(t), 1.0, f"e{n}"]
+        for n, (j, t) in enumerate(
+            zip(rng.integers(0, 40, 60), rng.integers(0, 2, 60), strict=True)
+        )
+    ]
+    cases = [
+        entry[: _LONG - 1],  # short
+        entry[:_LONG],
+        entry,  # long, some unknown items
+        [e for e in entry if e[0] in slot_of],  # long, all known
+        [*entry[:20], "i4", 6],  # bare ids among the entries
+        [*entry[:20], ["i2", "purchase", 1.0, "x"]],  # a type by name
+        [*entry[:20], ["i2", True, 1.0, "x"]],  # a bool is not a type code
+        [*entry[:20], ["i2"]],  # an entry without a type
+        [*entry[:20], [2, 1, 1.0, "x"]],  # an id that is not a str
+        [],
+    ]
+    for recent in cases:
+        assert _history_rows(recent, slot_of) == by_events(recent), recent
+    rows, types, ids = _history_rows(entry, slot_of)
+    assert len(ids) == 60 and 0 < len(rows) < 60  # the unknown items are left out
+
+
 def test_batch_equals_one_by_one(rec):
     histories = [[str(j) for j in range(i, i + 5)] for i in range(1, 20)]
     batched = rec.recommend_batch(histories, k=5)
