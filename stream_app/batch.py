@@ -258,7 +258,10 @@ class BatchProcessor:
         snap_users: list[str] = []  # the user of each snapshot (the rollout arm's key)
         work: dict[str, History] = {}
         marks: dict[str, float | None] = {}  # user -> forgotten_at
-        known: dict[str, dict[str, int]] = {}  # user -> event ids in the session -> position
+        # user -> event ids in the session -> position + trimmed: a full history drops its
+        # oldest entries without a new map (the position is the value less trimmed[user])
+        known: dict[str, dict[str, int]] = {}
+        trimmed: dict[str, int] = {}
         parts: dict[str, int] = {}
         batch_ids: set[tuple[str, str]] = set()
         for rec in batch:
@@ -289,6 +292,7 @@ class BatchProcessor:
                 hist, marks[ev.user_id] = load_session(self.get_session(ev.user_id))
                 work[ev.user_id] = hist
                 known[ev.user_id] = _positions(hist)
+                trimmed[ev.user_id] = 0
             parts[ev.user_id] = rec.partition
             if isinstance(ev, Forget):
                 # everything that arrived before the request goes, whatever time its
@@ -297,6 +301,7 @@ class BatchProcessor:
                 newest = max((e[TS] for e in hist if len(e) > TS), default=ev.ts)
                 hist.clear()
                 known[ev.user_id] = {}
+                trimmed[ev.user_id] = 0
                 marks[ev.user_id] = max(ev.ts, newest, marks[ev.user_id] or ev.ts)
                 accepted.append((rec, ev, False))
                 continue
@@ -307,18 +312,17 @@ class BatchProcessor:
             accepted.append((rec, ev, True))
             if self.stream_time is None or ev.ts > self.stream_time:
                 self.stream_time = ev.ts
-            pos = known[ev.user_id].get(ev.event_id)
+            pos = known[ev.user_id].get(ev.event_id, -1) - trimmed[ev.user_id]
             snap_users.append(ev.user_id)
-            if pos is not None and pos < len(hist) and hist[pos][EVENT_ID] == ev.event_id:
+            if 0 <= pos < len(hist) and hist[pos][EVENT_ID] == ev.event_id:
                 snapshots.append(list(hist[: pos + 1]))  # redelivered: answer as before
                 out.n_redelivered += 1
                 continue
             hist.append(session_entry(ev.item_id, ev.type_code, ev.ts, ev.event_id))
+            known[ev.user_id][ev.event_id] = len(hist) - 1 + trimmed[ev.user_id]
             if len(hist) > s.max_history:
+                trimmed[ev.user_id] += len(hist) - s.max_history
                 del hist[: len(hist) - s.max_history]
-                known[ev.user_id] = _positions(hist)
-            else:
-                known[ev.user_id][ev.event_id] = len(hist) - 1
             snapshots.append(list(hist))
         if not accepted:
             return out

@@ -339,3 +339,28 @@ def test_a_shadow_is_scored_on_the_next_event_but_never_published(two_models):
     assert p.shadow_online is not None
     assert p.shadow_online.requests["2"] == 80 and "1" not in p.shadow_online.requests
     assert not p.shadow_online.segment_requests  # the cold/warm series stay the served ones'
+
+
+def test_a_redelivered_event_is_found_in_a_history_trimmed_in_the_same_batch(recommender):
+    # the session holds e1..e3 (max_history 3) and the dedupe memory is empty (a restart):
+    # new events trim the oldest entries in this batch, and a redelivered event is still
+    # found at its new position; one trimmed away is an event like any other
+    store: dict = {"u1": [[str(n), 0, NOW - 10 + n, f"e{n}"] for n in (1, 2, 3)]}
+    p = BatchProcessor(
+        recommender, Settings(k=5, max_history=3), get_session=store.get, clock=lambda: NOW
+    )
+    out = p.process(
+        [
+            rec("clicks", "u1", "4", 0, "e4"),  # trims e1
+            rec("clicks", "u1", "5", 1, "e5"),  # trims e2
+            rec("clicks", "u1", "9", 2, "e3"),  # redelivered: e3 is now the oldest entry
+            rec("clicks", "u1", "7", 3, "e1"),  # trimmed away: new again, trims e3
+        ]
+    )
+    assert out.n_redelivered == 1
+    assert len(out.recommendations) == 4
+    assert [e[3] for e in out.sessions["u1"][1]] == ["e4", "e5", "e1"]
+    vals = [json.loads(v) for _, v in out.recommendations]
+    # e3 answered as before: from the history up to e3 only, so items 4 and 5 may come back,
+    # while the answer to e1 excludes its whole history
+    assert not {"4", "5", "7"} & {i["item_id"] for i in vals[3]["items"]}
